@@ -1,0 +1,35 @@
+"""lutsr: look-up-table super-resolution for real-time image and video upscaling.
+
+The public API::
+
+    lutsr.upscale(img, lut=None, *, out=None, backend="auto", threads=None)
+    lutsr.Upscaler(lut=None, *, backend="auto", threads=None)
+    lutsr.LUT, lutsr.Stage, lutsr.PATTERNS
+    lutsr.load(path), lutsr.save(lut, path), lutsr.LUTFormatError
+    lutsr.load_bundled(name), lutsr.bundled_names()
+    lutsr.import_srlut(path_or_array, scale), lutsr.import_mulut(tables, scale)
+"""
+
+from .api import Upscaler, upscale
+from .bundled import load_bundled
+from .bundled import names as bundled_names
+from .fileformat import LUTFormatError, load, save
+from .importers import import_mulut, import_srlut
+from .model import LUT, PATTERNS, Stage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LUT",
+    "LUTFormatError",
+    "PATTERNS",
+    "Stage",
+    "Upscaler",
+    "bundled_names",
+    "import_mulut",
+    "import_srlut",
+    "load",
+    "load_bundled",
+    "save",
+    "upscale",
+]

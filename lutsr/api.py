@@ -1,0 +1,194 @@
+"""The public entry points: :func:`upscale` and :class:`Upscaler`."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from . import bundled, reference
+from .fileformat import load
+from .model import LUT
+
+BACKENDS = ("auto", "numba", "reference")
+
+
+def resolve_lut(lut) -> LUT:
+    """Return a :class:`LUT` from a LUT, a bundled name, a path, or None (the default)."""
+    if isinstance(lut, LUT):
+        return lut
+    if lut is None:
+        return bundled.load_bundled(bundled.DEFAULT)
+    if isinstance(lut, (str, os.PathLike)):
+        if isinstance(lut, str) and lut in bundled.names():
+            return bundled.load_bundled(lut)
+        if not os.path.exists(lut):
+            raise ValueError(f"no bundled LUT named {str(lut)!r} and no such file; "
+                             f"bundled: {bundled.names()}")
+        return load(lut)
+    raise TypeError(f"lut must be a LUT, a bundled name, a path or None, got {type(lut).__name__}")
+
+
+def _as_frames(a: np.ndarray) -> np.ndarray:
+    """A (N, H, W, C) view of an (H, W), (H, W, C) or (N, H, W, C) array (never a copy)."""
+    if a.ndim == 2:
+        return a[None, :, :, None]
+    return a[None] if a.ndim == 3 else a
+
+
+def _check_image(img, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Validate ``img``; return it as (N, H, W, C) and the output shape."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"img must be a numpy uint8 array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise TypeError(f"img must be uint8, got {img.dtype}; convert explicitly "
+                        "(e.g. np.clip(x, 0, 255).astype(np.uint8)) so no values are lost silently")
+    if img.ndim not in (2, 3, 4):
+        raise ValueError(f"img must be HxW, HxWxC or NxHxWxC, got {img.ndim} dimensions "
+                         f"{img.shape}")
+    if 0 in img.shape:
+        raise ValueError(f"img is empty: shape {img.shape}")
+    frames = _as_frames(img)
+    n, h, w, c = frames.shape
+    if img.ndim == 2:
+        out_shape = (h * scale, w * scale)
+    elif img.ndim == 3:
+        out_shape = (h * scale, w * scale, c)
+    else:
+        out_shape = (n, h * scale, w * scale, c)
+    return frames, out_shape
+
+
+def _check_out(out, shape: tuple[int, ...], img: np.ndarray) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.dtype != np.uint8:
+        raise TypeError(f"out must be uint8, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if np.shares_memory(out, img):
+        raise ValueError("out overlaps the input image")
+    return out
+
+
+class _ReferenceRunner:
+    """Runs :mod:`lutsr.reference` frame by frame and channel by channel."""
+
+    def __init__(self, lut: LUT):
+        self.lut = lut
+
+    def run(self, frames: np.ndarray, out: np.ndarray) -> None:
+        for n in range(frames.shape[0]):
+            for c in range(frames.shape[3]):
+                out[n, :, :, c] = reference.run_lut(frames[n, :, :, c], self.lut)
+
+
+def _make_runner(lut: LUT, backend: str, threads: int | None):
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    if backend == "reference":
+        return _ReferenceRunner(lut)
+    from . import _cpu  # numba import is deferred: `import lutsr` stays cheap
+
+    return _cpu.NumbaRunner(lut, threads)
+
+
+class Upscaler:
+    """A LUT model bound to a backend, for a stream of frames.
+
+    Holds the backend's prepared tables and scratch buffers, so calling it on
+    frames of one size allocates nothing but (unless ``out`` is given) the
+    result.
+
+    Parameters
+    ----------
+    lut : LUT, str, path or None
+        A model, a bundled name (see :func:`lutsr.bundled_names`), a ``.lutsr``
+        path, or None for the bundled default.
+    backend : {"auto", "numba", "reference"}
+        ``"auto"`` picks numba for numpy arrays. ``"reference"`` is the slow
+        numpy specification.
+    threads : int, optional
+        Worker threads for the numba backend (default: all cores).
+
+    Notes
+    -----
+    Calls are thread-safe: the prepared tables are read-only and scratch
+    buffers are per thread. The numba kernels release the GIL, so one
+    Upscaler per video stream, each driven from its own thread, run in
+    parallel.
+    """
+
+    def __init__(self, lut=None, *, backend: str = "auto", threads: int | None = None):
+        self.lut = resolve_lut(lut)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.backend = "numba" if backend == "auto" else backend
+        self._runner = _make_runner(self.lut, backend, threads)
+
+    @property
+    def scale(self) -> int:
+        """The upscale factor."""
+        return self.lut.scale
+
+    def up(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Upscale ``img``; see :func:`lutsr.upscale` for the array conventions."""
+        frames, out_shape = _check_image(img, self.lut.scale)
+        if out is None:
+            out = np.empty(out_shape, np.uint8)
+        else:
+            _check_out(out, out_shape, img)
+        self._runner.run(frames, _as_frames(out))
+        return out
+
+    __call__ = up
+
+
+_upscalers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_upscalers_lock = threading.Lock()
+
+
+def upscale(img: np.ndarray, lut=None, *, out: np.ndarray | None = None,
+            backend: str = "auto", threads: int | None = None) -> np.ndarray:
+    """Upscale an image or a batch of frames with a LUT model.
+
+    Parameters
+    ----------
+    img : ndarray of uint8
+        ``(H, W)`` gray, ``(H, W, C)`` with any number of channels (each channel
+        is processed independently, so RGB, BGR and RGBA all work), or
+        ``(N, H, W, C)`` a batch of frames.
+    lut : LUT, str, path or None
+        A model, a bundled name, a ``.lutsr`` path, or None for the bundled
+        default ``x4``.
+    out : ndarray of uint8, optional
+        Preallocated output of shape ``(H*s, W*s)``, ``(H*s, W*s, C)`` or
+        ``(N, H*s, W*s, C)`` for scale ``s``; written in place and returned.
+    backend : {"auto", "numba", "reference"}
+    threads : int, optional
+        Worker threads for the numba backend.
+
+    Returns
+    -------
+    ndarray of uint8
+        The upscaled image, in the input's layout.
+
+    Raises
+    ------
+    TypeError
+        ``img`` or ``out`` is not a uint8 numpy array.
+    ValueError
+        Empty or wrongly shaped input, wrong ``out`` shape, unknown backend.
+    """
+    lut = resolve_lut(lut)
+    key = (backend, threads)
+    with _upscalers_lock:
+        cache = _upscalers.setdefault(lut, {})
+        upscaler = cache.get(key)
+        if upscaler is None:
+            upscaler = cache[key] = Upscaler(lut, backend=backend, threads=threads)
+    return upscaler.up(img, out=out)

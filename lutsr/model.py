@@ -1,0 +1,185 @@
+"""The LUT model: stages of (pattern, table) pairs, and their invariants.
+
+A LUT model maps a uint8 plane to a uint8 plane ``scale`` times larger. It is a
+sequence of *stages*; each stage reads the previous stage's uint8 output. The
+exact arithmetic of a stage is specified by :mod:`lutsr.reference`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+#: The 4-pixel neighbourhoods a table is indexed by, as (row, col) offsets of
+#: the pixels ``a, b, c, d`` from the pixel being upscaled.
+PATTERNS = MappingProxyType(
+    {
+        "S": ((0, 0), (0, 1), (1, 0), (1, 1)),
+        "D": ((0, 0), (0, 2), (2, 0), (2, 2)),
+        "Y": ((0, 0), (1, 1), (1, 2), (2, 1)),
+    }
+)
+
+#: Padding modes a stage may use, with numpy's ``np.pad`` meaning.
+PADDINGS = ("reflect", "edge")
+
+#: Supported sampling intervals ``k`` (``q = 2**k``, ``L = 2**(8 - k) + 1``).
+INTERVALS = range(1, 8)
+
+
+def pattern_extent(pattern: str) -> int:
+    """Rows (and columns) of padding a pattern needs at the bottom and right."""
+    return max(max(dy, dx) for dy, dx in PATTERNS[pattern])
+
+
+def grid_size(interval: int) -> int:
+    """Number of samples per input dimension, ``L = 2**(8 - interval) + 1``."""
+    return 2 ** (8 - interval) + 1
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One stage of a LUT model.
+
+    Parameters
+    ----------
+    r : int
+        Upscale factor of this stage (1 for a refinement stage).
+    patterns : tuple of str
+        Pattern names (keys of :data:`PATTERNS`), one per table.
+    tables : tuple of numpy.ndarray
+        One int8 C-contiguous array of shape ``(L**4, r*r)`` per pattern.
+    divisor, bias : float
+        The stage output is ``clip(round(sum / divisor + bias), 0, 255)``.
+    padding : {"reflect", "edge"}
+        How the rotated plane is padded at its bottom and right.
+    """
+
+    r: int
+    patterns: tuple[str, ...]
+    tables: tuple[np.ndarray, ...]
+    divisor: float = 1.0
+    bias: float = 0.0
+    padding: str = "edge"
+
+    def __post_init__(self):
+        object.__setattr__(self, "patterns", tuple(self.patterns))
+        object.__setattr__(
+            self, "tables", tuple(np.ascontiguousarray(t) for t in self.tables)
+        )
+        if not isinstance(self.r, (int, np.integer)) or not 1 <= self.r <= 8:
+            raise ValueError(f"stage r must be an integer in 1..8, got {self.r!r}")
+        object.__setattr__(self, "r", int(self.r))
+        if not self.patterns:
+            raise ValueError("a stage needs at least one pattern")
+        unknown = [p for p in self.patterns if p not in PATTERNS]
+        if unknown:
+            raise ValueError(f"unknown pattern(s) {unknown}; known: {sorted(PATTERNS)}")
+        if len(set(self.patterns)) != len(self.patterns):
+            raise ValueError(f"repeated pattern in {self.patterns}")
+        if len(self.tables) != len(self.patterns):
+            raise ValueError(
+                f"{len(self.patterns)} patterns but {len(self.tables)} tables"
+            )
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        for name in ("divisor", "bias"):
+            value = getattr(self, name)
+            if not np.isfinite(value):
+                raise ValueError(f"stage {name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.divisor <= 0:
+            raise ValueError(f"stage divisor must be positive, got {self.divisor}")
+        rows = {t.shape[0] for t in self.tables}
+        for pattern, table in zip(self.patterns, self.tables):
+            if table.dtype != np.int8:
+                raise ValueError(f"table {pattern!r} must be int8, got {table.dtype}")
+            if table.ndim != 2 or table.shape[1] != self.r * self.r:
+                raise ValueError(
+                    f"table {pattern!r} must have shape (L**4, {self.r * self.r}), "
+                    f"got {table.shape}"
+                )
+        if len(rows) != 1:
+            raise ValueError(f"tables of one stage differ in rows: {sorted(rows)}")
+
+    @property
+    def rows(self) -> int:
+        """``L**4``, the number of rows of each table."""
+        return self.tables[0].shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class LUT:
+    """A look-up-table super-resolution model.
+
+    Parameters
+    ----------
+    stages : tuple of Stage
+        Applied in order; the product of their ``r`` is the model's scale.
+    interval : int
+        Sampling interval exponent ``k``: inputs are sampled every ``q = 2**k``
+        levels, so each table has ``L**4`` rows with ``L = 2**(8 - k) + 1``.
+    name : str
+        A short human-readable name (e.g. ``"x4"``).
+    metadata : dict
+        JSON-serialisable provenance: training data, iterations, CPU time,
+        metrics. Not used by the arithmetic.
+    """
+
+    stages: tuple[Stage, ...]
+    interval: int = 4
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise ValueError("a LUT needs at least one stage")
+        if not all(isinstance(s, Stage) for s in self.stages):
+            raise TypeError("stages must be Stage instances")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"interval must be in 1..7, got {self.interval!r}")
+        object.__setattr__(self, "interval", int(self.interval))
+        want = grid_size(self.interval) ** 4
+        for i, stage in enumerate(self.stages):
+            if stage.rows != want:
+                raise ValueError(
+                    f"stage {i}: tables have {stage.rows} rows, interval "
+                    f"{self.interval} needs L**4 = {want}"
+                )
+
+    @property
+    def scale(self) -> int:
+        """Overall upscale factor, the product of the stages' ``r``."""
+        return int(np.prod([s.r for s in self.stages]))
+
+    @property
+    def q(self) -> int:
+        """Sampling step ``2**interval`` in input levels."""
+        return 2**self.interval
+
+    @property
+    def L(self) -> int:  # noqa: N802 - the papers' name
+        """Samples per input dimension, ``2**(8 - interval) + 1``."""
+        return grid_size(self.interval)
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of all tables."""
+        return sum(t.nbytes for s in self.stages for t in s.tables)
+
+    def describe(self) -> str:
+        """A one-paragraph human-readable summary of the model."""
+        lines = [
+            f"LUT {self.name or '(unnamed)'}: x{self.scale}, interval {self.interval} "
+            f"(q={self.q}, L={self.L}), {len(self.stages)} stage(s), "
+            f"{self.nbytes / 1e6:.2f} MB of tables"
+        ]
+        for i, s in enumerate(self.stages, 1):
+            lines.append(
+                f"  stage {i}: r={s.r} patterns={''.join(s.patterns)} "
+                f"divisor={s.divisor:g} bias={s.bias:g} padding={s.padding}"
+            )
+        return "\n".join(lines)

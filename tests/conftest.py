@@ -1,0 +1,72 @@
+"""Shared fixtures: paths to ../shared, small random LUT models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lutsr import LUT, Stage
+from lutsr.model import grid_size
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+DATA = SHARED / "data"
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test cleanly when a piece of ../shared is absent."""
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+def random_lut(rng: np.random.Generator, interval: int = 4, layout: str = "srlut",
+               scale: int = 4, padding: str | None = None) -> LUT:
+    """A LUT with uniformly random int8 tables in one of the two published layouts."""
+    rows = grid_size(interval) ** 4
+
+    def table(r):
+        return rng.integers(-128, 128, size=(rows, r * r), dtype=np.int8)
+
+    if layout == "srlut":
+        stages = [Stage(scale, ("S",), (table(scale),), 1, 0, padding or "reflect")]
+    elif layout == "mulut":
+        pad = padding or "edge"
+        stages = [Stage(1, ("S", "D", "Y"), tuple(table(1) for _ in range(3)), 12, 127, pad),
+                  Stage(scale, ("S", "D", "Y"), tuple(table(scale) for _ in range(3)), 3, 0, pad)]
+    else:
+        raise ValueError(layout)
+    return LUT(stages=tuple(stages), interval=interval, name=f"random-{layout}")
+
+
+def conformance_lut(name: str) -> tuple[LUT, dict]:
+    """The LUT model and arrays of one golden-vector file of ../shared/conformance."""
+    z = dict(np.load(need(CONFORMANCE / f"{name}.npz")))
+    k, r = int(z["interval"]), int(z["scale"])
+    if "table" in z:
+        stages = [Stage(r, ("S",), (z["table"],), 1, 0, "reflect")]
+    else:
+        stages = [Stage(1, "SDY", [z[f"table_s1_{p}"] for p in "sdy"], 12, 127, "edge"),
+                  Stage(r, "SDY", [z[f"table_s2_{p}"] for p in "sdy"], 3, 0, "edge")]
+    return LUT(stages=tuple(stages), interval=k, name=name), z
+
+
+CONFORMANCE_NAMES = ["srlut_s_x4_q16", "srlut_s_x2_q32", "mulut_sdy_x4_q16", "mulut_sdy_x2_q32"]
+
+
+def assert_images_equal(actual: np.ndarray, expected: np.ndarray, what: str = "") -> None:
+    """Exact uint8 equality; on failure report how many pixels differ and where.
+
+    Guards against off-by-one rounding, rotation or padding bugs, which show up
+    as a few differing pixels along a border or scattered ties.
+    """
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    bad = np.argwhere(actual != expected)
+    if len(bad):
+        first = tuple(int(i) for i in bad[0])
+        raise AssertionError(
+            f"{what}: {len(bad)} of {expected.size} values differ; first at {first}: "
+            f"{actual[first]} != {expected[first]}; max |diff| "
+            f"{np.abs(actual.astype(int) - expected).max()}")
