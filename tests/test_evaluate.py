@@ -1,0 +1,188 @@
+"""tools/evaluate.py on a tiny generated dataset: scores, reports and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_lut
+from PIL import Image
+
+import lutsr
+from lutsr.metrics import psnr_y, ssim_y
+from lutsr.resize import imresize, modcrop
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"
+
+
+@pytest.fixture(scope="module")
+def ev():
+    spec = importlib.util.spec_from_file_location("lutsr_tools_evaluate", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def hr_images():
+    """Small crops of scikit-image's sample images, sizes not multiples of 4, one gray."""
+    data = pytest.importorskip("skimage.data")
+    return {
+        "astronaut.png": data.astronaut()[100:166, 180:231],
+        "camera.png": data.camera()[60:113, 200:262],
+        "coffee.png": data.coffee()[150:199, 250:320],
+    }
+
+
+@pytest.fixture
+def dataset(tmp_path, hr_images):
+    root = tmp_path / "Tiny"
+    (root / "HR").mkdir(parents=True)
+    for name, img in hr_images.items():
+        Image.fromarray(img).save(root / "HR" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lut_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("luts") / "rand4.lutsr"
+    lutsr.save(random_lut(np.random.default_rng(0), interval=5, scale=4), path)
+    return path
+
+
+def expected_bicubic(hr: np.ndarray, scale: int) -> tuple[float, float]:
+    hr = modcrop(hr, scale)
+    sr = imresize(imresize(hr, 1 / scale), scale)
+    return psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)
+
+
+def test_bicubic_and_lut_scores(ev, dataset, lut_file, hr_images):
+    name, lut_fn = ev.lut_method(str(lut_file), 4, backend="reference")
+    assert name == "rand4"
+    methods = {"bicubic": ev.bicubic_method(4), name: lut_fn}
+    results = ev.evaluate(methods, [dataset], 4, progress=False)
+    assert [(r.image, r.method) for r in results] == [
+        (img, m) for img in sorted(hr_images) for m in ("bicubic", "rand4")]
+    lut = lutsr.load(lut_file)
+    for r in results:
+        hr = modcrop(hr_images[r.image], 4)
+        assert r.dataset == "Tiny" and r.lr_source == "imresize" and r.seconds >= 0
+        if r.method == "bicubic":
+            assert (r.psnr, r.ssim) == pytest.approx(expected_bicubic(hr_images[r.image], 4))
+        else:
+            sr = lutsr.upscale(imresize(hr, 1 / 4), lut, backend="reference")
+            assert r.psnr == pytest.approx(psnr_y(sr, hr, 4))
+            assert r.ssim == pytest.approx(ssim_y(sr, hr, 4))
+    by = ev.summarize(results)
+    # A random table is far worse than bicubic: the methods were not mixed up.
+    assert by[("rand4", "Tiny")][0] < by[("bicubic", "Tiny")][0] - 5
+    assert by[("bicubic", "Tiny")][2] == 3
+
+
+def test_command_line_writes_table_csv_and_images(ev, dataset, lut_file, tmp_path, capsys):
+    out, table_csv, images = tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "sr"
+    code = ev.main(["--bicubic", "--lut", str(lut_file), "--datasets", str(dataset),
+                    "--scale", "4", "--out", str(out), "--csv", str(table_csv),
+                    "--save-images", str(images), "--backend", "reference"])
+    assert code == 0
+    table = out.read_text()
+    assert table == capsys.readouterr().out
+    lines = table.splitlines()
+    assert "| method | Tiny PSNR | Tiny SSIM |" in lines
+    rows = list(csv.DictReader(table_csv.open()))
+    assert len(rows) == 6 and set(rows[0]) == set(ev.CSV_FIELDS)
+    for method in ("bicubic", "rand4"):
+        mine = [r for r in rows if r["method"] == method]
+        psnr = np.mean([float(r["psnr"]) for r in mine])
+        ssim = np.mean([float(r["ssim"]) for r in mine])
+        assert f"| {method} | {psnr:.2f} | {ssim:.4f} |" in lines
+    saved = np.asarray(Image.open(images / "Tiny" / "rand4" / "camera.png"))
+    assert saved.shape == (52, 60)  # gray stays gray; 53x62 modcropped to multiples of 4
+
+
+def test_lr_bicubic_files_are_used_when_present(ev, dataset, hr_images):
+    lr_dir = dataset / "LR_bicubic" / "X4"
+    lr_dir.mkdir(parents=True)
+    hr = modcrop(hr_images["coffee.png"], 4)
+    # A visibly different LR than the generated one: the file must win.
+    lr = (255 - imresize(hr, 1 / 4)).astype(np.uint8)
+    Image.fromarray(lr).save(lr_dir / "coffee.png")
+    results = ev.evaluate({"bicubic": ev.bicubic_method(4)}, [dataset], 4, progress=False)
+    by_image = {r.image: r for r in results}
+    assert by_image["coffee.png"].lr_source == "file"
+    assert by_image["astronaut.png"].lr_source == "imresize"
+    assert by_image["coffee.png"].psnr < expected_bicubic(hr_images["coffee.png"], 4)[0] - 10
+
+
+def test_lr_of_another_scale_is_an_error(ev, dataset, hr_images):
+    lr_dir = dataset / "LR_bicubic" / "X4"
+    lr_dir.mkdir(parents=True)
+    hr = modcrop(hr_images["coffee.png"], 2)
+    Image.fromarray(imresize(hr, 1 / 2)).save(lr_dir / "coffee.png")   # an x2 input in X4/
+    with pytest.raises(ValueError, match="wrong scale folder"):
+        ev.evaluate({"bicubic": ev.bicubic_method(4)}, [dataset], 4, progress=False)
+
+
+def test_lut_scale_mismatch(ev, tmp_path, dataset, capsys):
+    path = tmp_path / "two.lutsr"
+    lutsr.save(random_lut(np.random.default_rng(1), interval=6, scale=2), path)
+    with pytest.raises(ValueError, match=r"upscales x2, but the evaluation is x4"):
+        ev.lut_method(str(path), 4)
+    code = ev.main(["--lut", str(path), "--datasets", str(dataset), "--scale", "4"])
+    assert code == 2
+    assert "upscales x2" in capsys.readouterr().err
+
+
+def test_method_of_wrong_scale_is_caught(ev, dataset):
+    with pytest.raises(ValueError, match="wrong scale"):
+        ev.evaluate({"x2 as x4": lambda lr: imresize(lr, 2)}, [dataset], 4, progress=False)
+    with pytest.raises(TypeError, match="must return uint8"):
+        ev.evaluate({"float": lambda lr: imresize(lr.astype(float), 4)}, [dataset], 4,
+                    progress=False)
+
+
+def test_empty_and_missing_folders(ev, tmp_path):
+    (tmp_path / "Empty" / "HR").mkdir(parents=True)
+    (tmp_path / "Empty" / "HR" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="no images"):
+        ev.evaluate({"bicubic": ev.bicubic_method(2)}, [tmp_path / "Empty"], 2, progress=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        ev.evaluate({"bicubic": ev.bicubic_method(2)}, [tmp_path / "nope"], 2, progress=False)
+
+
+def test_unreadable_image(ev, dataset, capsys):
+    (dataset / "HR" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    with pytest.raises(ValueError, match=r"broken\.png: cannot read image"):
+        ev.evaluate({"bicubic": ev.bicubic_method(4)}, [dataset], 4, progress=False)
+    assert ev.main(["--bicubic", "--datasets", str(dataset), "--scale", "4"]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_nothing_to_evaluate_and_duplicate_names(ev, dataset, lut_file, capsys):
+    assert ev.main(["--datasets", str(dataset), "--scale", "4"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert ev.main(["--lut", str(lut_file), str(lut_file), "--datasets", str(dataset),
+                    "--scale", "4", "--backend", "reference"]) == 2
+    assert "two methods are named 'rand4'" in capsys.readouterr().err
+
+
+def test_cnn_hook(ev, dataset, monkeypatch, capsys):
+    """--cnn calls train.export.load_cnn_method; without it the error says what is missing."""
+    monkeypatch.setitem(sys.modules, "train.export", None)   # makes the import fail
+    assert ev.main(["--cnn", "ckpt.pt", "--datasets", str(dataset), "--scale", "4"]) == 2
+    assert "--cnn needs torch" in capsys.readouterr().err
+
+    fake = types.ModuleType("train.export")
+    fake.load_cnn_method = lambda path: ("cnn", 4 if path == "x4.pt" else 2,
+                                         lambda lr: imresize(lr, 4))
+    monkeypatch.setitem(sys.modules, "train.export", fake)
+    assert ev.main(["--cnn", "x4.pt", "--datasets", str(dataset), "--scale", "4"]) == 0
+    assert "| cnn |" in capsys.readouterr().out
+    assert ev.main(["--cnn", "x2.pt", "--datasets", str(dataset), "--scale", "4"]) == 2
+    assert "upscales x2" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""Training code: torch models match the runtime exactly; build_lut.py end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_images_equal, random_lut
+
+torch = pytest.importorskip("torch")
+
+from lutsr.reference import run_lut  # noqa: E402
+from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(model, img, **kw):
+    with torch.no_grad():
+        return model(torch.tensor(img, dtype=torch.float32)[None, None], **kw)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("layout, interval, scale", [
+    ("srlut", 4, 4), ("srlut", 5, 2), ("mulut", 4, 2), ("mulut", 6, 3)])
+@pytest.mark.parametrize("shape", [(8, 8), (5, 9)])  # square: rotations batched; else not
+def test_table_model_is_bit_exact_with_the_runtime(layout, interval, scale, shape):
+    """Guards the claim that LUT-aware fine-tuning optimises what runs."""
+    rng = np.random.default_rng(interval * 10 + scale)
+    lut = random_lut(rng, interval=interval, layout=layout, scale=scale)
+    model = TableModel(layout_of(lut), [list(s.tables) for s in lut.stages], interval)
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    assert_images_equal(_run(model, img).astype(np.uint8), run_lut(img, lut), layout)
+
+
+@pytest.mark.parametrize("interval", [4, 5])
+def test_sampled_net_equals_its_lut_at_grid_points(interval):
+    """A net with rounded outputs and its sampled LUT agree exactly on grid-valued images.
+
+    Catches mismatches between the net's and the runtime's tap order, padding,
+    rotation, output block layout and sampling grid.
+    """
+    torch.manual_seed(0)
+    net = NetModel(srlut_layout(3), width=16, depth=2)
+    for p in net.parameters():  # a random, non-trivial function
+        torch.nn.init.normal_(p, std=0.5)
+    lut_tables = net.sample_tables(interval)
+    from train.nets import to_lut
+
+    lut = to_lut(srlut_layout(3), lut_tables, interval)
+    q = 2**interval
+    rng = np.random.default_rng(1)
+    img = (rng.integers(0, 256 // q, (7, 6)) * q).astype(np.uint8)
+    assert_images_equal(_run(net, img, quantize=True).astype(np.uint8), run_lut(img, lut))
+
+
+def test_untrained_mulut_net_replicates_pixels():
+    """Zero-initialised output layers make an untrained model plain pixel replication."""
+    net = NetModel(mulut_layout(2), width=8, depth=1)
+    img = np.random.default_rng(2).integers(0, 255, (6, 6), dtype=np.uint8)
+    expected = np.repeat(np.repeat(img, 2, 0), 2, 1)
+    assert_images_equal(_run(net, img).astype(np.uint8), expected)
+
+
+def _images(folder: Path, n: int, size=(64, 48)):
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ["astronaut", "chelsea", "coffee", "rocket"][:n]:
+        Image.fromarray(getattr(data, name)()).resize(size).save(folder / f"{name}.png")
+    return folder
+
+
+def _build(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "build_lut.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("layout", ["srlut", "mulut"])
+def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
+    import lutsr
+
+    data = _images(tmp_path / "imgs", 3)
+    out = tmp_path / "m.lutsr"
+    res = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lut = lutsr.load(out)
+    assert lut.scale == 2 and len(lut.stages) == (1 if layout == "srlut" else 2)
+    meta = lut.metadata
+    assert meta["images"] == 3 and set(meta["phases"]) >= {"net", "sample", "finetune", "lsq"}
+    assert meta["cpu_seconds_total"] > 0
+    img = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    assert lutsr.upscale(img, lut).shape == (20, 24, 3)
+    # --resume continues from the checkpoints instead of refusing or restarting.
+    again = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2,
+                     "--resume")
+    assert resumed.returncode == 0 and "resumed at iteration 20" in resumed.stdout
+
+
+def test_build_lut_bad_data(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _build("--quick", "--data", empty, "--out", tmp_path / "a.lutsr")
+    assert res.returncode == 2 and "no images" in res.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    res = _build("--quick", "--data", bad, "--out", tmp_path / "b.lutsr")
+    assert res.returncode == 2 and "broken.png" in res.stderr
+    small = _images(tmp_path / "small", 1, size=(20, 20))
+    res = _build("--quick", "--data", small, "--out", tmp_path / "c.lutsr", "--patch", 16)
+    assert res.returncode == 2 and "too small" in res.stderr
+    assert not any(tmp_path.glob("*.lutsr"))

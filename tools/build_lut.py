@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Train a LUT model on a folder of images and write it as a .lutsr file.
+
+Phases, each optional and each recorded in the LUT's metadata with its CPU time:
+
+1. net: train the pattern nets (runtime semantics, 4-rotation ensemble);
+2. sample: evaluate the nets on the uniform input grid into int8 tables;
+3. finetune: LUT-aware fine-tuning, the table values optimised through the
+   differentiable simplex interpolation (all stages jointly);
+4. lsq: the last stage's tables re-fitted exactly by least squares over the
+   whole training set, with the earlier stages fixed (see train/lsq.py).
+
+Example::
+
+    python tools/build_lut.py --data ../shared/data/train --scale 4 --out x4.lutsr
+    python tools/build_lut.py --quick --data DIR --out /tmp/q.lutsr    # a CI-sized run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lutsr  # noqa: E402
+from train import data as tdata  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="folders of HR training images")
+    p.add_argument("--out", required=True, help="output .lutsr file")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 3, 4))
+    p.add_argument("--layout", choices=("srlut", "mulut"), default="srlut",
+                   help="srlut: one stage; mulut: a refinement stage then the upscaling stage")
+    p.add_argument("--patterns", default="SDY", help="patterns of a mulut layout (S, D, Y)")
+    p.add_argument("--interval", type=int, default=4, help="k: sample every 2**k levels")
+    p.add_argument("--net-iters", type=int, default=2000)
+    p.add_argument("--net-lr", type=float, default=2e-3)
+    p.add_argument("--net-width", type=int, default=64)
+    p.add_argument("--net-depth", type=int, default=4)
+    p.add_argument("--finetune-iters", type=int, default=0)
+    p.add_argument("--finetune-lr", type=float, default=0.5,
+                   help="Adam step size in table units (int8 levels)")
+    p.add_argument("--lsq-iters", type=int, default=40, help="CG iterations (0: skip)")
+    p.add_argument("--lsq-prior", type=float, default=1e-3,
+                   help="pull of the least-squares fit toward the sampled tables")
+    p.add_argument("--lsq-smooth", type=float, default=1e-2, help="grid smoothness weight")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=48, help="LR patch side")
+    p.add_argument("--threads", type=int, default=None, help="torch/numba threads")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="where phase checkpoints go (default: <out>.ckpt/)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
+    p.add_argument("--name", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for CI: a smoke test of the whole pipeline")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.net_iters, args.finetune_iters, args.lsq_iters = 20, 10, 3
+        args.batch, args.patch, args.net_width, args.net_depth = 4, 16, 16, 2
+        args.interval = max(args.interval, 6)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("error: training needs torch: pip install 'lutsr[train]'", file=sys.stderr)
+        return 2
+    from train import fit, lsq
+    from train.nets import NetModel, TableModel, mulut_layout, srlut_layout, to_lut
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    ckdir = Path(args.checkpoint_dir or f"{out}.ckpt")
+    ckdir.mkdir(parents=True, exist_ok=True)
+    if not args.resume and any(ckdir.glob("*.pt")):
+        print(f"error: {ckdir} holds checkpoints; pass --resume to continue them or remove them",
+              file=sys.stderr)
+        return 2
+    layout = (srlut_layout(args.scale) if args.layout == "srlut"
+              else mulut_layout(args.scale, args.patterns.upper()))
+    log = print
+    meta = {"layout": args.layout, "data": [str(Path(d).resolve().name) for d in args.data],
+            "args": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")},
+            "machine": f"{platform.machine()} {platform.processor() or ''} "
+                       f"{torch.get_num_threads()} torch threads".strip(),
+            "phases": {}}
+    t0 = time.process_time()
+    try:
+        pairs = tdata.load_pairs(args.data, args.scale, min_size=args.patch, log=log)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta["images"] = len(pairs)
+    meta["phases"]["data"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
+    log(f"{len(pairs)} training images, x{args.scale}, layout {args.layout}")
+    sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed)
+
+    net = NetModel(layout, args.net_width, args.net_depth)
+    if args.net_iters:
+        config = {"layout": [dataclasses.asdict(s) for s in layout], "width": args.net_width,
+                  "depth": args.net_depth}
+        state = fit.optimise(net, sampler, args.net_iters, args.net_lr, args.batch,
+                             ckdir / "net.pt", log=log, desc="net", config=config)
+        meta["phases"]["net"] = _phase(state)
+    t0 = time.process_time()
+    tables = net.sample_tables(args.interval)
+    meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
+
+    if args.finetune_iters:
+        tm = TableModel(layout, tables, args.interval)
+        state = fit.optimise(tm, sampler, args.finetune_iters, args.finetune_lr, args.batch,
+                             ckdir / "finetune.pt", log=log, desc="finetune")
+        meta["phases"]["finetune"] = _phase(state)
+        tables = tm.int8_tables()
+
+    if args.lsq_iters:
+        t0 = time.process_time()
+        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log)
+        meta["phases"]["lsq"] = {"iterations": args.lsq_iters,
+                                 "cpu_seconds": round(time.process_time() - t0, 1)}
+
+    meta["cpu_seconds_total"] = round(sum(p["cpu_seconds"] for p in meta["phases"].values()), 1)
+    name = args.name or out.stem
+    lut = to_lut(layout, tables, args.interval, name=name, metadata=meta)
+    lutsr.save(lut, out)
+    log(lut.describe())
+    log(json.dumps(meta["phases"]))
+    log(f"wrote {out}")
+    return 0
+
+
+def _phase(state: dict) -> dict:
+    return {"iterations": int(state["iteration"]), "cpu_seconds": round(state["cpu_seconds"], 1),
+            "train_mse": round(float(state["loss"]), 3)}
+
+
+def _refit_last_stage(layout, tables, args, pairs, lsq, log):
+    """Least-squares refit of the last stage, its inputs computed by the earlier stages."""
+    from train.nets import to_lut
+
+    last = layout[-1]
+    earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
+    planes = []
+    for lr, hr in tdata.plane_pairs(pairs):
+        if earlier is not None:
+            lr = lutsr.upscale(lr, earlier)
+        planes.append((lr, hr))
+    stage = lutsr.Stage(last.r, last.patterns, tuple(tables[-1]), last.divisor, last.bias,
+                        last.padding)
+    samples = lsq.collect(stage, args.interval, planes)
+    log(f"lsq: {samples.idx.shape[0]} samples")
+    prior = np.stack(tables[-1]).astype(np.float64)
+    fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
+                     smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log)
+    return [np.clip(np.round(t), -128, 127).astype(np.int8) for t in fitted]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

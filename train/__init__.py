@@ -1,0 +1,1 @@
+"""Training LUT models in torch (never imported by the lutsr runtime)."""

@@ -1,0 +1,77 @@
+"""Training data: HR images from folders, LR made by the MATLAB-compatible bicubic downscale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lutsr.resize import imresize, modcrop
+
+IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folders) -> list[Path]:
+    """Image files under ``folders`` (recursively), sorted; raises ValueError if none."""
+    files = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"training data folder {folder} does not exist")
+        files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {list(folders)}")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image as uint8 (H, W, 3); grayscale replicated, alpha dropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                raise ValueError(f"{path}: {im.mode} images are not supported for training")
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read training image {path}: {exc}") from None
+
+
+def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) of one RGB image: HR cropped to a multiple of ``scale``, LR = imresize(HR, 1/scale)."""
+    hr = modcrop(hr, scale)
+    if min(hr.shape[:2]) < scale:
+        raise ValueError(f"image of shape {hr.shape} is smaller than the scale {scale}")
+    return imresize(hr, 1 / scale), hr
+
+
+def load_pairs(folders, scale: int, min_size: int = 0, log=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR, HR) RGB pairs for every image under ``folders``.
+
+    Images whose LR side would be below ``min_size`` raise ValueError, naming
+    the file: silently skipping them would train on less than asked for.
+    """
+    pairs = []
+    for i, path in enumerate(list_images(folders)):
+        lr, hr = make_pairs(read_rgb(path), scale)
+        if min(lr.shape[:2]) < min_size:
+            raise ValueError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for "
+                             f"{min_size}-pixel LR patches at x{scale}")
+        pairs.append((lr, hr))
+        if log and (i + 1) % 50 == 0:
+            log(f"  loaded {i + 1} images")
+    return pairs
+
+
+def plane_pairs(pairs, flips: bool = True):
+    """Single-channel (LR, HR) planes: every channel of every pair, and its mirror image.
+
+    The 4-rotation ensemble makes a LUT model rotation-equivariant, so rotated
+    copies add nothing; a mirror image is not a rotation, so it does.
+    """
+    for lr, hr in pairs:
+        for c in range(lr.shape[2]):
+            yield lr[:, :, c], hr[:, :, c]
+            if flips:
+                yield np.ascontiguousarray(lr[:, ::-1, c]), np.ascontiguousarray(hr[:, ::-1, c])

@@ -1,0 +1,114 @@
+"""Training loops: the pattern nets, then LUT-aware fine-tuning of the tables.
+
+Both loops draw random LR patches (one channel, random flip/transpose) with
+their HR targets, minimise the MSE of the model's exact runtime output, use
+Adam with cosine learning-rate decay, and checkpoint so a run can resume.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class PatchSampler:
+    """Random aligned (LR, HR) single-channel patches from RGB image pairs."""
+
+    def __init__(self, pairs, scale: int, patch: int, seed: int = 0):
+        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= patch]
+        if not self.pairs:
+            raise ValueError(f"no training image has an LR side of at least {patch} pixels")
+        self.scale, self.patch = scale, patch
+        # Images are drawn in proportion to their area, as a crop of a big mosaic would be.
+        areas = np.array([lr.shape[0] * lr.shape[1] for lr, _ in self.pairs], np.float64)
+        self.p = areas / areas.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 1, P, P) LR and (n, 1, P*s, P*s) HR float tensors, values 0..255."""
+        s, p = self.scale, self.patch
+        lrs = np.empty((n, 1, p, p), np.float32)
+        hrs = np.empty((n, 1, p * s, p * s), np.float32)
+        for i, j in enumerate(self.rng.choice(len(self.pairs), n, p=self.p)):
+            lr, hr = self.pairs[j]
+            y = self.rng.integers(0, lr.shape[0] - p + 1)
+            x = self.rng.integers(0, lr.shape[1] - p + 1)
+            c = self.rng.integers(0, lr.shape[2])
+            a = lr[y:y + p, x:x + p, c]
+            b = hr[y * s:(y + p) * s, x * s:(x + p) * s, c]
+            if self.rng.random() < 0.5:  # mirror: rotations add nothing (see plane_pairs)
+                a, b = a[:, ::-1], b[:, ::-1]
+            lrs[i, 0], hrs[i, 0] = a, b
+        return torch.from_numpy(lrs), torch.from_numpy(hrs)
+
+
+def cosine_lr(base: float, it: int, total: int, floor: float = 0.01) -> float:
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(it, total) / total)))
+
+
+def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: float, batch: int,
+             checkpoint: Path | None = None, every: int = 200, log=print, desc: str = "train",
+             config: dict | None = None) -> dict:
+    """Adam on MSE with cosine decay; resumes from and writes ``checkpoint``.
+
+    ``config`` (JSON-like) is stored in the checkpoint so the model can be
+    rebuilt from it alone (see :func:`train.export.load_net`).
+    Returns a dict of what was done: iterations, CPU seconds, final loss.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    state = {"iteration": 0, "cpu_seconds": 0.0, "loss": float("nan")}
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        sampler.rng = np.random.default_rng(int(state["iteration"]) + 12345)
+        log(f"{desc}: resumed at iteration {state['iteration']} from {checkpoint}")
+
+    def save():
+        if checkpoint is not None:
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "state": state, "config": config or {}}, tmp)
+            tmp.replace(checkpoint)
+
+    bar = _progress(iters, state["iteration"], desc)
+    ema = None
+    cpu0 = time.process_time() - state["cpu_seconds"]
+    while state["iteration"] < iters:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(lr, state["iteration"], iters)
+        x, y = sampler.batch(batch)
+        loss = torch.mean((model(x) - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["iteration"] += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        state["loss"] = ema
+        state["cpu_seconds"] = time.process_time() - cpu0
+        bar.update(1)
+        bar.set_postfix_str(f"mse {ema:.2f} psnr {10 * math.log10(255**2 / max(ema, 1e-9)):.2f}")
+        if state["iteration"] % every == 0 or state["iteration"] == iters:
+            save()
+    bar.close()
+    return dict(state)
+
+
+def _progress(total: int, initial: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # training works without tqdm, just silently
+        class _Quiet:
+            def update(self, n): ...
+            def set_postfix_str(self, s): ...
+            def close(self): ...
+        return _Quiet()
+    import sys
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not sys.stderr.isatty(),
+                mininterval=2.0)
