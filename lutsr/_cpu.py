@@ -1,21 +1,98 @@
-"""Numba CPU kernels for one LUT stage, all four rotations fused in one pass.
+"""Numba CPU backend: one LUT stage per pass over row bands, all rotations fused.
 
-The spec is :mod:`lutsr.reference`. Instead of rotating and padding copies of
-the image, a rotation is an axis permutation plus flips, so for every rotation
-and pattern tap the source row depends only on the output pixel's row and the
-source column only on its column. :func:`tap_indices` precomputes those 1-D
-index maps (padding included, via ``np.pad`` itself so the edge cases match
-numpy exactly), and each pixel then accumulates all rotations into its own
-``r x r`` output block: no write conflicts, so row bands run in parallel
-threads with the GIL released.
+The spec is :mod:`lutsr.reference`; this module reproduces it bit for bit, fast.
+
+How a stage runs (see :class:`NumbaRunner`):
+
+* A rotation is never materialised. Rotating the plane, padding it at the
+  bottom and right and rotating back is the same as reading the *unrotated*
+  plane, padded by 2 pixels on all four sides, at rotated tap offsets
+  (:func:`rotated_offsets`): padding at the bottom of the plane rotated by 180
+  degrees is padding at the top of the original. ``np.pad`` on each axis is an
+  index map, so the all-sides padded plane equals every rotation's own padding
+  (the tests check this against :func:`tap_indices` for all small sizes).
+* The image is split into bands of rows; each band pads its own window of the
+  source (per channel, contiguous rows) and, for each row, channel and chunk of
+  :data:`CHUNK` pixels, runs two passes:
+
+  1. *vertices*: for every (pattern, rotation) and pixel, the base table row,
+     the four simplex steps and the five weights. Tap loads are contiguous, the
+     4-element sorting network is branchless on packed ``fraction << sh |
+     stride`` keys, so LLVM vectorises the whole pass across pixels;
+  2. *accumulate*: per pixel, the weighted sum of 5 table rows per (pattern,
+     rotation) into an ``r*r`` accumulator per rotation that lives in
+     registers (a stack buffer, see :func:`_stack_buffer`); the four are added
+     through the rotations' block permutations (constant shuffles) per pixel.
+     The sum is an integer ``s`` (the reference's float total times ``q``), so
+     ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
+     by numpy from the reference's own expression: exact by construction.
+
+* Bands run on a thread pool; the kernels release the GIL. A stage needs the
+  previous stage complete for all rows (its taps reach into neighbouring
+  bands), so stages are separated by a barrier.
 """
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+import importlib.util
+import itertools
+import os
+import sys
+import threading
+import types as pytypes
+from concurrent.futures import ThreadPoolExecutor, wait
 
-from .model import PATTERNS, Stage, pattern_extent
+
+def _import_numba_without_scipy_probe() -> None:
+    """Import numba's numpy support without its SciPy BLAS probe.
+
+    The first numba compile or cache load in a process imports
+    ``numba.np.arraymath``, whose module body runs ``import
+    scipy.linalg.cython_blas`` only to learn whether ``np.dot`` can be
+    supported: 0.4-0.6 s of a new process's first upscale, for a feature lutsr
+    never uses. When SciPy is installed (so the probe's answer is "yes"
+    anyway), a placeholder stands in for that one module while arraymath is
+    imported, and is removed right after, so a later real ``import
+    scipy.linalg`` (by the user, or by numba when it compiles ``np.dot``)
+    loads SciPy normally.
+    """
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    if importlib.util.find_spec("scipy") is None:
+        return  # the probe fails fast without SciPy: nothing to avoid
+    placeholder = pytypes.ModuleType(name)
+    sys.modules[name] = placeholder
+    try:
+        import numba.np.arraymath  # noqa: F401 - runs the probe against the placeholder
+    finally:
+        if sys.modules.get(name) is placeholder:
+            del sys.modules[name]
+
+
+_import_numba_without_scipy_probe()
+
+import numba  # noqa: E402 - after the probe above
+import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
+
+from .model import LUT, PATTERNS, Stage, grid_size, pattern_extent  # noqa: E402
+
+#: Pixels per chunk of a row: pass 1 writes ``10 * CHUNK`` uint32 per (pattern,
+#: rotation), which stays in L1 for pass 2.
+CHUNK = 64
+
+#: Padding on every side of a band's window: the largest pattern extent.
+MARGIN = 2
+
+#: Row bands per worker thread: more bands than threads balance the load when
+#: the cores are shared with other work.
+BANDS_PER_THREAD = 4
+
+# --------------------------------------------------------------------------- index maps
 
 
 def tap_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,70 +136,587 @@ def stack_tables(stage: Stage) -> np.ndarray:
     return np.ascontiguousarray(np.stack(stage.tables))
 
 
+def rotated_offsets(pattern: str) -> np.ndarray:
+    """Tap offsets of ``pattern`` in every rotation, in unrotated coordinates.
+
+    Returns
+    -------
+    ndarray of int64, shape (4, 4, 2)
+        ``[k, t] = (dy, dx)``: in rotation ``k`` (``np.rot90(plane, k)``), tap
+        ``t`` of the pixel at ``(y, x)`` is the pixel at ``(y + dy, x + dx)`` of
+        the plane padded on all sides (see :func:`padded_index`).
+    """
+    out = np.empty((4, 4, 2), np.int64)
+    for t, (dy, dx) in enumerate(PATTERNS[pattern]):
+        # rot90 by k turns a rotated-frame step (dy, dx) into these steps.
+        out[:, t] = [(dy, dx), (dx, -dy), (-dy, -dx), (-dx, dy)]
+    return out
+
+
+def padded_index(n: int, padding: str, margin: int = MARGIN) -> np.ndarray:
+    """Source index of each position of an axis of length ``n`` padded by ``margin`` on both sides.
+
+    Returns
+    -------
+    ndarray of int64, shape (n + 2 * margin,)
+        ``np.pad(np.arange(n), margin, mode=padding)``: numpy's own padding, so
+        edge cases (``n`` of 1 or 2 with ``reflect``) match the reference.
+    """
+    return np.pad(np.arange(n, dtype=np.int64), margin, mode=padding)
+
+
+def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
+    """The stage's final rounding as a lookup over the integer accumulator.
+
+    The reference sums ``acc / q`` over rotations and patterns in float64; every
+    term is an integer over a power of two, so the float sum is exactly
+    ``s / q`` for the integer ``s`` that the kernels accumulate.
+
+    Returns
+    -------
+    table : ndarray of uint8, shape (s_max - s_min + 1,)
+        ``table[s - s_min] = clip(round(s / q / divisor + bias), 0, 255)``,
+        evaluated with numpy exactly as :func:`lutsr.reference.run_stage` does.
+    s_min : int
+        The smallest possible ``s``: ``-4 * P * 128 * q``.
+    """
+    q = 2**interval
+    n_terms = 4 * len(stage.patterns) * q  # sum of all simplex weights
+    s_min, s_max = -128 * n_terms, 127 * n_terms
+    total = np.arange(s_min, s_max + 1, dtype=np.int64) / q
+    rounded = np.clip(np.round(total / stage.divisor + stage.bias), 0, 255)
+    return rounded.astype(np.uint8), s_min
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@intrinsic
+def _stack_buffer(typingctx, block, dtype):
+    """A pointer to ``len(block)`` elements of ``dtype`` (a type or a value of it) on the stack.
+
+    ``block`` is a homogeneous tuple (of tuples: then the product of the
+    lengths counts): its length is part of its numba type, so
+    the buffer size is a compile-time constant (``numba.literally`` would do the
+    same but re-types on every call from Python, ~16 ms). The accumulator lives
+    here rather than in a heap array: LLVM then knows it aliases no table,
+    drops the runtime overlap checks and keeps it in vector registers.
+    """
+    if not isinstance(block, types.UniTuple):
+        return None
+    count, inner = 1, block
+    while isinstance(inner, types.UniTuple):  # nested tuples: the product of their lengths
+        count, inner = count * inner.count, inner.dtype
+    element = dtype.instance_type if isinstance(dtype, types.NumberClass) else dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(element), size=count)
+
+    return types.CPointer(element)(block, dtype), codegen
+
+
 @numba.njit(nogil=True, cache=True)
-def _rint(v):
-    # Round half to even, as np.round: the spec's rounding.
-    f = np.floor(v)
-    d = v - f
-    if d > 0.5 or (d == 0.5 and f % 2.0 != 0.0):
-        return f + 1.0
-    return f
+def _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0):
+    """Copy padded rows ``y0 .. y0 + Hw`` of ``src`` into ``win`` (C, Hw, Wp), channel-planar.
+
+    ``src`` is a flat uint8 span read at ``row * s_y + col * s_x + c * s_c``;
+    ``prow`` / ``pcol`` map padded positions to source rows / columns.
+    """
+    n_ch, hw, wp = win.shape
+    for c in range(n_ch):
+        for i in range(hw):
+            base = prow[y0 + i] * s_y + c * s_c
+            row = win[c, i]
+            for j in range(wp):
+                row[j] = src[base + pcol[j] * s_x]
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _stage_rows(src, dst, tables, rows, cols, perm, interval, grid, r, divisor, bias, y0, y1):
-    """Run one stage on source rows ``y0:y1`` of ``src`` (H, W, C) into ``dst`` (H*r, W*r, C)."""
-    n_pat = tables.shape[0]
-    rr = r * r
-    width, channels = src.shape[1], src.shape[2]
-    q = 1 << interval
-    mask = q - 1
-    strides = np.array([grid * grid * grid, grid * grid, grid, 1], np.int64)
-    acc = np.zeros((4, rr), np.int32)
-    taprow = np.empty((n_pat, 4, 4), np.int64)
-    keys = np.empty(4, np.int64)
-    for y in range(y0, y1):
-        for p in range(n_pat):
+def _int32_op(name: str):
+    """An int32 binary operator (wrapping, ``ashr`` for >>) that numba will not widen.
+
+    numba types every operator on int32 values as int64 (its integer typing
+    rule), which halves the vector width of pass 1 and turns its stores into
+    slow truncating ones; these keep the arithmetic 32-bit.
+    """
+
+    @intrinsic
+    def op(typingctx, a, b):
+        if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            x, y = (context.cast(builder, v, t, types.int32)
+                    for v, t in zip(args, signature.args, strict=True))
+            return getattr(builder, name)(x, y)
+
+        return types.int32(a, b), codegen
+
+    return op
+
+
+_add, _sub, _mul, _shr, _shl, _and, _or = (
+    _int32_op(n) for n in ("add", "sub", "mul", "ashr", "shl", "and_", "or_"))
+
+
+@numba.njit(nogil=True, cache=True)
+def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
+    """Pass 1: simplex vertices and weights of ``nx`` pixels for every (pattern, rotation).
+
+    ``plane[start + x + tapoff[j, t]]`` is tap ``t`` of pixel ``x`` in
+    combination ``j``. Writes ``buf[(j * 10 + n) * CHUNK + x]``: rows ``n`` 0..4
+    are the offsets in the flat tables of the five vertices' rows (``tbase[j]``
+    plus row index times ``r*r``), rows 5..9 their weights.
+
+    Everything is int32 arithmetic: offsets wrap modulo 2**32 exactly as the
+    uint32 ``buf`` stores them (tables are < 2**32 elements), and the sorting
+    keys ``fraction << shift | stride`` stay below 2**31 (``shift + interval``
+    is at most 29 for every L and r <= 8).
+    """
+    k = np.int32(interval)
+    q = _shl(1, k)
+    mask = _sub(q, 1)
+    sh = np.int32(shift)
+    low = _sub(_shl(1, sh), 1)
+    s0, s1 = np.int32(strides[0]), np.int32(strides[1])
+    s2, s3 = np.int32(strides[2]), np.int32(strides[3])
+    for j in range(tapoff.shape[0]):
+        # Slices, so that the loop indices are provably non-negative: numba then
+        # emits no wraparound selects and LLVM vectorises the loop.
+        r0 = plane[start + tapoff[j, 0]:start + tapoff[j, 0] + nx]
+        r1 = plane[start + tapoff[j, 1]:start + tapoff[j, 1] + nx]
+        r2 = plane[start + tapoff[j, 2]:start + tapoff[j, 2] + nx]
+        r3 = plane[start + tapoff[j, 3]:start + tapoff[j, 3] + nx]
+        out = buf[j * 10 * CHUNK:(j + 1) * 10 * CHUNK]
+        tb = np.int32(np.uint32(tbase[j]))
+        for x in range(nx):
+            a, b, c, d = np.int32(r0[x]), np.int32(r1[x]), np.int32(r2[x]), np.int32(r3[x])
+            base = _add(_add(tb, _mul(_shr(a, k), s0)),
+                        _add(_add(_mul(_shr(b, k), s1), _mul(_shr(c, k), s2)),
+                             _mul(_shr(d, k), s3)))
+            # Fraction in the high bits, the dimension's table stride in the
+            # low ones: sorting the keys sorts the dimensions by fraction.
+            # Ties order by stride instead of by dimension as the reference's
+            # stable argsort does; the vertex between tied steps then gets
+            # weight 0, so the sum is the same.
+            k0 = _or(_shl(_and(a, mask), sh), s0)
+            k1 = _or(_shl(_and(b, mask), sh), s1)
+            k2 = _or(_shl(_and(c, mask), sh), s2)
+            k3 = _or(_shl(_and(d, mask), sh), s3)
+            t0, t1 = max(k0, k1), min(k0, k1)
+            t2, t3 = max(k2, k3), min(k2, k3)
+            k0, k2 = max(t0, t2), min(t0, t2)
+            k1, k3 = max(t1, t3), min(t1, t3)
+            k1, k2 = max(k1, k2), min(k1, k2)
+            f1, f2, f3, f4 = _shr(k0, sh), _shr(k1, sh), _shr(k2, sh), _shr(k3, sh)
+            o1 = _add(base, _and(k0, low))
+            o2 = _add(o1, _and(k1, low))
+            o3 = _add(o2, _and(k2, low))
+            out[x] = base
+            out[CHUNK + x] = o1
+            out[2 * CHUNK + x] = o2
+            out[3 * CHUNK + x] = o3
+            out[4 * CHUNK + x] = _add(o3, _and(k3, low))
+            out[5 * CHUNK + x] = _sub(q, f1)
+            out[6 * CHUNK + x] = _sub(f1, f2)
+            out[7 * CHUNK + x] = _sub(f2, f3)
+            out[8 * CHUNK + x] = _sub(f3, f4)
+            out[9 * CHUNK + x] = f4
+
+
+@intrinsic
+def _sum_rotations(typingctx, acc, total, side):
+    """``total[pos] = sum(acc[k * r*r + block_permutations(r)[k, pos]] for k in 0..3)``.
+
+    ``acc`` and ``total`` are stack pointers (see :func:`_stack_buffer`) to
+    ``4 * r*r`` and ``r*r`` integers; ``side`` is a tuple of ``r`` zeros. Each
+    rotation's block is one vector, permuted by a constant shuffle: LLVM does
+    not find these shuffles in the equivalent scalar loop.
+    """
+    if not (isinstance(acc, types.CPointer) and isinstance(side, types.UniTuple)):
+        return None
+    r = side.count
+    perm = block_permutations(r).tolist()
+
+    def codegen(context, builder, signature, args):
+        acc_ptr, total_ptr, _ = args
+        vec = ir.VectorType(context.get_value_type(acc.dtype), r * r)
+        out = None
+        for k in range(4):
+            at = builder.gep(acc_ptr, [ir.Constant(ir.IntType(64), k * r * r)])
+            v = builder.load(builder.bitcast(at, vec.as_pointer()))
+            if k:
+                mask = ir.Constant(ir.VectorType(ir.IntType(32), r * r), perm[k])
+                v = builder.shuffle_vector(v, ir.Constant(vec, ir.Undefined), mask)
+            out = v if out is None else builder.add(out, v)
+        builder.store(out, builder.bitcast(total_ptr, vec.as_pointer()))
+        return context.get_dummy_value()
+
+    return types.void(acc, total, side), codegen
+
+
+def _rounding_index(value, low, like):
+    """Index of an accumulated sum in the stage's rounding lookup (jitted only).
+
+    ``like`` is a value of the accumulator's dtype. For int16 the lookup has
+    2**16 entries indexed by the sum's bit pattern (the sum modulo 2**16:
+    exactly what int16 accumulation gives), one zero-extending move; for int32
+    it is indexed by ``sum + low``.
+    """
+    raise NotImplementedError
+
+
+@overload(_rounding_index)
+def _rounding_index_impl(value, low, like):
+    if like == types.int16:
+        return lambda value, low, like: np.uint64(np.uint16(value))
+    return lambda value, low, like: np.uint64(np.int64(value) + low)
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate(tables, buf, n_pat, nx, rnd, low, dst, start, step, d_y, d_x, block, side):
+    """Pass 2: sum the weighted vertex rows of ``nx`` pixels and write their rounded blocks.
+
+    ``block`` is a tuple of ``r*r`` zeros of the accumulator's dtype and
+    ``side`` one of ``r`` zeros: their types make ``r`` a compile-time
+    constant, so the block loops unroll into a few vector instructions.
+
+    Each rotation accumulates in table column order into its own ``r*r``
+    accumulator (registers: a stack buffer, see :func:`_stack_buffer`); the
+    four are summed through the rotations' block permutations (constant
+    shuffles) only once per pixel. Reading every rotation from the same table
+    rather than from four column-permuted copies keeps the tables' cache
+    footprint four times smaller: a natural image's neighbourhoods recur in
+    all rotations. Pixel ``x``'s block element ``(u, v)`` goes to
+    ``dst[start + x * step + u * d_y + v * d_x]``, rounded by
+    ``rnd[_rounding_index(sum, low, block[0])]``. All indices are unsigned, so numba
+    emits no negative-index wraparound.
+    """
+    chunk = np.uint64(CHUNK)
+    RR = len(block)
+    R = len(side)
+    acc_ptr = _stack_buffer((block, block, block, block), block[0])
+    total_ptr = _stack_buffer(block, block[0])
+    acc = numba.carray(acc_ptr, (4, RR))
+    total = numba.carray(total_ptr, (RR,))
+    for x in range(np.uint64(nx)):
+        for k in range(4):
+            for m in range(RR):
+                acc[k, m] = 0
+        for p in range(np.uint64(n_pat)):
             for k in range(4):
-                for t in range(4):
-                    taprow[p, k, t] = rows[p, k, t, y]
-        for x in range(width):
-            for c in range(channels):
-                acc[:, :] = 0
-                for k in range(4):
-                    for p in range(n_pat):
-                        base = 0
-                        for t in range(4):
-                            v = np.int64(src[taprow[p, k, t], cols[p, k, t, x], c])
-                            base = base * grid + (v >> interval)
-                            # fraction in the high bits, dimension in the low
-                            # two: sorting the keys sorts the dimensions.
-                            keys[t] = ((v & mask) << 2) | t
-                        k0, k1, k2, k3 = keys[0], keys[1], keys[2], keys[3]
-                        if k0 < k1:
-                            k0, k1 = k1, k0
-                        if k2 < k3:
-                            k2, k3 = k3, k2
-                        if k0 < k2:
-                            k0, k2 = k2, k0
-                        if k1 < k3:
-                            k1, k3 = k3, k1
-                        if k1 < k2:
-                            k1, k2 = k2, k1
-                        f1, f2, f3, f4 = k0 >> 2, k1 >> 2, k2 >> 2, k3 >> 2
-                        i1 = base + strides[k0 & 3]
-                        i2 = i1 + strides[k1 & 3]
-                        i3 = i2 + strides[k2 & 3]
-                        i4 = i3 + strides[k3 & 3]
-                        w0, w1, w2, w3, w4 = q - f1, f1 - f2, f2 - f3, f3 - f4, f4
-                        for m in range(rr):
-                            acc[k, m] += np.int32(
-                                w0 * tables[p, base, m] + w1 * tables[p, i1, m]
-                                + w2 * tables[p, i2, m] + w3 * tables[p, i3, m]
-                                + w4 * tables[p, i4, m])
-                for pos in range(rr):
-                    s = acc[0, perm[0, pos]] + acc[1, perm[1, pos]] \
-                        + acc[2, perm[2, pos]] + acc[3, perm[3, pos]]
-                    v = _rint((s / q) / divisor + bias)
-                    v = min(max(v, 0.0), 255.0)
-                    dst[y * r + pos // r, x * r + pos % r, c] = np.uint8(v)
+                at = (p * np.uint64(4) + np.uint64(k)) * np.uint64(10) * chunk + x
+                o0 = np.uint64(buf[at])
+                o1 = np.uint64(buf[at + chunk])
+                o2 = np.uint64(buf[at + np.uint64(2) * chunk])
+                o3 = np.uint64(buf[at + np.uint64(3) * chunk])
+                o4 = np.uint64(buf[at + np.uint64(4) * chunk])
+                w0 = np.int32(buf[at + np.uint64(5) * chunk])
+                w1 = np.int32(buf[at + np.uint64(6) * chunk])
+                w2 = np.int32(buf[at + np.uint64(7) * chunk])
+                w3 = np.int32(buf[at + np.uint64(8) * chunk])
+                w4 = np.int32(buf[at + np.uint64(9) * chunk])
+                for m in range(np.uint64(RR)):
+                    # Wrapping arithmetic in acc's dtype is exact: the final sum fits.
+                    acc[k, m] += (w0 * tables[o0 + m] + w1 * tables[o1 + m]
+                                  + w2 * tables[o2 + m] + w3 * tables[o3 + m]
+                                  + w4 * tables[o4 + m])
+        _sum_rotations(acc_ptr, total_ptr, side)
+        d = np.uint64(start) + x * np.uint64(step)
+        for u in range(R):
+            row = d + np.uint64(u) * np.uint64(d_y)
+            for v in range(R):
+                at = row + np.uint64(v) * np.uint64(d_x)
+                dst[at] = rnd[_rounding_index(total[u * R + v], low, block[0])]
+
+
+@numba.njit(nogil=True, cache=True)
+def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
+                tables, tbase, tapoff, strides, shift, interval, buf, rnd, low,
+                dst, d_y, d_x, d_c, block, side):
+    """Run one stage on source rows ``y0:y1``, all channels.
+
+    Parameters
+    ----------
+    src : 1-D uint8
+        The stage input, a flat span read at ``y * s_y + x * s_x + c * s_c``.
+    win : (C, y1 - y0 + 4, W + 4) uint8
+        Scratch for the band's padded window.
+    prow, pcol : int64
+        :func:`padded_index` of the input height and width.
+    tables : 1-D int8
+        The flattened :func:`stack_tables`.
+    tbase : (4 * P,) int64
+        Offset in ``tables`` of the table of each (pattern, rotation).
+    tapoff : (4 * P, 4) int64
+        Offset of each tap in the flattened window, per (pattern, rotation).
+    strides : (4,) int64
+        Table offsets of one grid step along a, b, c, d (``L**3 * r*r`` .. ``r*r``).
+    shift : int
+        Bit position of the fraction in the sorting keys (above every stride).
+    buf : (4 * P * 10 * CHUNK,) uint32
+        Scratch for pass 1.
+    rnd, low : uint8 rounding lookup and its index offset (see :func:`_rounding_index`).
+    dst : 1-D uint8
+        The stage output, written at ``Y * d_y + X * d_x + c * d_c``.
+    block, side : tuples of ``r * r`` and ``r`` zeros
+        ``block`` of int16 when the accumulator provably fits, else int32;
+        their types carry ``r`` and the dtype to compile time.
+    """
+    n_ch, hw, wp = win.shape
+    width = wp - 2 * MARGIN
+    r = len(side)
+    _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0)
+    plane = win.reshape(-1)
+    for y in range(y0, y1):
+        for c in range(n_ch):
+            for x0 in range(0, width, CHUNK):
+                nx = min(CHUNK, width - x0)
+                start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
+                _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
+                _accumulate(tables, buf, tapoff.shape[0] // 4, nx, rnd, low, dst,
+                            y * r * d_y + x0 * r * d_x + c * d_c, r * d_x, d_y, d_x, block, side)
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def _span(a: np.ndarray, writeable: bool) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """A flat 1-D uint8 view over ``a`` and ``a``'s strides in it, or None if it has none.
+
+    Element ``i`` of ``a`` is ``span[dot(i, strides)]``. A C-contiguous ``a``
+    gives a plain reshape; otherwise the span also covers the bytes between
+    elements, which belong to the same buffer and are never written. Strides
+    of length-1 axes are irrelevant and reported as 0. None when a stride is
+    negative, or (for ``writeable``) when elements overlap.
+    """
+    strides = tuple(s if n > 1 else 0 for n, s in zip(a.shape, a.strides, strict=True))
+    if min(strides) < 0 or (writeable and any(s == 0 and n > 1 for n, s in
+                                              zip(a.shape, strides, strict=True))):
+        return None
+    if a.flags.c_contiguous:
+        flat = a.reshape(-1)
+    else:
+        size = 1 + sum((n - 1) * s for n, s in zip(a.shape, strides, strict=True))
+        flat = np.lib.stride_tricks.as_strided(a, (size,), (1,), writeable=writeable)
+    if not writeable and flat.flags.writeable:
+        # One numba signature for every input: always read-only.
+        flat = flat.view()
+        flat.flags.writeable = False
+    return flat, strides
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads, shared by runners of that thread count."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lutsr")
+        return pool
+
+
+def _forget_pools_after_fork() -> None:
+    # A forked child inherits the pools but not their threads (nor, possibly,
+    # a free lock): start afresh so that it runs in parallel too.
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+class _PreparedStage:
+    """Everything about one stage that depends only on the LUT."""
+
+    def __init__(self, stage: Stage, interval: int):
+        L = grid_size(interval)
+        rr = stage.r * stage.r
+        self.r = stage.r
+        self.padding = stage.padding
+        self.interval = interval
+        tables = stack_tables(stage)
+        if tables.size >= 2**32:
+            raise ValueError(f"{tables.size / 2**30:.1f} GiB of tables are too large for the "
+                             "numba backend's 32-bit offsets; use backend='reference'")
+        self.tables = tables.reshape(-1)
+        # Offset of the table that (pattern p, rotation k) = combination p * 4 + k reads.
+        self.tbase = np.repeat(np.arange(len(stage.patterns), dtype=np.int64), 4) \
+            * (stage.rows * rr)
+        self.offsets = np.concatenate([rotated_offsets(p) for p in stage.patterns])  # (4P, 4, 2)
+        self.strides = np.array([L**3 * rr, L**2 * rr, L * rr, rr], np.int64)
+        self.shift = int(self.strides[0]).bit_length()
+        rnd, s_min = rounding_table(stage, interval)
+        if max(-s_min, len(rnd) - 1 + s_min) < 2**15:
+            acc_type = np.int16
+            self.rnd = np.zeros(2**16, np.uint8)
+            self.rnd[np.arange(s_min, s_min + len(rnd)) & 0xFFFF] = rnd
+            self.low = 0
+        else:
+            acc_type = np.int32
+            self.rnd, self.low = rnd, -s_min
+        self.block = (acc_type(0),) * rr
+        self.side = (0,) * stage.r
+        for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
+            a.flags.writeable = False  # shared by every thread
+
+
+class _StagePlan:
+    """Per frame size, per calling thread: index maps, bands and their scratch."""
+
+    def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int):
+        wp = width + 2 * MARGIN
+        self.prow = padded_index(height, ps.padding)
+        self.pcol = padded_index(width, ps.padding)
+        self.tapoff = np.ascontiguousarray(ps.offsets[..., 0] * wp + ps.offsets[..., 1])
+        edges = np.linspace(0, height, min(bands, height) + 1).round().astype(int)
+        self.bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+        self.windows = [np.empty((channels, y1 - y0 + 2 * MARGIN, wp), np.uint8)
+                        for y0, y1 in self.bands]
+        self.bufs = [np.empty(ps.offsets.shape[0] * 10 * CHUNK, np.uint32) for _ in self.bands]
+        # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
+        self.output = None
+
+
+class _FramePlan:
+    def __init__(self, stages: list[_PreparedStage], height: int, width: int, channels: int,
+                 bands: int):
+        self.stage_plans = []
+        for i, ps in enumerate(stages):
+            plan = _StagePlan(ps, height, width, channels, bands)
+            height, width = height * ps.r, width * ps.r
+            if i + 1 < len(stages):
+                plan.output = np.empty((channels, height, width), np.uint8)
+            self.stage_plans.append(plan)
+        self.frame_in = None   # scratch for inputs with negative strides
+        self.frame_out = None  # scratch for outputs that cannot be written in place
+
+
+class NumbaRunner:
+    """Runs a :class:`~lutsr.model.LUT` with the numba kernels of this module.
+
+    Parameters
+    ----------
+    lut : LUT
+    threads : int or None
+        Threads working on one frame (the caller plus ``threads - 1`` pool
+        workers); None means every core this process may use.
+
+    Notes
+    -----
+    The constructor prepares what depends only on the LUT (stacked tables,
+    rotated tap offsets, the rounding lookup); these are read-only and shared. What
+    depends on the frame size (index maps, band windows, stage buffers) is
+    built on the first frame of that size and kept per calling thread, so
+    :meth:`run` is thread-safe and allocates nothing more for later frames of
+    that size.
+    """
+
+    def __init__(self, lut: LUT, threads: int | None = None):
+        if threads is None:
+            threads = _default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.lut = lut
+        self.threads = int(threads)
+        self._stages = [_PreparedStage(s, lut.interval) for s in lut.stages]
+        self._bands = 1 if self.threads == 1 else self.threads * BANDS_PER_THREAD
+        self._local = threading.local()
+
+    def _plan(self, height: int, width: int, channels: int) -> _FramePlan:
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        key = (height, width, channels)
+        plan = plans.get(key)
+        if plan is None:
+            if len(plans) >= 4:  # a few sizes per thread; drop the oldest
+                plans.pop(next(iter(plans)))
+            plan = plans[key] = _FramePlan(self._stages, height, width, channels, self._bands)
+        return plan
+
+    def run(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """Upscale ``frames`` (N, H, W, C) uint8 into ``out`` (N, H*s, W*s, C) uint8.
+
+        Either may be any strided view (negative strides are staged through a
+        scratch copy); ``out`` must not overlap ``frames``.
+        """
+        n, height, width, channels = frames.shape
+        plan = self._plan(height, width, channels)
+        for i in range(n):
+            source = _span(frames[i], writeable=False)
+            if source is None:
+                if plan.frame_in is None:
+                    plan.frame_in = np.empty(frames.shape[1:], np.uint8)
+                np.copyto(plan.frame_in, frames[i])
+                source = _span(plan.frame_in, writeable=False)
+            target = _span(out[i], writeable=True)
+            if target is None:
+                if plan.frame_out is None:
+                    plan.frame_out = np.empty(out.shape[1:], np.uint8)
+                self._run_frame(plan, source, _span(plan.frame_out, writeable=True))
+                np.copyto(out[i], plan.frame_out)
+            else:
+                self._run_frame(plan, source, target)
+
+    def _run_frame(self, plan: _FramePlan, source, target) -> None:
+        src, (s_y, s_x, s_c) = source
+        for ps, sp in zip(self._stages, plan.stage_plans, strict=True):
+            if sp.output is None:
+                dst, (d_y, d_x, d_c) = target
+            else:
+                dst, (d_c, d_y, d_x) = _span(sp.output, writeable=True)
+
+            def band(b, src=src, s_y=s_y, s_x=s_x, s_c=s_c, ps=ps, sp=sp, dst=dst, d_y=d_y,
+                     d_x=d_x, d_c=d_c):
+                y0, y1 = sp.bands[b]
+                _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
+                            ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
+                            sp.bufs[b], ps.rnd, ps.low, dst, d_y, d_x, d_c, ps.block, ps.side)
+
+            self._parallel(len(sp.bands), band)
+            if sp.output is not None:
+                src, (s_c, s_y, s_x) = _span(sp.output, writeable=False)
+
+    def _parallel(self, count: int, task) -> None:
+        """Run ``task(0 .. count-1)`` on the caller and the pool; return when all are done."""
+        if self.threads == 1 or count == 1:
+            for b in range(count):
+                task(b)
+            return
+        lock = threading.Lock()
+        counter = itertools.count()
+
+        def drain():
+            while True:
+                with lock:
+                    b = next(counter)
+                if b >= count:
+                    return
+                task(b)
+
+        pool = _pool(self.threads - 1)
+        futures = [pool.submit(drain) for _ in range(min(self.threads - 1, count - 1))]
+        try:
+            drain()
+        finally:
+            # Helpers that have not started (queued behind other callers' work,
+            # or in a forked child whose pool has no threads) would find no band
+            # left: cancel them. Wait only for those already running, which
+            # may still be inside a band. (concurrent.futures.wait would also
+            # wait for a cancelled helper until a worker dequeues it.)
+            running = [f for f in futures if not f.cancel()]
+            wait(running)
+        for f in running:
+            f.result()  # re-raise a helper's exception

@@ -12,7 +12,30 @@ from . import bundled, reference
 from .fileformat import load
 from .model import LUT
 
-BACKENDS = ("auto", "numba", "reference")
+BACKENDS = ("auto", "numba", "reference", "cuda")
+
+
+def _on_device(a) -> bool:
+    """True for a CUDA device array: CuPy, torch CUDA, numba, DLPack on CUDA. Imports nothing."""
+    if a is None or isinstance(a, np.ndarray):
+        return False
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    if type(a).__module__.startswith("numba.cuda.simulator"):
+        return True  # numba's CUDA simulator arrays (NUMBA_ENABLE_CUDASIM=1): the tests' device
+    dlpack_device = getattr(a, "__dlpack_device__", None)
+    try:
+        return dlpack_device is not None and dlpack_device()[0] in (2, 13)  # kDLCUDA(Managed)
+    except Exception:  # a producer that cannot say where it lives is not a CUDA array
+        return False
+
+
+def _cuda_runner(lut: LUT):
+    try:
+        from . import _cuda  # imports numba.cuda: only when a GPU is asked for
+    except ImportError as e:
+        raise RuntimeError(f"backend 'cuda' needs numba.cuda, which failed to import: {e}") from e
+    return _cuda.CudaRunner(lut)
 
 
 def resolve_lut(lut) -> LUT:
@@ -92,6 +115,8 @@ def _make_runner(lut: LUT, backend: str, threads: int | None):
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     if backend == "reference":
         return _ReferenceRunner(lut)
+    if backend == "cuda":
+        return _cuda_runner(lut)
     from . import _cpu  # numba import is deferred: `import lutsr` stays cheap
 
     return _cpu.NumbaRunner(lut, threads)
@@ -109,9 +134,10 @@ class Upscaler:
     lut : LUT, str, path or None
         A model, a bundled name (see :func:`lutsr.bundled_names`), a ``.lutsr``
         path, or None for the bundled default.
-    backend : {"auto", "numba", "reference"}
-        ``"auto"`` picks numba for numpy arrays. ``"reference"`` is the slow
-        numpy specification.
+    backend : {"auto", "numba", "reference", "cuda"}
+        ``"auto"`` picks numba for numpy arrays and cuda for device arrays.
+        ``"reference"`` is the slow numpy specification. ``"cuda"`` runs on
+        the GPU (numpy arrays make a host round trip).
     threads : int, optional
         Worker threads for the numba backend (default: all cores).
 
@@ -129,6 +155,9 @@ class Upscaler:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.backend = "numba" if backend == "auto" else backend
         self._runner = _make_runner(self.lut, backend, threads)
+        self._auto = backend == "auto"
+        self._cuda = self._runner if backend == "cuda" else None
+        self._cuda_lock = threading.Lock()
 
     @property
     def scale(self) -> int:
@@ -137,6 +166,8 @@ class Upscaler:
 
     def up(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Upscale ``img``; see :func:`lutsr.upscale` for the array conventions."""
+        if self._cuda is not None or _on_device(img) or _on_device(out):
+            return self._cuda_up(img, out)
         frames, out_shape = _check_image(img, self.lut.scale)
         if out is None:
             out = np.empty(out_shape, np.uint8)
@@ -146,6 +177,17 @@ class Upscaler:
         return out
 
     __call__ = up
+
+    def _cuda_up(self, img, out):
+        if self._cuda is None:
+            if not self._auto:
+                raise TypeError(f"img is a device array ({type(img).__name__}); backend "
+                                f"{self.backend!r} takes numpy arrays: use backend 'cuda' or "
+                                "'auto'")
+            with self._cuda_lock:
+                if self._cuda is None:
+                    self._cuda = _cuda_runner(self.lut)
+        return self._cuda.up(img, out)
 
 
 _upscalers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -158,24 +200,27 @@ def upscale(img: np.ndarray, lut=None, *, out: np.ndarray | None = None,
 
     Parameters
     ----------
-    img : ndarray of uint8
+    img : ndarray or CUDA device array of uint8
         ``(H, W)`` gray, ``(H, W, C)`` with any number of channels (each channel
         is processed independently, so RGB, BGR and RGBA all work), or
-        ``(N, H, W, C)`` a batch of frames.
+        ``(N, H, W, C)`` a batch of frames. A device array (CuPy, torch
+        CUDA tensor, anything with ``__cuda_array_interface__`` or CUDA
+        DLPack) runs on its GPU, on its current stream, without waiting.
     lut : LUT, str, path or None
         A model, a bundled name, a ``.lutsr`` path, or None for the bundled
         default ``x4``.
-    out : ndarray of uint8, optional
+    out : ndarray or device array of uint8, optional
         Preallocated output of shape ``(H*s, W*s)``, ``(H*s, W*s, C)`` or
         ``(N, H*s, W*s, C)`` for scale ``s``; written in place and returned.
-    backend : {"auto", "numba", "reference"}
+    backend : {"auto", "numba", "reference", "cuda"}
     threads : int, optional
         Worker threads for the numba backend.
 
     Returns
     -------
     ndarray of uint8
-        The upscaled image, in the input's layout.
+        The upscaled image, in the input's layout; for a device array input,
+        a device array of the same kind on the same device.
 
     Raises
     ------
@@ -183,6 +228,8 @@ def upscale(img: np.ndarray, lut=None, *, out: np.ndarray | None = None,
         ``img`` or ``out`` is not a uint8 numpy array.
     ValueError
         Empty or wrongly shaped input, wrong ``out`` shape, unknown backend.
+    RuntimeError
+        A device array or backend ``"cuda"`` on a machine without a usable GPU.
     """
     lut = resolve_lut(lut)
     key = (backend, threads)

@@ -114,3 +114,36 @@ def test_build_lut_bad_data(tmp_path):
     res = _build("--quick", "--data", small, "--out", tmp_path / "c.lutsr", "--patch", 16)
     assert res.returncode == 2 and "too small" in res.stderr
     assert not any(tmp_path.glob("*.lutsr"))
+
+
+CHECKPOINTS = ROOT / "train" / "checkpoints"
+
+
+def test_sampled_lut_reproduces_its_net_on_set5():
+    """Issue 3's fidelity bar: at 4-bit, sampling costs at most 0.05 dB of Y-PSNR on Set5 x4.
+
+    Uses the committed net checkpoint (600 iterations; see its metadata in the
+    README) and the paper protocol's LR inputs.
+    """
+    from conftest import DATA, need
+    from PIL import Image
+
+    from lutsr.metrics import psnr_y
+    from lutsr.reference import upscale_reference
+    from train.export import load_net
+    from train.nets import to_lut
+
+    folder = need(DATA / "test" / "Set5")
+    net = load_net(CHECKPOINTS / "srlut-x4-net" / "net.pt")
+    lut = to_lut(net.layout, net.sample_tables(4), 4)
+    scores = []
+    for path in sorted((folder / "HR").glob("*.png")):
+        lr = np.asarray(Image.open(folder / "LR_bicubic" / "X4" / path.name).convert("RGB"))
+        hr = np.asarray(Image.open(path).convert("RGB"))[:lr.shape[0] * 4, :lr.shape[1] * 4]
+        with torch.no_grad():
+            planes = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[:, None]
+            by_net = net(planes)[:, 0].numpy().transpose(1, 2, 0).astype(np.uint8)
+        scores.append((psnr_y(by_net, hr, 4), psnr_y(upscale_reference(lr, lut), hr, 4)))
+    net_db, lut_db = np.mean(scores, axis=0)
+    assert net_db > 28.5, f"the checkpoint does not look trained: {net_db:.2f} dB"
+    assert abs(net_db - lut_db) <= 0.05, f"net {net_db:.3f} dB vs its LUT {lut_db:.3f} dB"

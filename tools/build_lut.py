@@ -52,11 +52,17 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float, default=0.5,
                    help="Adam step size in table units (int8 levels)")
     p.add_argument("--lsq-iters", type=int, default=40, help="CG iterations (0: skip)")
-    p.add_argument("--lsq-prior", type=float, default=1e-3,
+    p.add_argument("--lsq-prior", type=float, default=1e-5,
                    help="pull of the least-squares fit toward the sampled tables")
-    p.add_argument("--lsq-smooth", type=float, default=1e-2, help="grid smoothness weight")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=48, help="LR patch side")
+    p.add_argument("--lsq-smooth", type=float, default=1e-4, help="grid smoothness weight")
+    p.add_argument("--lsq-first", action="store_true",
+                   help="also refit the last stage before fine-tuning, so fine-tuning starts "
+                        "from the best last stage for the sampled earlier stages")
+    p.add_argument("--scale-aug", type=float, nargs="*", default=[],
+                   help="also train on each HR image downscaled by these factors (e.g. 0.75 0.5)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--patch", type=int, default=16,
+                   help="LR patch side (every training image must be at least this big in LR)")
     p.add_argument("--threads", type=int, default=None, help="torch/numba threads")
     p.add_argument("--checkpoint-dir", default=None,
                    help="where phase checkpoints go (default: <out>.ckpt/)")
@@ -103,11 +109,13 @@ def main(argv=None) -> int:
             "phases": {}}
     t0 = time.process_time()
     try:
-        pairs = tdata.load_pairs(args.data, args.scale, min_size=args.patch, log=log)
+        pairs = tdata.load_pairs(args.data, args.scale, min_size=args.patch,
+                                 scale_aug=args.scale_aug, log=log)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    meta["images"] = len(pairs)
+    meta["images"] = len(tdata.list_images(args.data))
+    meta["training_pairs"] = len(pairs)
     meta["phases"]["data"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
     log(f"{len(pairs)} training images, x{args.scale}, layout {args.layout}")
     sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed)
@@ -123,6 +131,13 @@ def main(argv=None) -> int:
     tables = net.sample_tables(args.interval)
     meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
 
+    if args.lsq_iters and args.lsq_first and args.finetune_iters:
+        t0 = time.process_time()
+        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log,
+                                       ckdir / "lsq_first.npy")
+        meta["phases"]["lsq_first"] = {"iterations": args.lsq_iters,
+                                       "cpu_seconds": round(time.process_time() - t0, 1)}
+
     if args.finetune_iters:
         tm = TableModel(layout, tables, args.interval)
         state = fit.optimise(tm, sampler, args.finetune_iters, args.finetune_lr, args.batch,
@@ -132,7 +147,7 @@ def main(argv=None) -> int:
 
     if args.lsq_iters:
         t0 = time.process_time()
-        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log)
+        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log, ckdir / "lsq.npy")
         meta["phases"]["lsq"] = {"iterations": args.lsq_iters,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
 
@@ -151,9 +166,16 @@ def _phase(state: dict) -> dict:
             "train_mse": round(float(state["loss"]), 3)}
 
 
-def _refit_last_stage(layout, tables, args, pairs, lsq, log):
-    """Least-squares refit of the last stage, its inputs computed by the earlier stages."""
+def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
+    """Least-squares refit of the last stage, its inputs computed by the earlier stages.
+
+    The result is kept in ``cache`` so that ``--resume`` does not redo it.
+    """
     from train.nets import to_lut
+
+    if args.resume and cache.exists():
+        log(f"lsq: reusing {cache}")
+        return list(np.load(cache))
 
     last = layout[-1]
     earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
@@ -169,7 +191,9 @@ def _refit_last_stage(layout, tables, args, pairs, lsq, log):
     prior = np.stack(tables[-1]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
                      smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log)
-    return [np.clip(np.round(t), -128, 127).astype(np.int8) for t in fitted]
+    result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
+    np.save(cache, result)
+    return list(result)
 
 
 if __name__ == "__main__":

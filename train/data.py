@@ -46,19 +46,28 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
-def load_pairs(folders, scale: int, min_size: int = 0, log=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_pairs(folders, scale: int, min_size: int = 0, scale_aug=(), log=None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) RGB pairs for every image under ``folders``.
 
     Images whose LR side would be below ``min_size`` raise ValueError, naming
     the file: silently skipping them would train on less than asked for.
+    ``scale_aug`` factors (e.g. 0.75, 0.5) add bicubic-downscaled copies of
+    each HR image as further HR images (those too small for a patch are
+    left out): more edges at more scales from the same photos.
     """
     pairs = []
     for i, path in enumerate(list_images(folders)):
-        lr, hr = make_pairs(read_rgb(path), scale)
+        hr = read_rgb(path)
+        lr, hr_c = make_pairs(hr, scale)
         if min(lr.shape[:2]) < min_size:
             raise ValueError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for "
                              f"{min_size}-pixel LR patches at x{scale}")
-        pairs.append((lr, hr))
+        pairs.append((lr, hr_c))
+        for factor in scale_aug:
+            smaller = imresize(hr, factor)
+            if min(smaller.shape[:2]) >= max(min_size, 2) * scale:
+                pairs.append(make_pairs(smaller, scale))
         if log and (i + 1) % 50 == 0:
             log(f"  loaded {i + 1} images")
     return pairs

@@ -79,6 +79,7 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
     bar = _progress(iters, state["iteration"], desc)
     ema = None
     cpu0 = time.process_time() - state["cpu_seconds"]
+    wall0, start_it = time.time(), state["iteration"]
     while state["iteration"] < iters:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, state["iteration"], iters)
@@ -95,6 +96,12 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
         bar.set_postfix_str(f"mse {ema:.2f} psnr {10 * math.log10(255**2 / max(ema, 1e-9)):.2f}")
         if state["iteration"] % every == 0 or state["iteration"] == iters:
             save()
+            if bar.disable:  # no terminal: a plain line instead of the bar
+                done = state["iteration"]
+                rate = (time.time() - wall0) / max(done - start_it, 1)
+                log(f"{desc}: {done}/{iters} mse {ema:.2f} "
+                    f"(psnr {10 * math.log10(255**2 / max(ema, 1e-9)):.2f}) "
+                    f"eta {rate * (iters - done) / 60:.1f} min")
     bar.close()
     return dict(state)
 
@@ -104,6 +111,8 @@ def _progress(total: int, initial: int, desc: str):
         from tqdm import tqdm
     except ImportError:  # training works without tqdm, just silently
         class _Quiet:
+            disable = True
+
             def update(self, n): ...
             def set_postfix_str(self, s): ...
             def close(self): ...

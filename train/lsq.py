@@ -153,7 +153,12 @@ def collect(stage: Stage, interval: int, pairs) -> Samples:
         wts_parts.append(wts)
         blocks = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
         tgt_parts.append(blocks.astype(np.float32))
-    return Samples(np.concatenate(idx_parts), np.concatenate(wts_parts), np.concatenate(tgt_parts))
+    idx, wts, tgt = (np.concatenate(x) for x in (idx_parts, wts_parts, tgt_parts))
+    # Samples ordered by their first table row: neighbouring samples then read
+    # and write neighbouring rows, which keeps the gathers and scatters of
+    # every CG iteration in cache.
+    order = np.argsort(idx[:, 0, 0, 0], kind="stable")
+    return Samples(idx[order], wts[order], tgt[order])
 
 
 def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -> np.ndarray:

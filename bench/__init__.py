@@ -1,0 +1,4 @@
+"""Benchmarks (pytest-benchmark).
+
+A package, so that bench/conftest.py does not shadow tests/conftest.py.
+"""

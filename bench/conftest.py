@@ -1,0 +1,91 @@
+"""Shared benchmark fixtures: real photo frames of common sizes and x4 LUT models.
+
+Frames are a natural photo (scikit-image's ``astronaut``), centre-cropped to
+16:9 and resized with OpenCV (``INTER_AREA`` down, ``INTER_CUBIC`` up): natural
+images hit table rows near the diagonal, so they show the cache behaviour of
+real video. ``random_frame`` is the worst case for the table caches.
+
+LUT models use the golden-vector tables of ``../shared/conformance`` (smooth
+functions of the four inputs plus noise, interval 4, the published sizes):
+``srlut_x4`` (SR-LUT-S: one stage, pattern S, a 17**4 x 16 table) and
+``mulut_x4`` (MuLUT-SDY: two stages of S, D, Y). ``random_srlut_x4`` has
+uniformly random tables of the same shape, the worst case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lutsr import LUT, Stage
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+
+#: (width, height) of the benchmark frames.
+SIZES = {"320x180": (320, 180), "480x270": (480, 270), "960x540": (960, 540)}
+
+
+def photo_frame(width: int, height: int) -> np.ndarray:
+    """scikit-image's astronaut as a (height, width, 3) uint8 RGB frame of 16:9 video."""
+    import cv2
+    from skimage import data
+
+    img = data.astronaut()
+    h = img.shape[1] * 9 // 16
+    top = (img.shape[0] - h) // 2
+    crop = np.ascontiguousarray(img[top:top + h])
+    method = cv2.INTER_AREA if width <= crop.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(crop, (width, height), interpolation=method)
+
+
+def conformance_model(name: str, scale: int = 4) -> LUT:
+    """The model of one golden-vector file (see ``../shared/conformance/README.md``)."""
+    path = CONFORMANCE / f"{name}.npz"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    z = dict(np.load(path))
+    if "table" in z:
+        stages = [Stage(scale, ("S",), (z["table"],), 1, 0, "reflect")]
+    else:
+        stages = [Stage(1, "SDY", [z[f"table_s1_{p}"] for p in "sdy"], 12, 127, "edge"),
+                  Stage(scale, "SDY", [z[f"table_s2_{p}"] for p in "sdy"], 3, 0, "edge")]
+    return LUT(tuple(stages), interval=int(z["interval"]), name=name)
+
+
+@pytest.fixture(scope="session")
+def frame_320x180() -> np.ndarray:
+    return photo_frame(*SIZES["320x180"])
+
+
+@pytest.fixture(scope="session")
+def frame_480x270() -> np.ndarray:
+    return photo_frame(*SIZES["480x270"])
+
+
+@pytest.fixture(scope="session")
+def frame_960x540() -> np.ndarray:
+    return photo_frame(*SIZES["960x540"])
+
+
+@pytest.fixture(scope="session")
+def random_frame_480x270() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (270, 480, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def srlut_x4() -> LUT:
+    return conformance_model("srlut_s_x4_q16")
+
+
+@pytest.fixture(scope="session")
+def mulut_x4() -> LUT:
+    return conformance_model("mulut_sdy_x4_q16")
+
+
+@pytest.fixture(scope="session")
+def random_srlut_x4() -> LUT:
+    table = np.random.default_rng(1).integers(-128, 128, (17**4, 16), dtype=np.int8)
+    return LUT((Stage(4, ("S",), (table,), 1, 0, "reflect"),), interval=4, name="random")

@@ -1,0 +1,528 @@
+"""CUDA kernels (numba.cuda) for LUT stages, and the runner behind ``backend="cuda"``.
+
+The arithmetic is :mod:`lutsr.reference`'s, bit for bit. As in the numba CPU
+kernels (:mod:`lutsr._cpu`), a rotation is never materialised: the 1-D index
+maps of :func:`lutsr._cpu.tap_indices` give every tap's source row and column
+for every rotation, padding included. One GPU thread handles one input sample
+(pixel and channel) of a stage: it reads its taps for all 4 rotations and all
+patterns, does the simplex interpolation of each, and writes its own ``r x r``
+output block, so there are no write conflicts and one launch runs a stage.
+
+The final ``clip(round(sum / divisor + bias), 0, 255)`` is a lookup table over
+the integer accumulator, computed on the host with numpy from the reference's
+own float expression, so rounding on the device cannot drift from the spec.
+
+Array kinds. The core, :meth:`CudaRunner.run`, works on numba device arrays:
+zero-copy views of anything with ``__cuda_array_interface__`` (CuPy arrays,
+torch CUDA tensors, numba's own), or under ``NUMBA_ENABLE_CUDASIM=1`` the
+simulator's arrays, which is how the tests run these kernels without a GPU.
+:meth:`CudaRunner.up` is the thin layer that accepts the caller's array kind,
+picks its device and stream, and returns the same kind.
+
+Importing this module imports ``numba.cuda``; :mod:`lutsr.api` imports it
+only when a device array or ``backend="cuda"`` is used.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from numba import cuda, int32
+
+from ._cpu import block_permutations, stack_tables, tap_indices
+from .model import LUT, Stage, grid_size
+
+#: Threads per block along (columns, rows) of a stage's input. Tests patch it
+#: down so that the simulator runs multi-block grids.
+THREADS_PER_BLOCK = (32, 4)
+
+#: Largest grid extent along z (frames x channels); the kernel loops past it.
+MAX_GRID_Z = 65535
+
+#: Image sizes whose tap index maps stay uploaded per device and model.
+MAP_CACHE_SIZE = 8
+
+# Largest output block a thread accumulates: r <= 8 (see Stage).
+_MAX_BLOCK = 64
+
+_SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+# DLPack device types that are device memory (kDLCUDA, kDLCUDAManaged).
+_DLPACK_CUDA = (2, 13)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@cuda.jit(cache=True)
+def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r):
+    """One stage: ``src`` (N, H, W, C) uint8 -> ``dst`` (N, H*r, W*r, C) uint8.
+
+    ``tables`` (P, L**4, r*r) int8; ``rows`` (P, 4, 4, H) and ``cols``
+    (P, 4, 4, W) int32 from :func:`tap_indices`; ``dest`` (4, r*r) int32, the
+    block position table column m lands on in rotation k (the inverse of
+    :func:`block_permutations`); ``rounding`` uint8 maps ``sum - s_min`` to the
+    stage output. Thread (x, y, z) handles input pixel (y, x) of planes
+    z, z + gridDim.z, ...
+    """
+    x, y, z = cuda.grid(3)
+    n_img, height, width, channels = src.shape
+    if x >= width or y >= height:
+        return
+    n_pat = tables.shape[0]
+    q = 1 << interval
+    mask = q - 1
+    rr = r * r
+    acc = cuda.local.array(_MAX_BLOCK, int32)
+    # Table row stride of each input dimension (a, b, c, d -> L**3 .. 1).
+    dim_stride = cuda.local.array(4, int32)
+    dim_stride[3] = 1
+    dim_stride[2] = grid
+    dim_stride[1] = grid * grid
+    dim_stride[0] = grid * grid * grid
+    for plane in range(z, n_img * channels, cuda.gridDim.z):
+        n = plane // channels
+        c = plane - n * channels
+        for pos in range(rr):
+            acc[pos] = 0
+        for k in range(4):
+            for p in range(n_pat):
+                v0 = int32(src[n, rows[p, k, 0, y], cols[p, k, 0, x], c])
+                v1 = int32(src[n, rows[p, k, 1, y], cols[p, k, 1, x], c])
+                v2 = int32(src[n, rows[p, k, 2, y], cols[p, k, 2, x], c])
+                v3 = int32(src[n, rows[p, k, 3, y], cols[p, k, 3, x], c])
+                i0 = (((v0 >> interval) * grid + (v1 >> interval)) * grid
+                      + (v2 >> interval)) * grid + (v3 >> interval)
+                # Fraction in the high bits, dimension in the low two: sorting
+                # the keys descending sorts the dimensions by fraction. Ties
+                # order differently from the reference's stable argsort, which
+                # only moves a vertex whose weight is zero.
+                k0 = ((v0 & mask) << 2) | 0
+                k1 = ((v1 & mask) << 2) | 1
+                k2 = ((v2 & mask) << 2) | 2
+                k3 = ((v3 & mask) << 2) | 3
+                if k0 < k1:
+                    k0, k1 = k1, k0
+                if k2 < k3:
+                    k2, k3 = k3, k2
+                if k0 < k2:
+                    k0, k2 = k2, k0
+                if k1 < k3:
+                    k1, k3 = k3, k1
+                if k1 < k2:
+                    k1, k2 = k2, k1
+                f1, f2, f3, f4 = k0 >> 2, k1 >> 2, k2 >> 2, k3 >> 2
+                i1 = i0 + dim_stride[k0 & 3]
+                i2 = i1 + dim_stride[k1 & 3]
+                i3 = i2 + dim_stride[k2 & 3]
+                i4 = i3 + dim_stride[k3 & 3]
+                w0, w1, w2, w3, w4 = q - f1, f1 - f2, f2 - f3, f3 - f4, f4
+                for m in range(rr):
+                    # Rotating the block back sends table column m to dest[k, m].
+                    acc[dest[k, m]] += (w0 * int32(tables[p, i0, m]) + w1 * int32(tables[p, i1, m])
+                                        + w2 * int32(tables[p, i2, m])
+                                        + w3 * int32(tables[p, i3, m])
+                                        + w4 * int32(tables[p, i4, m]))
+        for pos in range(rr):
+            dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
+    """The stage's final rounding as a lookup table over the integer accumulator.
+
+    A thread's accumulator ``s`` is the spec's ``sum`` times ``q``: each of the
+    ``4 * P`` interpolations is a weighted sum of int8 values with weights
+    adding up to ``q``, so ``s`` lies in ``[-128 * 4P * q, 127 * 4P * q]``.
+
+    Returns
+    -------
+    table : ndarray of uint8, shape (255 * 4P * q + 1,)
+        ``table[s - s_min]`` is the stage output for accumulator ``s``.
+    s_min : int
+        The smallest accumulator, ``-128 * 4P * q``.
+    """
+    q = 2**interval
+    span = 4 * len(stage.patterns) * q
+    s = np.arange(-128 * span, 127 * span + 1, dtype=np.int64)
+    # The reference's float expression, exactly: its float64 total of at most
+    # 12 per-pattern values acc / q (multiples of 1/q, each at most 128 in
+    # magnitude) is computed without rounding error, so it equals s / q.
+    value = np.clip(np.round((s / q) / stage.divisor + stage.bias), 0, 255)
+    return value.astype(np.uint8), -128 * span
+
+
+@dataclass(frozen=True)
+class _DeviceStage:
+    """One stage's constant arrays, uploaded to one device."""
+
+    r: int
+    tables: object  # int8 (P, L**4, r*r)
+    dest: object  # int32 (4, r*r), inverse of block_permutations
+    rounding: object  # uint8, see rounding_table
+    s_min: int
+
+
+@dataclass
+class _DeviceModel:
+    """A LUT's tables on one device, and its tap index maps for recent image sizes.
+
+    Holds the :class:`Stage` objects, not the :class:`LUT`, so that the cache
+    keyed weakly by the LUT lets it go.
+    """
+
+    stages: tuple[Stage, ...]
+    device_stages: tuple[_DeviceStage, ...]
+    maps: OrderedDict = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def upload(cls, lut: LUT) -> _DeviceModel:
+        # Synchronous uploads (no stream): the arrays are complete before any
+        # kernel, on any stream, can read them.
+        device_stages = []
+        for stage in lut.stages:
+            rounding, s_min = rounding_table(stage, lut.interval)
+            device_stages.append(_DeviceStage(
+                r=stage.r,
+                tables=cuda.to_device(stack_tables(stage)),
+                dest=cuda.to_device(
+                    np.argsort(block_permutations(stage.r), axis=1).astype(np.int32)),
+                rounding=cuda.to_device(rounding),
+                s_min=s_min,
+            ))
+        return cls(tuple(lut.stages), tuple(device_stages))
+
+    def tap_maps(self, height: int, width: int) -> list[tuple[object, object]]:
+        """Per stage, the device (rows, cols) int32 maps for a model input of (height, width)."""
+        key = (height, width)
+        with self.lock:
+            maps = self.maps.get(key)
+            if maps is not None:
+                self.maps.move_to_end(key)
+                return maps
+            maps = []
+            for stage in self.stages:
+                rows, cols = tap_indices(stage, height, width)
+                maps.append((cuda.to_device(rows.astype(np.int32)),
+                             cuda.to_device(cols.astype(np.int32))))
+                height, width = height * stage.r, width * stage.r
+            self.maps[key] = maps
+            while len(self.maps) > MAP_CACHE_SIZE:
+                self.maps.popitem(last=False)
+            return maps
+
+
+# LUT -> {device id: _DeviceModel}: tables are uploaded once per device, shared
+# by every runner of the same LUT.
+_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_models_lock = threading.Lock()
+
+
+def device_model(lut: LUT, device: int) -> _DeviceModel:
+    """The LUT's tables on ``device``, uploaded on first use and cached."""
+    with _models_lock:
+        per_device = _models.setdefault(lut, {})
+        model = per_device.get(device)
+        if model is None:
+            model = per_device[device] = _DeviceModel.upload(lut)
+        return model
+
+
+def _launch_stage(src, dst, stage: _DeviceStage, rows, cols, interval: int, stream) -> None:
+    n, h, w, c = src.shape
+    tx, ty = THREADS_PER_BLOCK
+    blocks = (math.ceil(w / tx), math.ceil(h / ty), min(n * c, MAX_GRID_Z))
+    _stage_kernel[blocks, (tx, ty, 1), stream](
+        src, dst, stage.tables, rows, cols, stage.dest, stage.rounding, stage.s_min,
+        interval, grid_size(interval), stage.r)
+
+
+# --------------------------------------------------------------------------- array kinds
+
+
+def _interface(a) -> dict:
+    """The array's ``__cuda_array_interface__`` (the simulator's: its numpy interface)."""
+    if _SIMULATOR and type(a).__module__.startswith("numba.cuda.simulator"):
+        return a.__array_interface__
+    return a.__cuda_array_interface__
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise RuntimeError("this device array has no __cuda_array_interface__; reading it "
+                           "through DLPack needs CuPy (pip install cupy-cuda12x)") from e
+    return cupy
+
+
+def _is_cupy(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _is_torch(a) -> bool:
+    return type(a).__module__.split(".")[0] == "torch"
+
+
+def _as_interface_array(a):
+    """``a`` itself, or for a DLPack-only device array a zero-copy CuPy view of it."""
+    if hasattr(a, "__cuda_array_interface__") or (
+            _SIMULATOR and type(a).__module__.startswith("numba.cuda.simulator")):
+        return a
+    dev = getattr(a, "__dlpack_device__", None)
+    if dev is not None and dev()[0] in _DLPACK_CUDA:
+        return _cupy().from_dlpack(a)
+    raise TypeError(f"expected a CUDA device array, got {type(a).__name__}")
+
+
+def _device_of(a) -> int:
+    if _SIMULATOR:
+        return 0
+    dev = getattr(a, "__dlpack_device__", None)
+    if dev is not None:
+        return int(dev()[1])
+    return int(cuda.get_current_device().id)
+
+
+def _stream_of(a):
+    """The numba stream to enqueue on: the one the array's producer works on.
+
+    CuPy: its current stream. torch (whose interface names no stream): its
+    current stream, via the already imported torch module (lutsr never imports
+    torch). Others: the interface's ``stream`` entry, else the default stream.
+    """
+    if _SIMULATOR:
+        return 0
+    if _is_cupy(a):
+        handle = _cupy().cuda.get_current_stream().ptr
+    elif _is_torch(a) and "torch" in sys.modules:
+        handle = sys.modules["torch"].cuda.current_stream(a.device).cuda_stream
+    else:
+        handle = _interface(a).get("stream")
+    if handle is None or handle in (0, 1):
+        return cuda.legacy_default_stream()
+    if handle == 2:
+        return cuda.per_thread_default_stream()
+    return cuda.external_stream(handle)
+
+
+def _check_device_array(a, what: str) -> dict:
+    desc = _interface(a)
+    if desc.get("mask") is not None:
+        raise TypeError(f"{what} is a masked device array; masks are not supported")
+    if np.dtype(desc["typestr"]) != np.uint8:
+        raise TypeError(f"{what} must be uint8, got {np.dtype(desc['typestr'])}")
+    return desc
+
+
+def frames_interface(desc: dict) -> dict:
+    """The array interface of an (N, H, W, C) view of an (H, W), (H, W, C) or (N, H, W, C) one.
+
+    Added axes have length 1 and stride 0; the ``stream`` entry is dropped
+    because the runner enqueues on that stream itself (so no host sync).
+    """
+    shape = tuple(desc["shape"])
+    lead, trail = {2: (1, 1), 3: (1, 0), 4: (0, 0)}[len(shape)]
+    strides = desc.get("strides") or _c_strides(shape)
+    view = dict(desc, shape=(1,) * lead + shape + (1,) * trail,
+                strides=(0,) * lead + tuple(strides) + (0,) * trail, version=3)
+    view.pop("stream", None)
+    return view
+
+
+def _frames(a, desc: dict):
+    """A (N, H, W, C) numba device view of an (H, W), (H, W, C) or (N, H, W, C) device array."""
+    if _SIMULATOR:
+        ndim = len(desc["shape"])
+        lead, trail = {2: (1, 1), 3: (1, 0), 4: (0, 0)}[ndim]
+        return a[(None,) * lead + (slice(None),) * ndim + (None,) * trail]
+    return cuda.from_cuda_array_interface(frames_interface(desc), owner=a, sync=False)
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape)))
+
+
+def extent(desc: dict) -> tuple[int, int]:
+    """[first, last] byte addresses an array interface covers (itemsize 1).
+
+    Used to refuse an ``out`` that overlaps the input; conservative, so two
+    interleaved views of one buffer (channels of an RGB frame) count as
+    overlapping.
+    """
+    shape = tuple(desc["shape"])
+    strides = desc.get("strides") or _c_strides(shape)
+    lo = hi = desc["data"][0]
+    for n, s in zip(shape, strides, strict=True):
+        lo += min(0, (n - 1) * s)
+        hi += max(0, (n - 1) * s)
+    return lo, hi
+
+
+def _empty_like_kind(a, shape: tuple[int, ...], device: int, stream):
+    """An uninitialised uint8 device array of ``a``'s kind, on its device."""
+    if _is_cupy(a):
+        cupy = _cupy()
+        with cupy.cuda.Device(device):
+            return cupy.empty(shape, dtype=cupy.uint8)
+    if _is_torch(a):
+        return a.new_empty(shape)  # torch: same dtype (uint8) and device, no torch import
+    return cuda.device_array(shape, np.uint8, stream=stream)
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class CudaRunner:
+    """Runs a LUT model on CUDA device arrays (and numpy arrays via a host round trip).
+
+    Parameters
+    ----------
+    lut : LUT
+
+    Raises
+    ------
+    RuntimeError
+        numba.cuda finds no usable GPU.
+    """
+
+    def __init__(self, lut: LUT):
+        if not cuda.is_available():
+            raise RuntimeError(
+                "backend 'cuda' needs an NVIDIA GPU with its driver, and numba.cuda finds none "
+                "(numba.cuda.is_available() is False); use numpy arrays with backend 'numba'")
+        self.lut = lut
+
+    def run(self, frames, out, *, stream=0, device: int = 0, alloc=None) -> None:
+        """Enqueue every stage on ``stream``: one kernel launch per stage.
+
+        Parameters
+        ----------
+        frames : numba device array of uint8, shape (N, H, W, C)
+            Any strides.
+        out : numba device array of uint8, shape (N, H*s, W*s, C)
+            Written; must not overlap ``frames``.
+        stream : numba stream or 0
+        device : int
+            The device the arrays live on (and the current one).
+        alloc : callable, optional
+            ``alloc(shape)`` returns a numba device view for a stage's
+            intermediate output; default ``numba.cuda.device_array``. The
+            caller's stream-ordered allocator (CuPy's, torch's) is faster.
+        """
+        n, h, w, c = frames.shape
+        s = self.lut.scale
+        if tuple(out.shape) != (n, h * s, w * s, c):
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {(n, h * s, w * s, c)}")
+        model = device_model(self.lut, device)
+        maps = model.tap_maps(h, w)
+        src = frames
+        last = len(model.device_stages) - 1
+        for i, (stage, (rows, cols)) in enumerate(zip(model.device_stages, maps, strict=True)):
+            h, w = h * stage.r, w * stage.r
+            if i == last:
+                dst = out
+            elif alloc is not None:
+                dst = alloc((n, h, w, c))
+            else:
+                dst = cuda.device_array((n, h, w, c), np.uint8, stream=stream)
+            _launch_stage(src, dst, stage, rows, cols, self.lut.interval, stream)
+            src = dst
+
+    def up(self, img, out=None):
+        """Upscale a device array into a device array of its kind; numpy via a host round trip.
+
+        Parameters
+        ----------
+        img : device array or ndarray of uint8
+            ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)``, any strides: a CuPy
+            array, an object with ``__cuda_array_interface__`` (torch CUDA
+            tensor, numba device array) or a DLPack CUDA array (needs CuPy).
+        out : same kind as ``img``, optional
+            Preallocated output of the upscaled shape, on the same device.
+
+        Returns
+        -------
+        The upscaled image: ``out`` if given; else a CuPy array for CuPy or
+        DLPack input, a torch tensor for torch, a numba device array for other
+        ``__cuda_array_interface__`` objects, a numpy array for numpy. Work is
+        enqueued on the input's stream (see :func:`_stream_of`) and not waited
+        for, except for numpy input.
+        """
+        host_img = isinstance(img, np.ndarray)
+        if out is not None and isinstance(out, np.ndarray) != host_img:
+            raise TypeError(f"img and out must both be numpy arrays or both device arrays, got "
+                            f"{type(img).__name__} and {type(out).__name__}")
+        if host_img:
+            return self._up_host(img, out)
+        return self._up_device(img, out)
+
+    def _up_host(self, img: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        from .api import _as_frames, _check_image, _check_out
+
+        frames, out_shape = _check_image(img, self.lut.scale)
+        if out is None:
+            out = np.empty(out_shape, np.uint8)
+        else:
+            _check_out(out, out_shape, img)
+        device = _device_of(None)
+        d_out = cuda.device_array(_as_frames(out).shape, np.uint8)
+        self.run(cuda.to_device(np.ascontiguousarray(frames)), d_out, device=device)
+        _as_frames(out)[...] = d_out.copy_to_host()
+        return out
+
+    def _up_device(self, img, out):
+        img = _as_interface_array(img)
+        desc = _check_device_array(img, "img")
+        shape = tuple(desc["shape"])
+        if len(shape) not in (2, 3, 4):
+            raise ValueError(f"img must be HxW, HxWxC or NxHxWxC, got {len(shape)} dimensions "
+                             f"{shape}")
+        if 0 in shape:
+            raise ValueError(f"img is empty: shape {shape}")
+        s = self.lut.scale
+        spatial = 0 if len(shape) == 2 else len(shape) - 3
+        out_shape = tuple(n * s if spatial <= i < spatial + 2 else n for i, n in enumerate(shape))
+        device = _device_of(img)
+        with cuda.gpus[device]:
+            stream = _stream_of(img)
+            if out is None:
+                out = _empty_like_kind(img, out_shape, device, stream)
+                out_desc = _interface(out)
+            else:
+                out = _as_interface_array(out)
+                out_desc = self._check_out(out, out_shape, desc, device)
+
+            def alloc(shp):
+                # Intermediates from the caller's stream-ordered allocator.
+                tmp = _empty_like_kind(img, shp, device, stream)
+                return _frames(tmp, _interface(tmp))
+
+            self.run(_frames(img, desc), _frames(out, out_desc), stream=stream, device=device,
+                     alloc=alloc)
+        return out
+
+    @staticmethod
+    def _check_out(out, out_shape, img_desc: dict, device: int) -> dict:
+        desc = _check_device_array(out, "out")
+        if tuple(desc["shape"]) != out_shape:
+            raise ValueError(f"out has shape {tuple(desc['shape'])}, expected {out_shape}")
+        if desc["data"][1]:
+            raise ValueError("out is read-only")
+        if _device_of(out) != device:
+            raise ValueError(f"out is on device {_device_of(out)}, img on device {device}")
+        lo, hi = extent(desc)
+        img_lo, img_hi = extent(img_desc)
+        if lo <= img_hi and img_lo <= hi:
+            raise ValueError("out overlaps the input image")
+        return desc

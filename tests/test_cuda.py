@@ -1,0 +1,430 @@
+"""The cuda backend: kernels run in numba's CUDA simulator, bit-exact against the reference.
+
+This machine and CI have no GPU. ``NUMBA_ENABLE_CUDASIM=1`` must be set before
+numba is imported, and it would swap ``numba.cuda`` for every other test, so
+the simulator cases run in one subprocess: this file run as a script executes
+every case of :data:`SIM_CASES` and prints one JSON line per case, and
+:func:`test_simulator` asserts each. Launches are shrunk to a few threads per
+block and a grid two planes deep, so every launch spans several blocks and the
+kernel's loop over planes runs: bugs in block/grid index arithmetic show up as
+wrong or missing pixels at block edges.
+
+The no-GPU paths (clear errors, ``import lutsr`` not importing numba.cuda) run
+in the normal process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_images_equal, conformance_lut, random_lut
+
+import lutsr
+from lutsr import LUT, Stage
+from lutsr.api import _on_device
+from lutsr.model import grid_size
+from lutsr.reference import upscale_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --------------------------------------------------------------------------- simulator cases
+# Each case runs in the simulator subprocess; it raises on failure and may
+# call pytest.skip. Imports of numba.cuda stay inside the functions.
+
+
+@contextlib.contextmanager
+def _launch_config(threads=(4, 2), max_grid_z=2):
+    from lutsr import _cuda
+
+    saved = _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z
+    _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z = threads, max_grid_z
+    try:
+        yield
+    finally:
+        _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z = saved
+
+
+def _device_matches_reference(img: np.ndarray, lut: LUT, what: str) -> None:
+    """Upscale ``img`` on the (simulated) device with backend 'cuda'; compare with the spec."""
+    from numba import cuda
+
+    got = lutsr.upscale(cuda.to_device(img), lut, backend="cuda")
+    assert type(got).__module__.startswith("numba.cuda"), f"{what}: got {type(got)}"
+    assert_images_equal(got.copy_to_host(), upscale_reference(img, lut), what)
+
+
+def _random_case(layout, interval, shapes, scale=4, padding=None, seed=0):
+    def case():
+        rng = np.random.default_rng(seed)
+        lut = random_lut(rng, interval, layout, scale, padding)
+        for shape in shapes:
+            img = rng.integers(0, 256, shape, dtype=np.uint8)
+            _device_matches_reference(img, lut, f"{layout} k={interval} {shape}")
+    return case
+
+
+def _ties_and_two_patterns():
+    # Pixels on multiples of q/2 make every sum a multiple of q/2, and divisor 2
+    # with bias 0.5 then puts many outputs exactly on .5: round half to even
+    # must match numpy's. S+Y is a two-pattern stage no published layout has.
+    rng = np.random.default_rng(5)
+    rows = grid_size(7) ** 4
+    tables = [rng.integers(-8, 8, (rows, 4), dtype=np.int8) for _ in range(2)]
+    lut = LUT((Stage(2, ("S", "Y"), tables, 2.0, 0.5, "reflect"),), interval=7)
+    img = (rng.integers(0, 4, (6, 5, 2)) * 64).astype(np.uint8)
+    _device_matches_reference(img, lut, "ties")
+
+
+def _out_and_strided_views():
+    from numba import cuda
+
+    rng = np.random.default_rng(6)
+    lut = random_lut(rng, 7, "mulut", 2)
+    host = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    dev = cuda.to_device(host)
+    # A strided 2-D input (one channel of an RGB frame) into a strided 2-D out
+    # (one channel of a larger buffer): the other channels must stay intact.
+    buf = cuda.to_device(np.full((10, 14, 3), 77, np.uint8))
+    out = buf[:, :, 1]
+    result = lutsr.upscale(dev[:, :, 2], lut, out=out, backend="cuda")
+    assert result is out
+    back = buf.copy_to_host()
+    assert_images_equal(back[:, :, 1], upscale_reference(np.ascontiguousarray(host[:, :, 2]), lut),
+                        "strided channel")
+    assert (back[:, :, [0, 2]] == 77).all(), "out= wrote outside its view"
+    # A contiguous 3-D out= of the same kind.
+    out3 = cuda.device_array((10, 14, 3), np.uint8)
+    assert lutsr.upscale(dev, lut, out=out3, backend="cuda") is out3
+    assert_images_equal(out3.copy_to_host(), upscale_reference(host, lut), "out=")
+
+
+def _numpy_round_trip():
+    rng = np.random.default_rng(7)
+    lut = random_lut(rng, 7, "srlut", 2)
+    img = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    got = lutsr.upscale(img, lut, backend="cuda")
+    assert isinstance(got, np.ndarray)
+    assert_images_equal(got, upscale_reference(img, lut), "numpy in, numpy out")
+    out = np.zeros((3, 8, 12, 3), np.uint8)[1]  # a view, written in place
+    assert lutsr.upscale(img, lut, out=out, backend="cuda") is out
+    assert_images_equal(out, upscale_reference(img, lut), "numpy out=")
+
+
+def _tables_uploaded_once_and_one_launch_per_stage():
+    from numba import cuda
+
+    from lutsr import _cuda
+
+    uploads, launches = [], []
+    upload = _cuda._DeviceModel.upload.__func__
+    kernel = _cuda._stage_kernel
+
+    class Spy:  # records each launch configuration, then launches
+        def __getitem__(self, config):
+            launches.append(config)
+            return kernel[config]
+
+    def counting_upload(cls, lut):
+        uploads.append(lut)
+        return upload(cls, lut)
+
+    _cuda._DeviceModel.upload = classmethod(counting_upload)
+    _cuda._stage_kernel = Spy()
+    try:
+        rng = np.random.default_rng(8)
+        lut = random_lut(rng, 7, "mulut", 2)
+        img = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+        first, second = lutsr.Upscaler(lut, backend="cuda"), lutsr.Upscaler(lut, backend="cuda")
+        for up in (first, first, second):
+            assert_images_equal(up(cuda.to_device(img)).copy_to_host(),
+                                upscale_reference(img, lut), "batch")
+        # A second image size: new index maps, same tables.
+        first(cuda.to_device(np.ascontiguousarray(img[:, :4, :6])))
+    finally:
+        _cuda._DeviceModel.upload = classmethod(upload)
+        _cuda._stage_kernel = kernel
+    assert len(uploads) == 1, f"tables uploaded {len(uploads)} times for one device"
+    assert sorted(_cuda._models[lut][0].maps) == [(4, 6), (5, 7)]
+    assert len(launches) == 4 * len(lut.stages), f"{len(launches)} launches for 4 calls"
+    blocks, threads = launches[0][0], launches[0][1]
+    assert threads == (4, 2, 1) and blocks == (2, 3, 2), (blocks, threads)  # 6 planes, z = 2
+
+
+def _auto_dispatch():
+    from numba import cuda
+
+    from lutsr import _cpu
+
+    if not hasattr(_cpu, "NumbaRunner"):
+        pytest.skip("backend 'auto' constructs the numba runner, not built yet")
+    rng = np.random.default_rng(9)
+    lut = random_lut(rng, 7, "srlut", 2)
+    img = rng.integers(0, 256, (3, 4), dtype=np.uint8)
+    got = lutsr.upscale(cuda.to_device(img), lut)  # auto: a device array goes to cuda
+    assert type(got).__module__.startswith("numba.cuda")
+    assert_images_equal(got.copy_to_host(), upscale_reference(img, lut), "auto")
+
+
+def _device_errors():
+    from numba import cuda
+
+    rng = np.random.default_rng(10)
+    lut = random_lut(rng, 7, "srlut", 4)
+    up = lutsr.Upscaler(lut, backend="cuda")
+    img = cuda.to_device(np.zeros((5, 7), np.uint8))
+    buf = cuda.device_array((20, 28), np.uint8)
+    checks = [
+        (TypeError, "uint8", lambda: up(cuda.to_device(np.zeros((5, 7), np.float32)))),
+        (ValueError, "shape", lambda: up(img, out=cuda.device_array((20, 27), np.uint8))),
+        (TypeError, "uint8", lambda: up(img, out=cuda.device_array((20, 28), np.int16))),
+        (ValueError, "overlaps", lambda: up(buf[:5, :7], out=buf)),
+        (TypeError, "both", lambda: up(np.zeros((5, 7), np.uint8), out=buf)),
+        (TypeError, "both", lambda: up(img, out=np.zeros((20, 28), np.uint8))),
+        (ValueError, "dimensions", lambda: up(cuda.to_device(np.zeros((1, 1, 5, 7, 1), np.uint8)))),
+        (ValueError, "empty", lambda: up(cuda.device_array((0, 7), np.uint8))),
+        (TypeError, "device array", lambda: lutsr.Upscaler(lut, backend="reference")(img)),
+    ]
+    for error, words, call in checks:
+        with pytest.raises(error, match=words):
+            call()
+
+
+def _golden(name, crop=None):
+    def case():
+        lut, z = conformance_lut(name)
+        # Larger blocks keep the simulator quick on the 23x31 frame; the
+        # random cases cover small blocks. One plane per z: the plane loop runs.
+        with _launch_config((8, 4), 1):
+            if crop is None:
+                from numba import cuda
+
+                got = lutsr.upscale(cuda.to_device(z["input"]), lut, backend="cuda")
+                assert_images_equal(got.copy_to_host(), z["expected"], name)
+            else:
+                # The full frame takes the simulator ~25 s for this model; a crop
+                # against the reference (itself checked on the full golden frame
+                # in test_reference.py) keeps the real interval-4 tables.
+                img = np.ascontiguousarray(z["input"][:crop[0], :crop[1]])
+                _device_matches_reference(img, lut, f"{name} crop {crop}")
+    return case
+
+
+SIM_CASES = {
+    "srlut_x4_k6_gray": _random_case("srlut", 6, [(5, 7)]),
+    "srlut_x4_k7_rgb_edge": _random_case("srlut", 7, [(9, 13, 3)], padding="edge", seed=1),
+    "srlut_x2_k7_edge_sizes": _random_case("srlut", 7, [(1, 1), (1, 5), (4, 1), (2, 2, 3)], 2,
+                                           seed=2),
+    "mulut_x4_k7_rgb": _random_case("mulut", 7, [(5, 7, 3)], seed=3),
+    "mulut_x2_k6_gray_reflect": _random_case("mulut", 6, [(9, 13)], 2, "reflect", seed=4),
+    "mulut_x2_k7_tiny_sizes": _random_case("mulut", 7, [(1, 1), (2, 3, 1), (3, 2)], 2, seed=11),
+    "ties_and_two_patterns": _ties_and_two_patterns,
+    "out_and_strided_views": _out_and_strided_views,
+    "numpy_round_trip": _numpy_round_trip,
+    "tables_once_one_launch_per_stage": _tables_uploaded_once_and_one_launch_per_stage,
+    "auto_dispatch": _auto_dispatch,
+    "device_errors": _device_errors,
+    "golden_srlut_s_x4_q16": _golden("srlut_s_x4_q16"),
+    "golden_srlut_s_x2_q32": _golden("srlut_s_x2_q32"),
+    "golden_mulut_sdy_x2_q32": _golden("mulut_sdy_x2_q32"),
+    "golden_mulut_sdy_x4_q16_crop": _golden("mulut_sdy_x4_q16", crop=(9, 13)),
+}
+
+
+def _simulator_main() -> None:
+    """Run the cases in this (simulator) process; one JSON line each on stdout."""
+    import numba
+
+    assert numba.config.ENABLE_CUDASIM, "run this file with NUMBA_ENABLE_CUDASIM=1"
+    only = sys.argv[1:]  # optional case names, for debugging one case
+    for name, case in SIM_CASES.items():
+        if only and name not in only:
+            continue
+        start = time.perf_counter()
+        try:
+            with _launch_config():
+                case()
+            status, detail = "ok", ""
+        except pytest.skip.Exception as e:
+            status, detail = "skip", str(e)
+        except (Exception, pytest.fail.Exception):  # report and go on: every case gets a verdict
+            status, detail = "fail", traceback.format_exc()
+        print(json.dumps({"case": name, "status": status, "detail": detail,
+                          "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+
+
+@pytest.fixture(scope="module")
+def sim_results():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            results[record["case"]] = record
+    return proc, results
+
+
+@pytest.mark.parametrize("case", list(SIM_CASES))
+def test_simulator(case, sim_results):
+    proc, results = sim_results
+    if case not in results:
+        pytest.fail(f"the simulator run gave no verdict for {case} (exit {proc.returncode}):\n"
+                    f"{proc.stderr[-3000:]}")
+    record = results[case]
+    if record["status"] == "skip":
+        pytest.skip(record["detail"])
+    assert record["status"] == "ok", record["detail"]
+
+
+# --------------------------------------------------------------------------- no-GPU paths
+
+
+class _FakeDeviceArray:
+    """Says it is a CUDA array; holds no memory. What a CuPy array looks like to lutsr."""
+
+    def __init__(self, shape=(5, 7)):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "|u1", "data": (4096, False),
+                                         "strides": None, "version": 3}
+
+
+class _FakeDLPack:
+    def __init__(self, device_type):
+        self.device_type = device_type
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+
+def _no_gpu() -> None:
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a GPU is present: the no-GPU error paths do not apply")
+
+
+def _tiny_lut() -> LUT:
+    return random_lut(np.random.default_rng(0), 7, "srlut", 2)
+
+
+def test_device_arrays_are_recognised():
+    assert not _on_device(np.zeros((2, 2), np.uint8))
+    assert not _on_device(None)
+    assert _on_device(_FakeDeviceArray())
+    assert _on_device(_FakeDLPack(2))  # kDLCUDA
+    assert not _on_device(_FakeDLPack(1))  # kDLCPU, e.g. a torch CPU tensor
+
+
+def test_backend_cuda_without_gpu_is_a_clear_error():
+    _no_gpu()
+    with pytest.raises(RuntimeError, match="GPU"):
+        lutsr.Upscaler(_tiny_lut(), backend="cuda")
+    with pytest.raises(RuntimeError, match="GPU"):
+        lutsr.upscale(np.zeros((3, 3), np.uint8), _tiny_lut(), backend="cuda")
+
+
+def test_device_array_without_gpu_is_a_clear_error():
+    _no_gpu()
+    from lutsr import _cpu
+
+    if not hasattr(_cpu, "NumbaRunner"):
+        pytest.skip("backend 'auto' constructs the numba runner, not built yet")
+    for fake in (_FakeDeviceArray(), _FakeDLPack(2)):
+        with pytest.raises(RuntimeError, match="GPU"):
+            lutsr.upscale(fake, _tiny_lut())
+
+
+def test_device_array_on_a_cpu_backend_is_a_type_error():
+    up = lutsr.Upscaler(_tiny_lut(), backend="reference")
+    with pytest.raises(TypeError, match="device array"):
+        up(_FakeDeviceArray())
+    with pytest.raises(TypeError, match="device array"):
+        up(np.zeros((5, 7), np.uint8), out=_FakeDeviceArray((10, 14)))
+
+
+class _Interface:
+    def __init__(self, desc, owner):
+        self.__array_interface__, self.owner = desc, owner
+
+
+@pytest.mark.parametrize("index", [np.s_[:, :, 0], np.s_[:, :], np.s_[::-1, 1:], np.s_[None]])
+def test_frames_interface_is_the_nhwc_view(index):
+    # The view the runner builds from __cuda_array_interface__ on a real GPU,
+    # checked here on numpy's identical interface: wrong strides would read
+    # the wrong pixels (or the wrong channel) of a strided CuPy/torch array.
+    from lutsr._cuda import frames_interface
+
+    frame = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    a = frame[index]
+    view = np.asarray(_Interface(frames_interface(a.__array_interface__), a))
+    nhwc = a[None, :, :, None] if a.ndim == 2 else a[None] if a.ndim == 3 else a
+    assert view.shape == nhwc.shape and (view == nhwc).all()
+
+
+def test_extent_covers_exactly_the_bytes():
+    # The overlap check for device out= relies on it; negative strides (CuPy's
+    # flipped views) put bytes before the data pointer.
+    from lutsr._cuda import extent
+
+    frame = np.zeros((5, 7, 3), np.uint8)
+    for index in (np.s_[:], np.s_[:, :, 1], np.s_[::-1, 2:5], np.s_[1:3, ::-2, 2]):
+        a = frame[index]
+        ptr = a.__array_interface__["data"][0]
+        addresses = [ptr + int(np.dot(i, a.strides)) for i in np.ndindex(a.shape)]
+        assert extent(a.__array_interface__) == (min(addresses), max(addresses)), index
+
+
+@pytest.mark.parametrize("layout", ["C", "A"])
+def test_kernel_compiles_for_a_real_gpu(layout):
+    # The simulator runs the kernel as Python; numba's real CUDA compiler types
+    # it strictly. Compiling to PTX for an H100 (compute capability 9.0) needs
+    # only NVVM from a CUDA toolkit, no GPU, and catches what the simulator
+    # cannot: untypable code, unsupported calls. "A": strided CuPy/torch views.
+    from numba import cuda
+    from numba import types as t
+    from numba.cuda.cudadrv import nvvm
+
+    from lutsr import _cuda
+
+    if not nvvm.is_available():
+        pytest.skip("no NVVM (CUDA toolkit) to compile with")
+    image = t.Array(t.uint8, 4, layout)
+    sig = (image, image, t.Array(t.int8, 3, "C"), t.Array(t.int32, 4, "C"),
+           t.Array(t.int32, 4, "C"), t.Array(t.int32, 2, "C"), t.Array(t.uint8, 1, "C"),
+           t.int64, t.int64, t.int64, t.int64)
+    ptx, _ = cuda.compile_ptx(_cuda._stage_kernel.py_func, sig, cc=(9, 0))
+    assert ".entry" in ptx and "ld.global" in ptx
+
+
+def test_import_and_numpy_path_do_not_load_numba_cuda():
+    # Without CuPy or a GPU lutsr must import and run as before: the cuda
+    # backend's numba.cuda import happens only when a GPU is asked for.
+    script = (
+        "import sys, numpy as np, lutsr\n"
+        "from lutsr import LUT, Stage\n"
+        "t = np.random.default_rng(0).integers(-128, 128, (3**4, 4), dtype=np.int8)\n"
+        "lut = LUT((Stage(2, ('S',), (t,)),), interval=7)\n"
+        "img = np.arange(12, dtype=np.uint8).reshape(3, 4)\n"
+        "assert lutsr.upscale(img, lut, backend='reference').shape == (6, 8)\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda was imported'\n"
+    )
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+if __name__ == "__main__":
+    _simulator_main()

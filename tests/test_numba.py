@@ -1,0 +1,384 @@
+"""The numba CPU backend against the golden vectors and, bit for bit, against the reference.
+
+The parity tests compare :class:`lutsr._cpu.NumbaRunner` with
+:func:`lutsr.reference.upscale_reference` (or the independent golden vectors)
+by exact equality. Random tables and images are the worst case for a fast
+kernel's shortcuts: any table row, fraction tie and sum is reachable. The
+rest check the runner's contract: strided arrays, threads, forks,
+allocations.
+"""
+
+import os
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFORMANCE_NAMES, assert_images_equal, conformance_lut, random_lut
+
+from lutsr import LUT, Stage
+from lutsr._cpu import (
+    NumbaRunner,
+    padded_index,
+    rotated_offsets,
+    rounding_table,
+    tap_indices,
+)
+from lutsr.model import grid_size
+from lutsr.reference import upscale_reference
+
+
+def upscale(runner: NumbaRunner, frames: np.ndarray) -> np.ndarray:
+    """Run ``frames`` (N, H, W, C) through ``runner`` into a fresh C-contiguous output."""
+    n, h, w, c = frames.shape
+    s = runner.lut.scale
+    out = np.full((n, h * s, w * s, c), 77, np.uint8)  # not zeros: unwritten pixels show
+    runner.run(frames, out)
+    return out
+
+
+def check(lut: LUT, frames: np.ndarray, threads: int = 1, what: str = "") -> None:
+    """Exact parity of the numba runner with the reference on (N, H, W, C) ``frames``."""
+    got = upscale(NumbaRunner(lut, threads), frames)
+    assert_images_equal(got, upscale_reference(np.ascontiguousarray(frames), lut),
+                        what or lut.name)
+
+
+def make_lut(rng, interval: int, stages, name: str = "") -> LUT:
+    """A LUT with random tables from ``stages`` = [(r, patterns, divisor, bias, padding), ...]."""
+    rows = grid_size(interval) ** 4
+    built = [Stage(r, tuple(pats),
+                   tuple(rng.integers(-128, 128, (rows, r * r), dtype=np.int8) for _ in pats),
+                   divisor, bias, padding)
+             for r, pats, divisor, bias, padding in stages]
+    return LUT(tuple(built), interval=interval, name=name or repr(stages))
+
+
+def frames_of(rng, n, h, w, c):
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- golden vectors
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", CONFORMANCE_NAMES)
+def test_golden_vectors(name, threads):
+    lut, z = conformance_lut(name)
+    runner = NumbaRunner(lut, threads)
+    assert_images_equal(upscale(runner, z["input"][None])[0], z["expected"], name)
+    if "input_gray" in z:
+        gray = upscale(runner, z["input_gray"][None, :, :, None])[0, :, :, 0]
+        assert_images_equal(gray, z["expected_gray"], name + " gray")
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@pytest.mark.parametrize("padding", ["reflect", "edge"])
+def test_all_sides_padding_equals_every_rotations_own_padding(padding):
+    """The kernels read one plane padded on all sides at rotated offsets.
+
+    Guards the assumption the whole backend rests on, including sizes 1 and 2
+    where numpy's reflect padding wraps around more than once.
+    """
+    tables = tuple(np.zeros((17**4, 1), np.int8) for _ in range(3))
+    stage = Stage(1, ("S", "D", "Y"), tables, 1, 0, padding)
+    for h in range(1, 9):
+        for w in (1, 2, 3, 5, 8):
+            rows, cols = tap_indices(stage, h, w)
+            prow, pcol = padded_index(h, padding), padded_index(w, padding)
+            for p, pattern in enumerate(stage.patterns):
+                off = rotated_offsets(pattern)
+                for k in range(4):
+                    for t in range(4):
+                        dy, dx = off[k, t]
+                        np.testing.assert_array_equal(prow[2 + np.arange(h) + dy], rows[p, k, t])
+                        np.testing.assert_array_equal(pcol[2 + np.arange(w) + dx], cols[p, k, t])
+
+
+def test_rounding_is_half_to_even_over_the_whole_sum():
+    # Constant tables: every rotation interpolates to v exactly, so the sum is
+    # 4 * P * v and ties land on .5 for divisor 8.
+    for v, want in [(1, 0), (3, 2), (5, 2), (-1, 0), (127, 64)]:
+        table = np.full((9**4, 4), v, np.int8)
+        lut = LUT((Stage(2, ("S",), (table,), 8, 0, "edge"),), interval=5)
+        got = upscale(NumbaRunner(lut, 1), np.zeros((1, 2, 3, 1), np.uint8))
+        assert (got == want).all(), (v, np.unique(got), want)
+        assert (upscale_reference(np.zeros((2, 3, 1), np.uint8), lut) == want).all()
+
+
+def test_rounding_table_uses_the_reference_expression():
+    stage = Stage(1, ("S", "D"), tuple(np.zeros((17**4, 1), np.int8) for _ in range(2)),
+                  12, 127, "edge")
+    table, s_min = rounding_table(stage, 4)
+    s = np.arange(s_min, s_min + len(table))
+    assert s_min == -4 * 2 * 128 * 16 and s[-1] == 4 * 2 * 127 * 16
+    want = np.clip(np.round((s / 16) / 12 + 127), 0, 255)
+    np.testing.assert_array_equal(table, want)
+
+
+# --------------------------------------------------------------------------- randomised parity
+
+# Every pattern alone and mixed, r = 1..4 (and 5, 8), every interval 4..7, both paddings,
+# divisors and biases that put many sums on rounding ties.
+STAGE_CASES = [
+    (4, [(4, "S", 1, 0, "reflect")]),
+    (5, [(2, "D", 1, 0, "edge")]),
+    (6, [(3, "Y", 2, 10, "reflect")]),
+    (7, [(1, "S", 1, 0, "edge")]),
+    (4, [(2, "SD", 2, 0, "edge")]),
+    (5, [(3, "DY", 4, 3, "reflect")]),
+    (6, [(4, "YS", 3, 0, "edge")]),
+    (7, [(2, "SDY", 12, 127, "reflect")]),
+    (4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
+    (5, [(2, "Y", 1, 0, "reflect"), (2, "SD", 2, 0, "reflect")]),
+    (6, [(1, "D", 4, 127, "edge"), (1, "S", 4, 0, "reflect"), (3, "SY", 2, 0, "edge")]),
+    (7, [(4, "S", 1, 0, "edge"), (1, "DY", 8, 127, "reflect")]),
+    # r up to 8 (Stage's limit): blocks of 25 and 64 values, odd vector lengths.
+    (7, [(5, "S", 1, 0, "reflect")]),
+    (7, [(8, "DY", 2, 0, "edge")]),
+]
+
+
+@pytest.mark.parametrize("interval, stages", STAGE_CASES, ids=[repr(s) for s in STAGE_CASES])
+def test_patterns_stages_and_intervals_match_reference(interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()))
+    lut = make_lut(rng, interval, stages)
+    check(lut, frames_of(rng, 1, 9, 11, 2))
+
+
+@pytest.mark.parametrize("layout", ["srlut", "mulut"])
+@pytest.mark.parametrize("interval, scale", [(4, 4), (5, 2), (6, 3), (7, 1), (7, 4)])
+def test_published_layouts_match_reference(layout, interval, scale):
+    rng = np.random.default_rng(interval * 10 + scale)
+    lut = random_lut(rng, interval, layout, scale)
+    check(lut, frames_of(rng, 1, 8, 13, 3))
+
+
+@pytest.mark.parametrize("padding", ["reflect", "edge"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (3, 3), (2, 5), (5, 7)])
+def test_edge_sizes_match_reference(shape, padding):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    # Two stages with an r > 1 first stage: the second stage pads a plane that
+    # is itself an upscaled edge case.
+    lut = make_lut(rng, 6, [(2, "SDY", 4, 64, padding), (2, "YS", 2, 0, padding)])
+    check(lut, frames_of(rng, 1, *shape, 1))
+    check(random_lut(rng, 5, "srlut", 3, padding), frames_of(rng, 1, *shape, 1))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 5])
+def test_channels_are_independent_planes(channels):
+    rng = np.random.default_rng(channels)
+    lut = random_lut(rng, 5, "mulut", 2)
+    check(lut, frames_of(rng, 1, 6, 7, channels))
+
+
+def test_batches_match_reference_frame_by_frame():
+    rng = np.random.default_rng(3)
+    lut = random_lut(rng, 6, "srlut", 4)
+    frames = frames_of(rng, 3, 5, 6, 3)
+    frames[1] = 255 - frames[0]  # frames differ: a batch bug that reuses one shows
+    check(lut, frames, threads=2)
+
+
+# --------------------------------------------------------------------------- strided arrays
+
+
+@pytest.fixture(scope="module")
+def lut_x2():
+    return random_lut(np.random.default_rng(11), 6, "mulut", 2)
+
+
+def test_non_contiguous_inputs(lut_x2):
+    rng = np.random.default_rng(12)
+    base = frames_of(rng, 2, 14, 18, 4)
+    views = {
+        "channel slice": base[:, :, :, 1:4],
+        "every other pixel": base[:, ::2, ::3, :],
+        "flipped (negative strides)": base[:, ::-1, ::-1, :],
+        "transposed": base.transpose(0, 2, 1, 3),
+        "gray view (H, W) -> (1, H, W, 1)": base[0, :, :, 2].copy()[None, :, :, None],
+        "single channel of RGBA": base[:1, :, :, 3:],
+    }
+    runner = NumbaRunner(lut_x2, 2)
+    for what, frames in views.items():
+        assert not frames.flags.c_contiguous or what.startswith("gray")
+        want = upscale_reference(np.ascontiguousarray(frames), lut_x2)
+        assert_images_equal(upscale(runner, frames), want, what)
+
+
+def test_read_only_input(lut_x2):
+    frames = frames_of(np.random.default_rng(13), 1, 5, 6, 3)
+    frames.flags.writeable = False
+    assert_images_equal(upscale(NumbaRunner(lut_x2, 1), frames),
+                        upscale_reference(frames, lut_x2), "read-only")
+
+
+def test_non_contiguous_outputs_are_written_in_place(lut_x2):
+    rng = np.random.default_rng(14)
+    frames = frames_of(rng, 2, 7, 5, 3)
+    want = upscale_reference(frames, lut_x2)
+    runner = NumbaRunner(lut_x2, 2)
+    big = np.zeros((2, 14, 10, 5), np.uint8)
+    runner.run(frames, big[..., 1:4])  # channel slice of a wider array
+    assert_images_equal(big[..., 1:4], want, "channel slice")
+    assert (big[..., 0] == 0).all() and (big[..., 4] == 0).all(), "wrote outside out"
+    flipped = np.zeros((2, 14, 10, 3), np.uint8)
+    runner.run(frames, flipped[:, ::-1])  # negative stride: through scratch
+    assert_images_equal(flipped[:, ::-1], want, "flipped")
+    fortran = np.zeros((2, 14, 10, 3), np.uint8, order="F")
+    runner.run(frames, fortran)
+    assert_images_equal(fortran, want, "Fortran order")
+    spaced = np.zeros((2, 28, 10, 3), np.uint8)
+    runner.run(frames, spaced[:, ::2])
+    assert_images_equal(spaced[:, ::2], want, "every other row")
+    assert (spaced[:, 1::2] == 0).all(), "wrote between the rows of out"
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_thread_counts_and_more_bands_than_rows(threads):
+    rng = np.random.default_rng(20 + threads)
+    lut = random_lut(rng, 5, "mulut", 3)
+    for h in (1, 2, 3, 17):  # 8 threads x 4 bands per thread > rows
+        check(lut, frames_of(rng, 1, h, 9, 2), threads, f"threads={threads} h={h}")
+
+
+def test_concurrent_calls_on_one_runner():
+    rng = np.random.default_rng(30)
+    lut = random_lut(rng, 5, "mulut", 2)
+    runner = NumbaRunner(lut, 2)
+    # Different sizes per thread: per-thread scratch must not be shared.
+    jobs = [frames_of(rng, 1, 6 + i % 3, 9 - i % 2, 1 + i % 3) for i in range(6)]
+    wants = [upscale_reference(f, lut) for f in jobs]
+    results = [None] * len(jobs)
+    errors = []
+    start = threading.Barrier(len(jobs))
+
+    def work(i):
+        try:
+            start.wait()
+            for _ in range(5):
+                got = upscale(runner, jobs[i])
+                if not np.array_equal(got, wants[i]):
+                    results[i] = got
+                    return
+            results[i] = got
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    for i, (got, want) in enumerate(zip(results, wants, strict=True)):
+        assert_images_equal(got, want, f"thread {i}")
+
+
+def test_steady_state_allocates_nothing_per_frame():
+    import tracemalloc
+
+    rng = np.random.default_rng(40)
+    lut = random_lut(rng, 4, "mulut", 4)
+    runner = NumbaRunner(lut, 2)
+    frames = frames_of(rng, 1, 80, 120, 3)
+    out = np.empty((1, 320, 480, 3), np.uint8)  # 460 kB
+    runner.run(frames, out)  # first frame of this size builds the plan
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        for _ in range(3):
+            runner.run(frames, out)
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The intermediate stage buffer would be 29 kB, a scratch output 460 kB; what
+    # remains is Python's small objects (views, closures, futures).
+    assert peak - start < 16_000 and end - start < 8_000, (peak - start, end - start)
+
+
+def test_bad_thread_count():
+    lut = random_lut(np.random.default_rng(0), 7, "srlut", 2)
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="threads"):
+            NumbaRunner(lut, bad)
+
+
+def test_loading_the_backend_leaves_scipy_alone_and_working():
+    """lutsr._cpu keeps numba from importing SciPy (0.5 s of a new process's first call).
+
+    The placeholder it uses for that must not leak: SciPy, and numba's own use
+    of it for np.dot, still work afterwards.
+    """
+    import subprocess
+    import sys
+
+    pytest.importorskip("scipy")
+    code = (
+        "import sys, numpy as np, numba\n"
+        "import lutsr._cpu\n"
+        "assert 'scipy.linalg' not in sys.modules, 'numba imported scipy.linalg'\n"
+        "import scipy.linalg.cython_blas as blas\n"
+        "assert blas.__file__, 'the placeholder leaked'\n"
+        "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+        "assert dot(np.ones((2, 2)), np.ones(2)).tolist() == [2.0, 2.0]\n"
+    )
+    root = Path(__file__).resolve().parents[1]  # lutsr importable even if not installed
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_runner_works_in_a_forked_child():
+    """A pool created before fork has no threads in the child: the child must not wait on it."""
+    import multiprocessing
+
+    rng = np.random.default_rng(50)
+    lut = random_lut(rng, 6, "srlut", 2)
+    runner = NumbaRunner(lut, 2)
+    frames = frames_of(rng, 1, 16, 9, 3)
+    upscale(runner, frames)  # starts the parent's pool worker
+    want = upscale_reference(frames, lut)
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=lambda: send.send(upscale(runner, frames)))  # fork: no pickling
+    child.start()
+    try:
+        assert receive.poll(60), "the forked child hung"
+        got = receive.recv()
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert_images_equal(got, want, "forked child")
+
+
+def test_caller_never_waits_for_a_busy_pool(monkeypatch):
+    """With the pool's workers busy elsewhere, the calling thread does every band itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lutsr import _cpu
+
+    rng = np.random.default_rng(51)
+    lut = random_lut(rng, 6, "srlut", 2)
+    frames = frames_of(rng, 1, 12, 7, 2)
+    busy, gate = ThreadPoolExecutor(1), threading.Event()
+    busy.submit(gate.wait)  # the only worker is blocked until the end of the test
+    monkeypatch.setattr(_cpu, "_pool", lambda workers: busy)
+    result = []
+    caller = threading.Thread(target=lambda: result.append(upscale(NumbaRunner(lut, 2), frames)))
+    try:
+        caller.start()
+        caller.join(30)
+        assert not caller.is_alive(), "run() waited for a pool worker that never came"
+    finally:
+        gate.set()
+        busy.shutdown()
+    assert_images_equal(result[0], upscale_reference(frames, lut), "busy pool")
