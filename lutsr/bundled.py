@@ -20,7 +20,7 @@ def names() -> list[str]:
     return sorted(p.name[: -len(SUFFIX)] for p in folder.iterdir() if p.name.endswith(SUFFIX))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_bundled(name: str) -> LUT:
     """Load a bundled LUT model by name (cached: repeated calls return the same object)."""
     available = names()

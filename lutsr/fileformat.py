@@ -156,7 +156,8 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         except ValueError as exc:
             raise LUTFormatError(f"{source}: stage {i}: {exc}") from None
     _need(used == len(blob), source, "table data does not match the header")
-    interval, name, meta = header.get("interval"), header.get("name", ""), header.get("metadata", {})
+    interval = header.get("interval")
+    name, meta = header.get("name", ""), header.get("metadata", {})
     _need(isinstance(interval, int) and not isinstance(interval, bool), source,
           f"bad interval {interval!r}")
     _need(isinstance(name, str), source, "name must be a string")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import LUT, INTERVALS, Stage, grid_size
+from .model import INTERVALS, LUT, Stage, grid_size
 
 
 def _interval_for_rows(rows: int, what: str) -> int:

@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--lsq-prior", type=float, default=1e-5,
                    help="pull of the least-squares fit toward the sampled tables")
     p.add_argument("--lsq-smooth", type=float, default=1e-4, help="grid smoothness weight")
+    p.add_argument("--lsq-no-flips", action="store_true",
+                   help="least squares on the images only, not also their mirror images "
+                        "(halves its memory and time)")
     p.add_argument("--lsq-first", action="store_true",
                    help="also refit the last stage before fine-tuning, so fine-tuning starts "
                         "from the best last stage for the sampled earlier stages")
@@ -180,7 +183,7 @@ def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
     last = layout[-1]
     earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
     planes = []
-    for lr, hr in tdata.plane_pairs(pairs):
+    for lr, hr in tdata.plane_pairs(pairs, flips=not args.lsq_no_flips):
         if earlier is not None:
             lr = lutsr.upscale(lr, earlier)
         planes.append((lr, hr))

@@ -20,7 +20,8 @@ def list_images(folders) -> list[Path]:
             raise ValueError(f"training data folder {folder} does not exist")
         files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {list(folders)}")
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise ValueError(f"no images ({kinds}) found in {[str(f) for f in folders]}")
     return files
 
 
@@ -39,7 +40,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) of one RGB image: HR cropped to a multiple of ``scale``, LR = imresize(HR, 1/scale)."""
+    """(LR, HR) of one RGB image: HR cropped to a multiple of ``scale``, LR = imresize(HR, 1/s)."""
     hr = modcrop(hr, scale)
     if min(hr.shape[:2]) < scale:
         raise ValueError(f"image of shape {hr.shape} is smaller than the scale {scale}")

@@ -23,7 +23,7 @@ def load_net(path) -> NetModel:
 
 
 def load_cnn_method(path):
-    """``(name, scale, fn)`` with ``fn`` mapping uint8 (H, W[, C]) to the net's upscaled uint8 image.
+    """``(name, scale, fn)``; ``fn`` maps uint8 (H, W[, C]) to the net's upscaled uint8 image.
 
     Each channel is run through the net separately, as the LUT does; this is the
     network before it is sampled into a table (the "full CNN").

@@ -79,10 +79,11 @@ def _forward(idx, wts, table, perm, scale, pred):
 
 @numba.njit(parallel=True, cache=True)
 def _adjoint(idx, wts, resid, perm, scale, square, grads):
-    """grads[chunk] += scale * wts * resid scattered to (idx, perm[k, pos]); one chunk per thread.
+    """grads[chunk] += scale * wts * resid scattered to (idx, perm[k, pos]).
 
-    With ``square`` the weights are squared and ``resid`` ignored: the diagonal
-    of the normal matrix, for the Jacobi preconditioner.
+    One chunk of samples per thread, each into its own gradient copy. With
+    ``square`` the interpolation weights are squared and ``resid`` ignored:
+    the diagonal of the normal matrix, for the Jacobi preconditioner.
     """
     n_samples, n_pat = idx.shape[0], idx.shape[1]
     n_chunks, _, rr = grads.shape
@@ -134,6 +135,7 @@ class Samples:
     target: np.ndarray
 
 
+
 def collect(stage: Stage, interval: int, pairs) -> Samples:
     """Vertices and targets for ``pairs`` of (input plane (H, W) uint8, target plane (H*r, W*r)).
 
@@ -154,11 +156,15 @@ def collect(stage: Stage, interval: int, pairs) -> Samples:
         blocks = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
         tgt_parts.append(blocks.astype(np.float32))
     idx, wts, tgt = (np.concatenate(x) for x in (idx_parts, wts_parts, tgt_parts))
+    del idx_parts, wts_parts, tgt_parts  # the parts double the peak memory
     # Samples ordered by their first table row: neighbouring samples then read
     # and write neighbouring rows, which keeps the gathers and scatters of
-    # every CG iteration in cache.
+    # every CG iteration in cache. One array at a time, to bound the peak.
     order = np.argsort(idx[:, 0, 0, 0], kind="stable")
-    return Samples(idx[order], wts[order], tgt[order])
+    idx = idx[order]
+    wts = wts[order]
+    tgt = tgt[order]
+    return Samples(idx, wts, tgt)
 
 
 def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
@@ -171,7 +177,7 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -
 
 
 def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
-        prior_weight: float = 1e-3, smooth_weight: float = 1e-2, iters: int = 100,
+        prior_weight: float = 1e-5, smooth_weight: float = 1e-4, iters: int = 12,
         log=print) -> np.ndarray:
     """Minimise ``|A t - y|^2 + a |t - prior|^2 + b |D t|^2`` by Jacobi-preconditioned CG.
 
@@ -243,6 +249,7 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         rz = rz_new
         if log and (it % 10 == 0 or it == iters - 1):
             mse = ((predict(samples, t, stage, interval) - samples.target) ** 2).mean()
-            log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} "
-                f"(psnr {10 * np.log10(255**2 / mse):.2f} dB), cpu {time.process_time() - start:.0f}s")
+            psnr = 10 * np.log10(255**2 / mse)
+            log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} (psnr {psnr:.2f} dB), "
+                f"cpu {time.process_time() - start:.0f}s")
     return t
