@@ -147,3 +147,41 @@ def test_sampled_lut_reproduces_its_net_on_set5():
     net_db, lut_db = np.mean(scores, axis=0)
     assert net_db > 28.5, f"the checkpoint does not look trained: {net_db:.2f} dB"
     assert abs(net_db - lut_db) <= 0.05, f"net {net_db:.3f} dB vs its LUT {lut_db:.3f} dB"
+
+
+@pytest.mark.parametrize("layout", ["srlut", "mulut"])
+def test_least_squares_recovers_a_stage_from_its_outputs(layout):
+    """The CG solver recovers a known stage from its unrounded outputs.
+
+    Guards the forward/adjoint kernels (a wrong vertex, weight or block
+    permutation makes the targets unreachable) and the solver. Interval 7 keeps
+    the problem overdetermined, so the least-squares solution is the truth.
+    """
+    from train import lsq
+
+    rng = np.random.default_rng(5)
+    lut = random_lut(rng, interval=7, layout=layout, scale=2)
+    stage = lut.stages[-1]
+    planes = [(rng.integers(0, 256, (12, 9), dtype=np.uint8), np.zeros((24, 18))) for _ in range(6)]
+    samples = lsq.collect(stage, 7, planes)
+    true = np.stack(stage.tables).astype(np.float64)
+    samples.target[:] = lsq.predict(samples, true, stage, 7)
+    fitted = lsq.fit(samples, stage, 7, prior=np.zeros_like(true), prior_weight=1e-9,
+                     smooth_weight=0, iters=80, log=None)
+    err = lsq.predict(samples, fitted, stage, 7) - samples.target
+    assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
+
+
+def test_least_squares_forward_matches_the_runtime():
+    """``lsq.predict`` on integer tables, rounded, is the runtime's output (divisor 1: exact)."""
+    from lutsr import LUT
+    from train import lsq
+
+    rng = np.random.default_rng(6)
+    lut = random_lut(rng, interval=5, layout="srlut", scale=3)
+    img = rng.integers(0, 256, (7, 10), dtype=np.uint8)
+    samples = lsq.collect(lut.stages[0], 5, [(img, np.zeros((21, 30)))], sort=False)
+    pred = lsq.predict(samples, np.stack(lut.stages[0].tables), lut.stages[0], 5)
+    got = np.clip(np.round(pred), 0, 255).astype(np.uint8)
+    ref = run_lut(img, LUT(lut.stages, 5))
+    assert_images_equal(got, ref.reshape(7, 3, 10, 3).transpose(0, 2, 1, 3).reshape(70, 9))

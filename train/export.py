@@ -34,7 +34,7 @@ def load_cnn_method(path):
     @torch.no_grad()
     def upscale(img: np.ndarray) -> np.ndarray:
         planes = img[..., None] if img.ndim == 2 else img
-        x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1))).float()[:, None]
+        x = torch.from_numpy(planes.transpose(2, 0, 1).copy()).float()[:, None]
         out = net(x)[:, 0].numpy().astype(np.uint8).transpose(1, 2, 0)
         return out[..., 0] if img.ndim == 2 else out
 

@@ -136,10 +136,12 @@ class Samples:
 
 
 
-def collect(stage: Stage, interval: int, pairs) -> Samples:
+def collect(stage: Stage, interval: int, pairs, sort: bool = True) -> Samples:
     """Vertices and targets for ``pairs`` of (input plane (H, W) uint8, target plane (H*r, W*r)).
 
     ``stage`` supplies patterns, padding and r (its tables are not used).
+    Samples come sorted by table row (see below) unless ``sort`` is False, in
+    which case they are in pixel order, plane after plane.
     """
     grid, r = grid_size(interval), stage.r
     idx_parts, wts_parts, tgt_parts = [], [], []
@@ -157,6 +159,8 @@ def collect(stage: Stage, interval: int, pairs) -> Samples:
         tgt_parts.append(blocks.astype(np.float32))
     idx, wts, tgt = (np.concatenate(x) for x in (idx_parts, wts_parts, tgt_parts))
     del idx_parts, wts_parts, tgt_parts  # the parts double the peak memory
+    if not sort:
+        return Samples(idx, wts, tgt)
     # Samples ordered by their first table row: neighbouring samples then read
     # and write neighbouring rows, which keeps the gathers and scatters of
     # every CG iteration in cache. One array at a time, to bound the peak.

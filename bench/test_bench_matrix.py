@@ -1,0 +1,325 @@
+"""The speed matrix of issue 4: every upscaler on the same frames, in one run.
+
+One pytest-benchmark group per frame size, so each size prints as one table
+and every row's ratio to ``cv2 INTER_CUBIC`` (at the same thread count) can be
+read off it:
+
+============  =====  ===========================================================
+group         scale  methods
+============  =====  ===========================================================
+320x180       x4     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr (each bundled x4
+                     LUT), the numpy reference (each bundled x4 LUT), the CNN
+480x270       x4     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr, the CNN
+960x540       x2     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr (each bundled x2 LUT)
+============  =====  ===========================================================
+
+Each method runs with 1 and 2 threads (``Upscaler(threads=n)``,
+``cv2.setNumThreads(n)``, ``torch.set_num_threads(n)``); the reference is
+single-threaded numpy and runs once. Frames are uint8 RGB photos
+(:func:`bench.conftest.photo_frame`). The LUTs are whatever
+:func:`lutsr.bundled_names` lists when the module is collected, plus the
+``.lutsr`` files named in the environment variable ``LUTSR_BENCH_LUTS``
+(``os.pathsep``-separated; for benchmarking a LUT before it is bundled). "The
+CNN" is the torch net the x4 LUT is sampled from
+(``train/checkpoints/srlut-x4-net/net.pt``); its cases skip when torch or the
+checkpoint is missing. The GPU backend has its own suite,
+``bench/test_bench_gpu.py``. ::
+
+    python -m pytest bench/test_bench_matrix.py --benchmark-only \\
+        --benchmark-columns=min,median,max,rounds
+    python -m pytest bench/test_bench_matrix.py --benchmark-disable   # smoke, seconds
+
+Every timed case is called once untimed first (numba compiles or loads its
+cache; torch and OpenCV set up their thread pools) and lutsr and OpenCV write
+into a preallocated output, as a video loop does. With ``--benchmark-disable``
+each case runs once, the reference and the CNN on a small crop of the frame,
+so the smoke run takes seconds. ``bench/make_results.py`` runs the same cases
+(imported from here) and writes ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lutsr
+
+from .conftest import SIZES
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # train/ is not installed: it lives in the checkout
+    sys.path.insert(0, str(ROOT))
+
+#: The x4 torch net the bundled x4 LUT is sampled from ("the full CNN").
+CNN_CHECKPOINT = ROOT / "train" / "checkpoints" / "srlut-x4-net" / "net.pt"
+#: Its scale, known without importing torch at collection time; checked when it runs.
+CNN_SCALE = 4
+#: (size, scale) of each group, in table order.
+GROUPS = (("320x180", 4), ("480x270", 4), ("960x540", 2))
+#: The only size the (slow) numpy reference runs on.
+REFERENCE_SIZE = "320x180"
+THREADS = (1, 2)
+#: The OpenCV baselines: row label -> cv2 interpolation flag name.
+CV2_METHODS = {"cv2 INTER_CUBIC": "INTER_CUBIC", "cv2 INTER_LANCZOS4": "INTER_LANCZOS4"}
+#: The row every ratio is taken against (same size, same thread count).
+BICUBIC = "cv2 INTER_CUBIC"
+#: Timed rounds per kind in the pytest run; the CNN and the reference take ~0.1-10 s a frame.
+ROUNDS = {"cv2": 30, "lutsr": 30, "cnn": 3, "reference": 1}
+#: Environment variable: extra ``.lutsr`` files to benchmark beside the bundled LUTs.
+EXTRA_LUTS_ENV = "LUTSR_BENCH_LUTS"
+#: Frame size (rows, cols) the reference and the CNN use when benchmarks are disabled.
+SMOKE_CROP = (36, 64)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: a method on one frame size at one thread count.
+
+    Parameters
+    ----------
+    kind : {"cv2", "lutsr", "reference", "cnn"}
+    method : str
+        The row label, e.g. ``"lutsr x4"`` or ``"cv2 INTER_CUBIC"``.
+    size : str
+        A key of :data:`bench.conftest.SIZES` (``"480x270"``): the input frame.
+    scale : int
+    threads : int
+    source : str
+        What the method runs: a cv2 flag name, a bundled LUT name or a
+        ``.lutsr`` path, or a checkpoint path.
+    """
+
+    kind: str
+    method: str
+    size: str
+    scale: int
+    threads: int
+    source: str
+
+    @property
+    def group(self) -> str:
+        """The pytest-benchmark group (one table per size)."""
+        w, h = SIZES[self.size]
+        return f"x{self.scale} {self.size} RGB -> {w * self.scale}x{h * self.scale}"
+
+    @property
+    def id(self) -> str:
+        """A test id: ``480x270-lutsr_x4-t2``."""
+        return f"{self.size}-{re.sub(r'[^A-Za-z0-9.+-]+', '_', self.method)}-t{self.threads}"
+
+
+def lut_sources(extra: Iterable[str] = ()) -> dict[str, tuple[str, int]]:
+    """``{row label: (source, scale)}`` of the bundled LUTs and of ``extra`` ``.lutsr`` paths.
+
+    Raises
+    ------
+    ValueError
+        An extra path that is not a readable LUT, or two LUTs with one label.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for name in lutsr.bundled_names():
+        found[f"lutsr {name}"] = (name, lutsr.load_bundled(name).scale)
+    for path in extra:
+        label = f"lutsr {Path(path).stem}"
+        if label in found:
+            raise ValueError(f"two LUTs would both be labelled {label!r}: rename {path}")
+        found[label] = (str(path), lutsr.load(path).scale)
+    return found
+
+
+def env_luts() -> list[str]:
+    """The paths in ``$LUTSR_BENCH_LUTS`` (empty when unset)."""
+    return [p for p in os.environ.get(EXTRA_LUTS_ENV, "").split(os.pathsep) if p]
+
+
+def matrix_cases(luts: Mapping[str, tuple[str, int]],
+                 cnn: tuple[str, int, str] | None = None,
+                 groups=GROUPS, threads=THREADS) -> list[Case]:
+    """Every case of the matrix, grouped by size then thread count.
+
+    Parameters
+    ----------
+    luts : mapping
+        ``{label: (source, scale)}`` as from :func:`lut_sources`; a LUT joins
+        the groups of its scale.
+    cnn : (label, scale, checkpoint path), optional
+        The full CNN; joins the groups of its scale.
+    groups, threads
+        Override :data:`GROUPS` and :data:`THREADS` (tests, quick runs).
+    """
+    cases = []
+    for size, scale in groups:
+        for n in threads:
+            cases += [Case("cv2", label, size, scale, n, flag)
+                      for label, flag in CV2_METHODS.items()]
+            cases += [Case("lutsr", label, size, scale, n, source)
+                      for label, (source, s) in luts.items() if s == scale]
+            if cnn is not None and cnn[1] == scale:
+                cases.append(Case("cnn", cnn[0], size, scale, n, cnn[2]))
+            if size == REFERENCE_SIZE and n == min(threads):
+                cases += [Case("reference", label.replace("lutsr", "reference", 1), size,
+                               scale, n, source)
+                          for label, (source, s) in luts.items() if s == scale]
+    return cases
+
+
+def build(case: Case, frame: np.ndarray) -> Callable[[], np.ndarray]:
+    """A zero-argument callable that upscales ``frame`` by ``case``'s method.
+
+    Parameters
+    ----------
+    case : Case
+    frame : ndarray of uint8, shape (H, W, 3)
+
+    Returns
+    -------
+    callable
+        Returns the uint8 ``(H*s, W*s, 3)`` output; lutsr and cv2 write into
+        one output array allocated here, the CNN allocates its own.
+    """
+    h, w, c = frame.shape
+    s = case.scale
+    out = np.empty((h * s, w * s, c), np.uint8)
+    out.fill(0)  # fault its pages in now, as a reused video buffer would be, not in the call
+    if case.kind == "cv2":
+        import cv2
+
+        flag = getattr(cv2, case.source)
+        return lambda: cv2.resize(frame, (w * s, h * s), dst=out, interpolation=flag)
+    if case.kind in ("lutsr", "reference"):
+        backend = "numba" if case.kind == "lutsr" else "reference"
+        threads = case.threads if case.kind == "lutsr" else None
+        up = lutsr.Upscaler(case.source, backend=backend, threads=threads)
+        if up.scale != s:
+            raise ValueError(f"{case.source}: LUT is x{up.scale}, case {case.id} is x{s}")
+        return lambda: up(frame, out=out)
+    if case.kind == "cnn":
+        from train.export import load_cnn_method
+
+        _, cnn_scale, fn = load_cnn_method(case.source)
+        if cnn_scale != s:
+            raise ValueError(f"{case.source}: the CNN is x{cnn_scale}, case {case.id} is x{s}")
+        return lambda: fn(frame)
+    raise ValueError(f"unknown case kind {case.kind!r}")
+
+
+@contextmanager
+def thread_settings(n: int, torch_too: bool = False):
+    """OpenCV's (and torch's) thread pools set to ``n`` inside the block, restored after."""
+    import cv2
+
+    old_cv2 = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    torch = None
+    if torch_too or "torch" in sys.modules:
+        import torch
+        old_torch = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old_cv2)
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+
+
+def check_output(case: Case, frame: np.ndarray, result: np.ndarray) -> None:
+    """Assert ``result`` is a plausible upscale of ``frame``.
+
+    Shrunk back with ``INTER_AREA`` it must stay close to the input (mean
+    absolute difference under 12 levels): catches a method that returns
+    garbage, a blank or a shifted image, or the wrong scale.
+    """
+    import cv2
+
+    h, w, c = frame.shape
+    assert isinstance(result, np.ndarray) and result.dtype == np.uint8, \
+        f"{case.id}: returned {type(result).__name__} {getattr(result, 'dtype', '')}"
+    assert result.shape == (h * case.scale, w * case.scale, c), \
+        f"{case.id}: output {result.shape} for input {frame.shape} at x{case.scale}"
+    back = cv2.resize(result, (w, h), interpolation=cv2.INTER_AREA)
+    err = np.abs(back.astype(np.int16) - frame).mean()
+    assert err < 12, f"{case.id}: output shrunk back differs from the input by {err:.1f} levels"
+
+
+# --------------------------------------------------------------------------- pytest
+
+
+def _cnn_entry() -> tuple[str, int, str]:
+    return f"CNN ({CNN_CHECKPOINT.parent.name})", CNN_SCALE, str(CNN_CHECKPOINT)
+
+
+CASES = matrix_cases(lut_sources(env_luts()), _cnn_entry())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matrix(benchmark, request, case):
+    if case.kind == "cnn":
+        if importlib.util.find_spec("torch") is None:
+            pytest.skip("the CNN baseline needs torch")
+        if not Path(case.source).exists():
+            pytest.skip(f"{case.source} not present")
+    frame = request.getfixturevalue(f"frame_{case.size}")
+    if benchmark.disabled and case.kind in ("cnn", "reference"):
+        frame = np.ascontiguousarray(frame[:SMOKE_CROP[0], :SMOKE_CROP[1]])
+    benchmark.group = case.group
+    benchmark.extra_info.update(method=case.method, threads=case.threads, size=case.size)
+    with thread_settings(case.threads, torch_too=case.kind == "cnn"):
+        fn = build(case, frame)
+        if benchmark.disabled:
+            result = benchmark(fn)
+        else:
+            if case.kind != "reference":
+                fn()  # untimed: numba compile / cache load, thread pools, scratch buffers
+            result = benchmark.pedantic(fn, rounds=ROUNDS[case.kind], iterations=1,
+                                        warmup_rounds=1 if case.kind in ("cv2", "lutsr") else 0)
+    check_output(case, frame, result)
+    if case.kind == "reference" and benchmark.disabled:
+        # The spec and the fast backend must agree bit for bit on the frame just run.
+        fast = lutsr.Upscaler(case.source, threads=case.threads)(frame)
+        np.testing.assert_array_equal(result, fast)
+
+
+def test_matrix_shape():
+    """Every group has a bicubic row per thread count, and each method lands where it should."""
+    luts = {"lutsr a4": ("a4", 4), "lutsr b4": ("b4", 4), "lutsr c2": ("c2", 2)}
+    cases = matrix_cases(luts, ("CNN (n)", 4, "n.pt"))
+    ids = [c.id for c in cases]
+    assert len(set(ids)) == len(ids), "case ids repeat"
+    for size, scale in GROUPS:
+        rows = [c for c in cases if c.size == size]
+        assert {c.scale for c in rows} == {scale}
+        assert len({c.group for c in rows}) == 1
+        for n in THREADS:
+            methods = {c.method for c in rows if c.threads == n}
+            assert BICUBIC in methods and "cv2 INTER_LANCZOS4" in methods, (size, n)
+            want = {k for k, (_, s) in luts.items() if s == scale}
+            assert {m for m in methods if m.startswith("lutsr")} == want, (size, n)
+            assert ("CNN (n)" in methods) == (scale == 4), (size, n)
+    refs = [c for c in cases if c.kind == "reference"]
+    assert {(c.size, c.method, c.threads) for c in refs} == {
+        (REFERENCE_SIZE, "reference a4", 1), (REFERENCE_SIZE, "reference b4", 1)}
+    # No LUTs bundled (early checkouts): the baselines still make every table.
+    bare = matrix_cases({}, None)
+    assert {(c.size, c.method) for c in bare} == {
+        (size, m) for size, _ in GROUPS for m in CV2_METHODS}
+
+
+def test_pareto_front():
+    """The plot's front: nothing off it is beaten by nothing; duplicates and ties handled."""
+    from .make_results import pareto_front
+
+    # (ms, dB): 1 is slower and worse than 0; 3 ties 2 in time but is worse; 5 repeats 4.
+    points = [(1.0, 28.0), (2.0, 27.0), (3.0, 30.0), (3.0, 29.0), (10.0, 31.0), (10.0, 31.0),
+              (0.5, 26.0)]
+    assert pareto_front(points) == [6, 0, 2, 4]
+    assert pareto_front([]) == []
