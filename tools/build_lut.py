@@ -136,8 +136,8 @@ def main(argv=None) -> int:
 
     if args.lsq_iters and args.lsq_first and args.finetune_iters:
         t0 = time.process_time()
-        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log,
-                                       ckdir / "lsq_first.npy")
+        tables[-1], _ = _refit_last_stage(layout, tables, args, pairs, lsq, log,
+                                          ckdir / "lsq_first.npy")
         meta["phases"]["lsq_first"] = {"iterations": args.lsq_iters,
                                        "cpu_seconds": round(time.process_time() - t0, 1)}
 
@@ -150,8 +150,9 @@ def main(argv=None) -> int:
 
     if args.lsq_iters:
         t0 = time.process_time()
-        tables[-1] = _refit_last_stage(layout, tables, args, pairs, lsq, log, ckdir / "lsq.npy")
-        meta["phases"]["lsq"] = {"iterations": args.lsq_iters,
+        tables[-1], psnr = _refit_last_stage(layout, tables, args, pairs, lsq, log,
+                                             ckdir / "lsq.npy")
+        meta["phases"]["lsq"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
 
     meta["cpu_seconds_total"] = round(sum(p["cpu_seconds"] for p in meta["phases"].values()), 1)
@@ -172,13 +173,15 @@ def _phase(state: dict) -> dict:
 def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
     """Least-squares refit of the last stage, its inputs computed by the earlier stages.
 
-    The result is kept in ``cache`` so that ``--resume`` does not redo it.
+    Returns the int8 tables and the stage's training PSNR with them (None
+    when reused). The result is kept in ``cache`` so that ``--resume`` does
+    not redo it.
     """
     from train.nets import to_lut
 
     if args.resume and cache.exists():
         log(f"lsq: reusing {cache}")
-        return list(np.load(cache))
+        return list(np.load(cache)), None
 
     last = layout[-1]
     earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
@@ -196,7 +199,10 @@ def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
                      smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log)
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
-    return list(result)
+    # The stage's real output: int8 tables, rounded and clipped like the runtime.
+    out = np.clip(np.round(lsq.predict(samples, result, stage, args.interval)), 0, 255)
+    mse = float(((out - samples.target) ** 2).mean())
+    return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 
 if __name__ == "__main__":

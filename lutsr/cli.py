@@ -1,0 +1,371 @@
+"""The ``lutsr`` command: upscale images and videos from the shell.
+
+::
+
+    lutsr demo [-o OUT]                      upscale the bundled sample image
+    lutsr image IN [IN ...] -o OUT           files or folders of images
+    lutsr video IN -o OUT [--luma-only]      a video, audio and subtitles kept
+    lutsr info LUT                           describe a LUT model
+    lutsr list                               the bundled LUT models
+
+Every output is written under a temporary name (or none) and appears only
+when complete; existing files are replaced only with ``--overwrite``; an
+input is never an output. Exit status: 0 on success, 1 on an error, 2 on bad
+usage, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+from . import __version__, bundled
+from .api import BACKENDS, Upscaler, resolve_lut
+from .imageio import (
+    IMAGE_FORMATS,
+    ImageError,
+    atomic_output,
+    image_format,
+    read_image,
+    write_image,
+)
+
+#: The sample image ``lutsr demo`` upscales (inside the package).
+SAMPLE = "astronaut.png"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_lut_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lut", metavar="NAME|PATH", default=None,
+                   help="bundled LUT name (see `lutsr list`) or a .lutsr file "
+                        f"(default: the bundled {bundled.DEFAULT!r})")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="LUT backend (default 'auto': numba on the CPU; 'reference' is the "
+                        "slow numpy specification)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="worker threads for the LUT (default: all cores)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lutsr`` command."""
+    parser = argparse.ArgumentParser(
+        prog="lutsr", description="Look-up-table super-resolution for images and video.")
+    parser.add_argument("--version", action="version", version=f"lutsr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("image", help="upscale image files or folders",
+                       description="Upscale images (PNG, JPEG, BMP, TIFF, WebP; gray, RGB, "
+                                   "RGBA; 8 bits per channel). One input file and an output "
+                                   "file name: that file. Several inputs or folders: OUT is a "
+                                   "folder and names are kept.")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (one input) or folder")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (95)")
+    _add_lut_options(p)
+    _add_output_options(p)
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("video", help="upscale a video file",
+                       description="Upscale a video: decode, upscale, encode, and copy the "
+                                   "audio and subtitle streams. Frame rate, timestamps and "
+                                   "rotation are kept. The output suffix picks the container.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output video (.mp4, .mkv, .mov, .webm, .avi, .ts, .m4v)")
+    p.add_argument("--luma-only", action="store_true",
+                   help="LUT on the luma (Y) plane only, bicubic chroma: about 3x less LUT "
+                        "work, no RGB conversion")
+    p.add_argument("--codec", default="libx264", help="FFmpeg video encoder (libx264)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--crf", type=float, default=None,
+                      help="constant quality (default 18 for encoders that have CRF)")
+    rate.add_argument("--bitrate", default=None, help="target bitrate, e.g. 8M or 2500k")
+    p.add_argument("--pix-fmt", default=None,
+                   help="encoded pixel format (default: the input's 8-bit YUV layout, "
+                        "else yuv420p)")
+    p.add_argument("--preset", default=None,
+                   help="encoder preset (default 'fast' for libx264/libx265)")
+    p.add_argument("--no-audio", action="store_true", help="do not copy audio streams")
+    p.add_argument("--no-subtitles", action="store_true",
+                   help="do not copy subtitle streams")
+    _add_lut_options(p)
+    _add_output_options(p)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("demo", help="upscale the bundled sample image and time it",
+                       description="Upscale a bundled 160x120 sample image with the bundled "
+                                   "default LUT, write the result and print the time taken.")
+    p.add_argument("-o", "--output", default=None, metavar="OUT",
+                   help="output image (default ./lutsr-demo-xS.png, S the scale)")
+    _add_lut_options(p)
+    _add_output_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="describe a LUT model and its metadata")
+    p.add_argument("lut", metavar="LUT", help="bundled name or .lutsr file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="list the bundled LUT models")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def _upscaler(args) -> Upscaler:
+    if args.lut is None and not bundled.names():
+        raise CLIError("no bundled default LUT is installed yet; pass --lut NAME|PATH")
+    return Upscaler(args.lut, backend=args.backend, threads=args.threads)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_FORMATS)
+    if not files:
+        raise CLIError(f"{folder}: no image files ({', '.join(sorted(IMAGE_FORMATS))})")
+    return files
+
+
+def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[Path, Path]]:
+    """Pair every input image with its output path, and check the pairs before any work.
+
+    One input file with an output that is not a folder: that output file.
+    Otherwise the output is a folder (created if missing) and every image
+    keeps its file name.
+
+    Raises
+    ------
+    CLIError
+        Missing inputs, empty folders, an unknown suffix, two inputs with one
+        output name, an input that is also an output, or existing outputs
+        without ``overwrite``.
+    """
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            raise CLIError(f"no such file or folder: {p}")
+    out = Path(output)
+    single = len(paths) == 1 and paths[0].is_file()
+    if single and not out.is_dir() and not output.endswith(("/", "\\")):
+        image_format(out)  # an unknown output suffix fails now, not after the work
+        pairs = [(paths[0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"output {out} must be a folder for several inputs or a folder input")
+        files = [f for p in paths for f in (_image_files(p) if p.is_dir() else [p])]
+        pairs = [(f, out / f.name) for f in files]
+    names: dict[Path, Path] = {}
+    for src, dst in pairs:
+        if dst in names:
+            raise CLIError(f"{names[dst]} and {src} would both be written to {dst}")
+        names[dst] = src
+    inodes = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in pairs)}
+    for _, dst in pairs:
+        if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
+            raise CLIError(f"output {dst} is an input file; refusing to overwrite it")
+    if not overwrite:
+        existing = [str(dst) for _, dst in pairs if dst.exists()]
+        if existing:
+            more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+            raise CLIError(f"output exists: {', '.join(existing[:3])}{more}; use --overwrite "
+                           "to replace")
+    return pairs
+
+
+def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, overwrite: bool,
+                   quality: int) -> tuple:
+    pixels, info = read_image(src)
+    fmt = image_format(dst)
+    if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
+                         "PNG, WebP or TIFF instead")
+    result = upscaler.up(pixels)
+    with atomic_output(dst, overwrite=overwrite, inputs=(src,)) as pending:
+        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, quality=quality)
+    return pixels.shape, result.shape
+
+
+def _show_progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def cmd_image(args) -> int:
+    pairs = plan_images(args.inputs, args.output, args.overwrite)
+    if not 1 <= args.quality <= 100:
+        raise CLIError(f"--quality must be in 1..100, got {args.quality}")
+    upscaler = _upscaler(args)
+    if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    bar = _bar(len(pairs), _show_progress(args) and len(pairs) > 1)
+    failed = 0
+    t0 = time.perf_counter()
+    for src, dst in pairs:
+        try:
+            _upscale_image(upscaler, src, dst, args.overwrite, args.quality)
+        except (ImageError, OSError, ValueError) as exc:
+            failed += 1
+            _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
+        bar.update(1)
+    bar.close()
+    done = len(pairs) - failed
+    if not args.quiet:
+        where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
+        print(f"wrote {done} image{'s' * (done != 1)} to {where} in "
+              f"{time.perf_counter() - t0:.2f} s" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _bar(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="image", disable=not enabled)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def cmd_video(args) -> int:
+    from .video import upscale_video
+
+    report = upscale_video(
+        args.input, args.output, backend=args.backend, threads=args.threads,
+        luma_only=args.luma_only, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
+        pix_fmt=args.pix_fmt, preset=args.preset, audio=not args.no_audio,
+        subtitles=not args.no_subtitles, overwrite=args.overwrite,
+        progress=_show_progress(args), upscaler=_upscaler(args))
+    if not args.quiet:
+        (w, h), (ow, oh) = report.input_size, report.output_size
+        kept = f"; copied {', '.join(report.copied_streams)}" if report.copied_streams else ""
+        mode = "luma-only" if report.luma_only else "RGB"
+        print(f"wrote {args.output}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
+              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    upscaler = _upscaler(args)
+    out = Path(args.output or f"lutsr-demo-x{upscaler.scale}.png")
+    sample = resources.files(__package__) / "samples" / SAMPLE
+    with resources.as_file(sample) as path:
+        pixels, info = read_image(path)
+    t0 = time.perf_counter()
+    result = upscaler.up(pixels)  # the first call loads (or compiles) the kernels
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = upscaler.up(pixels)
+    warm = time.perf_counter() - t0
+    with atomic_output(out, overwrite=args.overwrite) as pending:
+        write_image(pending.path, result, image_format(out), icc_profile=info.icc_profile)
+    if not args.quiet:
+        (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
+        lut = upscaler.lut
+        load = ", including loading the compiled kernels" if upscaler.backend == "numba" else ""
+        print(f"upscaled {SAMPLE} {w}x{h} -> {ow}x{oh} with LUT {lut.name or '(unnamed)'} "
+              f"({upscaler.backend}) in {warm * 1e3:.1f} ms (first call {first:.2f} s{load})")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    lut = resolve_lut(args.lut)
+    print(lut.describe())
+    if lut.metadata:
+        print(json.dumps(lut.metadata, indent=2, sort_keys=True, default=str))
+    else:
+        print("(no metadata)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    names = bundled.names()
+    if not names:
+        print("no bundled LUTs are installed")
+        return 0
+    for name in names:
+        default = " (default)" if name == bundled.DEFAULT else ""
+        try:
+            summary = bundled.load_bundled(name).describe().splitlines()[0]
+        except ValueError as exc:  # a damaged install: say so, keep listing
+            summary = f"cannot load: {exc}"
+        print(f"{name}{default}: {summary}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+
+
+def _error(message: str) -> None:
+    print(f"lutsr: error: {message}", file=sys.stderr)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    # Anything else is a bug in lutsr: let its traceback show.
+    errors: list[type[BaseException]] = [CLIError, ValueError, OSError, ImportError]
+    with contextlib.suppress(ImportError):
+        import av
+
+        errors.append(av.error.FFmpegError)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``lutsr`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C, so temporary outputs are cleaned up.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _error("interrupted; no partial output was written")
+        return 130
+    except _expected_errors() as exc:
+        _error(str(exc) or type(exc).__name__)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,687 @@
+"""Video upscaling with PyAV: decode, upscale every frame, encode, copy the other streams.
+
+The three steps overlap in a pipeline of threads joined by bounded queues::
+
+    reader thread           calling thread          writer thread
+    demux + decode   -->    upscale (LUT)    -->    colour convert + encode + mux
+    (audio/subtitle packets pass through the queues untouched, in demux order)
+
+FFmpeg's decoders, encoders and swscale, and lutsr's numba kernels, all run
+with the GIL released, so on two cores the stages really run side by side.
+
+Two ways to upscale a frame:
+
+* RGB (default): the decoded frame is converted to RGB with its own colour
+  matrix and range, every channel goes through the LUT, and the result is
+  converted back to YUV with the same matrix and range.
+* Luma-only (:func:`upscale_frame_luma`): the decoded 8-bit YUV planes are
+  used as they are. swscale resizes all planes bicubically, then the LUT's
+  output replaces the luma plane. The LUT does a third of the RGB work (less
+  still than that in time, as no RGB conversion is needed); the chroma, which
+  the eye resolves far less sharply, is bicubic.
+
+Kept from the input: frame timestamps (and so the frame rate, constant or
+variable), the rotation (display matrix), the pixel aspect ratio, colour
+tags, container metadata, and every audio and subtitle stream (packets copied,
+not re-encoded).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .api import Upscaler
+from .imageio import atomic_output, check_output
+
+#: Output suffixes and the FFmpeg muxer each one uses.
+CONTAINERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".avi": "avi",
+    ".ts": "mpegts",
+}
+
+#: 8-bit planar YUV layouts the luma-only mode works on directly; other
+#: decoded formats (10-bit, NV12...) are first converted to yuv420p.
+LUMA_FORMATS = frozenset({
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+    "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "gray",
+})
+
+#: Encoder presets used when none is given, for the encoders that have one.
+DEFAULT_PRESETS = {"libx264": "fast", "libx265": "fast"}
+
+#: Constant-quality factor used when neither a CRF nor a bitrate is given.
+DEFAULT_CRF = 18
+
+# Container metadata that describes the old file, not the new one.
+_STALE_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration"}
+
+_QUEUE_SIZE = 6  # frames in flight per queue: enough to ride out jitter, little memory
+
+
+def _av():
+    """Import PyAV, with an error that names the extra to install."""
+    try:
+        import av
+    except ImportError:  # pragma: no cover - PyAV is installed in the test environment
+        raise ImportError("video needs PyAV: pip install 'lutsr[video]'") from None
+    return av
+
+
+# ---------------------------------------------------------------------------
+# One frame
+
+
+def plane_array(plane, channels: int = 1) -> np.ndarray:
+    """A uint8 view (no copy) of one plane of a PyAV video frame.
+
+    Parameters
+    ----------
+    plane : av.video.plane.VideoPlane
+    channels : int
+        Interleaved channels per pixel (3 for ``rgb24``, 1 for a YUV plane).
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W) or (H, W, channels)
+        Rows are ``plane.line_size`` bytes apart (FFmpeg pads them), so the
+        view is usually not C-contiguous. Writable when the frame is.
+    """
+    buf = np.frombuffer(plane, np.uint8)
+    h, w = plane.height, plane.width
+    if channels == 1:
+        return np.ndarray((h, w), np.uint8, buf, 0, (plane.line_size, 1))
+    return np.ndarray((h, w, channels), np.uint8, buf, 0, (plane.line_size, channels, 1))
+
+
+def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None):
+    """Upscale every RGB channel of a decoded frame.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any pixel format; converted to RGB with its own range and with
+        ``colorspace`` as the colour matrix.
+    upscaler : Upscaler
+    colorspace : int, optional
+        FFmpeg ``AVColorSpace`` of the frame (default: the frame's tag;
+        untagged means BT.601). See :func:`implied_colorspace`.
+
+    Returns
+    -------
+    av.VideoFrame
+        ``rgb24``, ``scale`` times larger, with the input's timestamp. The
+        caller converts it back to YUV (see :func:`to_output_format`).
+    """
+    av = _av()
+    rgb = frame.to_ndarray(format="rgb24", src_colorspace=colorspace)
+    s = upscaler.scale
+    out = av.VideoFrame(frame.width * s, frame.height * s, "rgb24")
+    upscaler.up(rgb, out=plane_array(out.planes[0], 3))  # written in place: no copy
+    _copy_time(frame, out)
+    return out
+
+
+def upscale_frame_luma(frame, upscaler: Upscaler):
+    """Upscale the luma plane with the LUT and the chroma planes bicubically.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        8-bit planar YUV (see :data:`LUMA_FORMATS`) is used as it is; any
+        other format is converted to ``yuv420p`` first.
+    upscaler : Upscaler
+
+    Returns
+    -------
+    av.VideoFrame
+        Same pixel format as the (converted) input, ``scale`` times larger,
+        with the input's timestamp and colour tags.
+    """
+    if frame.format.name not in LUMA_FORMATS:
+        frame = frame.reformat(format="yuv420p")
+    s = upscaler.scale
+    # swscale resizes every plane (with correct chroma siting); the luma it
+    # computes is then overwritten by the LUT's.
+    out = frame.reformat(frame.width * s, frame.height * s, interpolation="BICUBIC")
+    upscaler.up(plane_array(frame.planes[0]), out=plane_array(out.planes[0]))
+    _copy_time(frame, out)
+    return out
+
+
+def implied_colorspace(width: int, height: int, tagged: int) -> int:
+    """The colour matrix (FFmpeg ``AVColorSpace``) a player assumes for a video.
+
+    An untagged video (2, unspecified) is shown as BT.709 (1) when HD
+    (width >= 1280 or height > 576) and as BT.601 (6) otherwise, as players
+    do. The upscaled output is HD even when the input was not, so its matrix
+    is tagged explicitly rather than left to that guess.
+    """
+    if tagged != 2:
+        return tagged
+    return 1 if width >= 1280 or height > 576 else 6
+
+
+def _full_range(frame_or_ctx) -> bool:
+    """Whether YUV values span 0..255 (JPEG range) rather than 16..235."""
+    fmt = frame_or_ctx.format.name if frame_or_ctx.format is not None else ""
+    return int(frame_or_ctx.color_range) == 2 or fmt.startswith("yuvj")
+
+
+def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
+    """Convert an upscaled frame to the encoder's pixel format, keeping the input's colours.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+    pix_fmt : str
+        The encoder's pixel format.
+    colorspace : int
+        The input's colour matrix (FFmpeg ``AVColorSpace``, see
+        :func:`implied_colorspace`).
+    full_range : bool
+        Whether the input's YUV values are full range.
+    """
+    if frame.format.name == pix_fmt:
+        return frame
+    # 1 = MPEG (limited), 2 = JPEG (full): the numbers FFmpeg uses
+    rng = 2 if full_range else 1
+    src_range = None
+    if frame.format.name != "rgb24":
+        src_range = 2 if _full_range(frame) else 1
+    out = frame.reformat(format=pix_fmt, src_colorspace=colorspace, dst_colorspace=colorspace,
+                         src_color_range=src_range, dst_color_range=rng)
+    _copy_time(frame, out)
+    return out
+
+
+def _copy_time(src, dst) -> None:
+    dst.pts = src.pts
+    if src.time_base is not None:  # frames made from arrays have none
+        dst.time_base = src.time_base
+
+
+def _display_matrix(frame) -> list[int] | None:
+    """The frame's display matrix side data (rotation/flip), as 9 int32, or None."""
+    for side in frame.side_data:
+        if side.type.name == "DISPLAYMATRIX":
+            raw = bytes(side)
+            if len(raw) == 36:
+                return list(struct.unpack("=9i", raw))
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The pipeline
+
+
+class _CancelledError(Exception):
+    """Raised in a pipeline thread when another stage failed or was interrupted."""
+
+
+class _Pipe:
+    """A bounded queue whose blocking calls give up when the run is cancelled."""
+
+    def __init__(self, cancel: threading.Event, size: int = _QUEUE_SIZE):
+        self._q: queue.Queue = queue.Queue(size)
+        self._cancel = cancel
+
+    def put(self, item) -> None:
+        while True:
+            if self._cancel.is_set():
+                raise _CancelledError
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
+    def get(self):
+        while True:
+            if self._cancel.is_set():
+                raise _CancelledError
+            try:
+                return self._q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+class _Stage(threading.Thread):
+    """A pipeline thread that records its exception and cancels the others."""
+
+    def __init__(self, name: str, target, cancel: threading.Event):
+        super().__init__(name=f"lutsr-{name}", daemon=True)
+        self._work, self._cancel = target, cancel
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except _CancelledError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self.error = exc
+            self._cancel.set()
+
+
+_END = object()
+
+
+@dataclass
+class VideoReport:
+    """What :func:`upscale_video` did.
+
+    Attributes
+    ----------
+    frames : int
+        Frames encoded.
+    seconds : float
+        Wall time from opening the input to closing the output.
+    input_size, output_size : tuple of int
+        ``(width, height)`` of the decoded and encoded frames.
+    copied_streams : list of str
+        The audio and subtitle streams copied, e.g. ``["audio:aac", "subtitle:mov_text"]``.
+    luma_only : bool
+    """
+
+    frames: int
+    seconds: float
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    copied_streams: list[str] = field(default_factory=list)
+    luma_only: bool = False
+
+    @property
+    def fps(self) -> float:
+        """Frames per second, end to end."""
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def container_format(path: str | os.PathLike) -> str:
+    """The FFmpeg muxer for an output path, from its suffix (see :data:`CONTAINERS`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in CONTAINERS:
+        raise ValueError(f"{path}: unknown video suffix {suffix!r}; use one of "
+                         f"{', '.join(sorted(CONTAINERS))}")
+    return CONTAINERS[suffix]
+
+
+def parse_bitrate(text: str | int) -> int:
+    """``"4M"``, ``"800k"`` or ``2500000`` as bits per second."""
+    if isinstance(text, int):
+        value = text
+    else:
+        t = text.strip().lower()
+        mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(t[-1:], 1)
+        try:
+            value = int(float(t[:-1] if mult > 1 else t) * mult)
+        except ValueError:
+            raise ValueError(f"bitrate must look like 4M, 800k or 2500000, got {text!r}") \
+                from None
+    if value <= 0:
+        raise ValueError(f"bitrate must be positive, got {text!r}")
+    return value
+
+
+def _private_options(codec) -> set[str]:
+    return {o.name for o in codec.create().supported_options.private}
+
+
+def _pick_video_stream(av, container):
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:  # skip cover art
+            return stream
+    raise ValueError(f"{container.name}: no video stream")
+
+
+def _estimate_frames(container, stream) -> int | None:
+    if stream.frames:
+        return stream.frames
+    rate = stream.average_rate or stream.guessed_rate
+    if rate and stream.duration and stream.time_base:
+        return round(stream.duration * stream.time_base * rate)
+    if rate and container.duration:
+        return round(container.duration / 1_000_000 * rate)
+    return None
+
+
+def _progress_bar(enabled: bool, total: int | None, desc: str):
+    """A tqdm bar (frames, fps, ETA) on stderr, or a plain fallback without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainProgress(enabled, total, desc)
+    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, leave=True,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+class _PlainProgress:
+    """Progress on one stderr line, rewritten at most twice a second."""
+
+    def __init__(self, enabled: bool, total: int | None, desc: str):
+        self.enabled, self.total, self.desc = enabled, total, desc
+        self.n, self._t0, self._last = 0, time.perf_counter(), 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.enabled and now - self._last > 0.5:
+            self._last = now
+            fps = self.n / max(now - self._t0, 1e-9)
+            eta = f", ETA {(self.total - self.n) / fps:.0f} s" if self.total and fps else ""
+            of = f"/{self.total}" if self.total else ""
+            sys.stderr.write(f"\r{self.desc}: {self.n}{of} frames, {fps:.1f} fps{eta}   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
+                  backend: str = "auto", threads: int | None = None, luma_only: bool = False,
+                  codec: str = "libx264", crf: float | None = None,
+                  bitrate: str | int | None = None, pix_fmt: str | None = None,
+                  preset: str | None = None, audio: bool = True, subtitles: bool = True,
+                  overwrite: bool = False, progress: bool = False,
+                  upscaler: Upscaler | None = None) -> VideoReport:
+    """Upscale a video file with a LUT model.
+
+    Parameters
+    ----------
+    src, dst : path
+        Input video (anything FFmpeg reads) and output file; the output's
+        suffix picks the container (see :data:`CONTAINERS`).
+    lut : LUT, str, path or None
+        The model (see :class:`lutsr.Upscaler`); ignored if ``upscaler`` is given.
+    backend, threads
+        Passed to :class:`lutsr.Upscaler`.
+    luma_only : bool
+        LUT on the luma plane only, bicubic chroma (see the module docstring).
+    codec : str
+        FFmpeg encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mpeg4``...).
+    crf : float, optional
+        Constant-quality factor, for encoders that have one (default
+        :data:`DEFAULT_CRF` unless ``bitrate`` is given).
+    bitrate : str or int, optional
+        Target bitrate such as ``"8M"``; exclusive with ``crf``.
+    pix_fmt : str, optional
+        Encoded pixel format. Default: the input's 8-bit YUV layout when the
+        encoder supports it (so ``yuv444p`` stays 4:4:4), else ``yuv420p``.
+    preset : str, optional
+        Encoder speed preset (default :data:`DEFAULT_PRESETS`).
+    audio, subtitles : bool
+        Copy the audio / subtitle streams (all of them).
+    overwrite : bool
+        Replace an existing ``dst``.
+    progress : bool
+        Show a progress bar on stderr.
+    upscaler : Upscaler, optional
+        A ready :class:`lutsr.Upscaler` to use instead of building one.
+
+    Returns
+    -------
+    VideoReport
+
+    Raises
+    ------
+    FileExistsError
+        ``dst`` exists and ``overwrite`` is false.
+    ValueError
+        Bad options, no video stream, a stream the output container cannot
+        hold, ``dst`` is ``src``.
+    av.error.FFmpegError
+        The input cannot be decoded, or the encoder fails.
+
+    Notes
+    -----
+    The output appears at ``dst`` only when complete (see
+    :func:`lutsr.imageio.atomic_output`); on any error or interruption it is
+    not created and ``src`` is never modified.
+    """
+    av = _av()
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"no such video file: {src}")
+    muxer = container_format(dst)
+    check_output(dst, overwrite, (src,))
+    if crf is not None and bitrate is not None:
+        raise ValueError("give either crf or bitrate, not both")
+    try:
+        encoder = av.Codec(codec, "w")
+    except Exception as exc:  # av.codec.codec.UnknownCodecError
+        raise ValueError(f"unknown or unavailable encoder {codec!r}") from exc
+    if encoder.type != "video":
+        raise ValueError(f"{codec!r} is not a video encoder")
+    options = _private_options(encoder)
+    if crf is not None and "crf" not in options:
+        raise ValueError(f"encoder {codec} has no CRF setting; use bitrate instead")
+    if preset is not None and "preset" not in options:
+        raise ValueError(f"encoder {codec} has no preset setting")
+    bit_rate = parse_bitrate(bitrate) if bitrate is not None else None
+    if upscaler is None:
+        upscaler = Upscaler(lut, backend=backend, threads=threads)
+    s = upscaler.scale
+
+    try:
+        inp = av.open(str(src))
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{src}: cannot open as a video: {exc}") from exc
+    try:
+        vin = _pick_video_stream(av, inp)
+        vin.thread_type = "AUTO"  # frame + slice threads in the decoder
+        in_size = (vin.codec_context.width, vin.codec_context.height)
+        out_size = (in_size[0] * s, in_size[1] * s)
+        copies = [st for st in inp.streams
+                  if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
+        copied_names = [f"{st.type}:{st.codec_context.name}" for st in copies]
+
+        with atomic_output(dst, overwrite=overwrite, inputs=(src,)) as pending:
+            out = av.open(pending.path, "w", format=muxer)
+            try:
+                if encoder.canonical_name not in out.supported_codecs:
+                    raise ValueError(f"a {dst.suffix} file cannot hold {encoder.canonical_name} "
+                                     "video; choose another --codec or container")
+                unsupported = [f"{st.type} stream #{st.index} ({st.codec_context.name})"
+                               for st in copies
+                               if st.codec_context.name not in out.supported_codecs]
+                if unsupported:
+                    raise ValueError(
+                        f"a {dst.suffix} file cannot hold the input's "
+                        f"{', '.join(unsupported)}; choose another container (e.g. .mkv) or "
+                        "drop those streams (--no-audio / --no-subtitles)")
+                frames = _run_pipeline(
+                    av, inp, vin, out, copies, upscaler, luma_only=luma_only,
+                    encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
+                    pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
+                    desc=src.name)
+            finally:
+                out.close()  # idempotent; the pending file is discarded on error
+    finally:
+        inp.close()
+    return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
+                       output_size=out_size,
+                       copied_streams=copied_names,
+                       luma_only=luma_only)
+
+
+def _choose_pix_fmt(encoder, vin, pix_fmt: str | None) -> str:
+    supported = [f.name for f in (encoder.video_formats or [])]
+    if pix_fmt is not None:
+        if supported and pix_fmt not in supported:
+            raise ValueError(f"encoder {encoder.name} does not take pixel format {pix_fmt!r}; "
+                             f"it takes {', '.join(supported)}")
+        return pix_fmt
+    decoded = vin.codec_context.format.name if vin.codec_context.format else ""
+    # yuvj* is yuv* with a full-range tag; the tag is set on the stream instead.
+    plain = decoded.replace("yuvj", "yuv")
+    if plain in LUMA_FORMATS and plain != "gray" and (not supported or plain in supported):
+        return plain
+    return "yuv420p" if not supported or "yuv420p" in supported else supported[0]
+
+
+def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, options, crf,
+                  bit_rate, pix_fmt, preset, out_size, progress, desc) -> int:
+    """Set up the output streams, run the three stages, return the frames encoded."""
+    rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+    vout = out.add_stream(encoder.name, rate=rate)
+    vout.width, vout.height = out_size
+    target_fmt = _choose_pix_fmt(encoder, vin, pix_fmt)
+    w, h = out_size
+    if ("420" in target_fmt and (w % 2 or h % 2)) or ("422" in target_fmt and w % 2):
+        # Subsampled chroma needs even sizes (an x3 of an odd size is odd).
+        raise ValueError(f"the output size {w}x{h} is odd, which {target_fmt} cannot hold; "
+                         "use --pix-fmt yuv444p")
+    vout.pix_fmt = target_fmt
+    ctx_in, ctx_out = vin.codec_context, vout.codec_context
+    time_base = vin.time_base or Fraction(1, 90000)
+    ctx_out.time_base = time_base
+    vout.time_base = time_base
+    if vin.sample_aspect_ratio:
+        ctx_out.sample_aspect_ratio = vin.sample_aspect_ratio
+    full_range = _full_range(ctx_in)
+    colorspace = implied_colorspace(ctx_in.width, ctx_in.height, int(ctx_in.colorspace))
+    ctx_out.colorspace = colorspace
+    # Untagged primaries and transfer follow the same guess as the matrix:
+    # BT.709 (1) or SMPTE 170M (6), so an SD input does not turn HD-coloured.
+    guess = 1 if colorspace == 1 else 6
+    ctx_out.color_primaries = ctx_in.color_primaries if ctx_in.color_primaries != 2 else guess
+    ctx_out.color_trc = ctx_in.color_trc if ctx_in.color_trc != 2 else guess
+    ctx_out.color_range = 2 if full_range else 1
+    opts = {}
+    if "preset" in options and (preset or DEFAULT_PRESETS.get(encoder.name)):
+        opts["preset"] = preset or DEFAULT_PRESETS[encoder.name]
+    if bit_rate is not None:
+        ctx_out.bit_rate = bit_rate
+    elif "crf" in options:
+        opts["crf"] = f"{crf if crf is not None else DEFAULT_CRF:g}"
+        if encoder.name.startswith("libvpx"):
+            ctx_out.bit_rate = 0  # libvpx's constant-quality mode
+    vout.options = opts
+    for key in ("language", "title"):
+        if key in vin.metadata:
+            vout.metadata[key] = vin.metadata[key]
+    out.metadata.update({k: v for k, v in inp.metadata.items() if k.lower() not in _STALE_TAGS})
+    copied = {st.index: out.add_stream_from_template(st) for st in copies}
+
+    cancel = threading.Event()
+    decoded, upscaled = _Pipe(cancel), _Pipe(cancel)
+    state = {"matrix": None, "frames": 0}
+    fallback_tb = Fraction(1, 1) / rate
+
+    def read() -> None:
+        count = 0
+        for packet in inp.demux([vin, *copies]):
+            if packet.stream.index == vin.index:
+                for frame in vin.decode(packet):
+                    if count == 0:
+                        state["matrix"] = _display_matrix(frame)
+                    if frame.pts is None:  # e.g. raw .h264: number the frames
+                        frame.pts, frame.time_base = count, fallback_tb
+                    count += 1
+                    decoded.put(frame)
+            elif packet.dts is not None and packet.size:  # skip demuxer flush packets
+                decoded.put(packet)
+        decoded.put(_END)
+
+    def write() -> None:
+        held: list = []  # packets that arrive before the first frame fixes the header
+        started = False
+        last_pts = None
+        while True:
+            item = upscaled.get()
+            if item is _END:
+                break
+            if isinstance(item, av.Packet):
+                item.stream = copied[item.stream_index]
+                if started:
+                    out.mux(item)
+                else:
+                    held.append(item)
+                continue
+            if not started:
+                # The display matrix goes in the header, which the first mux writes.
+                if state["matrix"] is not None:
+                    vout.set_display_matrix(state["matrix"])
+                elif "rotate" in vin.metadata:  # legacy tag: clockwise degrees
+                    vout.set_display_rotation(-float(vin.metadata["rotate"]))
+                started = True
+                for packet in held:
+                    out.mux(packet)
+                held.clear()
+            frame = to_output_format(item, target_fmt, colorspace, full_range)
+            frame = _for_encoder(frame, time_base, last_pts)
+            last_pts = frame.pts
+            for packet in vout.encode(frame):
+                out.mux(packet)
+            state["frames"] += 1
+        if not started:
+            raise ValueError(f"{inp.name}: no video frames could be decoded")
+        for packet in vout.encode(None):
+            out.mux(packet)
+        out.close()
+
+    def upscale(frame):
+        if luma_only:
+            return upscale_frame_luma(frame, upscaler)
+        return upscale_frame_rgb(frame, upscaler, colorspace)
+
+    reader = _Stage("read", read, cancel)
+    writer = _Stage("write", write, cancel)
+    bar = _progress_bar(progress, _estimate_frames(inp, vin), desc)
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            item = decoded.get()
+            if item is not _END and not isinstance(item, av.Packet):
+                item = upscale(item)
+                bar.update(1)
+            upscaled.put(item)
+            if item is _END:
+                break
+        while writer.is_alive():  # a timed join keeps Ctrl-C responsive
+            writer.join(0.1)
+    except _CancelledError:
+        pass  # a stage failed: its error is raised below
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        cancel.set()  # no-op on success: both stages have finished
+        for stage in (reader, writer):
+            stage.join(10)
+        bar.close()
+    for stage in (reader, writer):
+        if stage.error is not None:
+            raise stage.error
+    return state["frames"]
+
+
+def _for_encoder(frame, time_base: Fraction, last_pts: int | None):
+    """Let the encoder choose the frame type; timestamp in its time base, strictly increasing."""
+    # swscale copies the decoded frame's picture type (I/P/B), and libx264
+    # would obey it: the input's GOP structure, not the encoder's, would win.
+    frame.pict_type = 0  # AV_PICTURE_TYPE_NONE
+    if frame.time_base is not None and frame.time_base != time_base and frame.pts is not None:
+        frame.pts = round(frame.pts * frame.time_base / time_base)
+    frame.time_base = time_base
+    if last_pts is not None and frame.pts <= last_pts:
+        # Encoders reject repeated timestamps (seen in damaged files); nudge by one tick.
+        frame.pts = last_pts + 1
+    return frame

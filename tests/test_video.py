@@ -1,0 +1,414 @@
+"""`lutsr video` and lutsr.video: streams, timestamps, pixels, and no partial output.
+
+Clips are made here with PyAV itself: 32x24 H.264 with an AAC track (and, in
+Matroska, SubRip subtitles), tiny so the slow numpy reference backend can be
+used and no numba compilation is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_images_equal, random_lut
+
+import lutsr
+from lutsr import video
+from lutsr.cli import main
+from lutsr.reference import upscale_reference
+
+av = pytest.importorskip("av")
+
+W, H, RATE, FRAMES = 32, 24, 25, 25
+ROOT = Path(__file__).resolve().parents[1]
+SRT = ("1\n00:00:00,100 --> 00:00:00,400\nfirst line\n\n"
+       "2\n00:00:00,500 --> 00:00:00,900\nsecond line\n\n")
+
+
+def make_clip(path: Path, frames: int = FRAMES, size=(W, H), rotation: float | None = None,
+              subtitles: bool = False, pts: list[int] | None = None,
+              time_base: Fraction | None = None, audio: bool = True) -> Path:
+    """A small H.264 clip of moving colour bars with a sine-tone AAC track."""
+    w, h = size
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=RATE)
+    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    vs.options = {"preset": "ultrafast"}
+    if time_base is not None:
+        vs.codec_context.time_base = time_base
+    if rotation is not None:
+        vs.set_display_rotation(rotation)
+    sub_src = sub_out = None
+    if subtitles:
+        srt = path.with_suffix(".srt")
+        srt.write_text(SRT)
+        sub_src = av.open(str(srt))
+        sub_out = out.add_stream_from_template(sub_src.streams.subtitles[0])
+    if audio:
+        aus = out.add_stream("aac", rate=48000)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(frames):
+        img = np.stack([(xx * 8 + i * 9) % 256, (yy * 10 + i * 5) % 256,
+                        ((xx + yy) * 4 + 128) % 256], axis=-1).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i if pts is None else pts[i]
+        if time_base is not None:
+            frame.time_base = time_base
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode(None):
+        out.mux(packet)
+    if audio:
+        t = np.arange(48000 * frames // RATE) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, len(tone) - 1023, 1024):
+            af = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp",
+                                            layout="mono")
+            af.sample_rate, af.pts = 48000, start
+            for packet in aus.encode(af):
+                out.mux(packet)
+        for packet in aus.encode(None):
+            out.mux(packet)
+    if sub_src is not None:
+        for packet in sub_src.demux(sub_src.streams.subtitles[0]):
+            if packet.dts is not None:
+                packet.stream = sub_out
+                out.mux(packet)
+        sub_src.close()
+    out.close()
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Streams, frame timestamps (seconds), frames and rotation of a video file."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {
+            "types": sorted(s.type for s in c.streams),
+            "codecs": {s.type: s.codec_context.name for s in c.streams},
+            "rate": v.average_rate,
+            "size": (v.codec_context.width, v.codec_context.height),
+            "duration": c.duration / 1e6 if c.duration else None,
+        }
+        frames = list(c.decode(video=0))
+        info["frames"] = len(frames)
+        info["times"] = [float(f.pts * f.time_base) for f in frames]
+        info["rotation"] = frames[0].rotation
+    with av.open(str(path)) as c:
+        info["audio_packets"] = [bytes(p) for p in c.demux(audio=0) if p.size] \
+            if c.streams.audio else []
+    with av.open(str(path)) as c:
+        info["subtitles"] = [bytes(p) for p in c.demux(subtitles=0) if p.size] \
+            if c.streams.subtitles else []
+    return info
+
+
+def decoded(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return list(c.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "mp4": make_clip(folder / "in.mp4", rotation=90),
+        "mkv": make_clip(folder / "in.mkv", subtitles=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def lut_file(tmp_path_factory):
+    lut = random_lut(np.random.default_rng(5), scale=2)
+    return lutsr.save(lut, tmp_path_factory.mktemp("lut") / "x2.lutsr")
+
+
+def run(src, dst, lut_file, *extra) -> int:
+    return main(["video", str(src), "-o", str(dst), "--lut", str(lut_file),
+                 "--backend", "reference", "-q", *extra])
+
+
+@pytest.mark.parametrize("luma", [False, True], ids=["rgb", "luma"])
+def test_mp4_frames_size_duration_audio_rotation(tmp_path, clips, lut_file, luma):
+    dst = tmp_path / "out.mp4"
+    assert run(clips["mp4"], dst, lut_file, *(["--luma-only"] if luma else [])) == 0
+    src, out = probe(clips["mp4"]), probe(dst)
+    assert out["frames"] == src["frames"] == FRAMES
+    assert out["size"] == (2 * W, 2 * H)
+    assert out["times"] == pytest.approx(src["times"], abs=1e-6)
+    assert out["rate"] == RATE
+    assert out["duration"] == pytest.approx(src["duration"], abs=0.03)
+    assert out["codecs"]["audio"] == "aac" and len(src["audio_packets"]) > 40
+    assert out["audio_packets"] == src["audio_packets"]  # copied bit for bit
+    assert out["rotation"] == src["rotation"] == 90
+
+
+@pytest.mark.parametrize("luma", [False, True], ids=["rgb", "luma"])
+def test_encoder_chooses_its_own_frame_types(tmp_path, clips, lut_file, luma):
+    """The input (x264 ultrafast) has no B-frames; the output (preset fast) must have some.
+
+    Guards against the decoded frames' picture types reaching the encoder,
+    which would force the input's GOP structure onto it.
+    """
+    assert {f.pict_type for f in decoded(clips["mp4"])} == {1, 2}  # I and P only
+    dst = tmp_path / "out.mp4"
+    assert run(clips["mp4"], dst, lut_file, "--no-audio", *(["--luma-only"] if luma else [])) \
+        == 0
+    assert 3 in {f.pict_type for f in decoded(dst)}  # B
+
+
+def test_colour_tags(tmp_path, clips, lut_file):
+    """An untagged SD input is BT.601 to players; its HD output is tagged so, not left to guess.
+
+    A tagged input keeps its tags, full range included.
+    """
+    def tags(path):
+        with av.open(str(path)) as c:
+            cc = c.streams.video[0].codec_context
+            return (int(cc.colorspace), int(cc.color_range), int(cc.color_primaries),
+                    int(cc.color_trc))
+    assert run(clips["mp4"], tmp_path / "sd.mp4", lut_file, "--no-audio") == 0
+    assert tags(tmp_path / "sd.mp4") == (6, 1, 6, 6)  # SMPTE 170M, limited range
+    src = tmp_path / "709.mp4"
+    out = av.open(str(src), "w")
+    vs = out.add_stream("libx264", rate=RATE)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    cc = vs.codec_context
+    cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 1, 2, 1, 1
+    for i in range(3):
+        frame = av.VideoFrame(W, H, "yuv420p")
+        for plane in frame.planes:
+            video.plane_array(plane)[:] = 40 * i + 20
+        frame.pts, frame.colorspace, frame.color_range = i, 1, 2
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode(None):
+        out.mux(packet)
+    out.close()
+    for luma in ([], ["--luma-only"]):
+        dst = tmp_path / f"out{len(luma)}.mp4"
+        assert run(src, dst, lut_file, *luma) == 0
+        assert tags(dst) == (1, 2, 1, 1)
+
+
+def test_mkv_subtitles_and_audio_copied(tmp_path, clips, lut_file):
+    dst = tmp_path / "out.mkv"
+    assert run(clips["mkv"], dst, lut_file, "--luma-only") == 0
+    src, out = probe(clips["mkv"]), probe(dst)
+    assert out["types"] == ["audio", "subtitle", "video"]
+    assert out["subtitles"] == src["subtitles"] and b"second line" in out["subtitles"][1]
+    assert out["audio_packets"] == src["audio_packets"]
+
+
+def test_container_that_cannot_hold_a_stream(tmp_path, clips, lut_file, capsys):
+    dst = tmp_path / "out.mp4"  # MP4 cannot hold SubRip
+    assert run(clips["mkv"], dst, lut_file) == 1
+    assert "--no-subtitles" in capsys.readouterr().err and not dst.exists()
+    assert run(clips["mkv"], dst, lut_file, "--no-subtitles", "--no-audio") == 0
+    assert probe(dst)["types"] == ["video"]
+
+
+def test_variable_timestamps_kept(tmp_path, lut_file):
+    pts = [0, 40, 80, 200, 240, 400, 440, 480]  # milliseconds, with gaps
+    src = make_clip(tmp_path / "vfr.mkv", frames=len(pts), pts=pts,
+                    time_base=Fraction(1, 1000), audio=False)
+    assert run(src, tmp_path / "out.mkv", lut_file, "--luma-only") == 0
+    assert probe(tmp_path / "out.mkv")["times"] == pytest.approx([p / 1000 for p in pts])
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_luma_only_pixels_lossless(tmp_path, clips, lut_file, backend):
+    """With lossless x264, Y is exactly the LUT of the input's Y and chroma is bicubic.
+
+    The numba backend writes straight into the padded rows of FFmpeg's planes.
+    """
+    dst = tmp_path / "out.mkv"
+    assert main(["video", str(clips["mp4"]), "-o", str(dst), "--lut", str(lut_file),
+                 "--backend", backend, "-q", "--luma-only", "--crf", "0", "--no-audio"]) == 0
+    lut = lutsr.load(lut_file)
+    for fin, fout in zip(decoded(clips["mp4"]), decoded(dst), strict=True):
+        y_in = video.plane_array(fin.planes[0]).copy()
+        assert_images_equal(video.plane_array(fout.planes[0]), upscale_reference(y_in, lut),
+                            "luma plane")
+        bicubic = fin.reformat(2 * W, 2 * H, interpolation="BICUBIC")
+        for p in (1, 2):
+            assert_images_equal(video.plane_array(fout.planes[p]),
+                                video.plane_array(bicubic.planes[p]), f"chroma plane {p}")
+
+
+def test_rgb_frames_are_the_lut_of_the_decoded_rgb(tmp_path, clips, lut_file):
+    lut = lutsr.load(lut_file)
+    upscaler = lutsr.Upscaler(lut, backend="reference")
+    frames = decoded(clips["mp4"])[:3]
+    for frame in frames:
+        out = video.upscale_frame_rgb(frame, upscaler)
+        assert (out.width, out.height, out.pts) == (2 * W, 2 * H, frame.pts)
+        assert_images_equal(out.to_ndarray(), upscale_reference(
+            frame.to_ndarray(format="rgb24"), lut), "rgb frame")
+    # End to end through 4:4:4 lossless YUV: only the YUV<->RGB rounding remains.
+    dst = tmp_path / "out.mkv"
+    assert run(clips["mp4"], dst, lut_file, "--crf", "0", "--pix-fmt", "yuv444p",
+               "--no-audio") == 0
+    for fin, fout in zip(frames, decoded(dst)[:3], strict=True):
+        want = upscale_reference(fin.to_ndarray(format="rgb24"), lut).astype(int)
+        diff = np.abs(fout.to_ndarray(format="rgb24").astype(int) - want)
+        assert diff.mean() < 1.0 and diff.max() <= 6, (diff.mean(), diff.max())
+
+
+def test_refuses_existing_output_and_input_as_output(tmp_path, clips, lut_file, capsys):
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"precious")
+    assert run(clips["mp4"], dst, lut_file) == 1
+    assert "--overwrite" in capsys.readouterr().err and dst.read_bytes() == b"precious"
+    assert run(clips["mp4"], dst, lut_file, "--overwrite") == 0
+    assert probe(dst)["frames"] == FRAMES
+    src = tmp_path / "same.mp4"
+    src.write_bytes(clips["mp4"].read_bytes())
+    before = src.read_bytes()
+    assert run(src, src, lut_file, "--overwrite") == 1
+    assert "is the input" in capsys.readouterr().err and src.read_bytes() == before
+
+
+def test_not_a_video(tmp_path, lut_file, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(os.urandom(2000))
+    assert run(bad, tmp_path / "out.mp4", lut_file) == 1
+    assert "bad.mp4" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["bad.mp4"]
+
+
+def _no_lutsr_threads():
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("lutsr-") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "pipeline threads still running"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("where", ["upscale", "encode", "interrupt"])
+def test_failure_mid_video_leaves_nothing(tmp_path, clips, lut_file, monkeypatch, where):
+    """An exception in any stage, or Ctrl-C, ends the run with no output file at all."""
+    calls = {"n": 0}
+
+    def failing(real, exc):
+        def wrapper(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 10:
+                raise exc
+            return real(*args, **kwargs)
+        return wrapper
+
+    if where == "encode":
+        monkeypatch.setattr(video, "to_output_format",
+                            failing(video.to_output_format, RuntimeError("encoder broke")))
+    else:
+        exc = KeyboardInterrupt() if where == "interrupt" else RuntimeError("LUT broke")
+        monkeypatch.setattr(video, "upscale_frame_rgb", failing(video.upscale_frame_rgb, exc))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises((RuntimeError, KeyboardInterrupt)):
+        video.upscale_video(clips["mp4"], out_dir / "x.mp4", lutsr.load(lut_file),
+                            backend="reference")
+    assert calls["n"] == 10
+    assert os.listdir(out_dir) == []
+    _no_lutsr_threads()
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "lutsr.cli", *map(str, args)]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_subprocess_run(tmp_path, clips, lut_file):
+    dst = tmp_path / "out.mp4"
+    done = subprocess.run(_cli("video", clips["mp4"], "-o", dst, "--lut", lut_file,
+                               "--backend", "reference", "--luma-only"),
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "25 frames 32x24 -> 64x48" in done.stdout
+    assert probe(dst)["frames"] == FRAMES
+
+
+def _wait_for_open_output(proc: subprocess.Popen, folder: Path, timeout: float = 20) -> None:
+    """Block until ``proc`` holds an output file in ``folder`` open (it is mid-run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            targets = [os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                       for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        except OSError:
+            targets = []
+        if any(t.startswith(str(folder)) for t in targets):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never opened its output")
+
+
+def _has_tmpfile(folder: Path) -> bool:
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_RDWR))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_killed_subprocess_leaves_nothing(tmp_path, lut_file, sig):
+    src = make_clip(tmp_path / "long.mp4", frames=400, size=(64, 48), audio=False)
+    before = src.read_bytes()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(_cli("video", src, "-o", out_dir / "x.mp4", "--lut", lut_file,
+                                 "--backend", "reference"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        _wait_for_open_output(proc, out_dir)
+        time.sleep(0.3)  # let it write some frames
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    left = os.listdir(out_dir)
+    if sig == signal.SIGKILL and not _has_tmpfile(out_dir):
+        # Without O_TMPFILE a killed process cannot remove its hidden temporary.
+        left = [n for n in left if not (n.startswith(".x.mp4.") and "lutsr-partial" in n)]
+    assert left == []
+    assert src.read_bytes() == before
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL  # killed mid-run, not finished
+    else:
+        assert code == 130 and "no partial output" in proc.stderr.read()
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_shows_frames_and_fps(tmp_path, clips, lut_file, capsys, monkeypatch,
+                                       with_tqdm):
+    if not with_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails: plain fallback
+    monkeypatch.setattr(video._PlainProgress, "update", _every_update(video._PlainProgress.update))
+    video.upscale_video(clips["mp4"], tmp_path / "o.mp4", lutsr.load(lut_file),
+                        backend="reference", progress=True, luma_only=True)
+    err = capsys.readouterr().err
+    assert f"{FRAMES}/{FRAMES}" in err and ("frame/s" in err or " fps" in err)
+
+
+def _every_update(update):
+    """Make the plain progress line print on every frame, not twice a second."""
+    def wrapper(self, n=1):
+        self._last = -1e9
+        update(self, n)
+    return wrapper
