@@ -83,12 +83,19 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
 
     data = _images(tmp_path / "imgs", 3)
     out = tmp_path / "m.lutsr"
-    res = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2)
+    # srlut also holds out one image of three for validation
+    val = ["--val-every", 3] if layout == "srlut" else []
+    res = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2, *val)
     assert res.returncode == 0, res.stderr[-2000:]
     lut = lutsr.load(out)
     assert lut.scale == 2 and len(lut.stages) == (1 if layout == "srlut" else 2)
     meta = lut.metadata
-    assert meta["images"] == 3 and set(meta["phases"]) >= {"net", "sample", "finetune", "lsq"}
+    assert set(meta["phases"]) >= {"net", "sample", "finetune", "lsq"}
+    if val:
+        assert meta["images"] == 2 and meta["validation"]["images"] == 1
+        assert 10 < meta["validation"]["psnr_y"] < 60
+    else:
+        assert meta["images"] == 3 and "validation" not in meta
     assert meta["cpu_seconds_total"] > 0
     img = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
     assert lutsr.upscale(img, lut).shape == (20, 24, 3)

@@ -47,9 +47,9 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
-def load_pairs(folders, scale: int, min_size: int = 0, scale_aug=(), log=None
+def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
                ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(LR, HR) RGB pairs for every image under ``folders``.
+    """(LR, HR) RGB pairs for the image files ``paths`` (see :func:`list_images`).
 
     Images whose LR side would be below ``min_size`` raise ValueError, naming
     the file: silently skipping them would train on less than asked for.
@@ -58,7 +58,7 @@ def load_pairs(folders, scale: int, min_size: int = 0, scale_aug=(), log=None
     left out): more edges at more scales from the same photos.
     """
     pairs = []
-    for i, path in enumerate(list_images(folders)):
+    for i, path in enumerate(paths):
         hr = read_rgb(path)
         lr, hr_c = make_pairs(hr, scale)
         if min(lr.shape[:2]) < min_size:
