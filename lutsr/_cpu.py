@@ -90,7 +90,7 @@ MARGIN = 2
 
 #: Row bands per worker thread: more bands than threads balance the load when
 #: the cores are shared with other work.
-BANDS_PER_THREAD = 4
+BANDS_PER_THREAD = 2
 
 # --------------------------------------------------------------------------- index maps
 
