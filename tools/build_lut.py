@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     try:
         files = tdata.list_images(args.data)
         held_out = files[::args.val_every] if args.val_every else []
-        train_files = [f for f in files if f not in held_out]
+        skip = set(held_out)
+        train_files = [f for f in files if f not in skip]
         pairs = tdata.load_pairs(train_files, args.scale, min_size=args.patch,
                                  scale_aug=args.scale_aug, log=log)
         val_pairs = tdata.load_pairs(held_out, args.scale)
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
     meta["images"] = len(train_files)
     meta["training_pairs"] = len(pairs)
     meta["phases"]["data"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
-    log(f"{len(pairs)} training images, x{args.scale}, layout {args.layout}")
+    log(f"{len(train_files)} training images ({len(pairs)} with scale augmentation), "
+        f"x{args.scale}, layout {args.layout}")
     sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed)
 
     net = NetModel(layout, args.net_width, args.net_depth)
