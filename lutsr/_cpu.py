@@ -23,9 +23,12 @@ How a stage runs (see :class:`NumbaRunner`):
      rotation) into an ``r*r`` accumulator per rotation that lives in
      registers (a stack buffer, see :func:`_stack_buffer`); the four are added
      through the rotations' block permutations (constant shuffles) per pixel.
-     The sum is an integer ``s`` (the reference's float total times ``q``), so
+     Row loads are whole ``<r*r x i8>`` vectors (:func:`_add_rows`). The sum
+     is an integer ``s`` (the reference's float total times ``q``), so
      ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
-     by numpy from the reference's own expression: exact by construction.
+     by numpy from the reference's own expression: exact by construction;
+     when that is a rounding shift (:func:`power_of_two_rounding`, checked
+     against the lookup) it is computed on the whole block in vector registers.
 
 * Bands run on a thread pool; the kernels release the GIL. A stage needs the
   previous stage complete for all rows (its taps reach into neighbouring
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import math
 import os
 import sys
 import threading
@@ -89,8 +93,9 @@ CHUNK = 64
 MARGIN = 2
 
 #: Row bands per worker thread: more bands than threads balance the load when
-#: the cores are shared with other work.
-BANDS_PER_THREAD = 2
+#: one core runs slower than the other (measured on a 2-vCPU VM: the pool
+#: thread's bands took 1.4-1.7x the caller's; 4 per thread beat 2 by ~10%).
+BANDS_PER_THREAD = 4
 
 # --------------------------------------------------------------------------- index maps
 
@@ -186,6 +191,27 @@ def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
     total = np.arange(s_min, s_max + 1, dtype=np.int64) / q
     rounded = np.clip(np.round(total / stage.divisor + stage.bias), 0, 255)
     return rounded.astype(np.uint8), s_min
+
+
+def power_of_two_rounding(stage: Stage, interval: int) -> tuple[int, int] | None:
+    """``(m, b)`` when the stage's rounding is ``clip(round(s / 2**m + b), 0, 255)``, else None.
+
+    That holds when ``q * divisor`` is ``2**m`` (``m >= 1``) and ``bias`` is
+    the integer ``b``: SR-LUT-S, for one. The kernels then round with shifts,
+    which vectorise, instead of one table lookup per output byte. The formula
+    (half to even: add ``2**(m-1) - 1`` plus the parity of ``(s >> m) + b``,
+    since the reference adds the bias before rounding) is
+    checked here against :func:`rounding_table` over every reachable ``s``, so
+    either path is exact.
+    """
+    m = math.log2(2**interval * stage.divisor)
+    if m != int(m) or m < 1 or stage.bias != int(stage.bias):
+        return None
+    m, b = int(m), int(stage.bias)
+    table, s_min = rounding_table(stage, interval)
+    s = np.arange(s_min, s_min + len(table), dtype=np.int64)
+    formula = np.clip(((s + (1 << (m - 1)) - 1 + (((s >> m) + b) & 1)) >> m) + b, 0, 255)
+    return (m, b) if np.array_equal(formula, table) else None
 
 
 # --------------------------------------------------------------------------- kernels
@@ -354,6 +380,96 @@ def _sum_rotations(typingctx, acc, total, side):
     return types.void(acc, total, side), codegen
 
 
+def _splat(builder, vec, value):
+    """``value`` (of ``vec``'s element type) in every lane of an LLVM vector of type ``vec``."""
+    lanes = builder.insert_element(ir.Constant(vec, ir.Undefined), value,
+                                   ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(lanes, ir.Constant(vec, ir.Undefined), zeros)
+
+
+@intrinsic
+def _add_rows(typingctx, acc, k, tables, offsets, weights, block):
+    """``acc[k * r*r + m] += sum(weights[n] * tables[offsets[n] + m] for n)`` for ``m < r*r``.
+
+    ``acc`` is the stack pointer of :func:`_accumulate`, ``tables`` a 1-D int8
+    array, ``block`` the tuple of ``r*r`` zeros whose type gives ``r*r`` and the
+    accumulator's dtype. Each table row is loaded as one ``<r*r x i8>`` vector
+    and widened. Written as a scalar loop over ``m``, LLVM vectorises
+    across the four (fully unrolled) rotations instead when ``r*r`` is 4 or 9,
+    gathering the table bytes one by one: 2-3x slower than ``r = 4``. Arithmetic
+    wraps in the accumulator's dtype, which is exact because the final sum fits
+    (see :class:`_PreparedStage`).
+    """
+    if not (isinstance(acc, types.CPointer) and isinstance(tables, types.Array)
+            and isinstance(offsets, types.UniTuple) and isinstance(weights, types.UniTuple)
+            and isinstance(block, types.UniTuple)):
+        return None
+    rr = block.count
+
+    def codegen(context, builder, signature, args):
+        acc_ptr, k_val, tables_val, offsets_val, weights_val, _ = args
+        elem = context.get_value_type(acc.dtype)
+        vec, bytes_ = ir.VectorType(elem, rr), ir.VectorType(ir.IntType(8), rr)
+        start = builder.mul(context.cast(builder, k_val, signature.args[1], types.uint64),
+                            ir.Constant(ir.IntType(64), rr))
+        at = builder.bitcast(builder.gep(acc_ptr, [start]), vec.as_pointer())
+        data = context.make_array(tables)(context, builder, tables_val).data
+        align = context.get_abi_sizeof(elem)  # the k-th block is element-aligned only
+        total = builder.load(at, align=align)
+        for n in range(offsets.count):
+            offset = context.cast(builder, builder.extract_value(offsets_val, n),
+                                  offsets.dtype, types.uint64)
+            row_ptr = builder.bitcast(builder.gep(data, [offset]), bytes_.as_pointer())
+            row = builder.sext(builder.load(row_ptr, align=1), vec)
+            weight = context.cast(builder, builder.extract_value(weights_val, n),
+                                  weights.dtype, acc.dtype)
+            total = builder.add(total, builder.mul(row, _splat(builder, vec, weight)))
+        builder.store(total, at, align=align)
+        return context.get_dummy_value()
+
+    return types.void(acc, k, tables, offsets, weights, block), codegen
+
+
+@intrinsic
+def _round_shift(typingctx, total, m, bias, block):
+    """In place on ``r*r`` sums at ``total``: ``clip(round_half_even(s / 2**m + bias), 0, 255)``.
+
+    One vector expression over the block (see :func:`power_of_two_rounding`):
+    written as scalar code, LLVM keeps it scalar because the stores that follow
+    are strided.
+    """
+    if not (isinstance(total, types.CPointer) and isinstance(block, types.UniTuple)):
+        return None
+    rr = block.count
+
+    def codegen(context, builder, signature, args):
+        ptr, m_val, bias_val, _ = args
+        elem = context.get_value_type(total.dtype)
+        vec = ir.VectorType(elem, rr)
+
+        def splat(value, ty):
+            return _splat(builder, vec, context.cast(builder, value, ty, total.dtype))
+
+        def const(c):
+            return ir.Constant(vec, [ir.Constant(elem, c)] * rr)
+
+        at = builder.bitcast(ptr, vec.as_pointer())
+        align = context.get_abi_sizeof(elem)
+        s = builder.load(at, align=align)
+        m = splat(m_val, signature.args[1])
+        half = builder.sub(builder.shl(const(1), builder.sub(m, const(1))), const(1))
+        bias = splat(bias_val, signature.args[2])
+        odd = builder.and_(builder.add(builder.ashr(s, m), bias), const(1))
+        y = builder.add(builder.ashr(builder.add(builder.add(s, half), odd), m), bias)
+        y = builder.select(builder.icmp_signed("<", y, const(0)), const(0), y)
+        y = builder.select(builder.icmp_signed(">", y, const(255)), const(255), y)
+        builder.store(y, at, align=align)
+        return context.get_dummy_value()
+
+    return types.void(total, m, bias, block), codegen
+
+
 def _rounding_index(value, low, like):
     """Index of an accumulated sum in the stage's rounding lookup (jitted only).
 
@@ -373,7 +489,8 @@ def _rounding_index_impl(value, low, like):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(tables, buf, n_pat, nx, rnd, low, dst, start, step, d_y, d_x, block, side):
+def _accumulate(tables, buf, n_pat, nx, rnd, low, shift_round, shift_bias, dst, start, step,
+                d_y, d_x, block, side):
     """Pass 2: sum the weighted vertex rows of ``nx`` pixels and write their rounded blocks.
 
     ``block`` is a tuple of ``r*r`` zeros of the accumulator's dtype and
@@ -388,8 +505,9 @@ def _accumulate(tables, buf, n_pat, nx, rnd, low, dst, start, step, d_y, d_x, bl
     footprint four times smaller: a natural image's neighbourhoods recur in
     all rotations. Pixel ``x``'s block element ``(u, v)`` goes to
     ``dst[start + x * step + u * d_y + v * d_x]``, rounded by
-    ``rnd[_rounding_index(sum, low, block[0])]``. All indices are unsigned, so numba
-    emits no negative-index wraparound.
+    ``rnd[_rounding_index(sum, low, block[0])]``, or by :func:`_round_shift`
+    when ``shift_round`` (``m`` of :func:`power_of_two_rounding`) is not 0. All
+    indices are unsigned, so numba emits no negative-index wraparound.
     """
     chunk = np.uint64(CHUNK)
     RR = len(block)
@@ -415,13 +533,16 @@ def _accumulate(tables, buf, n_pat, nx, rnd, low, dst, start, step, d_y, d_x, bl
                 w2 = np.int32(buf[at + np.uint64(7) * chunk])
                 w3 = np.int32(buf[at + np.uint64(8) * chunk])
                 w4 = np.int32(buf[at + np.uint64(9) * chunk])
-                for m in range(np.uint64(RR)):
-                    # Wrapping arithmetic in acc's dtype is exact: the final sum fits.
-                    acc[k, m] += (w0 * tables[o0 + m] + w1 * tables[o1 + m]
-                                  + w2 * tables[o2 + m] + w3 * tables[o3 + m]
-                                  + w4 * tables[o4 + m])
+                _add_rows(acc_ptr, k, tables, (o0, o1, o2, o3, o4), (w0, w1, w2, w3, w4), block)
         _sum_rotations(acc_ptr, total_ptr, side)
         d = np.uint64(start) + x * np.uint64(step)
+        if shift_round > 0:
+            _round_shift(total_ptr, shift_round, shift_bias, block)
+            for u in range(R):
+                row = d + np.uint64(u) * np.uint64(d_y)
+                for v in range(R):
+                    dst[row + np.uint64(v) * np.uint64(d_x)] = np.uint8(total[u * R + v])
+            continue
         for u in range(R):
             row = d + np.uint64(u) * np.uint64(d_y)
             for v in range(R):
@@ -431,8 +552,8 @@ def _accumulate(tables, buf, n_pat, nx, rnd, low, dst, start, step, d_y, d_x, bl
 
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
-                tables, tbase, tapoff, strides, shift, interval, buf, rnd, low,
-                dst, d_y, d_x, d_c, block, side):
+                tables, tbase, tapoff, strides, shift, interval, buf, rnd, low, shift_round,
+                shift_bias, dst, d_y, d_x, d_c, block, side):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -456,6 +577,8 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
     buf : (4 * P * 10 * CHUNK,) uint32
         Scratch for pass 1.
     rnd, low : uint8 rounding lookup and its index offset (see :func:`_rounding_index`).
+    shift_round, shift_bias : int
+        ``(m, b)`` of :func:`power_of_two_rounding`, used instead of ``rnd`` when ``m`` > 0.
     dst : 1-D uint8
         The stage output, written at ``Y * d_y + X * d_x + c * d_c``.
     block, side : tuples of ``r * r`` and ``r`` zeros
@@ -473,8 +596,9 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 nx = min(CHUNK, width - x0)
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
                 _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
-                _accumulate(tables, buf, tapoff.shape[0] // 4, nx, rnd, low, dst,
-                            y * r * d_y + x0 * r * d_x + c * d_c, r * d_x, d_y, d_x, block, side)
+                _accumulate(tables, buf, tapoff.shape[0] // 4, nx, rnd, low, shift_round,
+                            shift_bias, dst, y * r * d_y + x0 * r * d_x + c * d_c, r * d_x,
+                            d_y, d_x, block, side)
 
 
 # --------------------------------------------------------------------------- runner
@@ -566,6 +690,8 @@ class _PreparedStage:
         else:
             acc_type = np.int32
             self.rnd, self.low = rnd, -s_min
+        # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
+        self.shift_round, self.shift_bias = power_of_two_rounding(stage, interval) or (0, 0)
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
@@ -683,7 +809,8 @@ class NumbaRunner:
                 y0, y1 = sp.bands[b]
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
-                            sp.bufs[b], ps.rnd, ps.low, dst, d_y, d_x, d_c, ps.block, ps.side)
+                            sp.bufs[b], ps.rnd, ps.low, ps.shift_round, ps.shift_bias,
+                            dst, d_y, d_x, d_c, ps.block, ps.side)
 
             self._parallel(len(sp.bands), band)
             if sp.output is not None:

@@ -22,6 +22,7 @@ from lutsr._cpu import (
     NumbaRunner,
     padded_index,
     rotated_offsets,
+    power_of_two_rounding,
     rounding_table,
     tap_indices,
 )
@@ -117,6 +118,23 @@ def test_rounding_table_uses_the_reference_expression():
     assert s_min == -4 * 2 * 128 * 16 and s[-1] == 4 * 2 * 127 * 16
     want = np.clip(np.round((s / 16) / 12 + 127), 0, 255)
     np.testing.assert_array_equal(table, want)
+
+
+def test_power_of_two_rounding_is_recognised_only_where_it_is_exact():
+    def stage(divisor, bias, patterns="S"):
+        return Stage(2, tuple(patterns), tuple(np.zeros((9**4, 4), np.int8) for _ in patterns),
+                     divisor, bias, "edge")
+
+    # q = 32: q * divisor = 2**m with an integer bias -> the shift path.
+    assert power_of_two_rounding(stage(1, 0), 5) == (5, 0)
+    assert power_of_two_rounding(stage(0.25, -3, "SD"), 5) == (3, -3)
+    assert power_of_two_rounding(stage(8, 127), 5) == (8, 127)
+    # Anything else keeps the lookup: not a power of two, a fractional bias,
+    # or no rounding at all (q * divisor = 1).
+    assert power_of_two_rounding(stage(3, 0), 5) is None
+    assert power_of_two_rounding(stage(12, 127, "SDY"), 5) is None
+    assert power_of_two_rounding(stage(1, 0.5), 5) is None
+    assert power_of_two_rounding(stage(1 / 32, 0), 5) is None
 
 
 # --------------------------------------------------------------------------- randomised parity
