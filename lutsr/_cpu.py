@@ -366,15 +366,17 @@ def _sum_rotations(typingctx, acc, total, side):
     def codegen(context, builder, signature, args):
         acc_ptr, total_ptr, _ = args
         vec = ir.VectorType(context.get_value_type(acc.dtype), r * r)
+        # Blocks sit at multiples of r*r elements: element-aligned only.
+        align = context.get_abi_sizeof(vec.element)
         out = None
         for k in range(4):
             at = builder.gep(acc_ptr, [ir.Constant(ir.IntType(64), k * r * r)])
-            v = builder.load(builder.bitcast(at, vec.as_pointer()))
+            v = builder.load(builder.bitcast(at, vec.as_pointer()), align=align)
             if k:
                 mask = ir.Constant(ir.VectorType(ir.IntType(32), r * r), perm[k])
                 v = builder.shuffle_vector(v, ir.Constant(vec, ir.Undefined), mask)
             out = v if out is None else builder.add(out, v)
-        builder.store(out, builder.bitcast(total_ptr, vec.as_pointer()))
+        builder.store(out, builder.bitcast(total_ptr, vec.as_pointer()), align=align)
         return context.get_dummy_value()
 
     return types.void(acc, total, side), codegen

@@ -186,3 +186,25 @@ def test_cnn_hook(ev, dataset, monkeypatch, capsys):
     assert "| cnn |" in capsys.readouterr().out
     assert ev.main(["--cnn", "x2.pt", "--datasets", str(dataset), "--scale", "4"]) == 2
     assert "upscales x2" in capsys.readouterr().err
+
+
+# Set5 Y-PSNR of each shipped LUT as measured with tools/evaluate.py (README, "Bundled LUTs"),
+# less 0.005 dB for rounding of the printed figure: a wrong or damaged file bundled fails here.
+BUNDLED_SET5 = {"x2": (2, 35.655), "x4": (4, 29.855), "x4-sdy": (4, 30.205)}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_SET5))
+def test_bundled_luts_keep_their_measured_set5_quality(name):
+    from conftest import DATA, need
+
+    if name not in lutsr.bundled_names():
+        pytest.skip(f"{name} is not bundled")
+    scale, floor = BUNDLED_SET5[name]
+    hr_dir = need(DATA / "test" / "Set5" / "HR")
+    scores = []
+    for path in sorted(hr_dir.glob("*.png")):
+        hr = np.asarray(Image.open(path).convert("RGB"))
+        lr = np.asarray(Image.open(hr_dir.parent / "LR_bicubic" / f"X{scale}" / path.name)
+                        .convert("RGB"))
+        scores.append(psnr_y(lutsr.upscale(lr, name), modcrop(hr, scale), scale))
+    assert len(scores) == 5 and np.mean(scores) >= floor, np.mean(scores)

@@ -21,8 +21,8 @@ from lutsr import LUT, Stage
 from lutsr._cpu import (
     NumbaRunner,
     padded_index,
-    rotated_offsets,
     power_of_two_rounding,
+    rotated_offsets,
     rounding_table,
     tap_indices,
 )

@@ -105,6 +105,18 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
     resumed = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2,
                      "--resume")
     assert resumed.returncode == 0 and "resumed at iteration 20" in resumed.stdout
+    if layout == "mulut":
+        # --init continues from a LUT: stage 1 fine-tuned alone, the last stage refitted.
+        out2 = tmp_path / "m2.lutsr"
+        res = _build("--quick", "--data", data, "--out", out2, "--layout", layout, "--scale", 2,
+                     "--init", out, "--finetune-freeze-last", "--lsq-balance", 1)
+        assert res.returncode == 0, res.stderr[-2000:]
+        lut2 = lutsr.load(out2)
+        assert lut2.metadata["init"]["lut"] == lut.name and "net" not in lut2.metadata["phases"]
+        assert lut2.metadata["cpu_seconds_total"] > meta["cpu_seconds_total"]
+        bad = _build("--quick", "--data", data, "--out", tmp_path / "m3.lutsr", "--scale", 2,
+                     "--init", out)  # a two-stage LUT into the one-stage layout
+        assert bad.returncode != 0 and "layout" in bad.stderr
 
 
 def test_build_lut_bad_data(tmp_path):
@@ -192,3 +204,34 @@ def test_least_squares_forward_matches_the_runtime():
     got = np.clip(np.round(pred), 0, 255).astype(np.uint8)
     ref = run_lut(img, LUT(lut.stages, 5))
     assert_images_equal(got, ref.reshape(7, 3, 10, 3).transpose(0, 2, 1, 3).reshape(70, 9))
+
+
+def test_least_squares_weights_count_like_repeated_samples():
+    """A plane of weight 2 pulls the fit exactly as two copies of it do; weight 0 drops it.
+
+    Guards the weighted normal equations (diagonal, right-hand side and
+    operator must all carry the weights) of ``--lsq-balance``.
+    """
+    from train import data as tdata
+    from train import lsq
+
+    rng = np.random.default_rng(8)
+    stage = random_lut(rng, interval=6, layout="srlut", scale=2).stages[0]
+    a, b = ((rng.integers(0, 256, (10, 11), dtype=np.uint8),
+             rng.integers(0, 256, (20, 22)).astype(np.float64)) for _ in range(2))
+    noise = (rng.integers(0, 256, (6, 5), dtype=np.uint8), np.zeros((12, 10)))
+    prior = np.zeros((1, 5**4, 4))  # interval 6: L = 5
+
+    def solve(planes, weights=None):
+        samples = lsq.collect(stage, 6, planes, weights=weights)
+        return lsq.fit(samples, stage, 6, prior, iters=30, log=None)
+
+    weighted = solve([a, b, noise], weights=[2.0, 1.0, 0.0])
+    np.testing.assert_allclose(weighted, solve([a, a, b]), atol=1e-6)
+    assert np.abs(weighted - solve([a, b])).max() > 0.1  # the weight did change the fit
+    # balance_weights: alpha 1 gives every image the same total weight.
+    small, big = (np.zeros((4, 4, 3)), None), (np.zeros((8, 8, 3)), None)
+    groups = [[small], [big, small]]
+    w = tdata.balance_weights(groups, 1.0)
+    assert w[0] * 16 == pytest.approx(w[1] * 64) and w[1] == w[2]
+    assert tdata.balance_weights(groups, 0.0) == [1.0, 1.0, 1.0]

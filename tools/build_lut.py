@@ -44,6 +44,10 @@ def parse_args(argv=None):
                    help="srlut: one stage; mulut: a refinement stage then the upscaling stage")
     p.add_argument("--patterns", default="SDY", help="patterns of a mulut layout (S, D, Y)")
     p.add_argument("--interval", type=int, default=4, help="k: sample every 2**k levels")
+    p.add_argument("--init", default=None, metavar="LUT",
+                   help="start from this LUT's tables (a .lutsr path or bundled name of the same "
+                        "layout) instead of training and sampling nets: continues its fine-tuning "
+                        "and least-squares phases")
     p.add_argument("--net-iters", type=int, default=2000)
     p.add_argument("--net-lr", type=float, default=2e-3)
     p.add_argument("--net-width", type=int, default=64)
@@ -51,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-iters", type=int, default=0)
     p.add_argument("--finetune-lr", type=float, default=0.5,
                    help="Adam step size in table units (int8 levels)")
+    p.add_argument("--finetune-freeze-last", action="store_true",
+                   help="fine-tune only the earlier stages; the last stage keeps its tables (the "
+                        "lsq phase refits it exactly afterwards): alternating optimisation")
     p.add_argument("--lsq-iters", type=int, default=40, help="CG iterations (0: skip)")
     p.add_argument("--lsq-prior", type=float, default=1e-5,
                    help="pull of the least-squares fit toward the sampled tables")
@@ -58,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--lsq-no-flips", action="store_true",
                    help="least squares on the images only, not also their mirror images "
                         "(halves its memory and time)")
+    p.add_argument("--lsq-balance", type=float, default=0.0, metavar="ALPHA",
+                   help="weight each image's pixels by (mean pixels / its pixels)**ALPHA in the "
+                        "least squares: 0 every pixel counts the same, 1 every image")
     p.add_argument("--lsq-first", action="store_true",
                    help="also refit the last stage before fine-tuning, so fine-tuning starts "
                         "from the best last stage for the sampled earlier stages")
@@ -119,8 +129,10 @@ def main(argv=None) -> int:
         held_out = files[::args.val_every] if args.val_every else []
         skip = set(held_out)
         train_files = [f for f in files if f not in skip]
-        pairs = tdata.load_pairs(train_files, args.scale, min_size=args.patch,
-                                 scale_aug=args.scale_aug, log=log)
+        groups = tdata.load_groups(train_files, args.scale, min_size=args.patch,
+                                   scale_aug=args.scale_aug, log=log)
+        pairs = [pair for group in groups for pair in group]
+        weights = tdata.balance_weights(groups, args.lsq_balance)
         val_pairs = tdata.load_pairs(held_out, args.scale)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -132,6 +144,9 @@ def main(argv=None) -> int:
         f"x{args.scale}, layout {args.layout}")
     sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed)
 
+    if args.init:
+        tables, meta["init"] = _init_tables(args.init, layout, args.interval)
+        args.net_iters = 0
     net = NetModel(layout, args.net_width, args.net_depth)
     if args.net_iters:
         config = {"layout": [dataclasses.asdict(s) for s in layout], "width": args.net_width,
@@ -139,19 +154,22 @@ def main(argv=None) -> int:
         state = fit.optimise(net, sampler, args.net_iters, args.net_lr, args.batch,
                              ckdir / "net.pt", log=log, desc="net", config=config)
         meta["phases"]["net"] = _phase(state)
-    t0 = time.process_time()
-    tables = net.sample_tables(args.interval)
-    meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
+    if not args.init:
+        t0 = time.process_time()
+        tables = net.sample_tables(args.interval)
+        meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
 
     if args.lsq_iters and args.lsq_first and args.finetune_iters:
         t0 = time.process_time()
-        tables[-1], _ = _refit_last_stage(layout, tables, args, pairs, lsq, log,
+        tables[-1], _ = _refit_last_stage(layout, tables, args, pairs, weights, lsq, log,
                                           ckdir / "lsq_first.npy")
         meta["phases"]["lsq_first"] = {"iterations": args.lsq_iters,
                                        "cpu_seconds": round(time.process_time() - t0, 1)}
 
     if args.finetune_iters:
         tm = TableModel(layout, tables, args.interval)
+        if args.finetune_freeze_last:
+            tm.tables[-1].requires_grad_(False)
         state = fit.optimise(tm, sampler, args.finetune_iters, args.finetune_lr, args.batch,
                              ckdir / "finetune.pt", log=log, desc="finetune")
         meta["phases"]["finetune"] = _phase(state)
@@ -159,19 +177,28 @@ def main(argv=None) -> int:
 
     if args.lsq_iters:
         t0 = time.process_time()
-        tables[-1], psnr = _refit_last_stage(layout, tables, args, pairs, lsq, log,
+        tables[-1], psnr = _refit_last_stage(layout, tables, args, pairs, weights, lsq, log,
                                              ckdir / "lsq.npy")
         meta["phases"]["lsq"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
 
-    meta["cpu_seconds_total"] = round(sum(p["cpu_seconds"] for p in meta["phases"].values()), 1)
+    # End to end from images: a LUT started from another one also cost what that one did.
+    meta["cpu_seconds_total"] = round(sum(p["cpu_seconds"] for p in meta["phases"].values())
+                                      + meta.get("init", {}).get("cpu_seconds_total", 0.0), 1)
     name = args.name or out.stem
     if val_pairs:
         from lutsr.metrics import psnr_y
 
         val_lut = to_lut(layout, tables, args.interval)
-        meta["validation"] = {"images": len(val_pairs), "psnr_y": round(float(np.mean(
-            [psnr_y(lutsr.upscale(lr, val_lut), hr, args.scale) for lr, hr in val_pairs])), 4)}
+        scores = [psnr_y(lutsr.upscale(lr, val_lut), hr, args.scale) for lr, hr in val_pairs]
+        # Per data folder too: folders of different kinds of image disagree.
+        folders = [next(Path(d).name for d in args.data if Path(d) in f.parents)
+                   for f in held_out]
+        meta["validation"] = {
+            "images": len(val_pairs), "psnr_y": round(float(np.mean(scores)), 4),
+            "psnr_y_by_folder": {folder: round(float(np.mean(
+                [v for v, f in zip(scores, folders) if f == folder])), 4)
+                for folder in dict.fromkeys(folders)}}
         log(f"validation: {meta['validation']}")
     lut = to_lut(layout, tables, args.interval, name=name, metadata=meta)
     lutsr.save(lut, out)
@@ -181,12 +208,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def _init_tables(source: str, layout, interval: int):
+    """The int8 tables of an existing LUT of this layout, and what to record about it."""
+    from train.nets import layout_of
+
+    try:
+        lut = lutsr.api.resolve_lut(source)
+    except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
+        raise SystemExit(f"error: --init {source}: {exc}") from None
+    if layout_of(lut) != tuple(layout) or lut.interval != interval:
+        raise SystemExit(f"error: --init {source}: its layout {layout_of(lut)} (interval "
+                         f"{lut.interval}) is not {tuple(layout)} (interval {interval})")
+    return ([list(s.tables) for s in lut.stages],
+            {"lut": lut.name, "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
+             "phases": lut.metadata.get("phases", {})})
+
+
 def _phase(state: dict) -> dict:
     return {"iterations": int(state["iteration"]), "cpu_seconds": round(state["cpu_seconds"], 1),
             "train_mse": round(float(state["loss"]), 3)}
 
 
-def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
+def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Path):
     """Least-squares refit of the last stage, its inputs computed by the earlier stages.
 
     Returns the int8 tables and the stage's training PSNR with them (None
@@ -201,14 +244,15 @@ def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
 
     last = layout[-1]
     earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
-    planes = []
-    for lr, hr in tdata.plane_pairs(pairs, flips=not args.lsq_no_flips):
+    planes, plane_weights = [], []
+    for (lr, hr), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights):
         if earlier is not None:
             lr = lutsr.upscale(lr, earlier)
         planes.append((lr, hr))
+        plane_weights.append(weight)
     stage = lutsr.Stage(last.r, last.patterns, tuple(tables[-1]), last.divisor, last.bias,
                         last.padding)
-    samples = lsq.collect(stage, args.interval, planes)
+    samples = lsq.collect(stage, args.interval, planes, weights=plane_weights)
     log(f"lsq: {samples.idx.shape[0]} samples")
     prior = np.stack(tables[-1]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
@@ -217,7 +261,7 @@ def _refit_last_stage(layout, tables, args, pairs, lsq, log, cache: Path):
     np.save(cache, result)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.
     out = np.clip(np.round(lsq.predict(samples, result, stage, args.interval)), 0, 255)
-    mse = float(((out - samples.target) ** 2).mean())
+    mse = float(((out - samples.target) ** 2).mean())  # unweighted: every pixel counts
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 

@@ -49,37 +49,65 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
                ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(LR, HR) RGB pairs for the image files ``paths`` (see :func:`list_images`).
+    """(LR, HR) RGB pairs for the image files ``paths``: :func:`load_groups`, flattened."""
+    return [pair for group in load_groups(paths, scale, min_size, scale_aug, log)
+            for pair in group]
+
+
+def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
+                ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """(LR, HR) RGB pairs for each of the image files ``paths`` (see :func:`list_images`).
 
     Images whose LR side would be below ``min_size`` raise ValueError, naming
     the file: silently skipping them would train on less than asked for.
     ``scale_aug`` factors (e.g. 0.75, 0.5) add bicubic-downscaled copies of
     each HR image as further HR images (those too small for a patch are
-    left out): more edges at more scales from the same photos.
+    left out): more edges at more scales from the same photos. Group ``i``
+    holds image ``i``'s pair, then its downscaled copies.
     """
-    pairs = []
+    groups = []
     for i, path in enumerate(paths):
         hr = read_rgb(path)
         lr, hr_c = make_pairs(hr, scale)
         if min(lr.shape[:2]) < min_size:
             raise ValueError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for "
                              f"{min_size}-pixel LR patches at x{scale}")
-        pairs.append((lr, hr_c))
+        group = [(lr, hr_c)]
         for factor in scale_aug:
             smaller = imresize(hr, factor)
             if min(smaller.shape[:2]) >= max(min_size, 2) * scale:
-                pairs.append(make_pairs(smaller, scale))
+                group.append(make_pairs(smaller, scale))
+        groups.append(group)
         if log and (i + 1) % 50 == 0:
             log(f"  loaded {i + 1} images")
-    return pairs
+    return groups
 
 
-def plane_pairs(pairs, flips: bool = True):
+def balance_weights(groups, alpha: float) -> list[float]:
+    """A least-squares weight for every pair of ``groups`` (see :func:`load_groups`).
+
+    Image ``i`` with ``n_i`` LR pixels (its own pair; its downscaled copies
+    share its weight) gets ``(mean(n) / n_i) ** alpha``: ``alpha`` 0 lets
+    every pixel count the same, so big images dominate the fit; 1 lets every
+    image count the same in total, as a mean of per-image PSNRs does.
+    """
+    sizes = np.array([g[0][0].shape[0] * g[0][0].shape[1] for g in groups], np.float64)
+    per_image = (sizes.mean() / sizes) ** alpha
+    return [float(w) for w, g in zip(per_image, groups) for _ in g]
+
+
+def plane_pairs(pairs, flips: bool = True, weights=None):
     """Single-channel (LR, HR) planes: every channel of every pair, and its mirror image.
 
     The 4-rotation ensemble makes a LUT model rotation-equivariant, so rotated
-    copies add nothing; a mirror image is not a rotation, so it does.
+    copies add nothing; a mirror image is not a rotation, so it does. With
+    ``weights`` (one per pair), yields ``((lr, hr), weight)`` instead.
     """
+    if weights is not None:
+        for pair, weight in zip(pairs, weights, strict=True):
+            for planes in plane_pairs([pair], flips):
+                yield planes, weight
+        return
     for lr, hr in pairs:
         for c in range(lr.shape[2]):
             yield lr[:, :, c], hr[:, :, c]

@@ -12,6 +12,7 @@ mini-batches. Rarely visited table rows are regularised toward a prior table
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -78,10 +79,11 @@ def _forward(idx, wts, table, perm, scale, pred):
 
 
 @numba.njit(parallel=True, cache=True)
-def _adjoint(idx, wts, resid, perm, scale, square, grads):
-    """grads[chunk] += scale * wts * resid scattered to (idx, perm[k, pos]).
+def _adjoint(idx, wts, weight, resid, perm, scale, square, grads):
+    """grads[chunk] += weight * scale * wts * resid scattered to (idx, perm[k, pos]).
 
-    One chunk of samples per thread, each into its own gradient copy. With
+    ``weight`` is the per-sample weight of the least-squares objective. One
+    chunk of samples per thread, each into its own gradient copy. With
     ``square`` the interpolation weights are squared and ``resid`` ignored:
     the diagonal of the normal matrix, for the Jacobi preconditioner.
     """
@@ -91,6 +93,7 @@ def _adjoint(idx, wts, resid, perm, scale, square, grads):
     for c in numba.prange(n_chunks):
         g = grads[c]
         for n in range(c * size, min(n_samples, (c + 1) * size)):
+            sw = np.float64(weight[n])
             for p in range(n_pat):
                 for k in range(4):
                     for v in range(5):
@@ -98,8 +101,9 @@ def _adjoint(idx, wts, resid, perm, scale, square, grads):
                         row = idx[n, p, k, v]
                         if square:
                             for pos in range(rr):
-                                g[row, perm[k, pos]] += w * w
+                                g[row, perm[k, pos]] += sw * w * w
                         else:
+                            w *= sw
                             for pos in range(rr):
                                 g[row, perm[k, pos]] += w * resid[n, pos]
 
@@ -128,24 +132,30 @@ class Samples:
     wts : ndarray of uint8, shape (N, P, 4, 5)
     target : ndarray of float32, shape (N, r*r)
         The desired stage output (0..255) of each pixel's r x r block, row-major.
+    weight : ndarray of float32, shape (N,)
+        Each sample's weight in the squared error.
     """
 
     idx: np.ndarray
     wts: np.ndarray
     target: np.ndarray
+    weight: np.ndarray
 
 
-
-def collect(stage: Stage, interval: int, pairs, sort: bool = True) -> Samples:
+def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None) -> Samples:
     """Vertices and targets for ``pairs`` of (input plane (H, W) uint8, target plane (H*r, W*r)).
 
     ``stage`` supplies patterns, padding and r (its tables are not used).
-    Samples come sorted by table row (see below) unless ``sort`` is False, in
-    which case they are in pixel order, plane after plane.
+    ``weights`` (an iterable beside ``pairs``, default all 1) gives each
+    plane's pixels their weight in the squared error. Samples come sorted by
+    table row (see below) unless ``sort`` is False, in which case they are in
+    pixel order, plane after plane.
     """
     grid, r = grid_size(interval), stage.r
-    idx_parts, wts_parts, tgt_parts = [], [], []
-    for plane, target in pairs:
+    idx_parts, wts_parts, tgt_parts, weight_parts = [], [], [], []
+    if weights is None:
+        weights = itertools.repeat(1.0)
+    for (plane, target), weight in zip(pairs, weights):
         h, w = plane.shape
         if target.shape != (h * r, w * r):
             raise ValueError(f"target {target.shape} does not match input {plane.shape} x{r}")
@@ -157,10 +167,12 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True) -> Samples:
         wts_parts.append(wts)
         blocks = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
         tgt_parts.append(blocks.astype(np.float32))
-    idx, wts, tgt = (np.concatenate(x) for x in (idx_parts, wts_parts, tgt_parts))
-    del idx_parts, wts_parts, tgt_parts  # the parts double the peak memory
+        weight_parts.append(np.full(h * w, weight, np.float32))
+    idx, wts, tgt, weight = (np.concatenate(x)
+                             for x in (idx_parts, wts_parts, tgt_parts, weight_parts))
+    del idx_parts, wts_parts, tgt_parts, weight_parts  # the parts double the peak memory
     if not sort:
-        return Samples(idx, wts, tgt)
+        return Samples(idx, wts, tgt, weight)
     # Samples ordered by their first table row: neighbouring samples then read
     # and write neighbouring rows, which keeps the gathers and scatters of
     # every CG iteration in cache. One array at a time, to bound the peak.
@@ -168,7 +180,7 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True) -> Samples:
     idx = idx[order]
     wts = wts[order]
     tgt = tgt[order]
-    return Samples(idx, wts, tgt)
+    return Samples(idx, wts, tgt, weight[order])
 
 
 def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
@@ -183,7 +195,9 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -
 def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         prior_weight: float = 1e-5, smooth_weight: float = 1e-4, iters: int = 12,
         log=print) -> np.ndarray:
-    """Minimise ``|A t - y|^2 + a |t - prior|^2 + b |D t|^2`` by Jacobi-preconditioned CG.
+    """Minimise ``|A t - y|_W^2 + a |t - prior|^2 + b |D t|^2`` by Jacobi-preconditioned CG.
+
+    ``W`` is the diagonal of the samples' weights.
 
     Parameters
     ----------
@@ -215,15 +229,15 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     def normal(t):  # A^T A t
         _forward(samples.idx, samples.wts, t.reshape(-1, shape[2]), perm, scale, pred)
         grads[:] = 0
-        _adjoint(samples.idx, samples.wts, pred, perm, scale, False, grads)
+        _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, False, grads)
         return grads.sum(0).reshape(shape)
 
     grads[:] = 0
-    _adjoint(samples.idx, samples.wts, pred, perm, scale, True, grads)
+    _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, True, grads)
     diag = grads.sum(0).reshape(shape)
     grads[:] = 0
-    _adjoint(samples.idx, samples.wts, (samples.target - stage.bias).astype(np.float64), perm,
-             scale, False, grads)
+    _adjoint(samples.idx, samples.wts, samples.weight,
+             (samples.target - stage.bias).astype(np.float64), perm, scale, False, grads)
     rhs_data = grads.sum(0).reshape(shape)
     mean_diag = diag[diag > 0].mean()
     a, b = prior_weight * mean_diag, smooth_weight * mean_diag
@@ -252,7 +266,8 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         d = z + (rz_new / rz) * d
         rz = rz_new
         if log and (it % 10 == 0 or it == iters - 1):
-            mse = ((predict(samples, t, stage, interval) - samples.target) ** 2).mean()
+            err = ((predict(samples, t, stage, interval) - samples.target) ** 2).mean(1)
+            mse = float((err * samples.weight).sum() / samples.weight.sum())
             psnr = 10 * np.log10(255**2 / mse)
             log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} (psnr {psnr:.2f} dB), "
                 f"cpu {time.process_time() - start:.0f}s")
