@@ -260,8 +260,10 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.
-    out = np.clip(np.round(lsq.predict(samples, result, stage, args.interval)), 0, 255)
-    mse = float(((out - samples.target) ** 2).mean())  # unweighted: every pixel counts
+    out = lsq.predict(samples, result, stage, args.interval)
+    np.clip(np.round(out, out=out), 0, 255, out=out)  # in place: gigabytes each
+    out -= samples.target
+    mse = float(np.square(out, out=out).mean())  # unweighted: every pixel counts
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 

@@ -12,7 +12,6 @@ mini-batches. Rarely visited table rows are regularised toward a prior table
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
@@ -152,25 +151,29 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None)
     pixel order, plane after plane.
     """
     grid, r = grid_size(interval), stage.r
-    idx_parts, wts_parts, tgt_parts, weight_parts = [], [], [], []
-    if weights is None:
-        weights = itertools.repeat(1.0)
-    for (plane, target), weight in zip(pairs, weights):
+    pairs = list(pairs)
+    weights = [1.0] * len(pairs) if weights is None else list(weights)
+    if len(weights) != len(pairs):
+        raise ValueError(f"{len(weights)} weights for {len(pairs)} planes")
+    # Filled in place, plane after plane: concatenating per-plane parts would
+    # hold every sample twice at the peak (gigabytes for a whole training set).
+    n = sum(plane.shape[0] * plane.shape[1] for plane, _ in pairs)
+    idx = np.empty((n, len(stage.patterns), 4, 5), np.int32)
+    wts = np.empty_like(idx, dtype=np.uint8)
+    tgt = np.empty((n, r * r), np.float32)
+    weight = np.empty(n, np.float32)
+    start = 0
+    for (plane, target), plane_weight in zip(pairs, weights):
         h, w = plane.shape
         if target.shape != (h * r, w * r):
             raise ValueError(f"target {target.shape} does not match input {plane.shape} x{r}")
         rows, cols = tap_indices(stage, h, w)
-        idx = np.empty((h * w, len(stage.patterns), 4, 5), np.int32)
-        wts = np.empty_like(idx, dtype=np.uint8)
-        _vertices(np.ascontiguousarray(plane), rows, cols, interval, grid, grid**4, idx, wts)
-        idx_parts.append(idx)
-        wts_parts.append(wts)
-        blocks = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
-        tgt_parts.append(blocks.astype(np.float32))
-        weight_parts.append(np.full(h * w, weight, np.float32))
-    idx, wts, tgt, weight = (np.concatenate(x)
-                             for x in (idx_parts, wts_parts, tgt_parts, weight_parts))
-    del idx_parts, wts_parts, tgt_parts, weight_parts  # the parts double the peak memory
+        span = slice(start, start + h * w)
+        _vertices(np.ascontiguousarray(plane), rows, cols, interval, grid, grid**4, idx[span],
+                  wts[span])
+        tgt[span] = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
+        weight[span] = plane_weight
+        start += h * w
     if not sort:
         return Samples(idx, wts, tgt, weight)
     # Samples ordered by their first table row: neighbouring samples then read
@@ -189,7 +192,8 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -
     scale = 1.0 / (2**interval * stage.divisor)
     flat = np.ascontiguousarray(tables.reshape(-1, tables.shape[-1]), np.float64)
     _forward(samples.idx, samples.wts, flat, block_permutations(stage.r), scale, pred)
-    return pred + stage.bias
+    pred += stage.bias
+    return pred
 
 
 def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
@@ -266,8 +270,12 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         d = z + (rz_new / rz) * d
         rz = rz_new
         if log and (it % 10 == 0 or it == iters - 1):
-            err = ((predict(samples, t, stage, interval) - samples.target) ** 2).mean(1)
-            mse = float((err * samples.weight).sum() / samples.weight.sum())
+            # In the scratch buffer ``pred``: a whole-set temporary is gigabytes.
+            _forward(samples.idx, samples.wts, t.reshape(-1, shape[2]), perm, scale, pred)
+            pred += stage.bias
+            pred -= samples.target
+            pred **= 2
+            mse = float(pred.mean(1) @ samples.weight / samples.weight.sum())
             psnr = 10 * np.log10(255**2 / mse)
             log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} (psnr {psnr:.2f} dB), "
                 f"cpu {time.process_time() - start:.0f}s")
