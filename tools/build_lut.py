@@ -146,15 +146,14 @@ def main(argv=None) -> int:
 
     if args.init:
         tables, meta["init"] = _init_tables(args.init, layout, args.interval)
-        args.net_iters = 0
-    net = NetModel(layout, args.net_width, args.net_depth)
-    if args.net_iters:
-        config = {"layout": [dataclasses.asdict(s) for s in layout], "width": args.net_width,
-                  "depth": args.net_depth}
-        state = fit.optimise(net, sampler, args.net_iters, args.net_lr, args.batch,
-                             ckdir / "net.pt", log=log, desc="net", config=config)
-        meta["phases"]["net"] = _phase(state)
-    if not args.init:
+    else:
+        net = NetModel(layout, args.net_width, args.net_depth)
+        if args.net_iters:
+            config = {"layout": [dataclasses.asdict(s) for s in layout], "width": args.net_width,
+                      "depth": args.net_depth}
+            state = fit.optimise(net, sampler, args.net_iters, args.net_lr, args.batch,
+                                 ckdir / "net.pt", log=log, desc="net", config=config)
+            meta["phases"]["net"] = _phase(state)
         t0 = time.process_time()
         tables = net.sample_tables(args.interval)
         meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}

@@ -186,9 +186,14 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None)
     return Samples(idx, wts, tgt, weight[order])
 
 
-def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
-    """Unrounded stage output (N, r*r) for float tables of shape (P, L**4, r*r)."""
-    pred = np.empty(samples.target.shape, np.float64)
+def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """Unrounded stage output (N, r*r) for float tables of shape (P, L**4, r*r).
+
+    ``out`` (float64, the shape of ``samples.target``) is written instead of
+    a new array: for a whole training set that is gigabytes.
+    """
+    pred = np.empty(samples.target.shape, np.float64) if out is None else out
     scale = 1.0 / (2**interval * stage.divisor)
     flat = np.ascontiguousarray(tables.reshape(-1, tables.shape[-1]), np.float64)
     _forward(samples.idx, samples.wts, flat, block_permutations(stage.r), scale, pred)
@@ -270,9 +275,7 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         d = z + (rz_new / rz) * d
         rz = rz_new
         if log and (it % 10 == 0 or it == iters - 1):
-            # In the scratch buffer ``pred``: a whole-set temporary is gigabytes.
-            _forward(samples.idx, samples.wts, t.reshape(-1, shape[2]), perm, scale, pred)
-            pred += stage.bias
+            predict(samples, t, stage, interval, out=pred)  # pred is scratch here
             pred -= samples.target
             pred **= 2
             mse = float(pred.mean(1) @ samples.weight / samples.weight.sum())
