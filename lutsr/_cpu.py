@@ -78,12 +78,15 @@ _import_numba_without_scipy_probe()
 
 import numba  # noqa: E402 - after the probe above
 import numpy as np  # noqa: E402
+from llvmlite import binding as _llvm  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
 from .model import LUT, PATTERNS, Stage, grid_size, pattern_extent  # noqa: E402
+
+_LLVM_MAJOR = _llvm.llvm_version_info[0]
 
 #: Pixels per chunk of a row: pass 1 writes ``10 * CHUNK`` uint32 per (pattern,
 #: rotation), which stays in L1 for pass 2.
@@ -214,6 +217,32 @@ def power_of_two_rounding(stage: Stage, interval: int) -> tuple[int, int] | None
     return (m, b) if np.array_equal(formula, table) else None
 
 
+def integer_rounding(stage: Stage, interval: int) -> tuple[int, np.float32, int] | None:
+    """``(d, inv, b)`` when the stage's rounding is ``clip(round(s / d + b), 0, 255)`` for integers.
+
+    That holds when ``q * divisor`` is the integer ``d`` and ``bias`` the
+    integer ``b`` (MuLUT's divisors 12 and 3, for example). The kernels then
+    divide in vector registers: ``f = floor((s + 0.5) * inv)`` in float32,
+    with ``inv`` the float32 nearest ``1 / d`` (exact while ``|s| < 2**22``:
+    ``(s + 0.5) / d`` is at least ``0.5 / d`` from any integer), the remainder
+    ``s - f * d`` then decides the rounding, half to even of ``f + b``. The
+    same float32 arithmetic is checked here against :func:`rounding_table`
+    over every reachable ``s``, so either path is exact.
+    """
+    d = 2**interval * stage.divisor
+    if d != int(d) or d < 1 or stage.bias != int(stage.bias):
+        return None
+    d, b = int(d), int(stage.bias)
+    table, s_min = rounding_table(stage, interval)
+    s = np.arange(s_min, s_min + len(table), dtype=np.int64)
+    inv = np.float32(1.0 / d)
+    f = np.floor((s.astype(np.float32) + np.float32(0.5)) * inv).astype(np.int64)
+    rem2 = 2 * (s - f * d)
+    up = (rem2 > d) | ((rem2 == d) & ((f + b) % 2 == 1))
+    formula = np.clip(f + b + up, 0, 255)
+    return (d, inv, b) if np.array_equal(formula, table) else None
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -247,11 +276,27 @@ def _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0):
 
     ``src`` is a flat uint8 span read at ``row * s_y + col * s_x + c * s_c``;
     ``prow`` / ``pcol`` map padded positions to source rows / columns.
+    Interleaved RGB (``s_x`` 3, ``s_c`` 1) gets a loop with constant strides
+    for the unpadded columns, which LLVM vectorises into byte shuffles.
     """
     n_ch, hw, wp = win.shape
-    for c in range(n_ch):
-        for i in range(hw):
-            base = prow[y0 + i] * s_y + c * s_c
+    width = wp - 2 * MARGIN
+    for i in range(hw):
+        y_base = prow[y0 + i] * s_y
+        if n_ch == 3 and s_x == 3 and s_c == 1:
+            seg = src[y_base:y_base + 3 * width]
+            r0, r1, r2 = win[0, i, MARGIN:], win[1, i, MARGIN:], win[2, i, MARGIN:]
+            for j in range(np.uint64(width)):
+                r0[j] = seg[np.uint64(3) * j]
+                r1[j] = seg[np.uint64(3) * j + np.uint64(1)]
+                r2[j] = seg[np.uint64(3) * j + np.uint64(2)]
+            for c in range(3):
+                for j in range(MARGIN):
+                    win[c, i, j] = src[y_base + pcol[j] * 3 + c]
+                    win[c, i, wp - 1 - j] = src[y_base + pcol[wp - 1 - j] * 3 + c]
+            continue
+        for c in range(n_ch):
+            base = y_base + c * s_c
             row = win[c, i]
             for j in range(wp):
                 row[j] = src[base + pcol[j] * s_x]
@@ -472,6 +517,174 @@ def _round_shift(typingctx, total, m, bias, block):
     return types.void(total, m, bias, block), codegen
 
 
+@intrinsic
+def _round_divide(typingctx, total, d, inv, bias, block):
+    """In place on ``r*r`` sums at ``total``: ``clip(round_half_even(s / d + bias), 0, 255)``.
+
+    The vector arithmetic of :func:`integer_rounding` (which checks it), in
+    int32 and float32 whatever the sums' dtype.
+    """
+    if not (isinstance(total, types.CPointer) and isinstance(block, types.UniTuple)):
+        return None
+    rr = block.count
+
+    def codegen(context, builder, signature, args):
+        ptr, d_val, inv_val, bias_val, _ = args
+        elem = context.get_value_type(total.dtype)
+        i32, f32 = ir.IntType(32), ir.FloatType()
+        ivec, fvec = ir.VectorType(i32, rr), ir.VectorType(f32, rr)
+
+        def splat(value, ty, to, vec):
+            return _splat(builder, vec, context.cast(builder, value, ty, to))
+
+        def const(vec, c):
+            return ir.Constant(vec, [ir.Constant(vec.element, c)] * rr)
+
+        at = builder.bitcast(ptr, ir.VectorType(elem, rr).as_pointer())
+        align = context.get_abi_sizeof(elem)
+        s = builder.sext(builder.load(at, align=align), ivec) if elem.width < 32 \
+            else builder.load(at, align=align)
+        d = splat(d_val, signature.args[1], types.int32, ivec)
+        bias = splat(bias_val, signature.args[3], types.int32, ivec)
+        inv = splat(inv_val, signature.args[2], types.float32, fvec)
+        floor = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(fvec, [fvec]), f"llvm.floor.v{rr}f32")
+        quotient = builder.fmul(builder.fadd(builder.sitofp(s, fvec), const(fvec, 0.5)), inv)
+        f = builder.fptosi(builder.call(floor, [quotient]), ivec)
+        rem2 = builder.shl(builder.sub(s, builder.mul(f, d)), const(ivec, 1))
+        y = builder.add(f, bias)
+        tie_to_odd = builder.and_(builder.icmp_signed("==", rem2, d),
+                                  builder.trunc(y, ir.VectorType(ir.IntType(1), rr)))
+        up = builder.or_(builder.icmp_signed(">", rem2, d), tie_to_odd)
+        y = builder.add(y, builder.zext(up, ivec))
+        y = builder.select(builder.icmp_signed("<", y, const(ivec, 0)), const(ivec, 0), y)
+        y = builder.select(builder.icmp_signed(">", y, const(ivec, 255)), const(ivec, 255), y)
+        builder.store(builder.trunc(y, at.type.pointee) if elem.width < 32 else y, at,
+                      align=align)
+        return context.get_dummy_value()
+
+    return types.void(total, d, inv, bias, block), codegen
+
+
+@intrinsic
+def _store_rows(typingctx, total, dst, d, d_y, side):
+    """``dst[d + u * d_y + v] = total[u * r + v]`` for an ``r x r`` block of values in 0..255.
+
+    Each row is one ``<r x i8>`` store of the truncated block: as scalar
+    code, LLVM extracts and stores every byte separately (one shuffle-port
+    instruction each).
+    """
+    if not (isinstance(total, types.CPointer) and isinstance(side, types.UniTuple)):
+        return None
+    r = side.count
+
+    def codegen(context, builder, signature, args):
+        ptr, dst_val, d_val, d_y_val, _ = args
+        i64 = ir.IntType(64)
+        elem = context.get_value_type(total.dtype)
+        block = builder.load(builder.bitcast(ptr, ir.VectorType(elem, r * r).as_pointer()),
+                             align=context.get_abi_sizeof(elem))
+        data = builder.trunc(block, ir.VectorType(ir.IntType(8), r * r))
+        base = context.make_array(dst)(context, builder, dst_val).data
+        d = context.cast(builder, d_val, signature.args[2], types.uint64)
+        d_y = context.cast(builder, d_y_val, signature.args[3], types.uint64)
+        row_t = ir.VectorType(ir.IntType(8), r)
+        for u in range(r):
+            row = builder.shuffle_vector(data, ir.Constant(data.type, ir.Undefined), ir.Constant(
+                ir.VectorType(ir.IntType(32), r), list(range(u * r, u * r + r))))
+            at = builder.add(d, builder.mul(d_y, ir.Constant(i64, u)))
+            builder.store(row, builder.bitcast(builder.gep(base, [at]), row_t.as_pointer()),
+                          align=1)
+        return context.get_dummy_value()
+
+    return types.void(total, dst, d, d_y, side), codegen
+
+
+def vnni_available() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 VBMI and VNNI.
+
+    Those give one-instruction byte permutes (``vpermb``) and 4-way u8 x s8 dot
+    products (``vpdpbusd``), which :func:`_dot_rotations` is built on. Reads
+    the features numba itself targets, so ``NUMBA_CPU_FEATURES`` overrides
+    apply. ``LUTSR_NO_VNNI=1`` turns the path off (to compare the two).
+    """
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+
+    if os.environ.get("LUTSR_NO_VNNI", "0") not in ("", "0"):
+        return False
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None \
+        else get_host_cpu_features()
+    have = set(features.split(","))
+    return {"+avx512f", "+avx512bw", "+avx512vbmi", "+avx512vnni"} <= have
+
+
+#: For :func:`_dot_rotations`: byte ``4 * pos + k`` of a vertex's four rows,
+#: one per rotation, concatenated, is rotation ``k``'s table column that lands
+#: at block position ``pos``.
+_ROTATION_GATHER = [16 * k + int(block_permutations(4)[k, pos])
+                    for pos in range(16) for k in range(4)]
+
+
+@intrinsic
+def _dot_rotations(typingctx, acc, tables, buf, at, packed, packed_at):
+    """``acc[pos] += sum(w * tables[offset + perm[k, pos]])`` over one pattern's 20 vertex rows.
+
+    For ``r = 4`` (16 block positions, the int32 ``acc`` a stack pointer).
+    Vertex ``g``'s rows in the four rotations are loaded as one 64-byte vector
+    and rearranged by one constant byte shuffle (``vpermb``) so that each
+    32-bit lane holds the four bytes that land on one block position; one
+    ``vpdpbusd`` multiplies them by the four weights (``packed[packed_at + g
+    * CHUNK]``, u8 each) and adds the lane sums. That sums the rotations
+    through their block permutations on the way, and takes 5 dot products
+    per pattern instead of 20 widen-multiply-adds. ``buf[at + (k * 10 + g) *
+    CHUNK]`` is the row offset of vertex ``g`` in rotation ``k`` (pass 1's
+    layout). Integer arithmetic, no saturation: exact.
+    """
+    if not (isinstance(acc, types.CPointer) and isinstance(tables, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_ptr, tables_val, buf_val, at_val, packed_val, packed_at_val = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        lanes, bytes64, row_t = ir.VectorType(i32, 16), ir.VectorType(i8, 64), ir.VectorType(i8, 16)
+        # LLVM 21 retyped the byte operands of the VNNI intrinsics from <16 x i32>.
+        operand = bytes64 if _LLVM_MAJOR >= 21 else lanes
+        dot = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(lanes, [lanes, operand, operand]),
+            "llvm.x86.avx512.vpdpbusd.512")
+        tdata = context.make_array(tables)(context, builder, tables_val).data
+        bdata = context.make_array(buf)(context, builder, buf_val).data
+        pdata = context.make_array(packed)(context, builder, packed_val).data
+        at = context.cast(builder, at_val, signature.args[3], types.uint64)
+        packed_at = context.cast(builder, packed_at_val, signature.args[5], types.uint64)
+        gather = ir.Constant(ir.VectorType(i32, 64), _ROTATION_GATHER)
+        total_ptr = builder.bitcast(acc_ptr, lanes.as_pointer())
+        total = builder.load(total_ptr, align=4)
+        for g in range(5):
+            rows = []
+            for k in range(4):
+                index = builder.add(at, ir.Constant(i64, (k * 10 + g) * CHUNK))
+                offset = builder.zext(builder.load(builder.gep(bdata, [index])), i64)
+                row_ptr = builder.bitcast(builder.gep(tdata, [offset]), row_t.as_pointer())
+                rows.append(builder.load(row_ptr, align=1))
+            pair01 = builder.shuffle_vector(rows[0], rows[1], ir.Constant(
+                ir.VectorType(i32, 32), list(range(32))))
+            pair23 = builder.shuffle_vector(rows[2], rows[3], ir.Constant(
+                ir.VectorType(i32, 32), list(range(32))))
+            four = builder.shuffle_vector(pair01, pair23, ir.Constant(
+                ir.VectorType(i32, 64), list(range(64))))
+            data = builder.shuffle_vector(four, ir.Constant(bytes64, ir.Undefined), gather)
+            w_index = builder.add(packed_at, ir.Constant(i64, g * CHUNK))
+            weights = _splat(builder, lanes, builder.load(builder.gep(pdata, [w_index])))
+            total = builder.call(dot, [total, builder.bitcast(weights, operand),
+                                       builder.bitcast(data, operand)])
+        builder.store(total, total_ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, tables, buf, at, packed, packed_at), codegen
+
+
 def _rounding_index(value, low, like):
     """Index of an accumulated sum in the stage's rounding lookup (jitted only).
 
@@ -491,24 +704,30 @@ def _rounding_index_impl(value, low, like):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(tables, buf, n_pat, nx, rnd, low, shift_round, shift_bias, dst, start, step,
-                d_y, d_x, block, side):
+def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, dst, start, d_y, block,
+                side):
     """Pass 2: sum the weighted vertex rows of ``nx`` pixels and write their rounded blocks.
 
     ``block`` is a tuple of ``r*r`` zeros of the accumulator's dtype and
     ``side`` one of ``r`` zeros: their types make ``r`` a compile-time
     constant, so the block loops unroll into a few vector instructions.
 
-    Each rotation accumulates in table column order into its own ``r*r``
-    accumulator (registers: a stack buffer, see :func:`_stack_buffer`); the
-    four are summed through the rotations' block permutations (constant
-    shuffles) only once per pixel. Reading every rotation from the same table
-    rather than from four column-permuted copies keeps the tables' cache
-    footprint four times smaller: a natural image's neighbourhoods recur in
-    all rotations. Pixel ``x``'s block element ``(u, v)`` goes to
-    ``dst[start + x * step + u * d_y + v * d_x]``, rounded by
-    ``rnd[_rounding_index(sum, low, block[0])]``, or by :func:`_round_shift`
-    when ``shift_round`` (``m`` of :func:`power_of_two_rounding`) is not 0. All
+    Without ``packed`` (None), each rotation accumulates in table column order
+    into its own ``r*r`` accumulator (registers: a stack buffer, see
+    :func:`_stack_buffer`); the four are summed through the rotations' block
+    permutations (constant shuffles) only once per pixel. Reading every
+    rotation from the same table rather than from four column-permuted copies
+    keeps the tables' cache footprint four times smaller: a natural image's
+    neighbourhoods recur in all rotations. With ``packed`` (the weights of
+    :func:`_pack_weights`; ``r`` = 4 on a :func:`vnni_available` CPU),
+    :func:`_dot_rotations` does all of that in int32 instead.
+
+    Pixel ``x``'s block element ``(u, v)`` goes to ``dst[start + x * r + u *
+    d_y + v]`` (rows of ``r`` contiguous bytes: one store each), rounded as
+    ``rounding = (kind, n, inv, bias)`` says: kind 1, :func:`_round_shift` by
+    ``n`` (see :func:`power_of_two_rounding`); kind 2, :func:`_round_divide` by
+    ``n`` (see :func:`integer_rounding`); kind 0, the lookup
+    ``rnd[_rounding_index(sum, low, block[0])]``, one byte at a time. All
     indices are unsigned, so numba emits no negative-index wraparound.
     """
     chunk = np.uint64(CHUNK)
@@ -516,46 +735,115 @@ def _accumulate(tables, buf, n_pat, nx, rnd, low, shift_round, shift_bias, dst, 
     R = len(side)
     acc_ptr = _stack_buffer((block, block, block, block), block[0])
     total_ptr = _stack_buffer(block, block[0])
-    acc = numba.carray(acc_ptr, (4, RR))
     total = numba.carray(total_ptr, (RR,))
     for x in range(np.uint64(nx)):
-        for k in range(4):
-            for m in range(RR):
-                acc[k, m] = 0
-        for p in range(np.uint64(n_pat)):
+        # Decided by the argument's type: with None numba compiles this branch
+        # only, so the VNNI instructions never reach a CPU without them.
+        if packed is None:
+            acc = numba.carray(acc_ptr, (4, RR))
             for k in range(4):
-                at = (p * np.uint64(4) + np.uint64(k)) * np.uint64(10) * chunk + x
-                o0 = np.uint64(buf[at])
-                o1 = np.uint64(buf[at + chunk])
-                o2 = np.uint64(buf[at + np.uint64(2) * chunk])
-                o3 = np.uint64(buf[at + np.uint64(3) * chunk])
-                o4 = np.uint64(buf[at + np.uint64(4) * chunk])
-                w0 = np.int32(buf[at + np.uint64(5) * chunk])
-                w1 = np.int32(buf[at + np.uint64(6) * chunk])
-                w2 = np.int32(buf[at + np.uint64(7) * chunk])
-                w3 = np.int32(buf[at + np.uint64(8) * chunk])
-                w4 = np.int32(buf[at + np.uint64(9) * chunk])
-                _add_rows(acc_ptr, k, tables, (o0, o1, o2, o3, o4), (w0, w1, w2, w3, w4), block)
-        _sum_rotations(acc_ptr, total_ptr, side)
-        d = np.uint64(start) + x * np.uint64(step)
-        if shift_round > 0:
-            _round_shift(total_ptr, shift_round, shift_bias, block)
-            for u in range(R):
-                row = d + np.uint64(u) * np.uint64(d_y)
-                for v in range(R):
-                    dst[row + np.uint64(v) * np.uint64(d_x)] = np.uint8(total[u * R + v])
+                for m in range(RR):
+                    acc[k, m] = 0
+            for p in range(np.uint64(n_pat)):
+                for k in range(4):
+                    at = (p * np.uint64(4) + np.uint64(k)) * np.uint64(10) * chunk + x
+                    o0 = np.uint64(buf[at])
+                    o1 = np.uint64(buf[at + chunk])
+                    o2 = np.uint64(buf[at + np.uint64(2) * chunk])
+                    o3 = np.uint64(buf[at + np.uint64(3) * chunk])
+                    o4 = np.uint64(buf[at + np.uint64(4) * chunk])
+                    w0 = np.int32(buf[at + np.uint64(5) * chunk])
+                    w1 = np.int32(buf[at + np.uint64(6) * chunk])
+                    w2 = np.int32(buf[at + np.uint64(7) * chunk])
+                    w3 = np.int32(buf[at + np.uint64(8) * chunk])
+                    w4 = np.int32(buf[at + np.uint64(9) * chunk])
+                    _add_rows(acc_ptr, k, tables, (o0, o1, o2, o3, o4), (w0, w1, w2, w3, w4),
+                              block)
+            _sum_rotations(acc_ptr, total_ptr, side)
+        else:
+            for m in range(RR):
+                total[m] = 0
+            for p in range(np.uint64(n_pat)):
+                _dot_rotations(total_ptr, tables, buf, p * np.uint64(40) * chunk + x, packed,
+                               p * np.uint64(5) * chunk + x)
+        d = np.uint64(start) + x * np.uint64(R)
+        kind, n, inv, bias = rounding
+        if kind != 0:
+            if kind == 1:
+                _round_shift(total_ptr, n, bias, block)
+            else:
+                _round_divide(total_ptr, n, inv, bias, block)
+            _store_rows(total_ptr, dst, d, np.uint64(d_y), side)
             continue
         for u in range(R):
             row = d + np.uint64(u) * np.uint64(d_y)
             for v in range(R):
-                at = row + np.uint64(v) * np.uint64(d_x)
-                dst[at] = rnd[_rounding_index(total[u * R + v], low, block[0])]
+                dst[row + np.uint64(v)] = rnd[_rounding_index(total[u * R + v], low, block[0])]
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack_weights(buf, n_pat, nx, packed):
+    """Pass 1's weights repacked: one uint32 per (pattern, vertex, pixel), a byte per rotation.
+
+    ``packed[(p * 5 + g) * CHUNK + x]`` holds the weights of vertex ``g`` in
+    rotations 0..3 as bytes 0..3; weights are at most ``q`` <= 128.
+    """
+    for p in range(n_pat):
+        for g in range(5):
+            w0 = buf[((p * 4 + 0) * 10 + 5 + g) * CHUNK:((p * 4 + 0) * 10 + 5 + g) * CHUNK + nx]
+            w1 = buf[((p * 4 + 1) * 10 + 5 + g) * CHUNK:((p * 4 + 1) * 10 + 5 + g) * CHUNK + nx]
+            w2 = buf[((p * 4 + 2) * 10 + 5 + g) * CHUNK:((p * 4 + 2) * 10 + 5 + g) * CHUNK + nx]
+            w3 = buf[((p * 4 + 3) * 10 + 5 + g) * CHUNK:((p * 4 + 3) * 10 + 5 + g) * CHUNK + nx]
+            out = packed[(p * 5 + g) * CHUNK:(p * 5 + g) * CHUNK + nx]
+            for x in range(nx):
+                out[x] = _or(_or(w0[x], _shl(w1[x], 8)), _or(_shl(w2[x], 16), _shl(w3[x], 24)))
+
+
+@numba.njit(nogil=True, cache=True)
+def _write_rows(rows, dst, start, d_y, d_x, d_c):
+    """Copy ``rows`` (C, r, W*r) to ``dst[start + u * d_y + X * d_x + c * d_c]``.
+
+    Pass 2 writes each output row of each channel contiguously into ``rows``;
+    this puts them where they belong. For interleaved RGB (``d_x`` 3,
+    ``d_c`` 1) the loop has constant strides, which LLVM vectorises into
+    byte shuffles: writing every byte at its final place from pass 2
+    instead took one shuffle-port instruction per byte.
+    """
+    n_ch, r, wr = rows.shape
+    n = np.uint64(wr)
+    for u in range(r):
+        at = np.uint64(start) + np.uint64(u) * np.uint64(d_y)
+        if n_ch == 3 and d_c == 1 and d_x == 3:
+            out = dst[at:at + np.uint64(3) * n]
+            c0, c1, c2 = rows[0, u], rows[1, u], rows[2, u]
+            for i in range(n):
+                out[np.uint64(3) * i] = c0[i]
+                out[np.uint64(3) * i + np.uint64(1)] = c1[i]
+                out[np.uint64(3) * i + np.uint64(2)] = c2[i]
+        elif n_ch == 4 and d_c == 1 and d_x == 4:
+            out = dst[at:at + np.uint64(4) * n]
+            c0, c1, c2, c3 = rows[0, u], rows[1, u], rows[2, u], rows[3, u]
+            for i in range(n):
+                out[np.uint64(4) * i] = c0[i]
+                out[np.uint64(4) * i + np.uint64(1)] = c1[i]
+                out[np.uint64(4) * i + np.uint64(2)] = c2[i]
+                out[np.uint64(4) * i + np.uint64(3)] = c3[i]
+        elif d_x == 1:
+            for c in range(n_ch):
+                row = at + np.uint64(c) * np.uint64(d_c)
+                dst[row:row + n] = rows[c, u]
+        else:
+            for c in range(n_ch):
+                row = at + np.uint64(c) * np.uint64(d_c)
+                src = rows[c, u]
+                for i in range(n):
+                    dst[row + i * np.uint64(d_x)] = src[i]
 
 
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
-                tables, tbase, tapoff, strides, shift, interval, buf, rnd, low, shift_round,
-                shift_bias, dst, d_y, d_x, d_c, block, side):
+                tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
+                rounding, rows, dst, d_y, d_x, d_c, block, side):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -578,9 +866,14 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         Bit position of the fraction in the sorting keys (above every stride).
     buf : (4 * P * 10 * CHUNK,) uint32
         Scratch for pass 1.
+    packed : (P * 5 * CHUNK,) uint32 or None
+        Scratch for :func:`_pack_weights`: given, pass 2 uses :func:`_dot_rotations`
+        (``r`` must be 4 and the CPU must have :func:`vnni_available`).
     rnd, low : uint8 rounding lookup and its index offset (see :func:`_rounding_index`).
-    shift_round, shift_bias : int
-        ``(m, b)`` of :func:`power_of_two_rounding`, used instead of ``rnd`` when ``m`` > 0.
+    rounding : (int, int, float32, int)
+        How sums become bytes: see :func:`_accumulate`.
+    rows : (C, r, W * r) uint8
+        Scratch: the output rows of one source row (see :func:`_write_rows`).
     dst : 1-D uint8
         The stage output, written at ``Y * d_y + X * d_x + c * d_c``.
     block, side : tuples of ``r * r`` and ``r`` zeros
@@ -590,17 +883,21 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
     r = len(side)
+    n_pat = tapoff.shape[0] // 4
     _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0)
     plane = win.reshape(-1)
+    flat_rows = rows.reshape(-1)
     for y in range(y0, y1):
         for c in range(n_ch):
             for x0 in range(0, width, CHUNK):
                 nx = min(CHUNK, width - x0)
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
                 _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
-                _accumulate(tables, buf, tapoff.shape[0] // 4, nx, rnd, low, shift_round,
-                            shift_bias, dst, y * r * d_y + x0 * r * d_x + c * d_c, r * d_x,
-                            d_y, d_x, block, side)
+                if packed is not None:
+                    _pack_weights(buf, n_pat, nx, packed)
+                _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, flat_rows,
+                            (c * r * width + x0) * r, width * r, block, side)
+        _write_rows(rows, dst, y * r * d_y, d_y, d_x, d_c)
 
 
 # --------------------------------------------------------------------------- runner
@@ -684,7 +981,9 @@ class _PreparedStage:
         self.strides = np.array([L**3 * rr, L**2 * rr, L * rr, rr], np.int64)
         self.shift = int(self.strides[0]).bit_length()
         rnd, s_min = rounding_table(stage, interval)
-        if max(-s_min, len(rnd) - 1 + s_min) < 2**15:
+        # Weights are packed as bytes (q <= 128 for every interval); r must be 4.
+        self.vnni = stage.r == 4 and vnni_available()
+        if max(-s_min, len(rnd) - 1 + s_min) < 2**15 and not self.vnni:  # VNNI sums are int32
             acc_type = np.int16
             self.rnd = np.zeros(2**16, np.uint8)
             self.rnd[np.arange(s_min, s_min + len(rnd)) & 0xFFFF] = rnd
@@ -693,7 +992,14 @@ class _PreparedStage:
             acc_type = np.int32
             self.rnd, self.low = rnd, -s_min
         # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
-        self.shift_round, self.shift_bias = power_of_two_rounding(stage, interval) or (0, 0)
+        # Vector arithmetic instead of the lookup where it is exact (see _accumulate);
+        # for r = 1 (one value per pixel) the lookup is the cheaper of the two.
+        if (pot := power_of_two_rounding(stage, interval)) is not None:
+            self.rounding = (1, pot[0], np.float32(0), pot[1])
+        elif stage.r > 1 and (div := integer_rounding(stage, interval)) is not None:
+            self.rounding = (2, div[0], div[1], div[2])
+        else:
+            self.rounding = (0, 0, np.float32(0), 0)
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
@@ -713,6 +1019,9 @@ class _StagePlan:
         self.windows = [np.empty((channels, y1 - y0 + 2 * MARGIN, wp), np.uint8)
                         for y0, y1 in self.bands]
         self.bufs = [np.empty(ps.offsets.shape[0] * 10 * CHUNK, np.uint32) for _ in self.bands]
+        self.packed = [np.empty(ps.offsets.shape[0] // 4 * 5 * CHUNK, np.uint32) if ps.vnni
+                       else None for _ in self.bands]
+        self.rows = [np.empty((channels, ps.r, width * ps.r), np.uint8) for _ in self.bands]
         # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
         self.output = None
 
@@ -811,7 +1120,7 @@ class NumbaRunner:
                 y0, y1 = sp.bands[b]
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
-                            sp.bufs[b], ps.rnd, ps.low, ps.shift_round, ps.shift_bias,
+                            sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.rounding, sp.rows[b],
                             dst, d_y, d_x, d_c, ps.block, ps.side)
 
             self._parallel(len(sp.bands), band)

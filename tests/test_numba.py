@@ -20,11 +20,13 @@ from conftest import CONFORMANCE_NAMES, assert_images_equal, conformance_lut, ra
 from lutsr import LUT, Stage
 from lutsr._cpu import (
     NumbaRunner,
+    integer_rounding,
     padded_index,
     power_of_two_rounding,
     rotated_offsets,
     rounding_table,
     tap_indices,
+    vnni_available,
 )
 from lutsr.model import grid_size
 from lutsr.reference import upscale_reference
@@ -39,11 +41,32 @@ def upscale(runner: NumbaRunner, frames: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Pass-2 kernels to test: the portable one, and the AVX-512 VNNI one (r = 4) where the CPU has it.
+KERNELS = ["portable", "vnni"] if vnni_available() else ["portable"]
+
+
+def make_runner(lut: LUT, threads: int, kernel: str) -> NumbaRunner:
+    """A runner that uses ``kernel`` (see :data:`KERNELS`) wherever it applies."""
+    saved = os.environ.get("LUTSR_NO_VNNI")
+    os.environ["LUTSR_NO_VNNI"] = "1" if kernel == "portable" else "0"
+    try:
+        runner = NumbaRunner(lut, threads)
+    finally:
+        if saved is None:
+            del os.environ["LUTSR_NO_VNNI"]
+        else:
+            os.environ["LUTSR_NO_VNNI"] = saved
+    assert [ps.vnni for ps in runner._stages] == [
+        kernel == "vnni" and s.r == 4 for s in lut.stages]
+    return runner
+
+
 def check(lut: LUT, frames: np.ndarray, threads: int = 1, what: str = "") -> None:
-    """Exact parity of the numba runner with the reference on (N, H, W, C) ``frames``."""
-    got = upscale(NumbaRunner(lut, threads), frames)
-    assert_images_equal(got, upscale_reference(np.ascontiguousarray(frames), lut),
-                        what or lut.name)
+    """Exact parity of the numba runner, with each of :data:`KERNELS`, with the reference."""
+    want = upscale_reference(np.ascontiguousarray(frames), lut)
+    for kernel in KERNELS:
+        got = upscale(make_runner(lut, threads, kernel), frames)
+        assert_images_equal(got, want, f"{what or lut.name} ({kernel} kernel)")
 
 
 def make_lut(rng, interval: int, stages, name: str = "") -> LUT:
@@ -63,11 +86,12 @@ def frames_of(rng, n, h, w, c):
 # --------------------------------------------------------------------------- golden vectors
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", CONFORMANCE_NAMES)
-def test_golden_vectors(name, threads):
+def test_golden_vectors(name, threads, kernel):
     lut, z = conformance_lut(name)
-    runner = NumbaRunner(lut, threads)
+    runner = make_runner(lut, threads, kernel)
     assert_images_equal(upscale(runner, z["input"][None])[0], z["expected"], name)
     if "input_gray" in z:
         gray = upscale(runner, z["input_gray"][None, :, :, None])[0, :, :, 0]
@@ -137,6 +161,21 @@ def test_power_of_two_rounding_is_recognised_only_where_it_is_exact():
     assert power_of_two_rounding(stage(1 / 32, 0), 5) is None
 
 
+def test_integer_rounding_is_recognised_only_where_it_is_exact():
+    def stage(divisor, bias, patterns="S"):
+        return Stage(2, tuple(patterns), tuple(np.zeros((9**4, 4), np.int8) for _ in patterns),
+                     divisor, bias, "edge")
+
+    # q = 32: q * divisor an integer d, with an integer bias -> vector division.
+    for divisor, bias, patterns in [(3, 0, "S"), (12, 127, "SDY"), (2.5, -7, "SD"),
+                                    (1 / 32, 0, "S"), (1, 0, "S")]:
+        d, inv, b = integer_rounding(stage(divisor, bias, patterns), 5)
+        assert (d, b) == (round(32 * divisor), bias) and inv == np.float32(1 / d)
+    # A fractional q * divisor or bias keeps the lookup.
+    assert integer_rounding(stage(0.3, 0), 5) is None
+    assert integer_rounding(stage(3, 0.5), 5) is None
+
+
 # --------------------------------------------------------------------------- randomised parity
 
 # Every pattern alone and mixed, r = 1..4 (and 5, 8), every interval 4..7, both paddings,
@@ -184,6 +223,8 @@ def test_edge_sizes_match_reference(shape, padding):
     lut = make_lut(rng, 6, [(2, "SDY", 4, 64, padding), (2, "YS", 2, 0, padding)])
     check(lut, frames_of(rng, 1, *shape, 1))
     check(random_lut(rng, 5, "srlut", 3, padding), frames_of(rng, 1, *shape, 1))
+    # Interleaved RGB has its own padding and row-writing loops; r = 4 its own pass 2.
+    check(make_lut(rng, 4, [(4, "S", 1, 0, padding)]), frames_of(rng, 1, *shape, 3))
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 5])

@@ -73,6 +73,9 @@ def parse_args(argv=None):
                         "from the best last stage for the sampled earlier stages")
     p.add_argument("--scale-aug", type=float, nargs="*", default=[],
                    help="also train on each HR image downscaled by these factors (e.g. 0.75 0.5)")
+    p.add_argument("--shift-aug", type=_shift, nargs="*", default=[], metavar="DY,DX",
+                   help="also train on each HR image cropped by these offsets (HR pixels, below "
+                        "the scale, e.g. 2,2): the same photos sampled on a shifted LR grid")
     p.add_argument("--val-every", type=int, default=0, metavar="N",
                    help="hold out every N-th image (sorted by path) and report the LUT's Y-PSNR on "
                         "them; how the defaults here were chosen (0: train on all)")
@@ -93,6 +96,14 @@ def parse_args(argv=None):
         args.batch, args.patch, args.net_width, args.net_depth = 4, 16, 16, 2
         args.interval = max(args.interval, 6)
     return args
+
+
+def _shift(text: str) -> tuple[int, int]:
+    try:
+        dy, dx = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DY,DX (two integers)") from None
+    return dy, dx
 
 
 def main(argv=None) -> int:
@@ -130,7 +141,8 @@ def main(argv=None) -> int:
         skip = set(held_out)
         train_files = [f for f in files if f not in skip]
         groups = tdata.load_groups(train_files, args.scale, min_size=args.patch,
-                                   scale_aug=args.scale_aug, log=log)
+                                   scale_aug=args.scale_aug, log=log,
+                                   shift_aug=args.shift_aug)
         pairs = [pair for group in groups for pair in group]
         weights = tdata.balance_weights(groups, args.lsq_balance)
         val_pairs = tdata.load_pairs(held_out, args.scale)
@@ -259,10 +271,11 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.
-    out = lsq.predict(samples, result, stage, args.interval)
+    out = lsq.predict(samples, result, stage, args.interval,
+                      out=np.empty(samples.target.shape, np.float32))
     np.clip(np.round(out, out=out), 0, 255, out=out)  # in place: gigabytes each
     out -= samples.target
-    mse = float(np.square(out, out=out).mean())  # unweighted: every pixel counts
+    mse = float(np.square(out, out=out).mean(dtype=np.float64))  # unweighted: every pixel counts
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 

@@ -47,14 +47,14 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
-def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
+def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=()
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) RGB pairs for the image files ``paths``: :func:`load_groups`, flattened."""
-    return [pair for group in load_groups(paths, scale, min_size, scale_aug, log)
+    return [pair for group in load_groups(paths, scale, min_size, scale_aug, log, shift_aug)
             for pair in group]
 
 
-def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
+def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=()
                 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """(LR, HR) RGB pairs for each of the image files ``paths`` (see :func:`list_images`).
 
@@ -62,8 +62,12 @@ def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
     the file: silently skipping them would train on less than asked for.
     ``scale_aug`` factors (e.g. 0.75, 0.5) add bicubic-downscaled copies of
     each HR image as further HR images (those too small for a patch are
-    left out): more edges at more scales from the same photos. Group ``i``
-    holds image ``i``'s pair, then its downscaled copies.
+    left out): more edges at more scales from the same photos. ``shift_aug``
+    offsets ``(dy, dx)`` (HR pixels, each below ``scale``) add pairs cut from
+    the HR image without its first ``dy`` rows and ``dx`` columns: the LR
+    pixel grid then falls elsewhere on the same photo, so the pairs are new
+    samples of exactly the test-time degradation. Group ``i`` holds image
+    ``i``'s pair, its shifted pairs, then its downscaled copies.
     """
     groups = []
     for i, path in enumerate(paths):
@@ -73,6 +77,10 @@ def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None
             raise ValueError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for "
                              f"{min_size}-pixel LR patches at x{scale}")
         group = [(lr, hr_c)]
+        for dy, dx in shift_aug:
+            if not (0 <= dy < scale and 0 <= dx < scale):
+                raise ValueError(f"shift ({dy}, {dx}) is not within 0..{scale - 1}")
+            group.append(make_pairs(hr[dy:, dx:], scale))
         for factor in scale_aug:
             smaller = imresize(hr, factor)
             if min(smaller.shape[:2]) >= max(min_size, 2) * scale:

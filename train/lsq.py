@@ -129,7 +129,7 @@ class Samples:
     ----------
     idx : ndarray of int32, shape (N, P, 4, 5)
     wts : ndarray of uint8, shape (N, P, 4, 5)
-    target : ndarray of float32, shape (N, r*r)
+    target : ndarray of uint8 (float32 if any target given was not uint8), shape (N, r*r)
         The desired stage output (0..255) of each pixel's r x r block, row-major.
     weight : ndarray of float32, shape (N,)
         Each sample's weight in the squared error.
@@ -160,7 +160,9 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None)
     n = sum(plane.shape[0] * plane.shape[1] for plane, _ in pairs)
     idx = np.empty((n, len(stage.patterns), 4, 5), np.int32)
     wts = np.empty_like(idx, dtype=np.uint8)
-    tgt = np.empty((n, r * r), np.float32)
+    # uint8 HR targets stay uint8: a quarter of float32's memory, so more samples fit.
+    exact = all(target.dtype == np.uint8 for _, target in pairs)
+    tgt = np.empty((n, r * r), np.uint8 if exact else np.float32)
     weight = np.empty(n, np.float32)
     start = 0
     for (plane, target), plane_weight in zip(pairs, weights):
@@ -190,8 +192,8 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
             out: np.ndarray | None = None) -> np.ndarray:
     """Unrounded stage output (N, r*r) for float tables of shape (P, L**4, r*r).
 
-    ``out`` (float64, the shape of ``samples.target``) is written instead of
-    a new array: for a whole training set that is gigabytes.
+    ``out`` (float64 or float32, the shape of ``samples.target``) is written
+    instead of a new array: for a whole training set that is gigabytes.
     """
     pred = np.empty(samples.target.shape, np.float64) if out is None else out
     scale = 1.0 / (2**interval * stage.divisor)
@@ -233,7 +235,8 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     scale = 1.0 / (2**interval * stage.divisor)
     threads = numba.get_num_threads()
     grads = np.zeros((threads, shape[0] * shape[1], shape[2]))
-    pred = np.empty(samples.target.shape, np.float64)
+    # float32 scratch (the sums themselves are float64): half the memory per sample.
+    pred = np.empty(samples.target.shape, np.float32)
 
     def normal(t):  # A^T A t
         _forward(samples.idx, samples.wts, t.reshape(-1, shape[2]), perm, scale, pred)
@@ -246,7 +249,7 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     diag = grads.sum(0).reshape(shape)
     grads[:] = 0
     _adjoint(samples.idx, samples.wts, samples.weight,
-             (samples.target - stage.bias).astype(np.float64), perm, scale, False, grads)
+             np.subtract(samples.target, stage.bias, dtype=np.float32), perm, scale, False, grads)
     rhs_data = grads.sum(0).reshape(shape)
     mean_diag = diag[diag > 0].mean()
     a, b = prior_weight * mean_diag, smooth_weight * mean_diag
@@ -278,7 +281,7 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
             predict(samples, t, stage, interval, out=pred)  # pred is scratch here
             pred -= samples.target
             pred **= 2
-            mse = float(pred.mean(1) @ samples.weight / samples.weight.sum())
+            mse = float(pred.mean(1, dtype=np.float64) @ samples.weight / samples.weight.sum())
             psnr = 10 * np.log10(255**2 / mse)
             log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} (psnr {psnr:.2f} dB), "
                 f"cpu {time.process_time() - start:.0f}s")
