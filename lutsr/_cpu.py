@@ -15,20 +15,29 @@ How a stage runs (see :class:`NumbaRunner`):
   source (per channel, contiguous rows) and, for each row, channel and chunk of
   :data:`CHUNK` pixels, runs two passes:
 
-  1. *vertices*: for every (pattern, rotation) and pixel, the base table row,
-     the four simplex steps and the five weights. Tap loads are contiguous, the
-     4-element sorting network is branchless on packed ``fraction << sh |
-     stride`` keys, so LLVM vectorises the whole pass across pixels;
-  2. *accumulate*: per pixel, the weighted sum of 5 table rows per (pattern,
-     rotation) into an ``r*r`` accumulator per rotation that lives in
-     registers (a stack buffer, see :func:`_stack_buffer`); the four are added
-     through the rotations' block permutations (constant shuffles) per pixel.
-     Row loads are whole ``<r*r x i8>`` vectors (:func:`_add_rows`). The sum
-     is an integer ``s`` (the reference's float total times ``q``), so
-     ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
-     by numpy from the reference's own expression: exact by construction;
-     when that is a rounding shift (:func:`power_of_two_rounding`, checked
-     against the lookup) it is computed on the whole block in vector registers.
+  1. *vertices* (:func:`_vertices`): for every (pattern, rotation) and pixel,
+     the base table row, the four simplex steps and the five weights, 16
+     pixels per vector: contiguous tap loads and a branchless 4-element
+     sorting network on packed ``fraction << sh | stride`` keys;
+  2. *accumulate* (:func:`_accumulate`): per pixel, the weighted sum of 5
+     table rows per (pattern, rotation). Portable path: one ``r*r``
+     accumulator per rotation in registers (a stack buffer, see
+     :func:`_stack_buffer`), rows loaded as whole ``<r*r x i8>`` vectors
+     (:func:`_add_rows`), the four rotations added through their block
+     permutations (constant shuffles). On AVX-512 VNNI CPUs and ``r = 4``,
+     :func:`_dot_rotations` does a vertex's four rotations in one byte
+     permute and one dot product. For ``r = 1``, :func:`_accumulate_lanes`
+     gathers 16 pixels at a time instead.
+
+  The sum is an integer ``s`` (the reference's float total times ``q``), so
+  ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
+  by numpy from the reference's own expression: exact by construction. When
+  it is a rounding shift (:func:`power_of_two_rounding`) or an integer
+  division (:func:`integer_rounding`), each checked against the lookup over
+  every reachable sum, it is computed in vector registers instead, and each
+  row of the block is one store. Pass 2 writes each output row of the source
+  row contiguously per channel; :func:`_write_rows` then interleaves them
+  into the output (vector shuffles for RGB and RGBA).
 
 * Bands run on a thread pool; the kernels release the GIL. A stage needs the
   previous stage complete for all rows (its taps reach into neighbouring
@@ -306,7 +315,7 @@ def _int32_op(name: str):
     """An int32 binary operator (wrapping, ``ashr`` for >>) that numba will not widen.
 
     numba types every operator on int32 values as int64 (its integer typing
-    rule), which halves the vector width of pass 1 and turns its stores into
+    rule), which halves the vector width of a loop and turns its stores into
     slow truncating ones; these keep the arithmetic 32-bit.
     """
 
@@ -325,73 +334,7 @@ def _int32_op(name: str):
     return op
 
 
-_add, _sub, _mul, _shr, _shl, _and, _or = (
-    _int32_op(n) for n in ("add", "sub", "mul", "ashr", "shl", "and_", "or_"))
-
-
-@numba.njit(nogil=True, cache=True)
-def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
-    """Pass 1: simplex vertices and weights of ``nx`` pixels for every (pattern, rotation).
-
-    ``plane[start + x + tapoff[j, t]]`` is tap ``t`` of pixel ``x`` in
-    combination ``j``. Writes ``buf[(j * 10 + n) * CHUNK + x]``: rows ``n`` 0..4
-    are the offsets in the flat tables of the five vertices' rows (``tbase[j]``
-    plus row index times ``r*r``), rows 5..9 their weights.
-
-    Everything is int32 arithmetic: offsets wrap modulo 2**32 exactly as the
-    uint32 ``buf`` stores them (tables are < 2**32 elements), and the sorting
-    keys ``fraction << shift | stride`` stay below 2**31 (``shift + interval``
-    is at most 29 for every L and r <= 8).
-    """
-    k = np.int32(interval)
-    q = _shl(1, k)
-    mask = _sub(q, 1)
-    sh = np.int32(shift)
-    low = _sub(_shl(1, sh), 1)
-    s0, s1 = np.int32(strides[0]), np.int32(strides[1])
-    s2, s3 = np.int32(strides[2]), np.int32(strides[3])
-    for j in range(tapoff.shape[0]):
-        # Slices, so that the loop indices are provably non-negative: numba then
-        # emits no wraparound selects and LLVM vectorises the loop.
-        r0 = plane[start + tapoff[j, 0]:start + tapoff[j, 0] + nx]
-        r1 = plane[start + tapoff[j, 1]:start + tapoff[j, 1] + nx]
-        r2 = plane[start + tapoff[j, 2]:start + tapoff[j, 2] + nx]
-        r3 = plane[start + tapoff[j, 3]:start + tapoff[j, 3] + nx]
-        out = buf[j * 10 * CHUNK:(j + 1) * 10 * CHUNK]
-        tb = np.int32(np.uint32(tbase[j]))
-        for x in range(nx):
-            a, b, c, d = np.int32(r0[x]), np.int32(r1[x]), np.int32(r2[x]), np.int32(r3[x])
-            base = _add(_add(tb, _mul(_shr(a, k), s0)),
-                        _add(_add(_mul(_shr(b, k), s1), _mul(_shr(c, k), s2)),
-                             _mul(_shr(d, k), s3)))
-            # Fraction in the high bits, the dimension's table stride in the
-            # low ones: sorting the keys sorts the dimensions by fraction.
-            # Ties order by stride instead of by dimension as the reference's
-            # stable argsort does; the vertex between tied steps then gets
-            # weight 0, so the sum is the same.
-            k0 = _or(_shl(_and(a, mask), sh), s0)
-            k1 = _or(_shl(_and(b, mask), sh), s1)
-            k2 = _or(_shl(_and(c, mask), sh), s2)
-            k3 = _or(_shl(_and(d, mask), sh), s3)
-            t0, t1 = max(k0, k1), min(k0, k1)
-            t2, t3 = max(k2, k3), min(k2, k3)
-            k0, k2 = max(t0, t2), min(t0, t2)
-            k1, k3 = max(t1, t3), min(t1, t3)
-            k1, k2 = max(k1, k2), min(k1, k2)
-            f1, f2, f3, f4 = _shr(k0, sh), _shr(k1, sh), _shr(k2, sh), _shr(k3, sh)
-            o1 = _add(base, _and(k0, low))
-            o2 = _add(o1, _and(k1, low))
-            o3 = _add(o2, _and(k2, low))
-            out[x] = base
-            out[CHUNK + x] = o1
-            out[2 * CHUNK + x] = o2
-            out[3 * CHUNK + x] = o3
-            out[4 * CHUNK + x] = _add(o3, _and(k3, low))
-            out[5 * CHUNK + x] = _sub(q, f1)
-            out[6 * CHUNK + x] = _sub(f1, f2)
-            out[7 * CHUNK + x] = _sub(f2, f3)
-            out[8 * CHUNK + x] = _sub(f3, f4)
-            out[9 * CHUNK + x] = f4
+_shl, _or = _int32_op("shl"), _int32_op("or_")
 
 
 @intrinsic
@@ -600,6 +543,99 @@ def _store_rows(typingctx, total, dst, d, d_y, side):
     return types.void(total, dst, d, d_y, side), codegen
 
 
+#: Pixels that :func:`_accumulate_lanes` handles at once; its type carrier.
+LANES = 16
+_LANES = (np.int32(0),) * LANES
+
+
+def _lane_mask(builder, n, lanes):
+    """``<lanes x i1>``: lane ``i`` is on when ``i < n`` (an i32)."""
+    i32 = ir.IntType(32)
+    vec = ir.VectorType(i32, lanes)
+    return builder.icmp_signed("<", ir.Constant(vec, list(range(lanes))), _splat(builder, vec, n))
+
+
+def _pointer_name(element: ir.Type) -> str:
+    """How an intrinsic's name spells a pointer to ``element`` (typed before LLVM 17)."""
+    return "p0" if _LLVM_MAJOR >= 17 else f"p0{element}"
+
+
+@intrinsic
+def _gather_rows(typingctx, acc, tables, buf, at, n):
+    """``acc[i] += sum(w * tables[offset])`` over 5 vertices, for pixels ``i < n`` of 16.
+
+    The r = 1 pass 2 for one (pattern, rotation): ``buf[at + g * CHUNK + i]``
+    is pixel ``i``'s row offset of vertex ``g``, ``buf[at + (5 + g) * CHUNK +
+    i]`` its weight (pass 1's layout). Sixteen pixels at a time: one
+    gather per vertex (4 bytes read at each offset, the first kept: the
+    tables carry 3 bytes of padding), so the loads are vector instructions
+    rather than 20 dependent scalar loads per pixel and pattern.
+    """
+    if not (isinstance(acc, types.CPointer) and isinstance(tables, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_ptr, tables_val, buf_val, at_val, n_val = args
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vec, wide = ir.VectorType(i32, LANES), ir.VectorType(i64, LANES)
+        ptrs_t = ir.VectorType(i32.as_pointer(), LANES)
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [ptrs_t, i32, ir.VectorType(ir.IntType(1), LANES),
+                                                  vec]),
+            f"llvm.masked.gather.v{LANES}i32.v{LANES}{_pointer_name(i32)}")
+        base = builder.ptrtoint(context.make_array(tables)(context, builder, tables_val).data, i64)
+        bdata = context.make_array(buf)(context, builder, buf_val).data
+        at = context.cast(builder, at_val, signature.args[3], types.uint64)
+        mask = _lane_mask(builder, context.cast(builder, n_val, signature.args[4], types.int32),
+                          LANES)
+        zero = ir.Constant(vec, [0] * LANES)
+        byte = ir.Constant(vec, [24] * LANES)
+
+        def row(index):
+            ptr = builder.gep(bdata, [builder.add(at, ir.Constant(i64, index * CHUNK))])
+            return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+
+        acc_vec = builder.bitcast(acc_ptr, vec.as_pointer())
+        total = builder.load(acc_vec, align=4)
+        for g in range(5):
+            address = builder.add(_splat(builder, wide, base), builder.zext(row(g), wide))
+            words = builder.call(gather, [builder.inttoptr(address, ptrs_t),
+                                          ir.Constant(i32, 1), mask, zero])
+            value = builder.ashr(builder.shl(words, byte), byte)  # the first byte, signed
+            total = builder.add(total, builder.mul(value, row(5 + g)))
+        builder.store(total, acc_vec, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, tables, buf, at, n), codegen
+
+
+@intrinsic
+def _store_lanes(typingctx, values, dst, start, n):
+    """``dst[start + i] = values[i]`` for ``i < n`` of 16 int32 values in 0..255 (masked store)."""
+    if not isinstance(values, types.CPointer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr, dst_val, start_val, n_val = args
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        bytes_ = ir.VectorType(i8, LANES)
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [
+                bytes_, bytes_.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]),
+            f"llvm.masked.store.v{LANES}i8.{_pointer_name(bytes_)}")
+        data = builder.trunc(builder.load(builder.bitcast(ptr, ir.VectorType(i32, LANES)
+                                                          .as_pointer()), align=4), bytes_)
+        base = context.make_array(dst)(context, builder, dst_val).data
+        start = context.cast(builder, start_val, signature.args[2], types.uint64)
+        at = builder.bitcast(builder.gep(base, [start]), bytes_.as_pointer())
+        mask = _lane_mask(builder, context.cast(builder, n_val, signature.args[3], types.int32),
+                          LANES)
+        builder.call(store, [data, at, ir.Constant(i32, 1), mask])
+        return context.get_dummy_value()
+
+    return types.void(values, dst, start, n), codegen
+
+
 def vnni_available() -> bool:
     """Whether numba compiles for a CPU with AVX-512 VBMI and VNNI.
 
@@ -781,6 +817,138 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, dst, start, 
                 dst[row + np.uint64(v)] = rnd[_rounding_index(total[u * R + v], low, block[0])]
 
 
+@intrinsic
+def _vertex_lanes(typingctx, plane, taps, n, base, interval, strides, shift, buf, at):
+    """Pass 1 for 16 pixels of one (pattern, rotation): see :func:`_vertices`.
+
+    ``taps`` are the plane offsets of the first pixel's four taps, ``base``
+    the table's offset, ``strides`` (a 4-tuple) the table offsets of one grid
+    step along a..d; writes ``buf[at + row * CHUNK + i]`` for rows 0..9.
+    Lanes ``i >= n`` load nothing (masked loads) and store garbage (unread).
+    Written as explicit 16 x int32 vectors: LLVM's loop vectoriser stops at
+    8 lanes on AVX-512 CPUs, this is twice as wide there.
+    """
+    if not (isinstance(plane, types.Array) and isinstance(taps, types.UniTuple)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        plane_val, taps_val, n_val, base_val, k_val, strides_val, shift_val, buf_val, at_val = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        vec, bytes_ = ir.VectorType(i32, LANES), ir.VectorType(i8, LANES)
+        mask_t = ir.VectorType(ir.IntType(1), LANES)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(bytes_, [bytes_.as_pointer(), i32, mask_t, bytes_]),
+            f"llvm.masked.load.v{LANES}i8.{_pointer_name(bytes_)}")
+
+        def scalar(value, ty):
+            return _splat(builder, vec, context.cast(builder, value, ty, types.int32))
+
+        def const(c):
+            return ir.Constant(vec, [c] * LANES)
+
+        def smax(x, y):
+            return builder.select(builder.icmp_signed(">", x, y), x, y)
+
+        def smin(x, y):
+            return builder.select(builder.icmp_signed("<", x, y), x, y)
+
+        data = context.make_array(plane)(context, builder, plane_val).data
+        mask = _lane_mask(builder, context.cast(builder, n_val, signature.args[2], types.int32),
+                          LANES)
+        k = scalar(k_val, signature.args[4])
+        sh = scalar(shift_val, signature.args[6])
+        q = builder.shl(const(1), k)
+        frac = builder.sub(q, const(1))
+        low = builder.sub(builder.shl(const(1), sh), const(1))
+        offset = scalar(base_val, signature.args[3])
+        keys = []
+        for t in range(4):
+            tap = context.cast(builder, builder.extract_value(taps_val, t), taps.dtype, types.int64)
+            ptr = builder.bitcast(builder.gep(data, [tap]), bytes_.as_pointer())
+            v = builder.zext(builder.call(load, [ptr, ir.Constant(i32, 1), mask,
+                                                 ir.Constant(bytes_, [0] * LANES)]), vec)
+            stride = scalar(builder.extract_value(strides_val, t), strides.dtype)
+            offset = builder.add(offset, builder.mul(builder.ashr(v, k), stride))
+            # Fraction in the high bits, the dimension's table stride in the low
+            # ones: sorting the keys sorts the dimensions by fraction. Ties order
+            # by stride instead of by dimension as the reference's stable argsort
+            # does; the vertex between tied steps then gets weight 0, so the sum
+            # is the same.
+            keys.append(builder.or_(builder.shl(builder.and_(v, frac), sh), stride))
+        k0, k1, k2, k3 = keys  # a 5-comparator sorting network, descending
+        k0, k1 = smax(k0, k1), smin(k0, k1)
+        k2, k3 = smax(k2, k3), smin(k2, k3)
+        k0, k2 = smax(k0, k2), smin(k0, k2)
+        k1, k3 = smax(k1, k3), smin(k1, k3)
+        k1, k2 = smax(k1, k2), smin(k1, k2)
+        rows = [offset]
+        for key in (k0, k1, k2, k3):
+            rows.append(builder.add(rows[-1], builder.and_(key, low)))
+        f = [builder.ashr(key, sh) for key in (k0, k1, k2, k3)]
+        rows += [builder.sub(q, f[0]), builder.sub(f[0], f[1]), builder.sub(f[1], f[2]),
+                 builder.sub(f[2], f[3]), f[3]]
+        bdata = context.make_array(buf)(context, builder, buf_val).data
+        at = context.cast(builder, at_val, signature.args[8], types.uint64)
+        for i, row in enumerate(rows):
+            ptr = builder.gep(bdata, [builder.add(at, ir.Constant(i64, i * CHUNK))])
+            builder.store(row, builder.bitcast(ptr, vec.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(plane, taps, n, base, interval, strides, shift, buf, at), codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
+    """Pass 1: simplex vertices and weights of ``nx`` pixels for every (pattern, rotation).
+
+    ``plane[start + x + tapoff[j, t]]`` is tap ``t`` of pixel ``x`` in
+    combination ``j``. Writes ``buf[(j * 10 + n) * CHUNK + x]``: rows ``n`` 0..4
+    are the offsets in the flat tables of the five vertices' rows (``tbase[j]``
+    plus row index times ``r*r``), rows 5..9 their weights.
+
+    Everything is int32 arithmetic: offsets wrap modulo 2**32 exactly as the
+    uint32 ``buf`` stores them (tables are < 2**32 elements), and the sorting
+    keys ``fraction << shift | stride`` stay below 2**31 (``shift + interval``
+    is at most 29 for every L and r <= 8).
+    """
+    steps = (strides[0], strides[1], strides[2], strides[3])
+    for j in range(tapoff.shape[0]):
+        base = np.int32(np.uint32(tbase[j]))
+        for x0 in range(0, nx, LANES):
+            at = start + x0
+            taps = (at + tapoff[j, 0], at + tapoff[j, 1], at + tapoff[j, 2], at + tapoff[j, 3])
+            _vertex_lanes(plane, taps, nx - x0, base, interval, steps, shift, buf,
+                          j * 10 * CHUNK + x0)
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, rounding, dst, start):
+    """Pass 2 for ``r = 1``: :func:`_accumulate`, 16 pixels at a time.
+
+    With one output value per pixel, vectorising across pixels (gathers, see
+    :func:`_gather_rows`) beats the per-pixel table-row vectors of
+    :func:`_accumulate`. Pixel ``x``'s value goes to ``dst[start + x]``,
+    rounded as there (``like``: ``block[0]``).
+    """
+    acc_ptr = _stack_buffer(_LANES, np.int32)
+    acc = numba.carray(acc_ptr, (LANES,))
+    kind, n, inv, bias = rounding
+    for x0 in range(0, nx, LANES):
+        valid = min(LANES, nx - x0)
+        for i in range(LANES):
+            acc[i] = 0
+        for j in range(4 * n_pat):
+            _gather_rows(acc_ptr, tables, buf, j * 10 * CHUNK + x0, valid)
+        if kind == 1:
+            _round_shift(acc_ptr, n, bias, _LANES)
+        elif kind == 2:
+            _round_divide(acc_ptr, n, inv, bias, _LANES)
+        else:
+            for i in range(valid):
+                acc[i] = rnd[_rounding_index(acc[i], low, like)]
+        _store_lanes(acc_ptr, dst, start + x0, valid)
+
+
 @numba.njit(nogil=True, cache=True)
 def _pack_weights(buf, n_pat, nx, packed):
     """Pass 1's weights repacked: one uint32 per (pattern, vertex, pixel), a byte per rotation.
@@ -893,10 +1061,15 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 nx = min(CHUNK, width - x0)
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
                 _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
+                at = (c * r * width + x0) * r
+                if r == 1:
+                    _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], rounding,
+                                      flat_rows, at)
+                    continue
                 if packed is not None:
                     _pack_weights(buf, n_pat, nx, packed)
-                _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, flat_rows,
-                            (c * r * width + x0) * r, width * r, block, side)
+                _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, flat_rows, at,
+                            width * r, block, side)
         _write_rows(rows, dst, y * r * d_y, d_y, d_x, d_c)
 
 
@@ -973,7 +1146,8 @@ class _PreparedStage:
         if tables.size >= 2**32:
             raise ValueError(f"{tables.size / 2**30:.1f} GiB of tables are too large for the "
                              "numba backend's 32-bit offsets; use backend='reference'")
-        self.tables = tables.reshape(-1)
+        # 3 bytes of padding: the r = 1 gathers read 4 bytes at a row's offset.
+        self.tables = np.concatenate([tables.reshape(-1), np.zeros(3, np.int8)])
         # Offset of the table that (pattern p, rotation k) = combination p * 4 + k reads.
         self.tbase = np.repeat(np.arange(len(stage.patterns), dtype=np.int64), 4) \
             * (stage.rows * rr)
@@ -992,11 +1166,10 @@ class _PreparedStage:
             acc_type = np.int32
             self.rnd, self.low = rnd, -s_min
         # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
-        # Vector arithmetic instead of the lookup where it is exact (see _accumulate);
-        # for r = 1 (one value per pixel) the lookup is the cheaper of the two.
+        # Vector arithmetic instead of the lookup where it is exact (see _accumulate).
         if (pot := power_of_two_rounding(stage, interval)) is not None:
             self.rounding = (1, pot[0], np.float32(0), pot[1])
-        elif stage.r > 1 and (div := integer_rounding(stage, interval)) is not None:
+        elif (div := integer_rounding(stage, interval)) is not None:
             self.rounding = (2, div[0], div[1], div[2])
         else:
             self.rounding = (0, 0, np.float32(0), 0)
