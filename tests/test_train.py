@@ -132,6 +132,11 @@ def test_build_lut_bad_data(tmp_path):
     small = _images(tmp_path / "small", 1, size=(20, 20))
     res = _build("--quick", "--data", small, "--out", tmp_path / "c.lutsr", "--patch", 16)
     assert res.returncode == 2 and "too small" in res.stderr
+    big = _images(tmp_path / "big", 1, size=(64, 64))
+    res = _build("--quick", "--data", big, "--out", tmp_path / "d.lutsr", "--shift-aug", "1")
+    assert res.returncode == 2 and "DY,DX" in res.stderr
+    res = _build("--quick", "--data", big, "--out", tmp_path / "e.lutsr", "--shift-aug", "0,5")
+    assert res.returncode == 2 and "shift (0, 5)" in res.stderr
     assert not any(tmp_path.glob("*.lutsr"))
 
 
@@ -235,3 +240,37 @@ def test_least_squares_weights_count_like_repeated_samples():
     w = tdata.balance_weights(groups, 1.0)
     assert w[0] * 16 == pytest.approx(w[1] * 64) and w[1] == w[2]
     assert tdata.balance_weights(groups, 0.0) == [1.0, 1.0, 1.0]
+
+
+def test_least_squares_samples_are_sorted_in_place_without_loss():
+    """``collect`` sorts all sample arrays by one permutation, in place; uint8 targets stay."""
+    from train import lsq
+
+    rng = np.random.default_rng(9)
+    stage = random_lut(rng, interval=6, layout="mulut", scale=2).stages[-1]
+    planes = [(rng.integers(0, 256, (7, 9), dtype=np.uint8),
+               rng.integers(0, 256, (14, 18), dtype=np.uint8)) for _ in range(3)]
+    plain = lsq.collect(stage, 6, planes, sort=False, weights=[1.0, 2.0, 3.0])
+    ordered = lsq.collect(stage, 6, planes, weights=[1.0, 2.0, 3.0])
+    assert ordered.target.dtype == np.uint8
+    order = np.argsort(plain.idx[:, 0, 0, 0], kind="stable")
+    for name in ("idx", "wts", "target", "weight"):
+        np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name)[order], name)
+
+
+def test_shift_augmentation_cuts_the_hr_image_at_an_offset(tmp_path):
+    from PIL import Image
+
+    from train import data as tdata
+
+    rng = np.random.default_rng(10)
+    hr = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    Image.fromarray(hr).save(tmp_path / "a.png")
+    (group,) = tdata.load_groups([tmp_path / "a.png"], 4, shift_aug=[(1, 3), (2, 0)])
+    assert len(group) == 3
+    for (lr, hr_pair), (dy, dx) in zip(group, [(0, 0), (1, 3), (2, 0)], strict=True):
+        want_lr, want_hr = tdata.make_pairs(hr[dy:, dx:], 4)
+        np.testing.assert_array_equal(lr, want_lr)
+        np.testing.assert_array_equal(hr_pair, want_hr)
+    with pytest.raises(ValueError, match="shift"):
+        tdata.load_groups([tmp_path / "a.png"], 4, shift_aug=[(4, 0)])

@@ -107,6 +107,26 @@ def _adjoint(idx, wts, weight, resid, perm, scale, square, grads):
                                 g[row, perm[k, pos]] += w * resid[n, pos]
 
 
+@numba.njit(cache=True)
+def _permute_rows(rows, order):
+    """``rows[:] = rows[order]`` in place, cycle by cycle (``order`` a permutation)."""
+    done = np.zeros(order.shape[0], np.bool_)
+    held = np.empty_like(rows[0])
+    for start in range(order.shape[0]):
+        if done[start]:
+            continue
+        held[:] = rows[start]
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                rows[i] = held
+                break
+            rows[i] = rows[j]
+            i = j
+
+
 def _smooth_apply(t: np.ndarray, grid: int) -> np.ndarray:
     """D^T D t for first differences along the four grid axes of each table."""
     x = t.reshape(-1, grid, grid, grid, grid, t.shape[-1])
@@ -180,12 +200,12 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None)
         return Samples(idx, wts, tgt, weight)
     # Samples ordered by their first table row: neighbouring samples then read
     # and write neighbouring rows, which keeps the gathers and scatters of
-    # every CG iteration in cache. One array at a time, to bound the peak.
+    # every CG iteration in cache. Permuted in place: a copy of idx alone
+    # would be gigabytes at the peak.
     order = np.argsort(idx[:, 0, 0, 0], kind="stable")
-    idx = idx[order]
-    wts = wts[order]
-    tgt = tgt[order]
-    return Samples(idx, wts, tgt, weight[order])
+    for a in (idx, wts, tgt, weight):
+        _permute_rows(a.reshape(n, -1), order)
+    return Samples(idx, wts, tgt, weight)
 
 
 def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
