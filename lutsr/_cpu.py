@@ -1057,8 +1057,9 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
     dst : 1-D uint8
         The stage output, written at ``Y * d_y + X * d_x + c * d_c``.
     block, side : tuples of ``r * r`` and ``r`` zeros
-        ``block`` of int16 when the accumulator provably fits, else int32;
-        their types carry ``r`` and the dtype to compile time.
+        ``block`` of int16 when the accumulator provably fits and the portable
+        pass 2 runs, else int32; their types carry ``r`` and the dtype to
+        compile time.
     """
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
@@ -1179,7 +1180,6 @@ class _PreparedStage:
         else:
             acc_type = np.int32
             self.rnd, self.low = rnd, -s_min
-        # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
         # Vector arithmetic instead of the lookup where it is exact (see _accumulate).
         if (pot := power_of_two_rounding(stage, interval)) is not None:
             self.rounding = (1, pot[0], np.float32(0), pot[1])
