@@ -544,9 +544,8 @@ def _store_rows(typingctx, total, dst, d, d_y, side):
     return types.void(total, dst, d, d_y, side), codegen
 
 
-#: Pixels per vector in :func:`_vertices` and :func:`_accumulate_lanes` (and a tuple of that size).
+#: Pixels per vector in :func:`_vertices` and :func:`_accumulate_lanes`.
 LANES = 16
-_LANES = (np.int32(0),) * LANES
 # Pass 1 writes whole 16-lane vectors into CHUNK-wide rows of its buffer.
 assert CHUNK % LANES == 0
 
@@ -568,21 +567,27 @@ def _pointer_name(element: ir.Type) -> str:
 
 
 @intrinsic
-def _gather_rows(typingctx, acc, tables, buf, at, n):
-    """``acc[i] += sum(w * tables[offset])`` over 5 vertices, for pixels ``i < n`` of 16.
+def _gather_rows(typingctx, acc, tables, buf, at, n, side):
+    """``acc[pos * 16 + i] += sum(w * tables[offset + perm[k, pos]])`` over one pattern, 16 pixels.
 
-    The r = 1 pass 2 for one (pattern, rotation): ``buf[at + g * CHUNK + i]``
-    is pixel ``i``'s row offset of vertex ``g``, ``buf[at + (5 + g) * CHUNK +
-    i]`` its weight (pass 1's layout). Sixteen pixels at a time: one
-    gather per vertex (4 bytes read at each offset, the first kept: the
-    tables carry 3 bytes of padding), so the loads are vector instructions
-    rather than 20 dependent scalar loads per pixel and pattern.
+    Pass 2 for ``r`` = 1 or 2 (``side``: a tuple of ``r`` zeros) and one
+    pattern's 20 (rotation ``k``, vertex ``g``) rows: ``buf[at + (k * 10 + g)
+    * CHUNK + i]`` is pixel ``i``'s row offset, ``buf[at + (k * 10 + 5 + g) *
+    CHUNK + i]`` its weight (pass 1's layout). One gather per (rotation,
+    vertex) loads 4 bytes at each of the 16 offsets, a whole row when ``r`` is
+    2 (the tables carry 3 bytes of padding for ``r`` = 1); each block position
+    takes its byte by shifts. Vectorising across pixels beats the per-pixel row
+    vectors of :func:`_accumulate` when rows are this short. Pixels ``i >= n``
+    load nothing.
     """
-    if not (isinstance(acc, types.CPointer) and isinstance(tables, types.Array)):
+    if not (isinstance(acc, types.CPointer) and isinstance(tables, types.Array)
+            and isinstance(side, types.UniTuple)):
         return None
+    r = side.count
+    perm = block_permutations(r).tolist()
 
     def codegen(context, builder, signature, args):
-        acc_ptr, tables_val, buf_val, at_val, n_val = args
+        acc_ptr, tables_val, buf_val, at_val, n_val, _ = args
         i32, i64 = ir.IntType(32), ir.IntType(64)
         vec, wide = ir.VectorType(i32, LANES), ir.VectorType(i64, LANES)
         ptrs_t = ir.VectorType(i32.as_pointer(), LANES)
@@ -590,57 +595,79 @@ def _gather_rows(typingctx, acc, tables, buf, at, n):
             builder.module, ir.FunctionType(vec, [ptrs_t, i32, ir.VectorType(ir.IntType(1), LANES),
                                                   vec]),
             f"llvm.masked.gather.v{LANES}i32.v{LANES}{_pointer_name(i32)}")
-        base = builder.ptrtoint(context.make_array(tables)(context, builder, tables_val).data, i64)
+        base = _splat(builder, wide, builder.ptrtoint(
+            context.make_array(tables)(context, builder, tables_val).data, i64))
         bdata = context.make_array(buf)(context, builder, buf_val).data
         at = context.cast(builder, at_val, signature.args[3], types.uint64)
         mask = _lane_mask(builder, context.cast(builder, n_val, signature.args[4], types.int32),
                           LANES)
-        zero = ir.Constant(vec, [0] * LANES)
-        byte = ir.Constant(vec, [24] * LANES)
+
+        def const(c):
+            return ir.Constant(vec, [c] * LANES)
 
         def row(index):
             ptr = builder.gep(bdata, [builder.add(at, ir.Constant(i64, index * CHUNK))])
             return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
 
-        acc_vec = builder.bitcast(acc_ptr, vec.as_pointer())
-        total = builder.load(acc_vec, align=4)
-        for g in range(5):
-            address = builder.add(_splat(builder, wide, base), builder.zext(row(g), wide))
-            words = builder.call(gather, [builder.inttoptr(address, ptrs_t),
-                                          ir.Constant(i32, 1), mask, zero])
-            value = builder.ashr(builder.shl(words, byte), byte)  # the first byte, signed
-            total = builder.add(total, builder.mul(value, row(5 + g)))
-        builder.store(total, acc_vec, align=4)
+        slots = [builder.bitcast(builder.gep(acc_ptr, [ir.Constant(i64, pos * LANES)]),
+                                 vec.as_pointer()) for pos in range(r * r)]
+        totals = [builder.load(slot, align=4) for slot in slots]
+        for k in range(4):
+            for g in range(5):
+                address = builder.add(base, builder.zext(row(k * 10 + g), wide))
+                words = builder.call(gather, [builder.inttoptr(address, ptrs_t),
+                                              ir.Constant(i32, 1), mask, const(0)])
+                weight = row(k * 10 + 5 + g)
+                for pos in range(r * r):
+                    column = perm[k][pos]  # byte ``column`` of the row, signed
+                    value = builder.ashr(builder.shl(words, const(24 - 8 * column)), const(24))
+                    totals[pos] = builder.add(totals[pos], builder.mul(value, weight))
+        for slot, total in zip(slots, totals, strict=True):
+            builder.store(total, slot, align=4)
         return context.get_dummy_value()
 
-    return types.void(acc, tables, buf, at, n), codegen
+    return types.void(acc, tables, buf, at, n, side), codegen
 
 
 @intrinsic
-def _store_lanes(typingctx, values, dst, start, n):
-    """``dst[start + i] = values[i]`` for ``i < n`` of 16 int32 values in 0..255 (masked store)."""
-    if not isinstance(values, types.CPointer):
+def _store_lanes(typingctx, values, dst, start, d_y, n, side):
+    """The ``r x r`` blocks of pixels ``i < n`` of 16 (``values[pos * 16 + i]``, 0..255) to ``dst``.
+
+    Row ``u`` of the 16 blocks is ``16 * r`` contiguous bytes at ``dst[start +
+    u * d_y]``: one shuffle and one masked store per row.
+    """
+    if not (isinstance(values, types.CPointer) and isinstance(side, types.UniTuple)):
         return None
+    r = side.count
 
     def codegen(context, builder, signature, args):
-        ptr, dst_val, start_val, n_val = args
-        i8, i32 = ir.IntType(8), ir.IntType(32)
-        bytes_ = ir.VectorType(i8, LANES)
+        ptr, dst_val, start_val, d_y_val, n_val, _ = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        width = LANES * r
+        row_t = ir.VectorType(i8, width)
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [
-                bytes_, bytes_.as_pointer(), i32, ir.VectorType(ir.IntType(1), LANES)]),
-            f"llvm.masked.store.v{LANES}i8.{_pointer_name(bytes_)}")
-        data = builder.trunc(builder.load(builder.bitcast(ptr, ir.VectorType(i32, LANES)
-                                                          .as_pointer()), align=4), bytes_)
+                row_t, row_t.as_pointer(), i32, ir.VectorType(ir.IntType(1), width)]),
+            f"llvm.masked.store.v{width}i8.{_pointer_name(row_t)}")
+        values_t = ir.VectorType(i32, width * r)
+        data = builder.trunc(builder.load(builder.bitcast(ptr, values_t.as_pointer()), align=4),
+                             ir.VectorType(i8, width * r))
         base = context.make_array(dst)(context, builder, dst_val).data
         start = context.cast(builder, start_val, signature.args[2], types.uint64)
-        at = builder.bitcast(builder.gep(base, [start]), bytes_.as_pointer())
-        mask = _lane_mask(builder, context.cast(builder, n_val, signature.args[3], types.int32),
-                          LANES)
-        builder.call(store, [data, at, ir.Constant(i32, 1), mask])
+        d_y = context.cast(builder, d_y_val, signature.args[3], types.uint64)
+        n_bytes = builder.mul(context.cast(builder, n_val, signature.args[4], types.int32),
+                              ir.Constant(i32, r))
+        mask = _lane_mask(builder, n_bytes, width)
+        for u in range(r):
+            order = [(u * r + v) * LANES + i for i in range(LANES) for v in range(r)]
+            row = builder.shuffle_vector(data, ir.Constant(data.type, ir.Undefined),
+                                         ir.Constant(ir.VectorType(i32, width), order))
+            at = builder.add(start, builder.mul(d_y, ir.Constant(i64, u)))
+            builder.call(store, [row, builder.bitcast(builder.gep(base, [at]), row_t.as_pointer()),
+                                 ir.Constant(i32, 1), mask])
         return context.get_dummy_value()
 
-    return types.void(values, dst, start, n), codegen
+    return types.void(values, dst, start, d_y, n, side), codegen
 
 
 def vnni_available() -> bool:
@@ -934,31 +961,34 @@ def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, rounding, dst, start):
-    """Pass 2 for ``r = 1``: :func:`_accumulate`, 16 pixels at a time.
+def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, rounding, dst, start, d_y, lanes,
+                      side):
+    """Pass 2 for ``r`` = 1 or 2: :func:`_accumulate`, 16 pixels at a time (:func:`_gather_rows`).
 
-    With one output value per pixel, vectorising across pixels (gathers, see
-    :func:`_gather_rows`) beats the per-pixel table-row vectors of
-    :func:`_accumulate`. Pixel ``x``'s value goes to ``dst[start + x]``,
-    rounded as there (``like``: ``block[0]``).
+    ``lanes`` is a tuple of ``16 * r * r`` int32 zeros (the accumulator's size
+    at compile time). Pixel ``x``'s block goes to ``dst[start + x * r + u *
+    d_y + v]``, rounded as :func:`_accumulate` says (``like``: its ``block[0]``).
     """
-    acc_ptr = _stack_buffer(_LANES, np.int32)
-    acc = numba.carray(acc_ptr, (LANES,))
+    acc_ptr = _stack_buffer(lanes, np.int32)
+    acc = numba.carray(acc_ptr, (len(lanes),))
+    r = len(side)
     kind, n, inv, bias = rounding
     for x0 in range(0, nx, LANES):
         valid = min(LANES, nx - x0)
-        for i in range(LANES):
+        for i in range(len(lanes)):
             acc[i] = 0
-        for j in range(4 * n_pat):
-            _gather_rows(acc_ptr, tables, buf, j * 10 * CHUNK + x0, valid)
+        for p in range(n_pat):
+            _gather_rows(acc_ptr, tables, buf, p * 40 * CHUNK + x0, valid, side)
         if kind == 1:
-            _round_shift(acc_ptr, n, bias, _LANES)
+            _round_shift(acc_ptr, n, bias, lanes)
         elif kind == 2:
-            _round_divide(acc_ptr, n, inv, bias, _LANES)
+            _round_divide(acc_ptr, n, inv, bias, lanes)
         else:
-            for i in range(valid):
-                acc[i] = rnd[_rounding_index(acc[i], low, like)]
-        _store_lanes(acc_ptr, dst, start + x0, valid)
+            for pos in range(r * r):
+                for i in range(valid):
+                    at = pos * LANES + i
+                    acc[at] = rnd[_rounding_index(acc[at], low, like)]
+        _store_lanes(acc_ptr, dst, start + x0 * r, d_y, valid, side)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1023,7 +1053,7 @@ def _write_rows(rows, dst, start, d_y, d_x, d_c):
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
-                rounding, rows, dst, d_y, d_x, d_c, block, side):
+                rounding, rows, dst, d_y, d_x, d_c, block, side, lanes):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -1060,6 +1090,8 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         ``block`` of int16 when the accumulator provably fits and the portable
         pass 2 runs, else int32; their types carry ``r`` and the dtype to
         compile time.
+    lanes : tuple of ``16 * r * r`` int32 zeros (``r`` <= 2; unused otherwise)
+        The accumulator of :func:`_accumulate_lanes`.
     """
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
@@ -1075,9 +1107,9 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
                 _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
                 at = (c * r * width + x0) * r
-                if r == 1:
+                if r <= 2:
                     _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], rounding,
-                                      flat_rows, at)
+                                      flat_rows, at, width * r, lanes, side)
                     continue
                 if packed is not None:
                     _pack_weights(buf, n_pat, nx, packed)
@@ -1189,6 +1221,7 @@ class _PreparedStage:
             self.rounding = (0, 0, np.float32(0), 0)
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
+        self.lanes = (np.int32(0),) * (LANES * rr if stage.r <= 2 else 1)
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
             a.flags.writeable = False  # shared by every thread
 
@@ -1308,7 +1341,7 @@ class NumbaRunner:
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
                             sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.rounding, sp.rows[b],
-                            dst, d_y, d_x, d_c, ps.block, ps.side)
+                            dst, d_y, d_x, d_c, ps.block, ps.side, ps.lanes)
 
             self._parallel(len(sp.bands), band)
             if sp.output is not None:
