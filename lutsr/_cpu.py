@@ -26,8 +26,8 @@ How a stage runs (see :class:`NumbaRunner`):
      (:func:`_add_rows`), the four rotations added through their block
      permutations (constant shuffles). On AVX-512 VNNI CPUs and ``r = 4``,
      :func:`_dot_rotations` does a vertex's four rotations in one byte
-     permute and one dot product. For ``r = 1``, :func:`_accumulate_lanes`
-     gathers 16 pixels at a time instead.
+     permute and one dot product. For ``r`` = 1 and 2 (short rows),
+     :func:`_accumulate_lanes` gathers 16 pixels at a time instead.
 
   The sum is an integer ``s`` (the reference's float total times ``q``), so
   ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
