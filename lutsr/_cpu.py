@@ -27,17 +27,21 @@ How a stage runs (see :class:`NumbaRunner`):
      permutations (constant shuffles). On AVX-512 VNNI CPUs and ``r = 4``,
      :func:`_dot_rotations` does a vertex's four rotations in one byte
      permute and one dot product. For ``r`` = 1 and 2 (short rows),
-     :func:`_accumulate_lanes` gathers 16 pixels at a time instead.
+     :func:`_accumulate_lanes` gathers 16 pixels at a time instead
+     (AVX-512BW CPUs).
 
   The sum is an integer ``s`` (the reference's float total times ``q``), so
   ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
   by numpy from the reference's own expression: exact by construction. When
-  it is a rounding shift (:func:`power_of_two_rounding`) or an integer
-  division (:func:`integer_rounding`), each checked against the lookup over
-  every reachable sum, it is computed in vector registers instead, and each
-  row of the block is one store. Pass 2 writes each output row of the source
-  row contiguously per channel; :func:`_write_rows` then interleaves them
-  into the output (vector shuffles for RGB and RGBA).
+  it is a rounding shift (:func:`power_of_two_rounding`, checked against the
+  lookup over every reachable sum) it is computed in vector registers
+  instead, and each row of the block is one store. Pass 2 writes each output
+  row of the source row contiguously per channel; :func:`_write_rows` then
+  interleaves them into the output (vector shuffles for RGB and RGBA).
+
+  The 16-lane pass 1 and :func:`_accumulate_lanes` need AVX-512BW
+  (:func:`avx512bw_available`); without it the portable pass 1
+  (:func:`_vertices_portable`) and pass 2 run.
 
 * Bands run on a thread pool; the kernels release the GIL. A stage needs the
   previous stage complete for all rows (its taps reach into neighbouring
@@ -227,32 +231,6 @@ def power_of_two_rounding(stage: Stage, interval: int) -> tuple[int, int] | None
     return (m, b) if np.array_equal(formula, table) else None
 
 
-def integer_rounding(stage: Stage, interval: int) -> tuple[int, np.float32, int] | None:
-    """``(d, inv, b)`` when the stage's rounding is ``clip(round(s / d + b), 0, 255)`` for integers.
-
-    That holds when ``q * divisor`` is the integer ``d`` and ``bias`` the
-    integer ``b`` (MuLUT's divisors 12 and 3, for example). The kernels then
-    divide in vector registers: ``f = floor((s + 0.5) * inv)`` in float32,
-    with ``inv`` the float32 nearest ``1 / d`` (exact while ``|s| < 2**22``:
-    ``(s + 0.5) / d`` is at least ``0.5 / d`` from any integer), the remainder
-    ``s - f * d`` then decides the rounding, half to even of ``f + b``. The
-    same float32 arithmetic is checked here against :func:`rounding_table`
-    over every reachable ``s``, so either path is exact.
-    """
-    d = 2**interval * stage.divisor
-    if d != int(d) or d < 1 or stage.bias != int(stage.bias):
-        return None
-    d, b = int(d), int(stage.bias)
-    table, s_min = rounding_table(stage, interval)
-    s = np.arange(s_min, s_min + len(table), dtype=np.int64)
-    inv = np.float32(1.0 / d)
-    f = np.floor((s.astype(np.float32) + np.float32(0.5)) * inv).astype(np.int64)
-    rem2 = 2 * (s - f * d)
-    up = (rem2 > d) | ((rem2 == d) & ((f + b) % 2 == 1))
-    formula = np.clip(f + b + up, 0, 255)
-    return (d, inv, b) if np.array_equal(formula, table) else None
-
-
 # --------------------------------------------------------------------------- kernels
 
 
@@ -335,7 +313,8 @@ def _int32_op(name: str):
     return op
 
 
-_shl, _or = _int32_op("shl"), _int32_op("or_")
+_add, _sub, _mul, _shr, _shl, _and, _or = (
+    _int32_op(n) for n in ("add", "sub", "mul", "ashr", "shl", "and_", "or_"))
 
 
 @intrinsic
@@ -459,55 +438,6 @@ def _round_shift(typingctx, total, m, bias, block):
         return context.get_dummy_value()
 
     return types.void(total, m, bias, block), codegen
-
-
-@intrinsic
-def _round_divide(typingctx, total, d, inv, bias, block):
-    """In place on ``r*r`` sums at ``total``: ``clip(round_half_even(s / d + bias), 0, 255)``.
-
-    The vector arithmetic of :func:`integer_rounding` (which checks it), in
-    int32 and float32 whatever the sums' dtype.
-    """
-    if not (isinstance(total, types.CPointer) and isinstance(block, types.UniTuple)):
-        return None
-    rr = block.count
-
-    def codegen(context, builder, signature, args):
-        ptr, d_val, inv_val, bias_val, _ = args
-        elem = context.get_value_type(total.dtype)
-        i32, f32 = ir.IntType(32), ir.FloatType()
-        ivec, fvec = ir.VectorType(i32, rr), ir.VectorType(f32, rr)
-
-        def splat(value, ty, to, vec):
-            return _splat(builder, vec, context.cast(builder, value, ty, to))
-
-        def const(vec, c):
-            return ir.Constant(vec, [ir.Constant(vec.element, c)] * rr)
-
-        at = builder.bitcast(ptr, ir.VectorType(elem, rr).as_pointer())
-        align = context.get_abi_sizeof(elem)
-        s = builder.sext(builder.load(at, align=align), ivec) if elem.width < 32 \
-            else builder.load(at, align=align)
-        d = splat(d_val, signature.args[1], types.int32, ivec)
-        bias = splat(bias_val, signature.args[3], types.int32, ivec)
-        inv = splat(inv_val, signature.args[2], types.float32, fvec)
-        floor = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(fvec, [fvec]), f"llvm.floor.v{rr}f32")
-        quotient = builder.fmul(builder.fadd(builder.sitofp(s, fvec), const(fvec, 0.5)), inv)
-        f = builder.fptosi(builder.call(floor, [quotient]), ivec)
-        rem2 = builder.shl(builder.sub(s, builder.mul(f, d)), const(ivec, 1))
-        y = builder.add(f, bias)
-        tie_to_odd = builder.and_(builder.icmp_signed("==", rem2, d),
-                                  builder.trunc(y, ir.VectorType(ir.IntType(1), rr)))
-        up = builder.or_(builder.icmp_signed(">", rem2, d), tie_to_odd)
-        y = builder.add(y, builder.zext(up, ivec))
-        y = builder.select(builder.icmp_signed("<", y, const(ivec, 0)), const(ivec, 0), y)
-        y = builder.select(builder.icmp_signed(">", y, const(ivec, 255)), const(ivec, 255), y)
-        builder.store(builder.trunc(y, at.type.pointee) if elem.width < 32 else y, at,
-                      align=align)
-        return context.get_dummy_value()
-
-    return types.void(total, d, inv, bias, block), codegen
 
 
 @intrinsic
@@ -671,16 +601,27 @@ def _store_lanes(typingctx, values, dst, start, d_y, n, side):
 
 
 def vnni_available() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 VBMI and VNNI.
+    """Whether numba compiles for a CPU with AVX-512 VBMI and VNNI (and :func:`avx512bw_available`).
 
     Those give one-instruction byte permutes (``vpermb``) and 4-way u8 x s8 dot
-    products (``vpdpbusd``), which :func:`_dot_rotations` is built on. Reads
-    the features numba itself targets, so ``NUMBA_CPU_FEATURES`` overrides
-    apply. ``LUTSR_NO_VNNI=1`` turns the path off (to compare the two).
+    products (``vpdpbusd``), which :func:`_dot_rotations` is built on.
     """
-    if os.environ.get("LUTSR_NO_VNNI", "0") not in ("", "0"):
+    return avx512bw_available() and {"+avx512vbmi", "+avx512vnni"} <= _target_features()
+
+
+def avx512bw_available() -> bool:
+    """Whether numba compiles for a CPU with AVX-512BW (byte-masked loads and stores).
+
+    The 16-lane kernels (:func:`_vertex_lanes`, :func:`_accumulate_lanes`) need
+    it: on AVX2 their masked byte loads and stores become scalar code, and
+    they measured up to 1.9x slower than the portable kernels they replace.
+    Reads the features numba itself targets, so ``NUMBA_CPU_NAME`` /
+    ``NUMBA_CPU_FEATURES`` overrides apply. ``LUTSR_PORTABLE_KERNEL=1`` turns
+    every AVX-512 path off (to test and compare the portable kernels).
+    """
+    if os.environ.get("LUTSR_PORTABLE_KERNEL", "0") not in ("", "0"):
         return False
-    return {"+avx512f", "+avx512bw", "+avx512vbmi", "+avx512vnni"} <= _target_features()
+    return {"+avx512f", "+avx512bw"} <= _target_features()
 
 
 @functools.cache
@@ -779,8 +720,8 @@ def _rounding_index_impl(value, low, like):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, dst, start, d_y, block,
-                side):
+def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bias, dst, start,
+                d_y, block, side):
     """Pass 2: sum the weighted vertex rows of ``nx`` pixels and write their rounded blocks.
 
     ``block`` is a tuple of ``r*r`` zeros of the accumulator's dtype and
@@ -798,12 +739,11 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, dst, start, 
     :func:`_dot_rotations` does all of that in int32 instead.
 
     Pixel ``x``'s block element ``(u, v)`` goes to ``dst[start + x * r + u *
-    d_y + v]`` (rows of ``r`` contiguous bytes: one store each), rounded as
-    ``rounding = (kind, n, inv, bias)`` says: kind 1, :func:`_round_shift` by
-    ``n`` (see :func:`power_of_two_rounding`); kind 2, :func:`_round_divide` by
-    ``n`` (see :func:`integer_rounding`); kind 0, the lookup
-    ``rnd[_rounding_index(sum, low, block[0])]``, one byte at a time. All
-    indices are unsigned, so numba emits no negative-index wraparound.
+    d_y + v]``, rounded by ``rnd[_rounding_index(sum, low, block[0])]`` one
+    byte at a time, or, when ``shift_round`` (``m`` of
+    :func:`power_of_two_rounding`) is not 0, by :func:`_round_shift` on the
+    whole block, each row then one store (:func:`_store_rows`). All indices
+    are unsigned, so numba emits no negative-index wraparound.
     """
     chunk = np.uint64(CHUNK)
     RR = len(block)
@@ -842,12 +782,8 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, dst, start, 
                 _dot_rotations(total_ptr, tables, buf, p * np.uint64(40) * chunk + x, packed,
                                p * np.uint64(5) * chunk + x)
         d = np.uint64(start) + x * np.uint64(R)
-        kind, n, inv, bias = rounding
-        if kind != 0:
-            if kind == 1:
-                _round_shift(total_ptr, n, bias, block)
-            else:
-                _round_divide(total_ptr, n, inv, bias, block)
+        if shift_round > 0:
+            _round_shift(total_ptr, shift_round, shift_bias, block)
             _store_rows(total_ptr, dst, d, np.uint64(d_y), side)
             continue
         for u in range(R):
@@ -961,8 +897,72 @@ def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, rounding, dst, start, d_y, lanes,
-                      side):
+def _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
+    """:func:`_vertices` as a plain loop that LLVM vectorises for the CPU at hand.
+
+    For CPUs without AVX-512BW, where the 16-lane masked byte loads of
+    :func:`_vertex_lanes` would be split into scalar loads. Same arguments and
+    output as :func:`_vertices`.
+
+    Everything is int32 arithmetic: offsets wrap modulo 2**32 exactly as the
+    uint32 ``buf`` stores them (tables are < 2**32 elements), and the sorting
+    keys ``fraction << shift | stride`` stay below 2**31 (``shift + interval``
+    is at most 29 for every L and r <= 8).
+    """
+    k = np.int32(interval)
+    q = _shl(1, k)
+    mask = _sub(q, 1)
+    sh = np.int32(shift)
+    low = _sub(_shl(1, sh), 1)
+    s0, s1 = np.int32(strides[0]), np.int32(strides[1])
+    s2, s3 = np.int32(strides[2]), np.int32(strides[3])
+    for j in range(tapoff.shape[0]):
+        # Slices, so that the loop indices are provably non-negative: numba then
+        # emits no wraparound selects and LLVM vectorises the loop.
+        r0 = plane[start + tapoff[j, 0]:start + tapoff[j, 0] + nx]
+        r1 = plane[start + tapoff[j, 1]:start + tapoff[j, 1] + nx]
+        r2 = plane[start + tapoff[j, 2]:start + tapoff[j, 2] + nx]
+        r3 = plane[start + tapoff[j, 3]:start + tapoff[j, 3] + nx]
+        out = buf[j * 10 * CHUNK:(j + 1) * 10 * CHUNK]
+        tb = np.int32(np.uint32(tbase[j]))
+        for x in range(nx):
+            a, b, c, d = np.int32(r0[x]), np.int32(r1[x]), np.int32(r2[x]), np.int32(r3[x])
+            base = _add(_add(tb, _mul(_shr(a, k), s0)),
+                        _add(_add(_mul(_shr(b, k), s1), _mul(_shr(c, k), s2)),
+                             _mul(_shr(d, k), s3)))
+            # Fraction in the high bits, the dimension's table stride in the
+            # low ones: sorting the keys sorts the dimensions by fraction.
+            # Ties order by stride instead of by dimension as the reference's
+            # stable argsort does; the vertex between tied steps then gets
+            # weight 0, so the sum is the same.
+            k0 = _or(_shl(_and(a, mask), sh), s0)
+            k1 = _or(_shl(_and(b, mask), sh), s1)
+            k2 = _or(_shl(_and(c, mask), sh), s2)
+            k3 = _or(_shl(_and(d, mask), sh), s3)
+            t0, t1 = max(k0, k1), min(k0, k1)
+            t2, t3 = max(k2, k3), min(k2, k3)
+            k0, k2 = max(t0, t2), min(t0, t2)
+            k1, k3 = max(t1, t3), min(t1, t3)
+            k1, k2 = max(k1, k2), min(k1, k2)
+            f1, f2, f3, f4 = _shr(k0, sh), _shr(k1, sh), _shr(k2, sh), _shr(k3, sh)
+            o1 = _add(base, _and(k0, low))
+            o2 = _add(o1, _and(k1, low))
+            o3 = _add(o2, _and(k2, low))
+            out[x] = base
+            out[CHUNK + x] = o1
+            out[2 * CHUNK + x] = o2
+            out[3 * CHUNK + x] = o3
+            out[4 * CHUNK + x] = _add(o3, _and(k3, low))
+            out[5 * CHUNK + x] = _sub(q, f1)
+            out[6 * CHUNK + x] = _sub(f1, f2)
+            out[7 * CHUNK + x] = _sub(f2, f3)
+            out[8 * CHUNK + x] = _sub(f3, f4)
+            out[9 * CHUNK + x] = f4
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, shift_round, shift_bias, dst, start,
+                      d_y, lanes, side):
     """Pass 2 for ``r`` = 1 or 2: :func:`_accumulate`, 16 pixels at a time (:func:`_gather_rows`).
 
     ``lanes`` is a tuple of ``16 * r * r`` int32 zeros (the accumulator's size
@@ -972,17 +972,14 @@ def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, rounding, dst, sta
     acc_ptr = _stack_buffer(lanes, np.int32)
     acc = numba.carray(acc_ptr, (len(lanes),))
     r = len(side)
-    kind, n, inv, bias = rounding
     for x0 in range(0, nx, LANES):
         valid = min(LANES, nx - x0)
         for i in range(len(lanes)):
             acc[i] = 0
         for p in range(n_pat):
             _gather_rows(acc_ptr, tables, buf, p * 40 * CHUNK + x0, valid, side)
-        if kind == 1:
-            _round_shift(acc_ptr, n, bias, lanes)
-        elif kind == 2:
-            _round_divide(acc_ptr, n, inv, bias, lanes)
+        if shift_round > 0:
+            _round_shift(acc_ptr, shift_round, shift_bias, lanes)
         else:
             for pos in range(r * r):
                 for i in range(valid):
@@ -1053,7 +1050,7 @@ def _write_rows(rows, dst, start, d_y, d_x, d_c):
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
-                rounding, rows, dst, d_y, d_x, d_c, block, side, lanes):
+                shift_round, shift_bias, rows, dst, d_y, d_x, d_c, block, side, lanes):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -1080,8 +1077,8 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         Scratch for :func:`_pack_weights`: given, pass 2 uses :func:`_dot_rotations`
         (``r`` must be 4 and the CPU must have :func:`vnni_available`).
     rnd, low : uint8 rounding lookup and its index offset (see :func:`_rounding_index`).
-    rounding : (int, int, float32, int)
-        How sums become bytes: see :func:`_accumulate`.
+    shift_round, shift_bias : int
+        ``(m, b)`` of :func:`power_of_two_rounding`, used instead of ``rnd`` when ``m`` > 0.
     rows : (C, r, W * r) uint8
         Scratch: the output rows of one source row (see :func:`_write_rows`).
     dst : 1-D uint8
@@ -1090,8 +1087,9 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         ``block`` of int16 when the accumulator provably fits and the portable
         pass 2 runs, else int32; their types carry ``r`` and the dtype to
         compile time.
-    lanes : tuple of ``16 * r * r`` int32 zeros (``r`` <= 2; unused otherwise)
-        The accumulator of :func:`_accumulate_lanes`.
+    lanes : tuple of ``16 * r * r`` int32 zeros (``r`` <= 2; one otherwise) or None
+        The accumulator of :func:`_accumulate_lanes`; None on CPUs without
+        AVX-512BW (see :func:`avx512bw_available`): the portable passes then.
     """
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
@@ -1105,16 +1103,20 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
             for x0 in range(0, width, CHUNK):
                 nx = min(CHUNK, width - x0)
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
-                _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
+                if lanes is None:  # no AVX-512BW: numba compiles this branch only
+                    _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift,
+                                       buf)
+                else:
+                    _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
                 at = (c * r * width + x0) * r
-                if r <= 2:
-                    _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], rounding,
-                                      flat_rows, at, width * r, lanes, side)
+                if r <= 2 and lanes is not None:
+                    _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], shift_round,
+                                      shift_bias, flat_rows, at, width * r, lanes, side)
                     continue
                 if packed is not None:
                     _pack_weights(buf, n_pat, nx, packed)
-                _accumulate(tables, buf, packed, n_pat, nx, rnd, low, rounding, flat_rows, at,
-                            width * r, block, side)
+                _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bias,
+                            flat_rows, at, width * r, block, side)
         _write_rows(rows, dst, y * r * d_y, d_y, d_x, d_c)
 
 
@@ -1212,16 +1214,12 @@ class _PreparedStage:
         else:
             acc_type = np.int32
             self.rnd, self.low = rnd, -s_min
-        # Vector arithmetic instead of the lookup where it is exact (see _accumulate).
-        if (pot := power_of_two_rounding(stage, interval)) is not None:
-            self.rounding = (1, pot[0], np.float32(0), pot[1])
-        elif (div := integer_rounding(stage, interval)) is not None:
-            self.rounding = (2, div[0], div[1], div[2])
-        else:
-            self.rounding = (0, 0, np.float32(0), 0)
+        self.lanes = ((np.int32(0),) * (LANES * rr if stage.r <= 2 else 1)
+                      if avx512bw_available() else None)
+        # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
+        self.shift_round, self.shift_bias = power_of_two_rounding(stage, interval) or (0, 0)
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
-        self.lanes = (np.int32(0),) * (LANES * rr if stage.r <= 2 else 1)
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
             a.flags.writeable = False  # shared by every thread
 
@@ -1340,8 +1338,9 @@ class NumbaRunner:
                 y0, y1 = sp.bands[b]
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
-                            sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.rounding, sp.rows[b],
-                            dst, d_y, d_x, d_c, ps.block, ps.side, ps.lanes)
+                            sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
+                            ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
+                            ps.lanes)
 
             self._parallel(len(sp.bands), band)
             if sp.output is not None:

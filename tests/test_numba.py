@@ -20,7 +20,7 @@ from conftest import CONFORMANCE_NAMES, assert_images_equal, conformance_lut, ra
 from lutsr import LUT, Stage
 from lutsr._cpu import (
     NumbaRunner,
-    integer_rounding,
+    avx512bw_available,
     padded_index,
     power_of_two_rounding,
     rotated_offsets,
@@ -41,23 +41,24 @@ def upscale(runner: NumbaRunner, frames: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Pass-2 kernels to test: the portable one, and the AVX-512 VNNI one (r = 4) where the CPU has it.
-KERNELS = ["portable", "vnni"] if vnni_available() else ["portable"]
+#: Kernels to test: the portable ones, and the AVX-512 ones where the CPU has them.
+KERNELS = ["portable", "avx512"] if avx512bw_available() else ["portable"]
 
 
 def make_runner(lut: LUT, threads: int, kernel: str) -> NumbaRunner:
     """A runner that uses ``kernel`` (see :data:`KERNELS`) wherever it applies."""
-    saved = os.environ.get("LUTSR_NO_VNNI")
-    os.environ["LUTSR_NO_VNNI"] = "1" if kernel == "portable" else "0"
+    saved = os.environ.get("LUTSR_PORTABLE_KERNEL")
+    os.environ["LUTSR_PORTABLE_KERNEL"] = "1" if kernel == "portable" else "0"
     try:
         runner = NumbaRunner(lut, threads)
     finally:
         if saved is None:
-            del os.environ["LUTSR_NO_VNNI"]
+            del os.environ["LUTSR_PORTABLE_KERNEL"]
         else:
-            os.environ["LUTSR_NO_VNNI"] = saved
-    assert [ps.vnni for ps in runner._stages] == [
-        kernel == "vnni" and s.r == 4 for s in lut.stages]
+            os.environ["LUTSR_PORTABLE_KERNEL"] = saved
+    wide = kernel == "avx512"
+    assert [(ps.vnni, ps.lanes is not None) for ps in runner._stages] == [
+        (wide and vnni_available() and s.r == 4, wide) for s in lut.stages]
     return runner
 
 
@@ -160,20 +161,6 @@ def test_power_of_two_rounding_is_recognised_only_where_it_is_exact():
     assert power_of_two_rounding(stage(1, 0.5), 5) is None
     assert power_of_two_rounding(stage(1 / 32, 0), 5) is None
 
-
-def test_integer_rounding_is_recognised_only_where_it_is_exact():
-    def stage(divisor, bias, patterns="S"):
-        return Stage(2, tuple(patterns), tuple(np.zeros((9**4, 4), np.int8) for _ in patterns),
-                     divisor, bias, "edge")
-
-    # q = 32: q * divisor an integer d, with an integer bias -> vector division.
-    for divisor, bias, patterns in [(3, 0, "S"), (12, 127, "SDY"), (2.5, -7, "SD"),
-                                    (1 / 32, 0, "S"), (1, 0, "S")]:
-        d, inv, b = integer_rounding(stage(divisor, bias, patterns), 5)
-        assert (d, b) == (round(32 * divisor), bias) and inv == np.float32(1 / d)
-    # A fractional q * divisor or bias keeps the lookup.
-    assert integer_rounding(stage(0.3, 0), 5) is None
-    assert integer_rounding(stage(3, 0.5), 5) is None
 
 
 # --------------------------------------------------------------------------- randomised parity
