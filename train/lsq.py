@@ -268,8 +268,9 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, True, grads)
     diag = grads.sum(0).reshape(shape)
     grads[:] = 0
-    _adjoint(samples.idx, samples.wts, samples.weight,
-             np.subtract(samples.target, stage.bias, dtype=np.float32), perm, scale, False, grads)
+    # The targets less the bias, into the scratch: not another array of every sample.
+    np.subtract(samples.target, stage.bias, out=pred, dtype=np.float32)
+    _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, False, grads)
     rhs_data = grads.sum(0).reshape(shape)
     mean_diag = diag[diag > 0].mean()
     a, b = prior_weight * mean_diag, smooth_weight * mean_diag
