@@ -218,6 +218,39 @@ def test_least_squares_forward_matches_the_runtime():
     assert_images_equal(got, ref.reshape(7, 3, 10, 3).transpose(0, 2, 1, 3).reshape(70, 9))
 
 
+def test_least_squares_luma_mix_is_the_mix_of_the_channels():
+    """Channel-mixed samples predict the mix of the per-channel outputs; the fit recovers a stage.
+
+    Guards ``collect(mix=...)`` (``--lsq-luma``): every channel's vertices
+    must index the same table, carry its mix weight, and the gain must undo
+    the weights' sum.
+    """
+    from train import lsq
+
+    rng = np.random.default_rng(12)
+    stage = random_lut(rng, interval=7, layout="mulut", scale=2).stages[-1]
+    true = np.stack(stage.tables).astype(np.float64)
+    images = [(rng.integers(0, 256, (8, 9, 3), dtype=np.uint8), np.zeros((16, 18, 3)))
+              for _ in range(4)]
+    mixed = lsq.collect(stage, 7, images, sort=False, mix=lsq.LUMA_MIX)
+    assert mixed.idx.shape[:2] == (4 * 72, 3 * len(stage.patterns)) and mixed.gain == 17
+    channels = [lsq.predict(lsq.collect(stage, 7, [(lr[:, :, c], hr[:, :, c]) for lr, hr in images],
+                                        sort=False), true, stage, 7) for c in range(3)]
+    want = sum(m * (ch - stage.bias) for m, ch in zip(lsq.LUMA_MIX, channels)) / 17 + stage.bias
+    np.testing.assert_allclose(lsq.predict(mixed, true, stage, 7), want, atol=1e-9)
+
+    images = [(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), np.zeros((24, 24, 3)))
+              for _ in range(12)]
+    mixed = lsq.collect(stage, 7, images, mix=lsq.LUMA_MIX)
+    mixed.target[:] = lsq.predict(mixed, true, stage, 7)
+    fitted = lsq.fit(mixed, stage, 7, prior=np.zeros_like(true), prior_weight=1e-9,
+                     smooth_weight=0, iters=80, log=None)
+    err = lsq.predict(mixed, fitted, stage, 7) - mixed.target
+    assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
+    with pytest.raises(ValueError, match="mix"):
+        lsq.collect(stage, 7, images, mix=(0, 1, 1))
+
+
 def test_least_squares_weights_count_like_repeated_samples():
     """A plane of weight 2 pulls the fit exactly as two copies of it do; weight 0 drops it.
 
@@ -247,6 +280,21 @@ def test_least_squares_weights_count_like_repeated_samples():
     w = tdata.balance_weights(groups, 1.0)
     assert w[0] * 16 == pytest.approx(w[1] * 64) and w[1] == w[2]
     assert tdata.balance_weights(groups, 0.0) == [1.0, 1.0, 1.0]
+
+
+def test_least_squares_margin_drops_the_border_ring():
+    """``margin`` zeroes the weight of exactly the pixels within it of each plane's edge."""
+    from train import lsq
+
+    rng = np.random.default_rng(13)
+    stage = random_lut(rng, interval=6, layout="srlut", scale=2).stages[0]
+    planes = [(rng.integers(0, 256, (5, 7), dtype=np.uint8), np.zeros((10, 14))),
+              (rng.integers(0, 256, (3, 4), dtype=np.uint8), np.zeros((6, 8)))]
+    samples = lsq.collect(stage, 6, planes, sort=False, weights=[2.0, 3.0], margin=1)
+    want = np.zeros(35 + 12, np.float32)
+    want[:35].reshape(5, 7)[1:4, 1:6] = 2
+    want[35:].reshape(3, 4)[1:2, 1:3] = 3
+    np.testing.assert_array_equal(samples.weight, want)
 
 
 def test_least_squares_samples_are_sorted_in_place_without_loss():
@@ -281,3 +329,20 @@ def test_shift_augmentation_cuts_the_hr_image_at_an_offset(tmp_path):
         np.testing.assert_array_equal(hr_pair, want_hr)
     with pytest.raises(ValueError, match="shift"):
         tdata.load_groups([tmp_path / "a.png"], 4, shift_aug=[(4, 0)])
+
+
+def test_invert_augmentation_adds_the_negative_of_every_pair(tmp_path):
+    from PIL import Image
+
+    from train import data as tdata
+
+    rng = np.random.default_rng(11)
+    hr = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    Image.fromarray(hr).save(tmp_path / "a.png")
+    (group,) = tdata.load_groups([tmp_path / "a.png"], 4, scale_aug=[0.5], invert_aug=True)
+    assert len(group) == 4
+    for (lr, hr_pair), (lr_neg, hr_neg) in zip(group[:2], group[2:], strict=True):
+        np.testing.assert_array_equal(hr_neg, 255 - hr_pair)
+        np.testing.assert_array_equal(lr_neg, tdata.make_pairs(255 - hr_pair, 4)[0])
+        # The downscale is linear: the negative's LR is the LR's negative up to rounding.
+        assert np.abs(lr_neg.astype(int) - (255 - lr.astype(int))).max() <= 1

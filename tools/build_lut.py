@@ -68,6 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--lsq-balance", type=float, default=0.0, metavar="ALPHA",
                    help="weight each image's pixels by (mean pixels / its pixels)**ALPHA in the "
                         "least squares: 0 every pixel counts the same, 1 every image")
+    p.add_argument("--lsq-luma", action="store_true",
+                   help="least squares on the luma of the RGB output (the papers' metric) "
+                        "instead of on each channel's own error")
+    p.add_argument("--lsq-skip-border", action="store_true",
+                   help="leave the outermost LR pixel ring out of the least squares: its outputs "
+                        "are made from padding and the papers' metric shaves them")
     p.add_argument("--lsq-first", action="store_true",
                    help="also refit the last stage before fine-tuning, so fine-tuning starts "
                         "from the best last stage for the sampled earlier stages")
@@ -76,6 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--shift-aug", type=_shift, nargs="*", default=[], metavar="DY,DX",
                    help="also train on each HR image cropped by these offsets (HR pixels, below "
                         "the scale, e.g. 2,2): the same photos sampled on a shifted LR grid")
+    p.add_argument("--invert-aug", action="store_true",
+                   help="also train on the photographic negative (255 - HR) of every HR image")
     p.add_argument("--val-every", type=int, default=0, metavar="N",
                    help="hold out every N-th image (sorted by path) and report the LUT's Y-PSNR on "
                         "them; how the defaults here were chosen (0: train on all)")
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
         train_files = [f for f in files if f not in skip]
         groups = tdata.load_groups(train_files, args.scale, min_size=args.patch,
                                    scale_aug=args.scale_aug, log=log,
-                                   shift_aug=args.shift_aug)
+                                   shift_aug=args.shift_aug, invert_aug=args.invert_aug)
         pairs = [pair for group in groups for pair in group]
         weights = tdata.balance_weights(groups, args.lsq_balance)
         val_pairs = tdata.load_pairs(held_out, args.scale)
@@ -256,14 +264,17 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
     last = layout[-1]
     earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
     planes, plane_weights = [], []
-    for (lr, hr), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights):
+    for (lr, hr), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights,
+                                              split=not args.lsq_luma):
         if earlier is not None:
             lr = lutsr.upscale(lr, earlier)
         planes.append((lr, hr))
         plane_weights.append(weight)
     stage = lutsr.Stage(last.r, last.patterns, tuple(tables[-1]), last.divisor, last.bias,
                         last.padding)
-    samples = lsq.collect(stage, args.interval, planes, weights=plane_weights)
+    samples = lsq.collect(stage, args.interval, planes, weights=plane_weights,
+                          mix=lsq.LUMA_MIX if args.lsq_luma else None,
+                          margin=1 if args.lsq_skip_border else 0)
     log(f"lsq: {samples.idx.shape[0]} samples")
     prior = np.stack(tables[-1]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
@@ -275,6 +286,8 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
                       out=np.empty(samples.target.shape, np.float32))
     np.clip(np.round(out, out=out), 0, 255, out=out)  # in place: gigabytes each
     out -= samples.target
+    # Unweighted: every pixel counts. (With --lsq-luma: of the luma mix, rounded and clipped
+    # as a whole, where the runtime does that per channel: close, not exact.)
     mse = float(np.square(out, out=out).mean(dtype=np.float64))  # unweighted: every pixel counts
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 

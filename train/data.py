@@ -47,15 +47,16 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
-def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=()
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=(),
+               invert_aug: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) RGB pairs for the image files ``paths``: :func:`load_groups`, flattened."""
-    return [pair for group in load_groups(paths, scale, min_size, scale_aug, log, shift_aug)
+    return [pair for group in load_groups(paths, scale, min_size, scale_aug, log, shift_aug,
+                                          invert_aug)
             for pair in group]
 
 
-def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=()
-                ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=(),
+                invert_aug: bool = False) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """(LR, HR) RGB pairs for each of the image files ``paths`` (see :func:`list_images`).
 
     Images whose LR side would be below ``min_size`` raise ValueError, naming
@@ -66,8 +67,13 @@ def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, sh
     offsets ``(dy, dx)`` (HR pixels, each below ``scale``) add pairs cut from
     the HR image without its first ``dy`` rows and ``dx`` columns: the LR
     pixel grid then falls elsewhere on the same photo, so the pairs are new
-    samples of exactly the test-time degradation. Group ``i`` holds image
-    ``i``'s pair, its shifted pairs, then its downscaled copies.
+    samples of exactly the test-time degradation. ``invert_aug`` adds the
+    photographic negative ``255 - HR`` of each of those HR images: the
+    downscale is linear, so (up to rounding) the negative's pair is the
+    original's, inverted; a LUT is not symmetric under inversion, so dark
+    structure then also teaches the table rows of bright structure. Group
+    ``i`` holds image ``i``'s pair, its shifted pairs, its downscaled copies,
+    then (with ``invert_aug``) the negatives of all of them.
     """
     groups = []
     for i, path in enumerate(paths):
@@ -85,6 +91,8 @@ def load_groups(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, sh
             smaller = imresize(hr, factor)
             if min(smaller.shape[:2]) >= max(min_size, 2) * scale:
                 group.append(make_pairs(smaller, scale))
+        if invert_aug:
+            group += [make_pairs(255 - hr_part, scale) for _, hr_part in group]
         groups.append(group)
         if log and (i + 1) % 50 == 0:
             log(f"  loaded {i + 1} images")
@@ -104,20 +112,21 @@ def balance_weights(groups, alpha: float) -> list[float]:
     return [float(w) for w, g in zip(per_image, groups) for _ in g]
 
 
-def plane_pairs(pairs, flips: bool = True, weights=None):
+def plane_pairs(pairs, flips: bool = True, weights=None, split: bool = True):
     """Single-channel (LR, HR) planes: every channel of every pair, and its mirror image.
 
     The 4-rotation ensemble makes a LUT model rotation-equivariant, so rotated
     copies add nothing; a mirror image is not a rotation, so it does. With
-    ``weights`` (one per pair), yields ``((lr, hr), weight)`` instead.
+    ``weights`` (one per pair), yields ``((lr, hr), weight)`` instead. With
+    ``split`` False, yields each pair whole (all channels) and its mirror image.
     """
     if weights is not None:
         for pair, weight in zip(pairs, weights, strict=True):
-            for planes in plane_pairs([pair], flips):
+            for planes in plane_pairs([pair], flips, split=split):
                 yield planes, weight
         return
     for lr, hr in pairs:
-        for c in range(lr.shape[2]):
+        for c in range(lr.shape[2]) if split else [slice(None)]:
             yield lr[:, :, c], hr[:, :, c]
             if flips:
                 yield np.ascontiguousarray(lr[:, ::-1, c]), np.ascontiguousarray(hr[:, ::-1, c])

@@ -21,6 +21,11 @@ import numpy as np
 from lutsr._cpu import block_permutations, tap_indices
 from lutsr.model import Stage, grid_size
 
+# BT.601 luma weights 65.481 : 128.553 : 24.966 as small integers (0.294 : 0.588 :
+# 0.118 of their sum against 0.299 : 0.587 : 0.114) that fit, times the
+# simplex weights (at most 16 at interval 4), in uint8 sample weights.
+LUMA_MIX = (5, 10, 2)
+
 
 @numba.njit(parallel=True, cache=True)
 def _vertices(plane, rows, cols, interval, grid, n_rows, idx, wts):
@@ -148,56 +153,93 @@ class Samples:
     Attributes
     ----------
     idx : ndarray of int32, shape (N, P, 4, 5)
-    wts : ndarray of uint8, shape (N, P, 4, 5)
+    wts : ndarray of uint8 (uint16 where a channel mix needs it), shape (N, P, 4, 5)
     target : ndarray of uint8 (float32 if any target given was not uint8), shape (N, r*r)
         The desired stage output (0..255) of each pixel's r x r block, row-major.
     weight : ndarray of float32, shape (N,)
         Each sample's weight in the squared error.
+    gain : int
+        The sum of every rotation's ``wts``, over ``q``: 1 for a plane's
+        samples; ``sum(mix)`` for the channel-mixed samples of ``collect(...,
+        mix=...)``, whose target is the mix of the channels, divided by it.
     """
 
     idx: np.ndarray
     wts: np.ndarray
     target: np.ndarray
     weight: np.ndarray
+    gain: int = 1
 
 
-def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None) -> Samples:
+def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
+            mix=None, margin: int = 0) -> Samples:
     """Vertices and targets for ``pairs`` of (input plane (H, W) uint8, target plane (H*r, W*r)).
 
     ``stage`` supplies patterns, padding and r (its tables are not used).
     ``weights`` (an iterable beside ``pairs``, default all 1) gives each
     plane's pixels their weight in the squared error. Samples come sorted by
     table row (see below) unless ``sort`` is False, in which case they are in
-    pixel order, plane after plane.
+    pixel order, plane after plane. Pixels within ``margin`` of a plane's
+    edge get weight 0: the papers' metric shaves the HR border, so those
+    pixels' outputs, made from padding, are never measured.
+
+    With ``mix`` (small positive integers, one per channel), ``pairs`` hold
+    (H, W, C) and (H*r, W*r, C) images instead, and a sample is a pixel whose
+    output is ``sum(mix[c] * stage output of channel c) / sum(mix)``: the
+    same table applied to every channel, the error measured on one mix of
+    them, e.g. luma (the metric of the papers) with ``LUMA_MIX``.
     """
     grid, r = grid_size(interval), stage.r
     pairs = list(pairs)
     weights = [1.0] * len(pairs) if weights is None else list(weights)
     if len(weights) != len(pairs):
         raise ValueError(f"{len(weights)} weights for {len(pairs)} planes")
+    mix = None if mix is None else np.asarray(mix, np.int64)
+    if mix is not None and (mix.ndim != 1 or (mix < 1).any() or mix.max() > 255):
+        raise ValueError(f"mix {mix.tolist()} must be integers in 1..255")
+    n_ch = 1 if mix is None else len(mix)
+    n_pat = len(stage.patterns)
     # Filled in place, plane after plane: concatenating per-plane parts would
     # hold every sample twice at the peak (gigabytes for a whole training set).
     n = sum(plane.shape[0] * plane.shape[1] for plane, _ in pairs)
-    idx = np.empty((n, len(stage.patterns), 4, 5), np.int32)
-    wts = np.empty_like(idx, dtype=np.uint8)
+    idx = np.empty((n, n_ch * n_pat, 4, 5), np.int32)
+    # Simplex weights (at most 2**interval) times the mix: uint8 while they fit.
+    small = mix is None or mix.max() << interval <= 255
+    wts = np.empty_like(idx, dtype=np.uint8 if small else np.uint16)
     # uint8 HR targets stay uint8: a quarter of float32's memory, so more samples fit.
-    exact = all(target.dtype == np.uint8 for _, target in pairs)
+    exact = mix is None and all(target.dtype == np.uint8 for _, target in pairs)
     tgt = np.empty((n, r * r), np.uint8 if exact else np.float32)
     weight = np.empty(n, np.float32)
     start = 0
     for (plane, target), plane_weight in zip(pairs, weights):
-        h, w = plane.shape
-        if target.shape != (h * r, w * r):
-            raise ValueError(f"target {target.shape} does not match input {plane.shape} x{r}")
+        h, w = plane.shape[:2]
+        want = (h * r, w * r) + plane.shape[2:]
+        if target.shape != want or plane.ndim != (2 if mix is None else 3) \
+                or plane.shape[2:] not in ((), (n_ch,)):
+            raise ValueError(f"target {target.shape} and input {plane.shape} do not match x{r}"
+                             + ("" if mix is None else f" with {n_ch} channels"))
         rows, cols = tap_indices(stage, h, w)
         span = slice(start, start + h * w)
-        _vertices(np.ascontiguousarray(plane), rows, cols, interval, grid, grid**4, idx[span],
-                  wts[span])
+        if mix is None:
+            _vertices(np.ascontiguousarray(plane), rows, cols, interval, grid, grid**4,
+                      idx[span], wts[span])
+        else:
+            for c in range(n_ch):
+                part = slice(c * n_pat, (c + 1) * n_pat)
+                _vertices(np.ascontiguousarray(plane[:, :, c]), rows, cols, interval, grid,
+                          grid**4, idx[span, part], wts[span, part])
+                wts[span, part] *= mix[c].astype(wts.dtype)
+            target = (target.astype(np.float32) @ mix.astype(np.float32)) / mix.sum()
         tgt[span] = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
         weight[span] = plane_weight
+        if margin:
+            ring = np.ones((h, w), bool)
+            ring[margin:h - margin, margin:w - margin] = False
+            weight[span][ring.ravel()] = 0
         start += h * w
+    gain = 1 if mix is None else int(mix.sum())
     if not sort:
-        return Samples(idx, wts, tgt, weight)
+        return Samples(idx, wts, tgt, weight, gain)
     # Samples ordered by their first table row: neighbouring samples then read
     # and write neighbouring rows, which keeps the gathers and scatters of
     # every CG iteration in cache. Permuted in place: a copy of idx alone
@@ -205,7 +247,7 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None)
     order = np.argsort(idx[:, 0, 0, 0], kind="stable")
     for a in (idx, wts, tgt, weight):
         _permute_rows(a.reshape(n, -1), order)
-    return Samples(idx, wts, tgt, weight)
+    return Samples(idx, wts, tgt, weight, gain)
 
 
 def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
@@ -216,7 +258,7 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
     instead of a new array: for a whole training set that is gigabytes.
     """
     pred = np.empty(samples.target.shape, np.float64) if out is None else out
-    scale = 1.0 / (2**interval * stage.divisor)
+    scale = 1.0 / (2**interval * stage.divisor * samples.gain)
     flat = np.ascontiguousarray(tables.reshape(-1, tables.shape[-1]), np.float64)
     _forward(samples.idx, samples.wts, flat, block_permutations(stage.r), scale, pred)
     pred += stage.bias
@@ -252,7 +294,7 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     grid = grid_size(interval)
     shape = prior.shape
     perm = block_permutations(stage.r)
-    scale = 1.0 / (2**interval * stage.divisor)
+    scale = 1.0 / (2**interval * stage.divisor * samples.gain)
     threads = numba.get_num_threads()
     grads = np.zeros((threads, shape[0] * shape[1], shape[2]))
     # float32 scratch (the sums themselves are float64): half the memory per sample.
