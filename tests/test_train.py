@@ -249,6 +249,10 @@ def test_least_squares_luma_mix_is_the_mix_of_the_channels():
     assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
     with pytest.raises(ValueError, match="mix"):
         lsq.collect(stage, 7, images, mix=(0, 1, 1))
+    with pytest.raises(ValueError, match="not"):  # planes where images are due, and back
+        lsq.collect(stage, 7, [(lr[:, :, 0], hr[:, :, 0]) for lr, hr in images], mix=(1, 1, 1))
+    with pytest.raises(ValueError, match="not"):
+        lsq.collect(stage, 7, images)
 
 
 def test_least_squares_weights_count_like_repeated_samples():

@@ -288,7 +288,7 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
     out -= samples.target
     # Unweighted: every pixel counts. (With --lsq-luma: of the luma mix, rounded and clipped
     # as a whole, where the runtime does that per channel: close, not exact.)
-    mse = float(np.square(out, out=out).mean(dtype=np.float64))  # unweighted: every pixel counts
+    mse = float(np.square(out, out=out).mean(dtype=np.float64))
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 

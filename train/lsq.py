@@ -159,9 +159,9 @@ class Samples:
     weight : ndarray of float32, shape (N,)
         Each sample's weight in the squared error.
     gain : int
-        The sum of every rotation's ``wts``, over ``q``: 1 for a plane's
-        samples; ``sum(mix)`` for the channel-mixed samples of ``collect(...,
-        mix=...)``, whose target is the mix of the channels, divided by it.
+        Each rotation's ``wts`` sum to ``q * gain``: 1 for a plane's samples,
+        ``sum(mix)`` for the channel-mixed ones of ``collect(..., mix=...)``
+        (whose targets are the mix of the channels divided by ``sum(mix)``).
     """
 
     idx: np.ndarray
@@ -213,11 +213,11 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
     start = 0
     for (plane, target), plane_weight in zip(pairs, weights):
         h, w = plane.shape[:2]
-        want = (h * r, w * r) + plane.shape[2:]
-        if target.shape != want or plane.ndim != (2 if mix is None else 3) \
-                or plane.shape[2:] not in ((), (n_ch,)):
-            raise ValueError(f"target {target.shape} and input {plane.shape} do not match x{r}"
-                             + ("" if mix is None else f" with {n_ch} channels"))
+        channels = () if mix is None else (n_ch,)
+        if plane.shape[2:] != channels or target.shape != (h * r, w * r) + channels:
+            want = "(H, W" + "".join(f", {c}" for c in channels) + ")"
+            raise ValueError(f"input {plane.shape} and target {target.shape} are not {want} "
+                             f"and its x{r}")
         rows, cols = tap_indices(stage, h, w)
         span = slice(start, start + h * w)
         if mix is None:
