@@ -49,12 +49,16 @@ def _vertices(plane, rows, cols, interval, grid, n_rows, idx, wts):
                     for t in range(4):
                         v = np.int64(plane[rows[p, k, t, y], cols[p, k, t, x]])
                         base = base * grid + (v >> interval)
-                        keys[t] = -(((v & mask) << 2) | (3 - t))
-                    keys.sort()  # ascending of negated keys = descending fractions
+                        keys[t] = ((v & mask) << 2) | (3 - t)  # fraction, tap (ties apart)
+                    # Descending by a 5-comparator network: a general sort of 4 was
+                    # most of the time here.
+                    for a, b in ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2)):
+                        if keys[a] < keys[b]:
+                            keys[a], keys[b] = keys[b], keys[a]
                     vertex = p * n_rows + base
                     prev = q
                     for j in range(4):
-                        key = -keys[j]
+                        key = keys[j]
                         f = key >> 2
                         idx[n, p, k, j] = vertex
                         wts[n, p, k, j] = prev - f
