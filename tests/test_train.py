@@ -203,6 +203,34 @@ def test_least_squares_recovers_a_stage_from_its_outputs(layout):
     assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
 
 
+def test_least_squares_clip_rounds_fit_what_the_runtime_clips():
+    """Targets made by a stage *and the runtime's clipping* are reached only with ``clip_rounds``.
+
+    A stage overshooting 0..255 on a few percent of its outputs, like photos'
+    highlights: the plain fit must also match the clipped values there and so
+    misses elsewhere; the clip rounds leave those outputs free and recover the
+    stage's clipped output.
+    """
+    from train import lsq
+
+    rng = np.random.default_rng(14)
+    stage = random_lut(rng, interval=7, layout="srlut", scale=2).stages[0]
+    true = 0.6 * np.stack(stage.tables) + 32  # outputs about -60 .. 320
+    planes = [(rng.integers(0, 256, (12, 9), dtype=np.uint8), np.zeros((24, 18))) for _ in range(8)]
+    samples = lsq.collect(stage, 7, planes)
+    samples.target[:] = np.clip(lsq.predict(samples, true, stage, 7), 0, 255)
+    saturated = np.isin(samples.target, (0, 255)).mean()
+    assert 0.005 < saturated < 0.1, saturated
+
+    def clipped_rmse(clip_rounds):
+        fitted = lsq.fit(samples, stage, 7, prior=np.zeros_like(true), prior_weight=1e-9,
+                         smooth_weight=0, iters=60, log=None, clip_rounds=clip_rounds)
+        err = np.clip(lsq.predict(samples, fitted, stage, 7), 0, 255) - samples.target
+        return np.sqrt((err**2).mean())
+
+    assert clipped_rmse(4) < 0.05 < 0.5 < clipped_rmse(0)
+
+
 def test_least_squares_forward_matches_the_runtime():
     """``lsq.predict`` on integer tables, rounded, is the runtime's output (divisor 1: exact)."""
     from lutsr import LUT

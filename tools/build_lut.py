@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--lsq-luma", action="store_true",
                    help="least squares on the luma of the RGB output (the papers' metric) "
                         "instead of on each channel's own error")
+    p.add_argument("--lsq-clip-rounds", type=int, default=0, metavar="N",
+                   help="refit N more times, each time not penalising outputs that overshoot a "
+                        "target of 0 or 255 (the runtime clips them to it)")
     p.add_argument("--lsq-skip-border", action="store_true",
                    help="leave the outermost LR pixel ring out of the least squares: its outputs "
                         "are made from padding and the papers' metric shaves them")
@@ -278,7 +281,8 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
     log(f"lsq: {samples.idx.shape[0]} samples")
     prior = np.stack(tables[-1]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
-                     smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log)
+                     smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log,
+                     clip_rounds=args.lsq_clip_rounds)
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.

@@ -116,6 +116,21 @@ def _adjoint(idx, wts, weight, resid, perm, scale, square, grads):
                                 g[row, perm[k, pos]] += w * resid[n, pos]
 
 
+@numba.njit(parallel=True, cache=True)
+def _clipped_targets(target, pred):
+    """``pred[:] = target``, except where pred overshoots a saturated target (0 or 255).
+
+    There the runtime's clipping already gives the target, so the prediction
+    itself is the target that costs nothing.
+    """
+    for n in numba.prange(target.shape[0]):
+        for j in range(target.shape[1]):
+            y = target[n, j]
+            p = pred[n, j]
+            if not ((y >= 255 and p > 255) or (y <= 0 and p < 0)):
+                pred[n, j] = y
+
+
 @numba.njit(cache=True)
 def _permute_rows(rows, order):
     """``rows[:] = rows[order]`` in place, cycle by cycle (``order`` a permutation)."""
@@ -271,10 +286,15 @@ def predict(samples: Samples, tables: np.ndarray, stage: Stage, interval: int,
 
 def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         prior_weight: float = 1e-5, smooth_weight: float = 1e-4, iters: int = 12,
-        log=print) -> np.ndarray:
+        log=print, clip_rounds: int = 0) -> np.ndarray:
     """Minimise ``|A t - y|_W^2 + a |t - prior|^2 + b |D t|^2`` by Jacobi-preconditioned CG.
 
-    ``W`` is the diagonal of the samples' weights.
+    ``W`` is the diagonal of the samples' weights. With ``clip_rounds`` > 0,
+    that many more rounds of ``iters`` CG iterations each follow, each
+    after replacing the target of every output that overshoots a saturated
+    target (target 255, prediction above; 0, below) by the prediction: the
+    runtime clips those outputs to their target anyway, so their error is
+    zero and fitting them would only cost the other outputs.
 
     Parameters
     ----------
@@ -288,7 +308,9 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
         ``a`` and ``b`` above, relative to the mean diagonal of ``A^T A``
         (so they mean the same for any data size).
     iters : int
-        CG iterations.
+        CG iterations (per round).
+    clip_rounds : int
+        Rounds of re-targeting for the runtime's clipping (above).
 
     Returns
     -------
@@ -313,11 +335,6 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
     grads[:] = 0
     _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, True, grads)
     diag = grads.sum(0).reshape(shape)
-    grads[:] = 0
-    # The targets less the bias, into the scratch: not another array of every sample.
-    np.subtract(samples.target, stage.bias, out=pred, dtype=np.float32)
-    _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, False, grads)
-    rhs_data = grads.sum(0).reshape(shape)
     mean_diag = diag[diag > 0].mean()
     a, b = prior_weight * mean_diag, smooth_weight * mean_diag
 
@@ -327,29 +344,41 @@ def fit(samples: Samples, stage: Stage, interval: int, prior: np.ndarray,
             out += b * _smooth_apply(t, grid)
         return out
 
-    rhs = rhs_data + a * prior
     precond = 1.0 / (diag + a + 8 * b)
     t = prior.astype(np.float64).copy()
-    res = rhs - operator(t)
-    z = precond * res
-    d = z.copy()
-    rz = (res * z).sum()
+    # The targets (less the bias) go into the scratch: not another array of every sample.
+    np.copyto(pred, samples.target, casting="unsafe")
     start = time.process_time()
-    for it in range(iters):
-        ad = operator(d)
-        alpha = rz / (d * ad).sum()
-        t += alpha * d
-        res -= alpha * ad
+    for round_ in range(clip_rounds + 1):
+        if round_:
+            predict(samples, t, stage, interval, out=pred)
+            _clipped_targets(samples.target, pred)
+        pred -= stage.bias
+        grads[:] = 0
+        _adjoint(samples.idx, samples.wts, samples.weight, pred, perm, scale, False, grads)
+        rhs = grads.sum(0).reshape(shape) + a * prior
+        res = rhs - operator(t)
         z = precond * res
-        rz_new = (res * z).sum()
-        d = z + (rz_new / rz) * d
-        rz = rz_new
-        if log and (it % 10 == 0 or it == iters - 1):
-            predict(samples, t, stage, interval, out=pred)  # pred is scratch here
-            pred -= samples.target
-            pred **= 2
-            mse = float(pred.mean(1, dtype=np.float64) @ samples.weight / samples.weight.sum())
-            psnr = 10 * np.log10(255**2 / mse)
-            log(f"  cg {it + 1}/{iters}: train mse {mse:.3f} (psnr {psnr:.2f} dB), "
-                f"cpu {time.process_time() - start:.0f}s")
+        d = z.copy()
+        rz = (res * z).sum()
+        for it in range(iters):
+            ad = operator(d)
+            alpha = rz / (d * ad).sum()
+            t += alpha * d
+            res -= alpha * ad
+            z = precond * res
+            rz_new = (res * z).sum()
+            d = z + (rz_new / rz) * d
+            rz = rz_new
+            if log and (it % 10 == 0 or it == iters - 1):
+                predict(samples, t, stage, interval, out=pred)  # pred is scratch here
+                np.clip(pred, 0, 255, out=pred)  # as the runtime does
+                pred -= samples.target
+                pred **= 2
+                mse = float(pred.mean(1, dtype=np.float64) @ samples.weight
+                            / samples.weight.sum())
+                psnr = 10 * np.log10(255**2 / mse)
+                log(f"  cg {it + 1}/{iters}{f' (clip round {round_})' if round_ else ''}: "
+                    f"train mse {mse:.3f} (psnr {psnr:.2f} dB), "
+                    f"cpu {time.process_time() - start:.0f}s")
     return t
