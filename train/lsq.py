@@ -217,6 +217,7 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
     if mix is not None and (mix.ndim != 1 or (mix < 1).any() or mix.max() > 255):
         raise ValueError(f"mix {mix.tolist()} must be integers in 1..255")
     n_ch = 1 if mix is None else len(mix)
+    channels = () if mix is None else (n_ch,)  # the trailing shape of images and targets
     n_pat = len(stage.patterns)
     # Filled in place, plane after plane: concatenating per-plane parts would
     # hold every sample twice at the peak (gigabytes for a whole training set).
@@ -232,7 +233,6 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
     start = 0
     for (plane, target), plane_weight in zip(pairs, weights):
         h, w = plane.shape[:2]
-        channels = () if mix is None else (n_ch,)
         if plane.shape[2:] != channels or target.shape != (h * r, w * r) + channels:
             want = "(H, W" + "".join(f", {c}" for c in channels) + ")"
             raise ValueError(f"input {plane.shape} and target {target.shape} are not {want} "
