@@ -4,7 +4,10 @@
 Phases, each optional and each recorded in the LUT's metadata with its CPU time:
 
 1. net: train the pattern nets (runtime semantics, 4-rotation ensemble);
-2. sample: evaluate the nets on the uniform input grid into int8 tables;
+2. sample: evaluate the nets on the uniform input grid into int8 tables
+   (``--first-stage prefilter``: a multi-stage layout's first stage is then
+   fitted by least squares to a sharpened LR image instead, see
+   train/data.py:prefilter);
 3. finetune: LUT-aware fine-tuning, the table values optimised through the
    differentiable simplex interpolation (all stages jointly);
 4. lsq: the last stage's tables re-fitted exactly by least squares over the
@@ -77,6 +80,11 @@ def parse_args(argv=None):
     p.add_argument("--lsq-skip-border", action="store_true",
                    help="leave the outermost LR pixel ring out of the least squares: its outputs "
                         "are made from padding and the papers' metric shaves them")
+    p.add_argument("--first-stage", choices=("net", "prefilter"), default="net",
+                   help="a multi-stage layout's first stage: the sampled net (untrained: pixel "
+                        "replication), or its tables fitted by least squares to the LR image whose "
+                        "bicubic upscale is closest to the HR image (a sharper input for the next "
+                        "stage; see train.data.prefilter)")
     p.add_argument("--lsq-first", action="store_true",
                    help="also refit the last stage before fine-tuning, so fine-tuning starts "
                         "from the best last stage for the sampled earlier stages")
@@ -106,6 +114,9 @@ def parse_args(argv=None):
         args.net_iters, args.finetune_iters, args.lsq_iters = 20, 10, 3
         args.batch, args.patch, args.net_width, args.net_depth = 4, 16, 16, 2
         args.interval = max(args.interval, 6)
+    if args.first_stage == "prefilter" and (args.layout != "mulut" or not args.lsq_iters):
+        p.error("--first-stage prefilter needs a layout of two stages (--layout mulut) and "
+                "--lsq-iters above 0")
     return args
 
 
@@ -181,10 +192,18 @@ def main(argv=None) -> int:
         tables = net.sample_tables(args.interval)
         meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
 
+    if args.first_stage == "prefilter":
+        t0 = time.process_time()
+        prefiltered = [(lr, tdata.prefilter(hr, args.scale)) for lr, hr in pairs]
+        tables[0], psnr = _fit_stage(0, layout, tables, args, prefiltered, weights, lsq, log,
+                                     ckdir / "lsq_stage1.npy")
+        meta["phases"]["lsq_stage1"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
+                                        "cpu_seconds": round(time.process_time() - t0, 1)}
+
     if args.lsq_iters and args.lsq_first and args.finetune_iters:
         t0 = time.process_time()
-        tables[-1], _ = _refit_last_stage(layout, tables, args, pairs, weights, lsq, log,
-                                          ckdir / "lsq_first.npy")
+        tables[-1], _ = _fit_stage(-1, layout, tables, args, pairs, weights, lsq, log,
+                                   ckdir / "lsq_first.npy")
         meta["phases"]["lsq_first"] = {"iterations": args.lsq_iters,
                                        "cpu_seconds": round(time.process_time() - t0, 1)}
 
@@ -199,8 +218,8 @@ def main(argv=None) -> int:
 
     if args.lsq_iters:
         t0 = time.process_time()
-        tables[-1], psnr = _refit_last_stage(layout, tables, args, pairs, weights, lsq, log,
-                                             ckdir / "lsq.npy")
+        tables[-1], psnr = _fit_stage(-1, layout, tables, args, pairs, weights, lsq, log,
+                                      ckdir / "lsq.npy")
         meta["phases"]["lsq"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
 
@@ -251,12 +270,13 @@ def _phase(state: dict) -> dict:
             "train_mse": round(float(state["loss"]), 3)}
 
 
-def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Path):
-    """Least-squares refit of the last stage, its inputs computed by the earlier stages.
+def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Path):
+    """Least-squares fit of stage ``k``'s tables, its inputs computed by the stages before it.
 
-    Returns the int8 tables and the stage's training PSNR with them (None
-    when reused). The result is kept in ``cache`` so that ``--resume`` does
-    not redo it.
+    ``pairs`` hold (LR, target of stage ``k``): the HR image for the last
+    stage. Returns the int8 tables and the stage's training PSNR with them
+    (None when reused). The result is kept in ``cache`` so that ``--resume``
+    does not redo it.
     """
     from train.nets import to_lut
 
@@ -264,22 +284,23 @@ def _refit_last_stage(layout, tables, args, pairs, weights, lsq, log, cache: Pat
         log(f"lsq: reusing {cache}")
         return list(np.load(cache)), None
 
-    last = layout[-1]
-    earlier = to_lut(layout[:-1], tables[:-1], args.interval) if len(layout) > 1 else None
+    k = k % len(layout)
+    spec = layout[k]
+    earlier = to_lut(layout[:k], tables[:k], args.interval) if k else None
     planes, plane_weights = [], []
-    for (lr, hr), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights,
-                                              split=not args.lsq_luma):
+    for (lr, target), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights,
+                                                  split=not args.lsq_luma):
         if earlier is not None:
             lr = lutsr.upscale(lr, earlier)
-        planes.append((lr, hr))
+        planes.append((lr, target))
         plane_weights.append(weight)
-    stage = lutsr.Stage(last.r, last.patterns, tuple(tables[-1]), last.divisor, last.bias,
-                        last.padding)
+    stage = lutsr.Stage(spec.r, spec.patterns, tuple(tables[k]), spec.divisor, spec.bias,
+                        spec.padding)
     samples = lsq.collect(stage, args.interval, planes, weights=plane_weights,
                           mix=lsq.LUMA_MIX if args.lsq_luma else None,
                           margin=1 if args.lsq_skip_border else 0)
     log(f"lsq: {samples.idx.shape[0]} samples")
-    prior = np.stack(tables[-1]).astype(np.float64)
+    prior = np.stack(tables[k]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
                      smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log,
                      clip_rounds=args.lsq_clip_rounds)

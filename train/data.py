@@ -47,6 +47,38 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return imresize(hr, 1 / scale), hr
 
 
+def prefilter(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The LR image whose bicubic x``scale`` upscale is closest to ``hr``, as uint8.
+
+    The least-squares solution ``z`` of ``imresize(z, scale) = hr``: a
+    sharper LR image than the downscale of ``hr`` (the downscale blurs over
+    16 HR pixels at x4; ``z`` undoes that as far as a bicubic upscale can use
+    it). The upscale is separable, so ``z = pinv(U_H) hr pinv(U_W)^T`` with
+    ``U_N`` the (N, N / scale) matrix of the 1-D upscale. A target for a
+    first stage at LR (``tools/build_lut.py --first-stage prefilter``).
+
+    Parameters
+    ----------
+    hr : ndarray, shape (H, W) or (H, W, C)
+        H and W multiples of ``scale`` (see :func:`lutsr.resize.modcrop`).
+    scale : int
+
+    Returns
+    -------
+    ndarray of uint8, shape (H / scale, W / scale[, C])
+        ``z`` rounded and saturated to 0..255.
+    """
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    if (h * scale, w * scale) != hr.shape[:2] or h == 0 or w == 0:
+        raise ValueError(f"HR shape {hr.shape} is not a nonzero multiple of the scale {scale}")
+    # The 1-D upscale matrix: imresize of an identity image along one axis.
+    pinv_h = np.linalg.pinv(imresize(np.eye(h), size=(h * scale, h)))
+    pinv_w = np.linalg.pinv(imresize(np.eye(w), size=(w * scale, w)))
+    z = np.tensordot(pinv_h, hr.astype(np.float64), axes=(1, 0))  # (h, W[, C])
+    z = np.moveaxis(np.tensordot(z, pinv_w, axes=(1, 1)), -1, 1)  # (h, w[, C])
+    return np.rint(np.clip(z, 0, 255)).astype(np.uint8)
+
+
 def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=(),
                invert_aug: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) RGB pairs for the image files ``paths``: :func:`load_groups`, flattened."""
