@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,22 @@ def prefilter(hr: np.ndarray, scale: int) -> np.ndarray:
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
     if (h * scale, w * scale) != hr.shape[:2] or h == 0 or w == 0:
         raise ValueError(f"HR shape {hr.shape} is not a nonzero multiple of the scale {scale}")
-    # The 1-D upscale matrix: imresize of an identity image along one axis.
-    pinv_h = np.linalg.pinv(imresize(np.eye(h), size=(h * scale, h)))
-    pinv_w = np.linalg.pinv(imresize(np.eye(w), size=(w * scale, w)))
+    pinv_h, pinv_w = _upscale_pinv(h, scale), _upscale_pinv(w, scale)
     z = np.tensordot(pinv_h, hr.astype(np.float64), axes=(1, 0))  # (h, W[, C])
     z = np.moveaxis(np.tensordot(z, pinv_w, axes=(1, 1)), -1, 1)  # (h, w[, C])
     return np.rint(np.clip(z, 0, 255)).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _upscale_pinv(n: int, scale: int) -> np.ndarray:
+    """Pseudo-inverse of the 1-D bicubic upscale of ``n`` samples (read-only).
+
+    Cached: a training set holds many images of one size (and its scaled copies).
+    """
+    # The upscale matrix: imresize of an identity image along one axis.
+    pinv = np.linalg.pinv(imresize(np.eye(n), size=(n * scale, n)))
+    pinv.flags.writeable = False
+    return pinv
 
 
 def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(), log=None, shift_aug=(),
