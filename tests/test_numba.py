@@ -177,6 +177,8 @@ STAGE_CASES = [
     (6, [(4, "YS", 3, 0, "edge")]),
     (7, [(2, "SDY", 12, 127, "reflect")]),
     (4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
+    # build_lut.py --refine-stages 2: a second stage at LR with bias 128.
+    (4, [(1, "SDY", 12, 127, "edge"), (1, "SDY", 12, 128, "edge"), (4, "SDY", 3, 0, "edge")]),
     (5, [(2, "Y", 1, 0, "reflect"), (2, "SD", 2, 0, "reflect")]),
     (6, [(1, "D", 4, 127, "edge"), (1, "S", 4, 0, "reflect"), (3, "SY", 2, 0, "edge")]),
     (7, [(4, "S", 1, 0, "edge"), (1, "DY", 8, 127, "reflect")]),

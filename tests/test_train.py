@@ -84,7 +84,7 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
     data = _images(tmp_path / "imgs", 3)
     out = tmp_path / "m.lutsr"
     # srlut also holds out one image of three for validation
-    val = ["--val-every", 3] if layout == "srlut" else []
+    val = ["--val-every", 3, "--lsq-reweight", 1] if layout == "srlut" else []
     res = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2, *val)
     assert res.returncode == 0, res.stderr[-2000:]
     lut = lutsr.load(out)
@@ -93,6 +93,7 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
     assert set(meta["phases"]) >= {"net", "sample", "finetune", "lsq"}
     if val:
         assert meta["images"] == 2 and meta["validation"]["images"] == 1
+        assert meta["phases"]["lsq"]["reweight_rounds"] == 1
         assert 10 < meta["validation"]["psnr_y"] < 60
     else:
         assert meta["images"] == 3 and "validation" not in meta
@@ -106,12 +107,15 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
                      "--resume")
     assert resumed.returncode == 0 and "resumed at iteration 20" in resumed.stdout
     if layout == "mulut":
-        # --init continues from a LUT: stage 1 fine-tuned alone, the last stage refitted.
+        # --init continues from a LUT: the earlier stages fine-tuned alone, the last stage
+        # refitted; with --refine-stages 2 a replication stage is inserted before the last.
         out2 = tmp_path / "m2.lutsr"
         res = _build("--quick", "--data", data, "--out", out2, "--layout", layout, "--scale", 2,
-                     "--init", out, "--finetune-freeze-last", "--lsq-balance", 1)
+                     "--init", out, "--finetune-freeze-last", "--lsq-balance", 1,
+                     "--refine-stages", 2)
         assert res.returncode == 0, res.stderr[-2000:]
         lut2 = lutsr.load(out2)
+        assert [(s.r, s.bias) for s in lut2.stages] == [(1, 127), (1, 128), (2, 0)]
         assert lut2.metadata["init"]["lut"] == lut.name and "net" not in lut2.metadata["phases"]
         # Its own phases plus the cost of the file it started from (``out``, as the
         # --resume run rewrote it). A toy run's own phases may all round to 0.0 s.
@@ -124,6 +128,26 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
         bad = _build("--quick", "--data", data, "--out", tmp_path / "m3.lutsr", "--scale", 2,
                      "--init", out)  # a two-stage LUT into the one-stage layout
         assert bad.returncode != 0 and "layout" in bad.stderr
+        bad = _build("--quick", "--data", data, "--out", tmp_path / "m4.lutsr", "--scale", 2,
+                     "--layout", layout, "--init", out2)  # three stages into two
+        assert bad.returncode != 0 and "layout" in bad.stderr
+
+
+def test_added_refinement_stage_starts_as_pixel_replication():
+    """What ``--refine-stages`` inserts: untrained nets' tables, the identity on 0..240."""
+    import lutsr
+
+    for interval in (4, 6):
+        _, middle, _ = mulut_layout(2, "SDY", refine_stages=2)
+        tables = NetModel([middle], width=1, depth=1).sample_tables(interval)[0]
+        stage = lutsr.Stage(1, middle.patterns, tables, middle.divisor, middle.bias, middle.padding)
+        img = np.random.default_rng(interval).integers(0, 256 - 2**interval, (9, 11, 3),
+                                                       dtype=np.uint8)
+        lut = lutsr.LUT(stages=(stage,), interval=interval)
+        np.testing.assert_array_equal(lutsr.upscale(img, lut), img)
+        # Above the last full grid step the top sample is 255, not 256: off by at most 1.
+        top = np.arange(256, dtype=np.uint8).reshape(16, 16)
+        assert np.abs(lutsr.upscale(top, lut).astype(int) - top).max() <= 1
 
 
 def test_build_lut_bad_data(tmp_path):
@@ -409,9 +433,11 @@ def test_build_lut_first_stage_prefilter(tmp_path):
     data = _images(tmp_path / "imgs", 3)
     out = tmp_path / "p.lutsr"
     res = _build("--quick", "--data", data, "--out", out, "--layout", "mulut", "--scale", 2,
-                 "--first-stage", "prefilter", "--interval", 4, "--lsq-iters", 8)
+                 "--first-stage", "prefilter", "--interval", 4, "--lsq-iters", 8,
+                 "--first-divisor", 6)
     assert res.returncode == 0, res.stderr[-2000:]
     lut = lutsr.load(out)
+    assert lut.stages[0].divisor == 6 and lut.stages[1].divisor == 3
     assert "lsq_stage1" in lut.metadata["phases"]
     # Stage 1 now maps each training LR image close to its prefiltered target,
     # far closer than pixel replication (its starting point) does.
@@ -425,3 +451,22 @@ def test_build_lut_first_stage_prefilter(tmp_path):
     bad = _build("--quick", "--data", data, "--out", tmp_path / "s.lutsr", "--scale", 2,
                  "--first-stage", "prefilter")
     assert bad.returncode == 2 and "two stages" in bad.stderr
+    bad = _build("--quick", "--data", data, "--out", tmp_path / "s.lutsr", "--scale", 2,
+                 "--first-divisor", 6)
+    assert bad.returncode == 2 and "--layout mulut" in bad.stderr
+
+
+def test_error_weights_are_the_mean_mse_over_each_images_mse():
+    """One IRLS step toward the mean PSNR: an image with 4x the MSE counts a quarter."""
+    import lutsr
+    from train.data import error_weights
+
+    rng = np.random.default_rng(3)
+    lut = random_lut(rng, interval=6, layout="srlut", scale=2)
+    lr = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    out = lutsr.upscale(lr, lut).astype(np.int16)
+    # HR images off the LUT's output by exactly 2, 4 and 0 (floored to mse 1) levels.
+    offsets = [np.where(rng.random(out.shape) < 0.5, -d, d) for d in (2, 4, 0)]
+    pairs = [(lr, out + off) for off in offsets]
+    mse = np.array([4.0, 16.0, 1.0])
+    assert error_weights(pairs, lut) == pytest.approx(list(mse.mean() / mse))

@@ -44,8 +44,17 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output .lutsr file")
     p.add_argument("--scale", type=int, default=4, choices=(2, 3, 4))
     p.add_argument("--layout", choices=("srlut", "mulut"), default="srlut",
-                   help="srlut: one stage; mulut: a refinement stage then the upscaling stage")
+                   help="srlut: one stage; mulut: refinement stage(s) at LR (--refine-stages) then "
+                        "the upscaling stage")
     p.add_argument("--patterns", default="SDY", help="patterns of a mulut layout (S, D, Y)")
+    p.add_argument("--first-divisor", type=float, default=None, metavar="D",
+                   help="a mulut layout's first stage outputs sum / D + 127 (default 4 * "
+                        "patterns, MuLUT's: a table entry then spans no more than the output); "
+                        "a smaller D lets its int8 entries reach further")
+    p.add_argument("--refine-stages", type=int, default=1, metavar="N",
+                   help="a mulut layout's stages at LR (r = 1) before the upscaling stage; with "
+                        "--init of a LUT with fewer, the missing ones are inserted before its last "
+                        "stage as pixel replication (a way to grow a trained model)")
     p.add_argument("--interval", type=int, default=4, help="k: sample every 2**k levels")
     p.add_argument("--init", default=None, metavar="LUT",
                    help="start from this LUT's tables (a .lutsr path or bundled name of the same "
@@ -71,6 +80,10 @@ def parse_args(argv=None):
     p.add_argument("--lsq-balance", type=float, default=0.0, metavar="ALPHA",
                    help="weight each image's pixels by (mean pixels / its pixels)**ALPHA in the "
                         "least squares: 0 every pixel counts the same, 1 every image")
+    p.add_argument("--lsq-reweight", type=int, default=0, metavar="N",
+                   help="refit the last stage N more times, each image's pixels weighted by 1 / "
+                        "its MSE under the previous fit: toward the mean of per-image PSNRs (the "
+                        "papers' metric) rather than the PSNR of all pixels pooled")
     p.add_argument("--lsq-luma", action="store_true",
                    help="least squares on the luma of the RGB output (the papers' metric) "
                         "instead of on each channel's own error")
@@ -114,6 +127,10 @@ def parse_args(argv=None):
         args.net_iters, args.finetune_iters, args.lsq_iters = 20, 10, 3
         args.batch, args.patch, args.net_width, args.net_depth = 4, 16, 16, 2
         args.interval = max(args.interval, 6)
+    if args.first_divisor is not None and (args.layout != "mulut" or not args.first_divisor > 0):
+        p.error("--first-divisor needs --layout mulut and a positive value")
+    if args.refine_stages != 1 and (args.layout != "mulut" or not 1 <= args.refine_stages <= 4):
+        p.error("--refine-stages needs --layout mulut and a value in 1..4")
     if args.first_stage == "prefilter" and (args.layout != "mulut" or not args.lsq_iters):
         p.error("--first-stage prefilter needs a layout of two stages (--layout mulut) and "
                 "--lsq-iters above 0")
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     layout = (srlut_layout(args.scale) if args.layout == "srlut"
-              else mulut_layout(args.scale, args.patterns.upper()))
+              else mulut_layout(args.scale, args.patterns.upper(), args.first_divisor,
+                                args.refine_stages))
     log = print
     meta = {"layout": args.layout, "data": [str(Path(d).resolve().name) for d in args.data],
             "args": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")},
@@ -218,9 +236,16 @@ def main(argv=None) -> int:
 
     if args.lsq_iters:
         t0 = time.process_time()
-        tables[-1], psnr = _fit_stage(-1, layout, tables, args, pairs, weights, lsq, log,
-                                      ckdir / "lsq.npy")
+        fit_weights = weights
+        for round_ in range(args.lsq_reweight + 1):
+            if round_:
+                errors = tdata.error_weights(pairs, to_lut(layout, tables, args.interval))
+                fit_weights = [w * e for w, e in zip(weights, errors)]
+            tables[-1], psnr = _fit_stage(-1, layout, tables, args, pairs, fit_weights, lsq, log,
+                                          ckdir / (f"lsq_reweight{round_}.npy" if round_
+                                                   else "lsq.npy"))
         meta["phases"]["lsq"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
+                                 "reweight_rounds": args.lsq_reweight,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
 
     # End to end from images: a LUT started from another one also cost what that one did.
@@ -250,17 +275,29 @@ def main(argv=None) -> int:
 
 
 def _init_tables(source: str, layout, interval: int):
-    """The int8 tables of an existing LUT of this layout, and what to record about it."""
-    from train.nets import layout_of
+    """The int8 tables of an existing LUT of this layout, and what to record about it.
+
+    A LUT that lacks some of the layout's middle stages (it has the first
+    and the last, and fewer between) gets them as pixel replication, the
+    untrained nets' tables, inserted before its last stage.
+    """
+    from train.nets import NetModel, layout_of
 
     try:
         lut = lutsr.api.resolve_lut(source)
     except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
         raise SystemExit(f"error: --init {source}: {exc}") from None
-    if layout_of(lut) != tuple(layout) or lut.interval != interval:
-        raise SystemExit(f"error: --init {source}: its layout {layout_of(lut)} (interval "
-                         f"{lut.interval}) is not {tuple(layout)} (interval {interval})")
-    return ([list(s.tables) for s in lut.stages],
+    have, want = layout_of(lut), tuple(layout)
+    k = len(have) - 1  # the stages before the last
+    if (not 1 <= len(have) <= len(want) or have[:k] != want[:k] or have[-1] != want[-1]
+            or lut.interval != interval):
+        raise SystemExit(f"error: --init {source}: its layout {have} (interval "
+                         f"{lut.interval}) is not {want} (interval {interval}) or the start of it")
+    tables = [list(s.tables) for s in lut.stages]
+    if len(have) < len(want):
+        missing = want[k:-1]
+        tables[k:k] = NetModel(missing, width=1, depth=1).sample_tables(interval)
+    return (tables,
             {"lut": lut.name, "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
              "phases": lut.metadata.get("phases", {})})
 

@@ -155,6 +155,23 @@ def balance_weights(groups, alpha: float) -> list[float]:
     return [float(w) for w, g in zip(per_image, groups) for _ in g]
 
 
+def error_weights(pairs, lut, floor: float = 1.0) -> list[float]:
+    """A least-squares weight per (LR, HR) pair: ``mean(mse) / mse_i`` of ``lut``'s output.
+
+    The papers' metric is a mean of per-image PSNRs, ``-10 log10 mse_i``: its
+    gradient weighs each image's squared error by ``1 / mse_i``, where a
+    pooled least squares weighs every pixel alike (and so favours the images
+    it does worst on). Refitting with these weights is one step of
+    iteratively reweighted least squares toward the mean PSNR. ``floor``
+    bounds ``mse_i`` from below so that a flat image cannot take the fit over.
+    """
+    import lutsr
+
+    mse = np.array([max(floor, float(np.mean(np.square(
+        lutsr.upscale(lr, lut).astype(np.float64) - hr)))) for lr, hr in pairs])
+    return [float(w) for w in mse.mean() / mse]
+
+
 def plane_pairs(pairs, flips: bool = True, weights=None, split: bool = True):
     """Single-channel (LR, HR) planes: every channel of every pair, and its mirror image.
 
