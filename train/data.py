@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+import lutsr
 from lutsr.resize import imresize, modcrop
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
@@ -165,8 +166,6 @@ def error_weights(pairs, lut, floor: float = 1.0) -> list[float]:
     iteratively reweighted least squares toward the mean PSNR. ``floor``
     bounds ``mse_i`` from below so that a flat image cannot take the fit over.
     """
-    import lutsr
-
     mse = np.array([max(floor, float(np.mean(np.square(
         lutsr.upscale(lr, lut).astype(np.float64) - hr)))) for lr, hr in pairs])
     return [float(w) for w in mse.mean() / mse]

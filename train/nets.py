@@ -45,7 +45,8 @@ def mulut_layout(scale: int, patterns: str = "SDY", first_divisor: float | None 
     The first stage's divisor is MuLUT's ``4 * len(patterns)`` unless
     ``first_divisor`` is given. Further refinement stages (``refine_stages``
     above 1) take bias 128, so that pixel replication (entries ``a - 128``)
-    reaches every output level 0..255 in int8.
+    fits int8 for every level 0..255 (they start as replication when a
+    model is grown, see ``tools/build_lut.py --refine-stages``).
     """
     n, pats = len(patterns), tuple(patterns)
     middle = StageSpec(1, pats, 4.0 * n, 128.0, "edge")
