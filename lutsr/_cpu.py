@@ -39,6 +39,11 @@ How a stage runs (see :class:`NumbaRunner`):
   row of the source row contiguously per channel; :func:`_write_rows` then
   interleaves them into the output (vector shuffles for RGB and RGBA).
 
+  A stage with a linear base (see :class:`~lutsr.model.Stage`) adds its
+  weighted sums of 4x4 input pixels (:func:`_base_sums`, per chunk, before
+  pass 2) to ``s * 2**(BASE_BITS - m)`` and rounds with a shift by
+  ``BASE_BITS``: still integers, still exact (:func:`lutsr.model.sum_shift`).
+
   The 16-lane pass 1 and :func:`_accumulate_lanes` need AVX-512BW
   (:func:`avx512bw_available`); without it the portable pass 1
   (:func:`_vertices_portable`) and pass 2 run.
@@ -98,7 +103,16 @@ from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
-from .model import LUT, PATTERNS, Stage, grid_size, pattern_extent  # noqa: E402
+from .model import (  # noqa: E402
+    BASE_BITS,
+    LUT,
+    PATTERNS,
+    Stage,
+    base_origin,
+    grid_size,
+    pattern_extent,
+    sum_shift,
+)
 
 _LLVM_MAJOR = _llvm.llvm_version_info[0]
 
@@ -720,8 +734,29 @@ def _rounding_index_impl(value, low, like):
 
 
 @numba.njit(nogil=True, cache=True)
+def _base_sums(plane, start, nx, base, base_offsets, sums):
+    """Integer base sums of ``nx`` pixels from ``start``: ``sums[j * CHUNK + x]``, ``j = u*r + v``.
+
+    ``base`` (r*r*16,) int32 weights and ``base_offsets`` (r*r*16,) their
+    taps' offsets in the flattened padded window, in the same order.
+    """
+    # Unsigned indices (no wraparound checks) and int32 products (numba would
+    # widen them to int64): the x loops then vectorise, 8-10x faster.
+    n = np.uint64(nx)
+    for j in range(np.uint64(base.shape[0] // 16)):
+        at = j * np.uint64(CHUNK)
+        for x in range(n):
+            sums[at + x] = 0
+        for t in range(j * np.uint64(16), (j + np.uint64(1)) * np.uint64(16)):
+            w = base[t]
+            off = np.uint64(start + base_offsets[t])
+            for x in range(n):
+                sums[at + x] = np.int32(sums[at + x] + np.int32(w * np.int32(plane[off + x])))
+
+
+@numba.njit(nogil=True, cache=True)
 def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bias, dst, start,
-                d_y, block, side):
+                d_y, block, side, base_sums, sum_shift):
     """Pass 2: sum the weighted vertex rows of ``nx`` pixels and write their rounded blocks.
 
     ``block`` is a tuple of ``r*r`` zeros of the accumulator's dtype and
@@ -737,6 +772,9 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bia
     neighbourhoods recur in all rotations. With ``packed`` (the weights of
     :func:`_pack_weights`; ``r`` = 4 on a :func:`vnni_available` CPU),
     :func:`_dot_rotations` does all of that in int32 instead.
+
+    With ``base_sums`` (see :func:`_base_sums`; else None), each sum becomes
+    ``sum << sum_shift`` plus the pixel's base sum before the rounding shift.
 
     Pixel ``x``'s block element ``(u, v)`` goes to ``dst[start + x * r + u *
     d_y + v]``, rounded by ``rnd[_rounding_index(sum, low, block[0])]`` one
@@ -782,6 +820,9 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bia
                 _dot_rotations(total_ptr, tables, buf, p * np.uint64(40) * chunk + x, packed,
                                p * np.uint64(5) * chunk + x)
         d = np.uint64(start) + x * np.uint64(R)
+        if base_sums is not None:  # a compile-time branch, as for packed
+            for m in range(RR):
+                total[m] = (total[m] << sum_shift) + base_sums[m * CHUNK + x]
         if shift_round > 0:
             _round_shift(total_ptr, shift_round, shift_bias, block)
             _store_rows(total_ptr, dst, d, np.uint64(d_y), side)
@@ -1050,7 +1091,8 @@ def _write_rows(rows, dst, start, d_y, d_x, d_c):
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
-                shift_round, shift_bias, rows, dst, d_y, d_x, d_c, block, side, lanes):
+                shift_round, shift_bias, rows, dst, d_y, d_x, d_c, block, side, lanes,
+                base, base_offsets, base_sums, sum_shift):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -1090,6 +1132,14 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
     lanes : tuple of ``16 * r * r`` int32 zeros (``r`` <= 2; one otherwise) or None
         The accumulator of :func:`_accumulate_lanes`; None on CPUs without
         AVX-512BW (see :func:`avx512bw_available`): the portable passes then.
+    base, base_offsets : (r*r*16,) int32 and int64, or None
+        The stage's linear base and its taps' window offsets (:func:`_base_sums`);
+        with a base, ``block`` is int32, pass 2 is :func:`_accumulate` and the
+        rounding a shift by ``BASE_BITS``.
+    base_sums : (r*r*CHUNK,) int32 or None
+        Scratch for :func:`_base_sums`.
+    sum_shift : int
+        ``BASE_BITS - m`` (see :func:`lutsr.model.sum_shift`); unused without a base.
     """
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
@@ -1109,14 +1159,16 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 else:
                     _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
                 at = (c * r * width + x0) * r
-                if r <= 2 and lanes is not None:
+                if base is not None:
+                    _base_sums(plane, start, nx, base, base_offsets, base_sums)
+                if r <= 2 and lanes is not None and base is None:
                     _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], shift_round,
                                       shift_bias, flat_rows, at, width * r, lanes, side)
                     continue
                 if packed is not None:
                     _pack_weights(buf, n_pat, nx, packed)
                 _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bias,
-                            flat_rows, at, width * r, block, side)
+                            flat_rows, at, width * r, block, side, base_sums, sum_shift)
         _write_rows(rows, dst, y * r * d_y, d_y, d_x, d_c)
 
 
@@ -1206,7 +1258,9 @@ class _PreparedStage:
         # r = 2 the same idea with gathered 4-byte rows, 4 pixels per vector, measured
         # 1.28x the portable kernel's time: not used.)
         self.vnni = stage.r == 4 and vnni_available()
-        if max(-s_min, len(rnd) - 1 + s_min) < 2**15 and not self.vnni:  # VNNI sums are int32
+        self.base = None if stage.base is None else stage.base.reshape(-1).astype(np.int32)
+        # VNNI sums are int32; so are sums that a base shifts up.
+        if max(-s_min, len(rnd) - 1 + s_min) < 2**15 and not self.vnni and self.base is None:
             acc_type = np.int16
             self.rnd = np.zeros(2**16, np.uint8)
             self.rnd[np.arange(s_min, s_min + len(rnd)) & 0xFFFF] = rnd
@@ -1218,6 +1272,14 @@ class _PreparedStage:
                       if avx512bw_available() else None)
         # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
         self.shift_round, self.shift_bias = power_of_two_rounding(stage, interval) or (0, 0)
+        self.sum_shift = 0
+        if self.base is not None:  # LUT validation guarantees sum_shift is not None
+            self.sum_shift = BASE_BITS - sum_shift(stage, interval)
+            self.shift_round, self.shift_bias = BASE_BITS, int(stage.bias)
+            self.base_taps = [(base_origin(u, stage.r) + a, base_origin(v, stage.r) + b)
+                              for u in range(stage.r) for v in range(stage.r)
+                              for a in range(4) for b in range(4)]
+            self.base.flags.writeable = False
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
@@ -1240,6 +1302,10 @@ class _StagePlan:
         self.packed = [np.empty(ps.offsets.shape[0] // 4 * 5 * CHUNK, np.uint32) if ps.vnni
                        else None for _ in self.bands]
         self.rows = [np.empty((channels, ps.r, width * ps.r), np.uint8) for _ in self.bands]
+        self.base_offsets = self.base_sums = None
+        if ps.base is not None:
+            self.base_offsets = np.array([dy * wp + dx for dy, dx in ps.base_taps], np.int64)
+            self.base_sums = [np.empty(ps.r * ps.r * CHUNK, np.int32) for _ in self.bands]
         # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
         self.output = None
 
@@ -1340,7 +1406,8 @@ class NumbaRunner:
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
                             sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
                             ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
-                            ps.lanes)
+                            ps.lanes, ps.base, sp.base_offsets,
+                            None if sp.base_sums is None else sp.base_sums[b], ps.sum_shift)
 
             self._parallel(len(sp.bands), band)
             if sp.output is not None:

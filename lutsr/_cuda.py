@@ -11,6 +11,8 @@ output block, so there are no write conflicts and one launch runs a stage.
 The final ``clip(round(sum / divisor + bias), 0, 255)`` is a lookup table over
 the integer accumulator, computed on the host with numpy from the reference's
 own float expression, so rounding on the device cannot drift from the spec.
+A stage with a linear base rounds in integers instead, as the CPU kernels do
+(:func:`lutsr.model.sum_shift`).
 
 Array kinds. The core, :meth:`CudaRunner.run`, works on numba device arrays:
 zero-copy views of anything with ``__cuda_array_interface__`` (CuPy arrays,
@@ -36,8 +38,8 @@ import numba
 import numpy as np
 from numba import cuda, int32
 
-from ._cpu import block_permutations, stack_tables, tap_indices
-from .model import LUT, Stage, grid_size
+from ._cpu import block_permutations, padded_index, stack_tables, tap_indices
+from .model import BASE_BITS, LUT, Stage, base_origin, grid_size, sum_shift
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -62,7 +64,8 @@ _DLPACK_CUDA = (2, 13)
 
 
 @cuda.jit(cache=True)
-def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r):
+def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r,
+                  base, origin, base_rows, base_cols, sum_shift, bias):
     """One stage: ``src`` (N, H, W, C) uint8 -> ``dst`` (N, H*r, W*r, C) uint8.
 
     ``tables`` (P, L**4, r*r) int8; ``rows`` (P, 4, 4, H) and ``cols``
@@ -71,6 +74,12 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     :func:`block_permutations`); ``rounding`` uint8 maps ``sum - s_min`` to the
     stage output. Thread (x, y, z) handles input pixel (y, x) of planes
     z, z + gridDim.z, ...
+
+    With a linear base, ``sum_shift`` >= 0 and ``base`` (r*r*16,) int32 holds its
+    weights, ``origin`` (r,) int32 :func:`~lutsr.model.base_origin` of each
+    phase, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the padded source
+    index of offsets -2..2; the output is then rounded in integers with
+    ``bias``. Without one, ``sum_shift`` is -1 and those arrays are dummies.
     """
     x, y, z = cuda.grid(3)
     n_img, height, width, channels = src.shape
@@ -130,8 +139,27 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
                                         + w2 * int32(tables[p, i2, m])
                                         + w3 * int32(tables[p, i3, m])
                                         + w4 * int32(tables[p, i4, m]))
+        if sum_shift < 0:
+            for pos in range(rr):
+                dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
+            continue
         for pos in range(rr):
-            dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
+            u = pos // r
+            v = pos - u * r
+            total = acc[pos] << sum_shift
+            for a in range(4):
+                sy = base_rows[origin[u] + 2 + a, y]
+                for b in range(4):
+                    total += base[pos * 16 + a * 4 + b] * int32(
+                        src[n, sy, base_cols[origin[v] + 2 + b, x], c])
+            # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
+            half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
+            value = ((total + half) >> BASE_BITS) + bias
+            if value < 0:
+                value = 0
+            elif value > 255:
+                value = 255
+            dst[n, y * r + u, x * r + v, c] = value
 
 
 # --------------------------------------------------------------------------- tables
@@ -170,6 +198,10 @@ class _DeviceStage:
     dest: object  # int32 (4, r*r), inverse of block_permutations
     rounding: object  # uint8, see rounding_table
     s_min: int
+    base: object  # int32 (r*r*16,), or a dummy (1,) without a base
+    origin: object  # int32 (r,) base_origin per phase
+    sum_shift: int  # BASE_BITS - m with a base, else -1
+    bias: int
 
 
 @dataclass
@@ -191,7 +223,10 @@ class _DeviceModel:
         # kernel, on any stream, can read them.
         device_stages = []
         for stage in lut.stages:
-            rounding, s_min = rounding_table(stage, lut.interval)
+            has_base = stage.base is not None
+            # With a base the rounding is arithmetic: skip the (large) lookup table.
+            rounding, s_min = (np.zeros(1, np.uint8), 0) if has_base else \
+                rounding_table(stage, lut.interval)
             device_stages.append(_DeviceStage(
                 r=stage.r,
                 tables=cuda.to_device(stack_tables(stage)),
@@ -199,11 +234,18 @@ class _DeviceModel:
                     np.argsort(block_permutations(stage.r), axis=1).astype(np.int32)),
                 rounding=cuda.to_device(rounding),
                 s_min=s_min,
+                base=cuda.to_device(stage.base.reshape(-1).astype(np.int32) if has_base
+                                    else np.zeros(1, np.int32)),
+                origin=cuda.to_device(np.array([base_origin(u, stage.r)
+                                                for u in range(stage.r)], np.int32)),
+                sum_shift=BASE_BITS - sum_shift(stage, lut.interval) if has_base else -1,
+                bias=int(stage.bias) if has_base else 0,
             ))
         return cls(tuple(lut.stages), tuple(device_stages))
 
-    def tap_maps(self, height: int, width: int) -> list[tuple[object, object]]:
-        """Per stage, the device (rows, cols) int32 maps for a model input of (height, width)."""
+    def tap_maps(self, height: int, width: int) -> list[tuple[object, ...]]:
+        """Per stage, the device (rows, cols, base_rows, base_cols) int32 maps for a model
+        input of (height, width); the last two are dummies for a stage without a base."""
         key = (height, width)
         with self.lock:
             maps = self.maps.get(key)
@@ -213,8 +255,14 @@ class _DeviceModel:
             maps = []
             for stage in self.stages:
                 rows, cols = tap_indices(stage, height, width)
-                maps.append((cuda.to_device(rows.astype(np.int32)),
-                             cuda.to_device(cols.astype(np.int32))))
+                if stage.base is None:
+                    base_rows = base_cols = np.zeros((1, 1), np.int32)
+                else:
+                    base_rows, base_cols = (
+                        np.stack([padded_index(n, stage.padding)[d:d + n] for d in range(5)])
+                        for n in (height, width))
+                maps.append(tuple(cuda.to_device(np.ascontiguousarray(a, np.int32))
+                                  for a in (rows, cols, base_rows, base_cols)))
                 height, width = height * stage.r, width * stage.r
             self.maps[key] = maps
             while len(self.maps) > MAP_CACHE_SIZE:
@@ -238,13 +286,15 @@ def device_model(lut: LUT, device: int) -> _DeviceModel:
         return model
 
 
-def _launch_stage(src, dst, stage: _DeviceStage, rows, cols, interval: int, stream) -> None:
+def _launch_stage(src, dst, stage: _DeviceStage, maps, interval: int, stream) -> None:
     n, h, w, c = src.shape
+    rows, cols, base_rows, base_cols = maps
     tx, ty = THREADS_PER_BLOCK
     blocks = (math.ceil(w / tx), math.ceil(h / ty), min(n * c, MAX_GRID_Z))
     _stage_kernel[blocks, (tx, ty, 1), stream](
         src, dst, stage.tables, rows, cols, stage.dest, stage.rounding, stage.s_min,
-        interval, grid_size(interval), stage.r)
+        interval, grid_size(interval), stage.r, stage.base, stage.origin, base_rows, base_cols,
+        stage.sum_shift, stage.bias)
 
 
 # --------------------------------------------------------------------------- array kinds
@@ -428,7 +478,7 @@ class CudaRunner:
         maps = model.tap_maps(h, w)
         src = frames
         last = len(model.device_stages) - 1
-        for i, (stage, (rows, cols)) in enumerate(zip(model.device_stages, maps, strict=True)):
+        for i, (stage, stage_maps) in enumerate(zip(model.device_stages, maps, strict=True)):
             h, w = h * stage.r, w * stage.r
             if i == last:
                 dst = out
@@ -436,7 +486,7 @@ class CudaRunner:
                 dst = alloc((n, h, w, c))
             else:
                 dst = cuda.device_array((n, h, w, c), np.uint8, stream=stream)
-            _launch_stage(src, dst, stage, rows, cols, self.lut.interval, stream)
+            _launch_stage(src, dst, stage, stage_maps, self.lut.interval, stream)
             src = dst
 
     def up(self, img, out=None):

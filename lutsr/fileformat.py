@@ -6,7 +6,9 @@ Layout (all integers little-endian)::
     hlen       4 bytes   uint32, length of the JSON header
     header     hlen      UTF-8 JSON: format_version, name, interval, scale,
                          stages (r, patterns, divisor, bias, padding, and per
-                         table its shape, byte offset and SHA-256), metadata
+                         table its shape, byte offset and SHA-256; a stage's
+                         linear base, if any, as a list of r*r*16 integers),
+                         metadata
     tables     ...       the int8 tables, C order, back to back
     checksum   32 bytes  SHA-256 of everything before it
 
@@ -28,7 +30,10 @@ import numpy as np
 from .model import LUT, Stage
 
 MAGIC = b"\x89LUTSR\r\n"
-FORMAT_VERSION = 1
+#: Readable format versions. Version 2 adds a stage's ``base``; a file without
+#: one is written as version 1, so older readers keep reading it, and refuse
+#: (not misread) one with it.
+FORMAT_VERSIONS = (1, 2)
 SUFFIX = ".lutsr"
 _MAX_HEADER = 1 << 20
 _HASH = 32
@@ -51,7 +56,10 @@ def to_bytes(lut: LUT) -> bytes:
             offset += len(blob)
         stages.append({"r": stage.r, "divisor": stage.divisor, "bias": stage.bias,
                        "padding": stage.padding, "tables": tables})
-    header = {"format_version": FORMAT_VERSION, "name": lut.name, "interval": lut.interval,
+        if stage.base is not None:
+            stages[-1]["base"] = stage.base.ravel().tolist()
+    version = 2 if any(s.base is not None for s in lut.stages) else 1
+    header = {"format_version": version, "name": lut.name, "interval": lut.interval,
               "scale": lut.scale, "stages": stages, "metadata": lut.metadata}
     try:
         text = json.dumps(header, allow_nan=False, sort_keys=True).encode()
@@ -117,8 +125,8 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         raise LUTFormatError(f"{source}: header is not valid JSON ({exc})") from None
     _need(isinstance(header, dict), source, "header must be a JSON object")
     version = header.get("format_version")
-    _need(version == FORMAT_VERSION, source,
-          f"unsupported format_version {version!r} (this lutsr reads {FORMAT_VERSION})")
+    _need(version in FORMAT_VERSIONS and not isinstance(version, bool), source,
+          f"unsupported format_version {version!r} (this lutsr reads {list(FORMAT_VERSIONS)})")
     blob = memoryview(body)[start + hlen:]
     stages_in = header.get("stages")
     _need(isinstance(stages_in, list) and stages_in, source, "'stages' must be a non-empty list")
@@ -148,11 +156,18 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         r, padding = st.get("r"), st.get("padding")
         _need(isinstance(r, int) and not isinstance(r, bool), source, f"stage {i}: bad r {r!r}")
         _need(isinstance(padding, str), source, f"stage {i}: bad padding {padding!r}")
+        base = st.get("base")
+        if base is not None:
+            _need(version >= 2 and isinstance(base, list) and len(base) == r * r * 16
+                  and all(isinstance(w, int) and not isinstance(w, bool)
+                          and -2**15 <= w < 2**15 for w in base),
+                  source, f"stage {i}: 'base' must be {r * r * 16} int16 values")
+            base = np.array(base, np.int16).reshape(r, r, 4, 4)
         try:
             stages.append(Stage(r=r, patterns=tuple(patterns), tables=tuple(tables),
                                 divisor=_number(st.get("divisor"), source, "divisor"),
                                 bias=_number(st.get("bias"), source, "bias"),
-                                padding=padding))
+                                padding=padding, base=base))
         except ValueError as exc:
             raise LUTFormatError(f"{source}: stage {i}: {exc}") from None
     _need(used == len(blob), source, "table data does not match the header")

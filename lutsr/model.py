@@ -28,6 +28,9 @@ PADDINGS = ("reflect", "edge")
 #: Supported sampling intervals ``k`` (``q = 2**k``, ``L = 2**(8 - k) + 1``).
 INTERVALS = range(1, 8)
 
+#: Fraction bits of a stage's linear base weights: weight ``w`` means ``w / 2**BASE_BITS``.
+BASE_BITS = 12
+
 
 def pattern_extent(pattern: str) -> int:
     """Rows (and columns) of padding a pattern needs at the bottom and right."""
@@ -37,6 +40,16 @@ def pattern_extent(pattern: str) -> int:
 def grid_size(interval: int) -> int:
     """Number of samples per input dimension, ``L = 2**(8 - interval) + 1``."""
     return 2 ** (8 - interval) + 1
+
+
+def base_origin(u: int, r: int) -> int:
+    """Offset of the first of the 4 input rows (or columns) a base weight of phase ``u`` reads.
+
+    Output row ``i * r + u`` is centred at input row ``i + (u + 0.5) / r - 0.5``;
+    its 4 taps are the rows around that point that bicubic interpolation
+    reads, ``floor(centre) - 1 .. floor(centre) + 2``: -2 or -1 from ``i``.
+    """
+    return (2 * u + 1 - r) // (2 * r) - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +67,18 @@ class Stage:
     divisor, bias : float
         The stage output is ``clip(round(sum / divisor + bias), 0, 255)``.
     padding : {"reflect", "edge"}
-        How the rotated plane is padded at its bottom and right.
+        How the rotated plane is padded at its bottom and right (and, for
+        ``base``, at every side).
+    base : numpy.ndarray or None
+        An optional linear term added before the rounding: int16 of shape
+        ``(r, r, 4, 4)``; output pixel ``(i*r + u, j*r + v)`` gains
+        ``sum(base[u, v, a, b] * x[i + oy + a, j + ox + b]) / 2**BASE_BITS``
+        with ``oy, ox = base_origin(u, r), base_origin(v, r)`` (the 4x4
+        input pixels of bicubic interpolation), ``x`` the stage input. The
+        tables then hold a residual over that linear prediction. A stage
+        with a base needs ``q * divisor`` a power of two up to ``2**BASE_BITS``
+        and an integer ``bias``, so that its arithmetic stays exact in
+        integers (see :mod:`lutsr.reference`).
     """
 
     r: int
@@ -63,6 +87,7 @@ class Stage:
     divisor: float = 1.0
     bias: float = 0.0
     padding: str = "edge"
+    base: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "patterns", tuple(self.patterns))
@@ -103,6 +128,15 @@ class Stage:
                 )
         if len(rows) != 1:
             raise ValueError(f"tables of one stage differ in rows: {sorted(rows)}")
+        if self.base is not None:
+            base = np.asarray(self.base)
+            want = (self.r, self.r, 4, 4)
+            if base.dtype != np.int16 or base.shape != want:
+                raise ValueError(f"stage base must be int16 of shape {want}, got "
+                                 f"{base.dtype} {base.shape}")
+            if self.bias != int(self.bias):
+                raise ValueError(f"a stage with a base needs an integer bias, got {self.bias}")
+            object.__setattr__(self, "base", np.ascontiguousarray(base))
 
     @property
     def rows(self) -> int:
@@ -149,6 +183,11 @@ class LUT:
                     f"stage {i}: tables have {stage.rows} rows, interval "
                     f"{self.interval} needs L**4 = {want}"
                 )
+            if stage.base is not None and sum_shift(stage, self.interval) is None:
+                raise ValueError(
+                    f"stage {i}: a base needs q * divisor (here {2**self.interval} * "
+                    f"{stage.divisor:g}) to be a power of two up to 2**{BASE_BITS}"
+                )
 
     @property
     def scale(self) -> int:
@@ -181,5 +220,18 @@ class LUT:
             lines.append(
                 f"  stage {i}: r={s.r} patterns={''.join(s.patterns)} "
                 f"divisor={s.divisor:g} bias={s.bias:g} padding={s.padding}"
+                + (" base=linear 4x4" if s.base is not None else "")
             )
         return "\n".join(lines)
+
+
+def sum_shift(stage: Stage, interval: int) -> int | None:
+    """``m`` with ``q * divisor == 2**m`` and ``0 <= m <= BASE_BITS``, else None.
+
+    A stage's table sum ``s`` (an integer: the reference's float sum times
+    ``q``) then enters its output as ``s / 2**m``; with a base, output
+    ``clip(round((s * 2**(BASE_BITS - m) + sum(base * x)) / 2**BASE_BITS) + bias, 0, 255)``
+    is integer arithmetic.
+    """
+    m = np.log2(2.0**interval * stage.divisor)
+    return int(m) if m == int(m) and 0 <= m <= BASE_BITS else None

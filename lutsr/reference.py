@@ -16,8 +16,11 @@ for one stage applied to one uint8 plane:
 4. Row ``u*r + v`` of the ``r*r`` output goes to the pixel's output block at
    ``(u, v)``; the output plane is rotated back.
 5. Sum over rotations and the stage's patterns, then
-   ``clip(round(sum / divisor + bias), 0, 255)`` with numpy's round half to
-   even, as uint8.
+   ``clip(round(sum / divisor + bias + base), 0, 255)`` with numpy's round
+   half to even, as uint8. ``base`` is 0, or the stage's linear term
+   (:func:`base_term`): a multiple of ``2**-BASE_BITS``. Every term is then
+   an integer over a power of two far below ``2**53``, so the float sum is
+   exact and any backend may compute it in integers.
 
 This module favours clarity over speed: it is the spec and the test oracle.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import LUT, PATTERNS, Stage, pattern_extent
+from .model import BASE_BITS, LUT, PATTERNS, Stage, base_origin, pattern_extent
 
 
 def interpolate(plane: np.ndarray, table: np.ndarray, pattern: str, padding: str,
@@ -69,6 +72,28 @@ def interpolate(plane: np.ndarray, table: np.ndarray, pattern: str, padding: str
     return block / q
 
 
+def base_term(plane: np.ndarray, base: np.ndarray, padding: str) -> np.ndarray:
+    """A stage's linear base (see :class:`~lutsr.model.Stage`) over a plane of shape (H, W).
+
+    Returns
+    -------
+    ndarray of float64, shape (H*r, W*r)
+        Multiples of ``2**-BASE_BITS``, exact.
+    """
+    r = base.shape[0]
+    H, W = plane.shape
+    padded = np.pad(plane, 2, mode=padding).astype(np.int64)
+    out = np.zeros((H * r, W * r), np.int64)
+    for u in range(r):
+        for v in range(r):
+            oy, ox = base_origin(u, r) + 2, base_origin(v, r) + 2
+            for a in range(4):
+                for b in range(4):
+                    out[u::r, v::r] += int(base[u, v, a, b]) * padded[oy + a:oy + a + H,
+                                                                      ox + b:ox + b + W]
+    return out / 2**BASE_BITS
+
+
 def run_stage(plane: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
     """Apply one stage to a uint8 plane of shape (H, W); returns (H*r, W*r) uint8."""
     total = np.zeros((plane.shape[0] * stage.r, plane.shape[1] * stage.r))
@@ -77,7 +102,10 @@ def run_stage(plane: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
         for pattern, table in zip(stage.patterns, stage.tables):
             out = interpolate(rotated, table, pattern, stage.padding, interval, stage.r)
             total += np.rot90(out, -rot)
-    return np.clip(np.round(total / stage.divisor + stage.bias), 0, 255).astype(np.uint8)
+    value = total / stage.divisor + stage.bias
+    if stage.base is not None:
+        value += base_term(plane, stage.base, stage.padding)
+    return np.clip(np.round(value), 0, 255).astype(np.uint8)
 
 
 def run_lut(plane: np.ndarray, lut: LUT) -> np.ndarray:

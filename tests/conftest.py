@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lutsr import LUT, Stage
-from lutsr.model import grid_size
+from lutsr.model import BASE_BITS, base_origin, grid_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -39,6 +40,25 @@ def random_lut(rng: np.random.Generator, interval: int = 4, layout: str = "srlut
     else:
         raise ValueError(layout)
     return LUT(stages=tuple(stages), interval=interval, name=f"random-{layout}")
+
+
+def bicubic_base(r: int) -> np.ndarray:
+    """A stage base (int16, (r, r, 4, 4)) that is bicubic upscaling (a = -0.5), quantised."""
+    def cubic(x):
+        x = np.abs(x)
+        return np.where(x <= 1, 1.5 * x**3 - 2.5 * x**2 + 1,
+                        np.where(x < 2, -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2, 0.0))
+
+    w = np.array([cubic((u + 0.5) / r - 0.5 - base_origin(u, r) - np.arange(4))
+                  for u in range(r)])
+    return np.round(np.einsum("ua,vb->uvab", w, w) * 2**BASE_BITS).astype(np.int16)
+
+
+def with_base(lut: LUT, rng: np.random.Generator, noise: int = 64) -> LUT:
+    """``lut`` with a base on every stage: :func:`bicubic_base` plus uniform noise of +-noise."""
+    stages = [dataclasses.replace(s, base=(bicubic_base(s.r) + rng.integers(
+        -noise, noise + 1, (s.r, s.r, 4, 4))).astype(np.int16)) for s in lut.stages]
+    return LUT(tuple(stages), lut.interval, lut.name + "+base", dict(lut.metadata))
 
 
 def conformance_lut(name: str) -> tuple[LUT, dict]:

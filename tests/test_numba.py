@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFORMANCE_NAMES, assert_images_equal, conformance_lut, random_lut
+from conftest import (
+    CONFORMANCE_NAMES,
+    assert_images_equal,
+    conformance_lut,
+    random_lut,
+    with_base,
+)
 
 from lutsr import LUT, Stage
 from lutsr._cpu import (
@@ -214,6 +220,27 @@ def test_edge_sizes_match_reference(shape, padding):
     check(random_lut(rng, 5, "srlut", 3, padding), frames_of(rng, 1, *shape, 1))
     # Interleaved RGB has its own padding and row-writing loops; r = 4 its own pass 2.
     check(make_lut(rng, 4, [(4, "S", 1, 0, padding)]), frames_of(rng, 1, *shape, 3))
+
+
+# A linear base on each stage (q * divisor a power of two): its sums are added before
+# the rounding shift, in the portable, VNNI (r = 4) and AVX-512 (r <= 2, which a
+# base turns off) passes alike.
+BASE_CASES = [
+    (4, [(4, "S", 1, 0, "reflect")]),
+    (5, [(2, "SD", 1, 0, "edge")]),
+    (6, [(3, "Y", 2, 10, "reflect")]),
+    (7, [(1, "S", 1, 0, "edge")]),
+    (4, [(1, "SDY", 8, 127, "edge"), (4, "SDY", 4, 0, "edge")]),
+]
+
+
+@pytest.mark.parametrize("interval, stages", BASE_CASES, ids=[repr(s) for s in BASE_CASES])
+def test_linear_base_matches_reference(interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + 1)
+    lut = with_base(make_lut(rng, interval, stages), rng)
+    check(lut, frames_of(rng, 1, 7, 70, 2))  # 70 columns: a second chunk of pixels
+    for shape in [(1, 1), (1, 6), (6, 1), (2, 5)]:
+        check(lut, frames_of(rng, 1, *shape, 3), threads=2)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 5])

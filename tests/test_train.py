@@ -1,5 +1,6 @@
 """Training code: torch models match the runtime exactly; build_lut.py end to end."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -470,3 +471,52 @@ def test_error_weights_are_the_mean_mse_over_each_images_mse():
     pairs = [(lr, out + off) for off in offsets]
     mse = np.array([4.0, 16.0, 1.0])
     assert error_weights(pairs, lut) == pytest.approx(list(mse.mean() / mse))
+
+
+def test_fit_linear_base_recovers_a_linear_target():
+    """Targets made by a known base are fitted back to it, up to the int16 rounding."""
+    from conftest import bicubic_base
+
+    from lutsr.reference import base_term
+    from train.base import fit_linear_base
+
+    rng = np.random.default_rng(4)
+    want = (bicubic_base(3) + rng.integers(-300, 300, (3, 3, 4, 4))).astype(np.int16)
+    planes = [(lr, base_term(lr, want, "edge"))
+              for lr in rng.integers(0, 256, (4, 9, 11), dtype=np.uint8)]
+    np.testing.assert_array_equal(fit_linear_base(planes, 3, "edge"), want)
+    with pytest.raises(ValueError, match="planes"):
+        fit_linear_base(planes, 3, "edge", weights=[1.0])
+
+
+def test_build_lut_linear_base(tmp_path):
+    """--base linear: a one-stage LUT with a base whose table fits the residual."""
+    import lutsr
+    from train import data as tdata
+
+    data = _images(tmp_path / "imgs", 3)
+    out = tmp_path / "b.lutsr"
+    res = _build("--quick", "--data", data, "--out", out, "--scale", 2, "--base", "linear",
+                 "--lsq-iters", 8)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lut = lutsr.load(out)
+    stage = lut.stages[0]
+    assert stage.base is not None and "base" in lut.metadata["phases"]
+    assert set(lut.metadata["phases"]) == {"data", "base", "sample", "lsq"}
+    # On its training images the model beats its linear term alone, which beats
+    # pixel replication: the table adds to the base, the base to nothing.
+    only_base = lutsr.LUT((dataclasses.replace(stage, tables=tuple(
+        np.zeros_like(t) for t in stage.tables)),), lut.interval)
+    err = {"lut": 0.0, "base": 0.0, "nearest": 0.0}
+    for lr, hr in tdata.load_pairs(tdata.list_images([data]), 2):
+        hr = hr.astype(np.float64)
+        err["lut"] += np.mean((lutsr.upscale(lr, lut) - hr) ** 2)
+        err["base"] += np.mean((lutsr.upscale(lr, only_base) - hr) ** 2)
+        err["nearest"] += np.mean((lr.repeat(2, 0).repeat(2, 1) - hr) ** 2)
+    assert err["lut"] < err["base"] < err["nearest"]
+    bad = _build("--quick", "--data", data, "--out", tmp_path / "c.lutsr", "--base", "linear",
+                 "--layout", "mulut")
+    assert bad.returncode == 2 and "--layout mulut" in bad.stderr
+    bad = _build("--quick", "--data", data, "--out", tmp_path / "d.lutsr", "--scale", 2,
+                 "--init", out)  # later phases would take the residual table for a plain one
+    assert bad.returncode == 2 and "linear base" in bad.stderr

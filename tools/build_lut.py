@@ -11,7 +11,9 @@ Phases, each optional and each recorded in the LUT's metadata with its CPU time:
 3. finetune: LUT-aware fine-tuning, the table values optimised through the
    differentiable simplex interpolation (all stages jointly);
 4. lsq: the last stage's tables re-fitted exactly by least squares over the
-   whole training set, with the earlier stages fixed (see train/lsq.py).
+   whole training set, with the earlier stages fixed (see train/lsq.py);
+   with ``--base linear``, over the residual of a linear term fitted first
+   (see train/base.py).
 
 Example::
 
@@ -56,6 +58,11 @@ def parse_args(argv=None):
                         "--init of a LUT with fewer, the missing ones are inserted before its last "
                         "stage as pixel replication (a way to grow a trained model)")
     p.add_argument("--interval", type=int, default=4, help="k: sample every 2**k levels")
+    p.add_argument("--base", choices=("none", "linear"), default="none",
+                   help="linear: the (single) stage adds a least-squares linear term over the "
+                        "4x4 pixels of bicubic interpolation and its table fits the residual "
+                        "(see lutsr.Stage); least squares only: --layout srlut, --net-iters 0, "
+                        "no --init or fine-tuning")
     p.add_argument("--init", default=None, metavar="LUT",
                    help="start from this LUT's tables (a .lutsr path or bundled name of the same "
                         "layout) instead of training and sampling nets: continues its fine-tuning "
@@ -127,10 +134,21 @@ def parse_args(argv=None):
         args.net_iters, args.finetune_iters, args.lsq_iters = 20, 10, 3
         args.batch, args.patch, args.net_width, args.net_depth = 4, 16, 16, 2
         args.interval = max(args.interval, 6)
+        if args.base == "linear":  # least squares alone
+            args.net_iters = args.finetune_iters = 0
     if args.first_divisor is not None and (args.layout != "mulut" or not args.first_divisor > 0):
         p.error("--first-divisor needs --layout mulut and a positive value")
     if args.refine_stages != 1 and (args.layout != "mulut" or not 1 <= args.refine_stages <= 4):
         p.error("--refine-stages needs --layout mulut and a value in 1..4")
+    if args.base == "linear":
+        clashes = [flag for flag, on in (
+            ("--layout mulut", args.layout != "srlut"), ("--net-iters", args.net_iters),
+            ("--finetune-iters", args.finetune_iters), ("--init", args.init),
+            ("--lsq-luma", args.lsq_luma), ("--lsq-clip-rounds", args.lsq_clip_rounds),
+            ("--lsq-reweight", args.lsq_reweight), ("--lsq-iters 0", not args.lsq_iters)) if on]
+        if clashes:
+            p.error(f"--base linear is fitted by least squares alone (--layout srlut --net-iters "
+                    f"0 --lsq-iters N); it does not combine with {', '.join(clashes)}")
     if args.first_stage == "prefilter" and (args.layout != "mulut" or not args.lsq_iters):
         p.error("--first-stage prefilter needs a layout of two stages (--layout mulut) and "
                 "--lsq-iters above 0")
@@ -210,6 +228,21 @@ def main(argv=None) -> int:
         tables = net.sample_tables(args.interval)
         meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
 
+    base = None
+    if args.base == "linear":
+        from train.base import fit_linear_base
+
+        t0 = time.process_time()
+        spec = layout[-1]
+        planes = list(tdata.plane_pairs(pairs, not args.lsq_no_flips, weights))
+        base = fit_linear_base([pair for pair, _ in planes], spec.r, spec.padding,
+                               [w for _, w in planes])
+        del planes
+        tables[-1] = [np.zeros_like(t) for t in tables[-1]]  # the residual starts at 0
+        meta["phases"]["base"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
+        gain = base.sum((2, 3)).mean() / 2**lutsr.model.BASE_BITS
+        log(f"base: linear, weights sum to {gain:.4f} on average")
+
     if args.first_stage == "prefilter":
         t0 = time.process_time()
         prefiltered = [(lr, tdata.prefilter(hr, args.scale)) for lr, hr in pairs]
@@ -243,7 +276,7 @@ def main(argv=None) -> int:
                 fit_weights = [w * e for w, e in zip(weights, errors)]
             tables[-1], psnr = _fit_stage(-1, layout, tables, args, pairs, fit_weights, lsq, log,
                                           ckdir / (f"lsq_reweight{round_}.npy" if round_
-                                                   else "lsq.npy"))
+                                                   else "lsq.npy"), base)
         meta["phases"]["lsq"] = {"iterations": args.lsq_iters, "train_psnr": psnr,
                                  "reweight_rounds": args.lsq_reweight,
                                  "cpu_seconds": round(time.process_time() - t0, 1)}
@@ -255,7 +288,7 @@ def main(argv=None) -> int:
     if val_pairs:
         from lutsr.metrics import psnr_y
 
-        val_lut = to_lut(layout, tables, args.interval)
+        val_lut = to_lut(layout, tables, args.interval, base=base)
         scores = [psnr_y(lutsr.upscale(lr, val_lut), hr, args.scale) for lr, hr in val_pairs]
         # Per data folder too: folders of different kinds of image disagree.
         folders = [next(Path(d).name for d in args.data if Path(d) in f.parents)
@@ -266,12 +299,18 @@ def main(argv=None) -> int:
                 [v for v, f in zip(scores, folders) if f == folder])), 4)
                 for folder in dict.fromkeys(folders)}}
         log(f"validation: {meta['validation']}")
-    lut = to_lut(layout, tables, args.interval, name=name, metadata=meta)
+    lut = to_lut(layout, tables, args.interval, name=name, metadata=meta, base=base)
     lutsr.save(lut, out)
     log(lut.describe())
     log(json.dumps(meta["phases"]))
     log(f"wrote {out}")
     return 0
+
+
+def _fail(message: str):
+    """Exit with status 2 and ``error: message`` on stderr, as every refused input does."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _init_tables(source: str, layout, interval: int):
@@ -286,13 +325,16 @@ def _init_tables(source: str, layout, interval: int):
     try:
         lut = lutsr.api.resolve_lut(source)
     except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
-        raise SystemExit(f"error: --init {source}: {exc}") from None
+        _fail(f"--init {source}: {exc}")
+    if any(s.base is not None for s in lut.stages):
+        _fail(f"--init {source}: its tables fit the residual of a linear base (--base "
+              "linear), which later phases do not model")
     have, want = layout_of(lut), tuple(layout)
     k = len(have) - 1  # the stages before the last
     if (not 1 <= len(have) <= len(want) or have[:k] != want[:k] or have[-1] != want[-1]
             or lut.interval != interval):
-        raise SystemExit(f"error: --init {source}: its layout {have} (interval "
-                         f"{lut.interval}) is not {want} (interval {interval}) or the start of it")
+        _fail(f"--init {source}: its layout {have} (interval {lut.interval}) is not {want} "
+              f"(interval {interval}) or the start of it")
     tables = [list(s.tables) for s in lut.stages]
     if len(have) < len(want):
         missing = want[k:-1]
@@ -307,14 +349,17 @@ def _phase(state: dict) -> dict:
             "train_mse": round(float(state["loss"]), 3)}
 
 
-def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Path):
+def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Path,
+               base=None):
     """Least-squares fit of stage ``k``'s tables, its inputs computed by the stages before it.
 
     ``pairs`` hold (LR, target of stage ``k``): the HR image for the last
-    stage. Returns the int8 tables and the stage's training PSNR with them
-    (None when reused). The result is kept in ``cache`` so that ``--resume``
-    does not redo it.
+    stage. With ``base`` (of a one-stage layout), the tables fit the target
+    less that linear term. Returns the int8 tables and the stage's training
+    PSNR with them (None when reused). The result is kept in ``cache`` so
+    that ``--resume`` does not redo it.
     """
+    from train.base import residual_target
     from train.nets import to_lut
 
     if args.resume and cache.exists():
@@ -329,6 +374,8 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
                                                   split=not args.lsq_luma):
         if earlier is not None:
             lr = lutsr.upscale(lr, earlier)
+        if base is not None:
+            target = residual_target(lr, target, base, spec.padding)
         planes.append((lr, target))
         plane_weights.append(weight)
     stage = lutsr.Stage(spec.r, spec.patterns, tuple(tables[k]), spec.divisor, spec.bias,
@@ -343,6 +390,12 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
                      clip_rounds=args.lsq_clip_rounds)
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
+    if base is not None:  # the residual is not the output: run the model itself
+        lut = to_lut(layout, [list(result)], args.interval, base=base)
+        del samples, planes
+        mse = np.mean([np.mean(np.square(lutsr.upscale(lr, lut).astype(np.float64) - hr))
+                       for lr, hr in pairs])
+        return list(result), round(10 * np.log10(255**2 / mse), 3)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.
     out = lsq.predict(samples, result, stage, args.interval,
                       out=np.empty(samples.target.shape, np.float32))

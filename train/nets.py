@@ -216,10 +216,11 @@ class TableModel(nn.Module):
                 for tabs in self.tables]
 
 
-def to_lut(layout, tables, interval: int, name: str = "", metadata=None) -> LUT:
-    """A :class:`lutsr.LUT` from a layout and int8 tables per stage."""
-    stages = tuple(Stage(s.r, s.patterns, tuple(ts), s.divisor, s.bias, s.padding)
-                   for s, ts in zip(layout, tables))
+def to_lut(layout, tables, interval: int, name: str = "", metadata=None, base=None) -> LUT:
+    """A :class:`lutsr.LUT` from a layout and int8 tables per stage (``base``: the last one's)."""
+    stages = tuple(Stage(s.r, s.patterns, tuple(ts), s.divisor, s.bias, s.padding,
+                         base if i == len(layout) - 1 else None)
+                   for i, (s, ts) in enumerate(zip(layout, tables)))
     return LUT(stages=stages, interval=interval, name=name, metadata=dict(metadata or {}))
 
 
