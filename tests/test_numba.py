@@ -225,11 +225,10 @@ def test_edge_sizes_match_reference(shape, padding):
 # A linear base on each stage (q * divisor a power of two): its sums are added before
 # the rounding shift, in the portable, VNNI (r = 4) and AVX-512 (r <= 2, which a
 # base turns off) passes alike.
+# (r = 3 runs in the CUDA simulator cases; each case here compiles its own kernels.)
 BASE_CASES = [
     (4, [(4, "S", 1, 0, "reflect")]),
     (5, [(2, "SD", 1, 0, "edge")]),
-    (6, [(3, "Y", 2, 10, "reflect")]),
-    (7, [(1, "S", 1, 0, "edge")]),
     (4, [(1, "SDY", 8, 127, "edge"), (4, "SDY", 4, 0, "edge")]),
 ]
 
