@@ -1,14 +1,18 @@
-"""Shared fixtures: paths to ../shared, small random LUT models."""
+"""Shared fixtures: paths to ../shared, small random LUT models, .lutsr byte surgery."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lutsr import LUT, Stage
+from lutsr.fileformat import MAGIC
 from lutsr.model import BASE_BITS, base_origin, grid_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -59,6 +63,20 @@ def with_base(lut: LUT, rng: np.random.Generator, noise: int = 64) -> LUT:
     stages = [dataclasses.replace(s, base=(bicubic_base(s.r) + rng.integers(
         -noise, noise + 1, (s.r, s.r, 4, 4))).astype(np.int16)) for s in lut.stages]
     return LUT(tuple(stages), lut.interval, lut.name + "+base", dict(lut.metadata))
+
+
+def split_lut_bytes(data: bytes) -> tuple[dict, bytes]:
+    """A ``.lutsr`` file's JSON header and its table bytes (the checksum dropped)."""
+    (n,) = struct.unpack_from("<I", data, len(MAGIC))
+    start = len(MAGIC) + 4
+    return json.loads(data[start:start + n]), data[start + n:-32]
+
+
+def reseal_lut_bytes(header: dict, tables: bytes) -> bytes:
+    """A ``.lutsr`` file of ``header`` and ``tables``, its checksum valid."""
+    text = json.dumps(header).encode()
+    body = MAGIC + struct.pack("<I", len(text)) + text + tables
+    return body + hashlib.sha256(body).digest()
 
 
 def conformance_lut(name: str) -> tuple[LUT, dict]:

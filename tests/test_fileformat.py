@@ -1,12 +1,11 @@
 """Save/load round trips, and corrupt or hostile files failing cleanly."""
 
 import hashlib
-import json
 import struct
 
 import numpy as np
 import pytest
-from conftest import random_lut
+from conftest import random_lut, reseal_lut_bytes, split_lut_bytes
 
 import lutsr
 from lutsr.fileformat import MAGIC, LUTFormatError, from_bytes, to_bytes
@@ -25,18 +24,6 @@ def test_round_trip(tmp_path, layout):
             s2.r, s2.patterns, s2.divisor, s2.bias, s2.padding)
         for t1, t2 in zip(s1.tables, s2.tables):
             assert t2.dtype == np.int8 and np.array_equal(t1, t2)
-
-
-def _resealed(header: dict, tables: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    body = MAGIC + struct.pack("<I", len(text)) + text + tables
-    return body + hashlib.sha256(body).digest()
-
-
-def _split(data: bytes):
-    (n,) = struct.unpack_from("<I", data, len(MAGIC))
-    start = len(MAGIC) + 4
-    return json.loads(data[start:start + n]), data[start + n:-32]
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +64,10 @@ def test_truncated_files_fail_cleanly(good_bytes, cut):
 def test_hostile_headers_fail_with_a_reason(good_bytes, mutate, message):
     # The checksum is recomputed, so only the header validation stands between
     # these files and a wrong model (or an exception that is not ours).
-    header, tables = _split(good_bytes)
+    header, tables = split_lut_bytes(good_bytes)
     mutate(header)
     with pytest.raises(LUTFormatError, match=message):
-        from_bytes(_resealed(header, tables))
+        from_bytes(reseal_lut_bytes(header, tables))
 
 
 def test_not_json_and_not_a_lut(tmp_path):

@@ -393,8 +393,7 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
     if base is not None:  # the residual is not the output: run the model itself
         lut = to_lut(layout, [list(result)], args.interval, base=base)
         del samples, planes
-        mse = np.mean([np.mean(np.square(lutsr.upscale(lr, lut).astype(np.float64) - hr))
-                       for lr, hr in pairs])
+        mse = tdata.pair_mse(pairs, lut).mean()
         return list(result), round(10 * np.log10(255**2 / mse), 3)
     # The stage's real output: int8 tables, rounded and clipped like the runtime.
     out = lsq.predict(samples, result, stage, args.interval,

@@ -17,10 +17,12 @@ from lutsr.model import BASE_BITS, base_origin
 from lutsr.reference import base_term
 
 
-def _taps(plane: np.ndarray, u: int, v: int, r: int, padding: str) -> np.ndarray:
-    """The 16 base inputs of output phase (u, v) at every pixel: (H*W, 16) float64."""
-    h, w = plane.shape
-    padded = np.pad(plane, 2, mode=padding).astype(np.float64)
+def _taps(padded: np.ndarray, u: int, v: int, r: int) -> np.ndarray:
+    """The 16 base inputs of output phase (u, v) at every pixel: (H*W, 16) float64.
+
+    ``padded`` is the input plane padded by 2 on every side, as float64.
+    """
+    h, w = padded.shape[0] - 4, padded.shape[1] - 4
     oy, ox = base_origin(u, r) + 2, base_origin(v, r) + 2
     return np.stack([padded[oy + a:oy + a + h, ox + b:ox + b + w].ravel()
                      for a in range(4) for b in range(4)], axis=1)
@@ -50,9 +52,10 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     if len(weights) != len(planes) or not planes:
         raise ValueError(f"{len(planes)} planes and {len(weights)} weights")
     for (plane, target), weight in zip(planes, weights):
+        padded = np.pad(plane, 2, mode=padding).astype(np.float64)
         for u in range(r):
             for v in range(r):
-                x = _taps(plane, u, v, r, padding)
+                x = _taps(padded, u, v, r)
                 y = target[u::r, v::r].ravel().astype(np.float64)
                 gram[u, v] += weight * (x.T @ x)
                 moment[u, v] += weight * (x.T @ y)

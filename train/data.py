@@ -156,6 +156,12 @@ def balance_weights(groups, alpha: float) -> list[float]:
     return [float(w) for w, g in zip(per_image, groups) for _ in g]
 
 
+def pair_mse(pairs, lut) -> np.ndarray:
+    """The MSE of ``lut``'s output (the runtime's, rounded) against the HR image of each pair."""
+    return np.array([np.mean(np.square(lutsr.upscale(lr, lut).astype(np.float64) - hr))
+                     for lr, hr in pairs])
+
+
 def error_weights(pairs, lut, floor: float = 1.0) -> list[float]:
     """A least-squares weight per (LR, HR) pair: ``mean(mse) / mse_i`` of ``lut``'s output.
 
@@ -166,8 +172,7 @@ def error_weights(pairs, lut, floor: float = 1.0) -> list[float]:
     iteratively reweighted least squares toward the mean PSNR. ``floor``
     bounds ``mse_i`` from below so that a flat image cannot take the fit over.
     """
-    mse = np.array([max(floor, float(np.mean(np.square(
-        lutsr.upscale(lr, lut).astype(np.float64) - hr)))) for lr, hr in pairs])
+    mse = np.maximum(pair_mse(pairs, lut), floor)
     return [float(w) for w in mse.mean() / mse]
 
 
