@@ -9,7 +9,8 @@ LUT models use the golden-vector tables of ``../shared/conformance`` (smooth
 functions of the four inputs plus noise, interval 4, the published sizes):
 ``srlut_x4`` (SR-LUT-S: one stage, pattern S, a 17**4 x 16 table) and
 ``mulut_x4`` (MuLUT-SDY: two stages of S, D, Y). ``random_srlut_x4`` has
-uniformly random tables of the same shape, the worst case.
+uniformly random tables of the same shape, the worst case. ``bundled_x4`` is
+the default LUT lutsr ships (an S table over a linear 5x5 base).
 """
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ def srlut_x4() -> LUT:
 @pytest.fixture(scope="session")
 def mulut_x4() -> LUT:
     return conformance_model("mulut_sdy_x4_q16")
+
+
+@pytest.fixture(scope="session")
+def bundled_x4() -> LUT:
+    import lutsr
+
+    if "x4" not in lutsr.bundled_names():
+        pytest.skip("no bundled x4 LUT")
+    return lutsr.load_bundled("x4")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 The targets (issue 2), 480x270 RGB upscaled x4 to 1920x1080, 2 threads:
 SR-LUT-S x4 median <= 12 ms and <= 6x ``cv2.resize(INTER_CUBIC)``; MuLUT-SDY x4
 median <= 45 ms; a new process's first call (import, LUT load, first upscale,
-numba cache warm) < 1.5 s. Run::
+numba cache warm) < 1.5 s. The bundled default ``x4``, an S table over a
+linear base, runs beside them. Run::
 
     python -m pytest bench/test_bench_runtime.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds
@@ -77,7 +78,7 @@ def test_cv2_cubic_480x270(benchmark, frame_480x270):
 
 @pytest.mark.benchmark(group="x4 480x270 RGB -> 1920x1080 (astronaut)")
 @pytest.mark.parametrize("threads", [THREADS, 1])
-@pytest.mark.parametrize("model", ["srlut_x4", "mulut_x4"])
+@pytest.mark.parametrize("model", ["srlut_x4", "bundled_x4", "mulut_x4"])
 def test_lutsr_480x270(benchmark, request, frame_480x270, model, threads):
     lut = request.getfixturevalue(model)
     timed(benchmark, lut_upscale(lut, frame_480x270, threads), model=model, threads=threads)
@@ -123,8 +124,11 @@ FIRST_CALL = textwrap.dedent("""
 """)
 
 
-def first_call_seconds(frame_path: Path, lut_path: Path) -> tuple[float, float]:
-    """Seconds from ``import lutsr`` to the first result inside a new process, and wall time."""
+def first_call_seconds(frame_path: Path, lut_path: Path | str) -> tuple[float, float]:
+    """Seconds from ``import lutsr`` to the first result inside a new process, and wall time.
+
+    ``lut_path``: a ``.lutsr`` file or a bundled LUT's name.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     start = time.perf_counter()
@@ -162,10 +166,13 @@ def main(argv=None) -> None:
     frame = photo_frame(*SIZES["480x270"])
     noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
     srlut, mulut = conformance_model("srlut_s_x4_q16"), conformance_model("mulut_sdy_x4_q16")
+    default = lutsr.load_bundled("x4")
     cases = {
         "cv2 INTER_CUBIC (photo)": cubic(frame),
         f"SR-LUT-S x4 (photo), {THREADS} threads": lut_upscale(srlut, frame),
         "SR-LUT-S x4 (photo), 1 thread": lut_upscale(srlut, frame, 1),
+        f"bundled x4, S + linear base (photo), {THREADS} threads": lut_upscale(default, frame),
+        "bundled x4, S + linear base (photo), 1 thread": lut_upscale(default, frame, 1),
         f"MuLUT-SDY x4 (photo), {THREADS} threads": lut_upscale(mulut, frame),
         "MuLUT-SDY x4 (photo), 1 thread": lut_upscale(mulut, frame, 1),
         "cv2 INTER_CUBIC (random)": cubic(noise),
@@ -188,6 +195,8 @@ def main(argv=None) -> None:
         lutsr.save(srlut, lut_path)
         first_call_seconds(frame_path, lut_path)
         first = [first_call_seconds(frame_path, lut_path) for _ in range(5)]
+        first_call_seconds(frame_path, "x4")
+        first_default = [first_call_seconds(frame_path, "x4") for _ in range(5)]
     print(f"480x270 RGB -> 1920x1080, {args.rounds} interleaved rounds; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| case | median ms | min ms | ratio to bicubic (median) | process CPU ms (median) |")
@@ -199,7 +208,9 @@ def main(argv=None) -> None:
               f"{statistics.median(cpu[name]) * 1e3:.1f} |")
     print(f"\nfirst call in a new process (import lutsr, load .lutsr, upscale), 5 runs: "
           f"median {statistics.median(f[0] for f in first):.3f} s inside the process, "
-          f"{statistics.median(f[1] for f in first):.3f} s wall including interpreter start")
+          f"{statistics.median(f[1] for f in first):.3f} s wall including interpreter start; "
+          f"the bundled x4: {statistics.median(f[0] for f in first_default):.3f} s / "
+          f"{statistics.median(f[1] for f in first_default):.3f} s")
 
 
 if __name__ == "__main__":

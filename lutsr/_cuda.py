@@ -39,7 +39,10 @@ import numpy as np
 from numba import cuda, int32
 
 from ._cpu import block_permutations, padded_index, stack_tables, tap_indices
-from .model import BASE_BITS, LUT, Stage, base_origin, grid_size, sum_shift
+from .model import BASE_BITS, BASE_RADIUS, LUT, Stage, grid_size, sum_shift
+
+#: Rows (and columns) of a linear base's window.
+_BASE_SIDE = 2 * BASE_RADIUS + 1
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -65,7 +68,7 @@ _DLPACK_CUDA = (2, 13)
 
 @cuda.jit(cache=True)
 def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r,
-                  base, origin, base_rows, base_cols, sum_shift, bias):
+                  base, base_rows, base_cols, sum_shift, bias):
     """One stage: ``src`` (N, H, W, C) uint8 -> ``dst`` (N, H*r, W*r, C) uint8.
 
     ``tables`` (P, L**4, r*r) int8; ``rows`` (P, 4, 4, H) and ``cols``
@@ -75,10 +78,9 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     stage output. Thread (x, y, z) handles input pixel (y, x) of planes
     z, z + gridDim.z, ...
 
-    With a linear base, ``sum_shift`` >= 0 and ``base`` (r*r*16,) int32 holds its
-    weights, ``origin`` (r,) int32 :func:`~lutsr.model.base_origin` of each
-    phase, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the padded source
-    index of offsets -2..2; the output is then rounded in integers with
+    With a linear base, ``sum_shift`` >= 0 and ``base`` (r*r*25,) int32 holds its
+    weights, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the padded
+    source index of offsets -2..2; the output is then rounded in integers with
     ``bias``. Without one, ``sum_shift`` is -1 and those arrays are dummies.
     """
     x, y, z = cuda.grid(3)
@@ -147,11 +149,11 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             u = pos // r
             v = pos - u * r
             total = acc[pos] << sum_shift
-            for a in range(4):
-                sy = base_rows[origin[u] + 2 + a, y]
-                for b in range(4):
-                    total += base[pos * 16 + a * 4 + b] * int32(
-                        src[n, sy, base_cols[origin[v] + 2 + b, x], c])
+            for a in range(_BASE_SIDE):
+                sy = base_rows[a, y]
+                for b in range(_BASE_SIDE):
+                    total += base[(pos * _BASE_SIDE + a) * _BASE_SIDE + b] * int32(
+                        src[n, sy, base_cols[b, x], c])
             # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
             half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
             value = ((total + half) >> BASE_BITS) + bias
@@ -198,8 +200,7 @@ class _DeviceStage:
     dest: object  # int32 (4, r*r), inverse of block_permutations
     rounding: object  # uint8, see rounding_table
     s_min: int
-    base: object  # int32 (r*r*16,), or a dummy (1,) without a base
-    origin: object  # int32 (r,) base_origin per phase
+    base: object  # int32 (r*r*25,), or a dummy (1,) without a base
     sum_shift: int  # BASE_BITS - m with a base, else -1
     bias: int
 
@@ -236,8 +237,6 @@ class _DeviceModel:
                 s_min=s_min,
                 base=cuda.to_device(stage.base.reshape(-1).astype(np.int32) if has_base
                                     else np.zeros(1, np.int32)),
-                origin=cuda.to_device(np.array([base_origin(u, stage.r)
-                                                for u in range(stage.r)], np.int32)),
                 sum_shift=BASE_BITS - sum_shift(stage, lut.interval) if has_base else -1,
                 bias=int(stage.bias) if has_base else 0,
             ))
@@ -259,7 +258,8 @@ class _DeviceModel:
                     base_rows = base_cols = np.zeros((1, 1), np.int32)
                 else:
                     base_rows, base_cols = (
-                        np.stack([padded_index(n, stage.padding)[d:d + n] for d in range(5)])
+                        np.stack([padded_index(n, stage.padding, BASE_RADIUS)[d:d + n]
+                                  for d in range(_BASE_SIDE)])
                         for n in (height, width))
                 maps.append(tuple(cuda.to_device(np.ascontiguousarray(a, np.int32))
                                   for a in (rows, cols, base_rows, base_cols)))
@@ -293,7 +293,7 @@ def _launch_stage(src, dst, stage: _DeviceStage, maps, interval: int, stream) ->
     blocks = (math.ceil(w / tx), math.ceil(h / ty), min(n * c, MAX_GRID_Z))
     _stage_kernel[blocks, (tx, ty, 1), stream](
         src, dst, stage.tables, rows, cols, stage.dest, stage.rounding, stage.s_min,
-        interval, grid_size(interval), stage.r, stage.base, stage.origin, base_rows, base_cols,
+        interval, grid_size(interval), stage.r, stage.base, base_rows, base_cols,
         stage.sum_shift, stage.bias)
 
 

@@ -7,7 +7,7 @@ Layout (all integers little-endian)::
     header     hlen      UTF-8 JSON: format_version, name, interval, scale,
                          stages (r, patterns, divisor, bias, padding, and per
                          table its shape, byte offset and SHA-256; a stage's
-                         linear base, if any, as a list of r*r*16 integers),
+                         linear base, if any, as a list of r*r*25 integers),
                          metadata
     tables     ...       the int8 tables, C order, back to back
     checksum   32 bytes  SHA-256 of everything before it
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import LUT, Stage
+from .model import BASE_RADIUS, LUT, Stage
 
 MAGIC = b"\x89LUTSR\r\n"
 #: Readable format versions. Version 2 adds a stage's ``base``; a file without
@@ -158,11 +158,12 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         _need(isinstance(padding, str), source, f"stage {i}: bad padding {padding!r}")
         base = st.get("base")
         if base is not None:
-            _need(version >= 2 and isinstance(base, list) and len(base) == r * r * 16
+            n = r * r * (2 * BASE_RADIUS + 1) ** 2
+            _need(version >= 2 and isinstance(base, list) and len(base) == n
                   and all(isinstance(w, int) and not isinstance(w, bool)
                           and -2**15 <= w < 2**15 for w in base),
-                  source, f"stage {i}: 'base' must be {r * r * 16} int16 values")
-            base = np.array(base, np.int16).reshape(r, r, 4, 4)
+                  source, f"stage {i}: 'base' must be {n} int16 values")
+            base = np.array(base, np.int16).reshape(r, r, 2 * BASE_RADIUS + 1, -1)
         try:
             stages.append(Stage(r=r, patterns=tuple(patterns), tables=tuple(tables),
                                 divisor=_number(st.get("divisor"), source, "divisor"),

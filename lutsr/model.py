@@ -31,6 +31,10 @@ INTERVALS = range(1, 8)
 #: Fraction bits of a stage's linear base weights: weight ``w`` means ``w / 2**BASE_BITS``.
 BASE_BITS = 12
 
+#: A stage's linear base reads the input pixels up to this many rows and columns
+#: from each pixel: a (2 * BASE_RADIUS + 1)**2 window.
+BASE_RADIUS = 2
+
 
 def pattern_extent(pattern: str) -> int:
     """Rows (and columns) of padding a pattern needs at the bottom and right."""
@@ -40,16 +44,6 @@ def pattern_extent(pattern: str) -> int:
 def grid_size(interval: int) -> int:
     """Number of samples per input dimension, ``L = 2**(8 - interval) + 1``."""
     return 2 ** (8 - interval) + 1
-
-
-def base_origin(u: int, r: int) -> int:
-    """Offset of the first of the 4 input rows (or columns) a base weight of phase ``u`` reads.
-
-    Output row ``i * r + u`` is centred at input row ``i + (u + 0.5) / r - 0.5``;
-    its 4 taps are the rows around that point that bicubic interpolation
-    reads, ``floor(centre) - 1 .. floor(centre) + 2``: -2 or -1 from ``i``.
-    """
-    return (2 * u + 1 - r) // (2 * r) - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,11 +65,12 @@ class Stage:
         ``base``, at every side).
     base : numpy.ndarray or None
         An optional linear term added before the rounding: int16 of shape
-        ``(r, r, 4, 4)``; output pixel ``(i*r + u, j*r + v)`` gains
-        ``sum(base[u, v, a, b] * x[i + oy + a, j + ox + b]) / 2**BASE_BITS``
-        with ``oy, ox = base_origin(u, r), base_origin(v, r)`` (the 4x4
-        input pixels of bicubic interpolation), ``x`` the stage input. The
-        tables then hold a residual over that linear prediction. A stage
+        ``(r, r, 5, 5)``; output pixel ``(i*r + u, j*r + v)`` gains
+        ``sum(base[u, v, a, b] * x[i + a - 2, j + b - 2]) / 2**BASE_BITS``
+        over the 5x5 input pixels around ``(i, j)`` (:data:`BASE_RADIUS`;
+        they include the 4x4 that bicubic interpolation reads for every
+        phase), ``x`` the stage input padded as below. The tables then hold
+        a residual over that linear prediction. A stage
         with a base needs ``q * divisor`` a power of two up to ``2**BASE_BITS``
         and an integer ``bias``, so that its arithmetic stays exact in
         integers (see :mod:`lutsr.reference`).
@@ -130,7 +125,8 @@ class Stage:
             raise ValueError(f"tables of one stage differ in rows: {sorted(rows)}")
         if self.base is not None:
             base = np.asarray(self.base)
-            want = (self.r, self.r, 4, 4)
+            side = 2 * BASE_RADIUS + 1
+            want = (self.r, self.r, side, side)
             if base.dtype != np.int16 or base.shape != want:
                 raise ValueError(f"stage base must be int16 of shape {want}, got "
                                  f"{base.dtype} {base.shape}")
@@ -220,7 +216,7 @@ class LUT:
             lines.append(
                 f"  stage {i}: r={s.r} patterns={''.join(s.patterns)} "
                 f"divisor={s.divisor:g} bias={s.bias:g} padding={s.padding}"
-                + (" base=linear 4x4" if s.base is not None else "")
+                + (" base=linear 5x5" if s.base is not None else "")
             )
         return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import pytest
 
 from lutsr import LUT, Stage
 from lutsr.fileformat import MAGIC
-from lutsr.model import BASE_BITS, base_origin, grid_size
+from lutsr.model import BASE_BITS, grid_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -47,21 +47,29 @@ def random_lut(rng: np.random.Generator, interval: int = 4, layout: str = "srlut
 
 
 def bicubic_base(r: int) -> np.ndarray:
-    """A stage base (int16, (r, r, 4, 4)) that is bicubic upscaling (a = -0.5), quantised."""
+    """A stage base (int16, (r, r, 5, 5)) that is bicubic upscaling (a = -0.5), quantised.
+
+    Output row ``i * r + u`` is centred at input row ``c = i + (u + 0.5) / r - 0.5``;
+    bicubic reads rows ``floor(c) - 1 .. floor(c) + 2``, which start at offset
+    ``first`` (-2 or -1) from ``i``: index ``first + 2`` of the base's 5 rows.
+    """
     def cubic(x):
         x = np.abs(x)
         return np.where(x <= 1, 1.5 * x**3 - 2.5 * x**2 + 1,
                         np.where(x < 2, -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2, 0.0))
 
-    w = np.array([cubic((u + 0.5) / r - 0.5 - base_origin(u, r) - np.arange(4))
-                  for u in range(r)])
+    w = np.zeros((r, 5))
+    for u in range(r):
+        centre = (u + 0.5) / r - 0.5
+        first = int(np.floor(centre)) - 1
+        w[u, first + 2:first + 6] = cubic(centre - first - np.arange(4))
     return np.round(np.einsum("ua,vb->uvab", w, w) * 2**BASE_BITS).astype(np.int16)
 
 
 def with_base(lut: LUT, rng: np.random.Generator, noise: int = 64) -> LUT:
     """``lut`` with a base on every stage: :func:`bicubic_base` plus uniform noise of +-noise."""
     stages = [dataclasses.replace(s, base=(bicubic_base(s.r) + rng.integers(
-        -noise, noise + 1, (s.r, s.r, 4, 4))).astype(np.int16)) for s in lut.stages]
+        -noise, noise + 1, (s.r, s.r, 5, 5))).astype(np.int16)) for s in lut.stages]
     return LUT(tuple(stages), lut.interval, lut.name + "+base", dict(lut.metadata))
 
 

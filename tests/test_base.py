@@ -25,7 +25,7 @@ def zero_stage(r, base, interval=4, divisor=1.0, bias=0.0, padding="reflect"):
 
 @pytest.mark.parametrize("r", [2, 3, 4])
 def test_bicubic_weights_as_a_base_are_bicubic_upscaling(r):
-    # base_origin's taps and phases against an independent bicubic (MATLAB's
+    # The base's window and phases against an independent bicubic (MATLAB's
     # imresize): equal up to the weights' quantisation, 16 taps * 255 / 2**13.
     img = np.random.default_rng(r).integers(0, 256, (12, 17)).astype(np.uint8)
     got = base_term(img, bicubic_base(r), "reflect")
@@ -37,10 +37,8 @@ def test_bicubic_weights_as_a_base_are_bicubic_upscaling(r):
 @pytest.mark.parametrize("backend", ["reference", "numba"])
 def test_base_rounds_half_to_even_after_the_bias(backend):
     # Zero tables and half a pixel's value from one tap: every odd pixel is a tie.
-    base = np.zeros((2, 2, 4, 4), np.int16)
-    for u in range(2):
-        for v in range(2):  # the tap at offset (0, 0): index -origin = 2 or 1
-            base[u, v, 2 - u, 2 - v] = 2 ** (BASE_BITS - 1)
+    base = np.zeros((2, 2, 5, 5), np.int16)
+    base[:, :, 2, 2] = 2 ** (BASE_BITS - 1)  # the pixel itself, for every phase
     lut = LUT((zero_stage(2, base, bias=3),))
     img = np.arange(256, dtype=np.uint8).reshape(16, 16)
     got = lutsr.upscale(img, lut, backend=backend)

@@ -406,9 +406,9 @@ def test_kernel_compiles_for_a_real_gpu(layout):
     sig = (image, image, t.Array(t.int8, 3, "C"), t.Array(t.int32, 4, "C"),
            t.Array(t.int32, 4, "C"), t.Array(t.int32, 2, "C"), t.Array(t.uint8, 1, "C"),
            t.int64, t.int64, t.int64, t.int64,
-           # the linear base: weights, origins, row and column maps, sum shift, bias
-           t.Array(t.int32, 1, "C"), t.Array(t.int32, 1, "C"), t.Array(t.int32, 2, "C"),
-           t.Array(t.int32, 2, "C"), t.int64, t.int64)
+           # the linear base: weights, row and column maps, sum shift, bias
+           t.Array(t.int32, 1, "C"), t.Array(t.int32, 2, "C"), t.Array(t.int32, 2, "C"),
+           t.int64, t.int64)
     ptx, _ = cuda.compile_ptx(_cuda._stage_kernel.py_func, sig, cc=(9, 0))
     assert ".entry" in ptx and "ld.global" in ptx
 

@@ -8,6 +8,7 @@ rest check the runner's contract: strided arrays, threads, forks,
 allocations.
 """
 
+import dataclasses
 import os
 import threading
 import zlib
@@ -240,6 +241,12 @@ def test_linear_base_matches_reference(interval, stages):
     check(lut, frames_of(rng, 1, 7, 70, 2))  # 70 columns: a second chunk of pixels
     for shape in [(1, 1), (1, 6), (6, 1), (2, 5)]:
         check(lut, frames_of(rng, 1, *shape, 3), threads=2)
+    # The int16 extremes on bright pixels: products and pair sums at their largest.
+    extreme = [dataclasses.replace(s, base=rng.choice(np.array([-32768, 32767], np.int16),
+                                                      s.base.shape)) for s in lut.stages]
+    frames = frames_of(rng, 1, 5, 9, 1)
+    frames[0, 1:4, 2:6] = 255
+    check(dataclasses.replace(lut, stages=tuple(extreme)), frames)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 5])

@@ -449,6 +449,21 @@ def test_build_lut_first_stage_prefilter(tmp_path):
         err_fit += np.mean((lutsr.upscale(lr, first) - target) ** 2)
         err_lr += np.mean((lr - target) ** 2)
     assert err_fit < 0.5 * err_lr
+    # --base linear on a two-stage LUT: stage 1 kept from --init, the last stage refitted
+    # over a base, its divisor 3 raised to 4 (a base needs q * divisor a power of two).
+    based = tmp_path / "pb.lutsr"
+    res = _build("--quick", "--data", data, "--out", based, "--layout", "mulut", "--scale", 2,
+                 "--first-divisor", 6, "--init", out, "--finetune-iters", 0, "--base", "linear")
+    assert res.returncode == 0, res.stderr[-2000:]
+    lut_b = lutsr.load(based)
+    assert all(np.array_equal(a, b) for a, b in zip(lut_b.stages[0].tables, lut.stages[0].tables))
+    assert lut_b.stages[1].divisor == 4 and lut_b.stages[1].base is not None
+    assert set(lut_b.metadata["phases"]) == {"data", "base", "lsq"}
+    err = {"init": 0.0, "based": 0.0}
+    for lr, hr in tdata.load_pairs(tdata.list_images([data]), 2):
+        err["init"] += np.mean((lutsr.upscale(lr, lut) - hr.astype(np.float64)) ** 2)
+        err["based"] += np.mean((lutsr.upscale(lr, lut_b) - hr.astype(np.float64)) ** 2)
+    assert err["based"] < err["init"], err
     bad = _build("--quick", "--data", data, "--out", tmp_path / "s.lutsr", "--scale", 2,
                  "--first-stage", "prefilter")
     assert bad.returncode == 2 and "two stages" in bad.stderr
@@ -481,7 +496,7 @@ def test_fit_linear_base_recovers_a_linear_target():
     from train.base import fit_linear_base
 
     rng = np.random.default_rng(4)
-    want = (bicubic_base(3) + rng.integers(-300, 300, (3, 3, 4, 4))).astype(np.int16)
+    want = (bicubic_base(3) + rng.integers(-300, 300, (3, 3, 5, 5))).astype(np.int16)
     planes = [(lr, base_term(lr, want, "edge"))
               for lr in rng.integers(0, 256, (4, 9, 11), dtype=np.uint8)]
     np.testing.assert_array_equal(fit_linear_base(planes, 3, "edge"), want)
@@ -516,7 +531,7 @@ def test_build_lut_linear_base(tmp_path):
     assert err["lut"] < err["base"] < err["nearest"]
     bad = _build("--quick", "--data", data, "--out", tmp_path / "c.lutsr", "--base", "linear",
                  "--layout", "mulut")
-    assert bad.returncode == 2 and "--layout mulut" in bad.stderr
+    assert bad.returncode == 2 and "--layout mulut without --init" in bad.stderr
     bad = _build("--quick", "--data", data, "--out", tmp_path / "d.lutsr", "--scale", 2,
                  "--init", out)  # later phases would take the residual table for a plain one
     assert bad.returncode == 2 and "linear base" in bad.stderr

@@ -59,10 +59,10 @@ def parse_args(argv=None):
                         "stage as pixel replication (a way to grow a trained model)")
     p.add_argument("--interval", type=int, default=4, help="k: sample every 2**k levels")
     p.add_argument("--base", choices=("none", "linear"), default="none",
-                   help="linear: the (single) stage adds a least-squares linear term over the "
-                        "4x4 pixels of bicubic interpolation and its table fits the residual "
-                        "(see lutsr.Stage); least squares only: --layout srlut, --net-iters 0, "
-                        "no --init or fine-tuning")
+                   help="linear: the last stage adds a least-squares linear term over the 5x5 "
+                        "input pixels around each pixel and its tables fit the residual (see "
+                        "lutsr.Stage); least squares only: --layout srlut --net-iters 0, or --init "
+                        "LUT (its earlier stages kept) and no fine-tuning")
     p.add_argument("--init", default=None, metavar="LUT",
                    help="start from this LUT's tables (a .lutsr path or bundled name of the same "
                         "layout) instead of training and sampling nets: continues its fine-tuning "
@@ -142,13 +142,16 @@ def parse_args(argv=None):
         p.error("--refine-stages needs --layout mulut and a value in 1..4")
     if args.base == "linear":
         clashes = [flag for flag, on in (
-            ("--layout mulut", args.layout != "srlut"), ("--net-iters", args.net_iters),
-            ("--finetune-iters", args.finetune_iters), ("--init", args.init),
+            ("--layout mulut without --init", args.layout != "srlut" and not args.init),
+            ("--net-iters", args.net_iters and not args.init),
+            ("--finetune-iters", args.finetune_iters), ("--first-stage prefilter",
+                                                        args.first_stage == "prefilter"),
             ("--lsq-luma", args.lsq_luma), ("--lsq-clip-rounds", args.lsq_clip_rounds),
             ("--lsq-reweight", args.lsq_reweight), ("--lsq-iters 0", not args.lsq_iters)) if on]
         if clashes:
-            p.error(f"--base linear is fitted by least squares alone (--layout srlut --net-iters "
-                    f"0 --lsq-iters N); it does not combine with {', '.join(clashes)}")
+            p.error(f"--base linear is fitted by least squares alone, on the last stage (--layout "
+                    f"srlut --net-iters 0, or --init LUT for the stages before it); it does not "
+                    f"combine with {', '.join(clashes)}")
     if args.first_stage == "prefilter" and (args.layout != "mulut" or not args.lsq_iters):
         p.error("--first-stage prefilter needs a layout of two stages (--layout mulut) and "
                 "--lsq-iters above 0")
@@ -230,14 +233,9 @@ def main(argv=None) -> int:
 
     base = None
     if args.base == "linear":
-        from train.base import fit_linear_base
-
         t0 = time.process_time()
-        spec = layout[-1]
-        planes = list(tdata.plane_pairs(pairs, not args.lsq_no_flips, weights))
-        base = fit_linear_base([pair for pair, _ in planes], spec.r, spec.padding,
-                               [w for _, w in planes])
-        del planes
+        layout = (*layout[:-1], _power_of_two_divisor(layout[-1], log))
+        base = _fit_base(layout, tables, args, pairs, weights, ckdir / "base.npy")
         tables[-1] = [np.zeros_like(t) for t in tables[-1]]  # the residual starts at 0
         meta["phases"]["base"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
         gain = base.sum((2, 3)).mean() / 2**lutsr.model.BASE_BITS
@@ -349,13 +347,53 @@ def _phase(state: dict) -> dict:
             "train_mse": round(float(state["loss"]), 3)}
 
 
+def _stage_inputs(k: int, layout, tables, args, pairs, weights):
+    """((input plane of stage ``k``, target), weight) of every training plane (and mirror).
+
+    The input is the LR plane run through the stages before ``k``.
+    """
+    from train.nets import to_lut
+
+    earlier = to_lut(layout[:k], tables[:k], args.interval) if k else None
+    for (lr, target), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights,
+                                                  split=not args.lsq_luma):
+        yield ((lr if earlier is None else lutsr.upscale(lr, earlier), target), weight)
+
+
+def _power_of_two_divisor(spec, log):
+    """``spec`` with its divisor raised to a power of two if it is not one: a base needs that.
+
+    (S+D+Y: 3 -> 4. The stage's tables are fitted afresh over the base, so the
+    divisor only sets their scale.)
+    """
+    divisor = 2.0 ** np.ceil(np.log2(spec.divisor))
+    if divisor == spec.divisor:
+        return spec
+    log(f"base: the last stage's divisor {spec.divisor:g} becomes {divisor:g} (a power of two)")
+    return dataclasses.replace(spec, divisor=divisor)
+
+
+def _fit_base(layout, tables, args, pairs, weights, cache: Path) -> np.ndarray:
+    """The last stage's linear base, fitted by least squares on its inputs (kept in ``cache``)."""
+    from train.base import fit_linear_base
+
+    if args.resume and cache.exists():
+        return np.load(cache)
+    k = len(layout) - 1
+    planes = list(_stage_inputs(k, layout, tables, args, pairs, weights))
+    base = fit_linear_base([pair for pair, _ in planes], layout[k].r, layout[k].padding,
+                           [w for _, w in planes])
+    np.save(cache, base)
+    return base
+
+
 def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Path,
                base=None):
     """Least-squares fit of stage ``k``'s tables, its inputs computed by the stages before it.
 
     ``pairs`` hold (LR, target of stage ``k``): the HR image for the last
-    stage. With ``base`` (of a one-stage layout), the tables fit the target
-    less that linear term. Returns the int8 tables and the stage's training
+    stage. With ``base`` (of the last stage), the tables fit the target less
+    that linear term. Returns the int8 tables and the stage's training
     PSNR with them (None when reused). The result is kept in ``cache`` so
     that ``--resume`` does not redo it.
     """
@@ -368,12 +406,8 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
 
     k = k % len(layout)
     spec = layout[k]
-    earlier = to_lut(layout[:k], tables[:k], args.interval) if k else None
     planes, plane_weights = [], []
-    for (lr, target), weight in tdata.plane_pairs(pairs, not args.lsq_no_flips, weights,
-                                                  split=not args.lsq_luma):
-        if earlier is not None:
-            lr = lutsr.upscale(lr, earlier)
+    for (lr, target), weight in _stage_inputs(k, layout, tables, args, pairs, weights):
         if base is not None:
             target = residual_target(lr, target, base, spec.padding)
         planes.append((lr, target))
@@ -391,7 +425,7 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
     result = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     np.save(cache, result)
     if base is not None:  # the residual is not the output: run the model itself
-        lut = to_lut(layout, [list(result)], args.interval, base=base)
+        lut = to_lut(layout, [*tables[:-1], list(result)], args.interval, base=base)
         del samples, planes
         mse = tdata.pair_mse(pairs, lut).mean()
         return list(result), round(10 * np.log10(255**2 / mse), 3)
