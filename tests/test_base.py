@@ -35,6 +35,20 @@ def test_bicubic_weights_as_a_base_are_bicubic_upscaling(r):
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("a, b", [(0, 4), (4, 0), (2, 2), (1, 3)])
+def test_base_weight_a_b_reads_the_pixel_at_offset_a_minus_2_b_minus_2(backend, a, b):
+    # One unit weight, the same for every phase: the output is the input shifted by (a-2, b-2),
+    # read from the stage's padding beyond the edges.
+    base = np.zeros((3, 3, 5, 5), np.int16)
+    base[:, :, a, b] = 2**BASE_BITS
+    img = np.random.default_rng(a * 5 + b).integers(0, 256, (6, 7), dtype=np.uint8)
+    got = lutsr.upscale(img, LUT((zero_stage(3, base, interval=5, padding="reflect"),), 5),
+                        backend=backend)
+    shifted = np.pad(img, 2, mode="reflect")[a:a + 6, b:b + 7]
+    np.testing.assert_array_equal(got, shifted.repeat(3, 0).repeat(3, 1))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
 def test_base_rounds_half_to_even_after_the_bias(backend):
     # Zero tables and half a pixel's value from one tap: every odd pixel is a tie.
     base = np.zeros((2, 2, 5, 5), np.int16)
