@@ -107,6 +107,7 @@ from numba.extending import intrinsic, overload  # noqa: E402
 from .model import (  # noqa: E402
     BASE_BITS,
     BASE_RADIUS,
+    BASE_SIDE,
     LUT,
     PATTERNS,
     Stage,
@@ -125,8 +126,7 @@ CHUNK = 64
 #: reach of a linear base.
 MARGIN = max(2, BASE_RADIUS)
 
-#: A linear base's window (rows and columns) and the pixel pairs of one of its rows.
-_BASE_SIDE = 2 * BASE_RADIUS + 1
+#: Pixel pairs of one row of a linear base's window (the last pair's second pixel weighted 0).
 _BASE_PAIRS = BASE_RADIUS + 1
 
 #: Row bands per worker thread: more bands than threads balance the load when
@@ -1324,7 +1324,7 @@ class _PreparedStage:
             self.sum_shift = BASE_BITS - sum_shift(stage, interval)
             self.shift_round, self.shift_bias = BASE_BITS, int(stage.bias)
             # (r, r, 5, 5) -> (row, pixel pair, m, 2), a row's last pair padded by a 0 weight.
-            n, pairs = _BASE_SIDE, _BASE_PAIRS
+            n, pairs = BASE_SIDE, _BASE_PAIRS
             dense = np.zeros((n, 2 * pairs, rr), np.int16)
             dense[:, :n] = stage.base.reshape(rr, n, n).transpose(1, 2, 0)
             self.base = dense.reshape(n, pairs, 2, rr).transpose(0, 1, 3, 2).reshape(-1)

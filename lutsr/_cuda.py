@@ -39,10 +39,10 @@ import numpy as np
 from numba import cuda, int32
 
 from ._cpu import block_permutations, padded_index, stack_tables, tap_indices
-from .model import BASE_BITS, BASE_RADIUS, LUT, Stage, grid_size, sum_shift
+from .model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
 
-#: Rows (and columns) of a linear base's window.
-_BASE_SIDE = 2 * BASE_RADIUS + 1
+#: Input pixels a linear base reads per pixel (a global: local arrays need a constant size).
+_BASE_TAPS = BASE_SIDE * BASE_SIDE
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -94,6 +94,7 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     acc = cuda.local.array(_MAX_BLOCK, int32)
     # Table row stride of each input dimension (a, b, c, d -> L**3 .. 1).
     dim_stride = cuda.local.array(4, int32)
+    window = cuda.local.array(_BASE_TAPS, int32)  # a linear base's input pixels
     dim_stride[3] = 1
     dim_stride[2] = grid
     dim_stride[1] = grid * grid
@@ -145,15 +146,17 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             for pos in range(rr):
                 dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
             continue
+        # The window's pixels, read once for all r*r outputs of this input pixel.
+        for a in range(BASE_SIDE):
+            sy = base_rows[a, y]
+            for b in range(BASE_SIDE):
+                window[a * BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
         for pos in range(rr):
             u = pos // r
             v = pos - u * r
             total = acc[pos] << sum_shift
-            for a in range(_BASE_SIDE):
-                sy = base_rows[a, y]
-                for b in range(_BASE_SIDE):
-                    total += base[(pos * _BASE_SIDE + a) * _BASE_SIDE + b] * int32(
-                        src[n, sy, base_cols[b, x], c])
+            for t in range(_BASE_TAPS):
+                total += base[pos * _BASE_TAPS + t] * window[t]
             # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
             half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
             value = ((total + half) >> BASE_BITS) + bias
@@ -259,7 +262,7 @@ class _DeviceModel:
                 else:
                     base_rows, base_cols = (
                         np.stack([padded_index(n, stage.padding, BASE_RADIUS)[d:d + n]
-                                  for d in range(_BASE_SIDE)])
+                                  for d in range(BASE_SIDE)])
                         for n in (height, width))
                 maps.append(tuple(cuda.to_device(np.ascontiguousarray(a, np.int32))
                                   for a in (rows, cols, base_rows, base_cols)))

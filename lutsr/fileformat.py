@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import BASE_RADIUS, LUT, Stage
+from .model import BASE_SIDE, LUT, Stage
 
 MAGIC = b"\x89LUTSR\r\n"
 #: Readable format versions. Version 2 adds a stage's ``base``; a file without
@@ -158,12 +158,12 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         _need(isinstance(padding, str), source, f"stage {i}: bad padding {padding!r}")
         base = st.get("base")
         if base is not None:
-            n = r * r * (2 * BASE_RADIUS + 1) ** 2
+            n = r * r * BASE_SIDE**2
             _need(version >= 2 and isinstance(base, list) and len(base) == n
                   and all(isinstance(w, int) and not isinstance(w, bool)
                           and -2**15 <= w < 2**15 for w in base),
                   source, f"stage {i}: 'base' must be {n} int16 values")
-            base = np.array(base, np.int16).reshape(r, r, 2 * BASE_RADIUS + 1, -1)
+            base = np.array(base, np.int16).reshape(r, r, BASE_SIDE, BASE_SIDE)
         try:
             stages.append(Stage(r=r, patterns=tuple(patterns), tables=tuple(tables),
                                 divisor=_number(st.get("divisor"), source, "divisor"),

@@ -32,8 +32,9 @@ INTERVALS = range(1, 8)
 BASE_BITS = 12
 
 #: A stage's linear base reads the input pixels up to this many rows and columns
-#: from each pixel: a (2 * BASE_RADIUS + 1)**2 window.
+#: from each pixel: a window of ``BASE_SIDE`` x ``BASE_SIDE`` pixels.
 BASE_RADIUS = 2
+BASE_SIDE = 2 * BASE_RADIUS + 1
 
 
 def pattern_extent(pattern: str) -> int:
@@ -70,10 +71,10 @@ class Stage:
         over the 5x5 input pixels around ``(i, j)`` (:data:`BASE_RADIUS`;
         they include the 4x4 that bicubic interpolation reads for every
         phase), ``x`` the stage input padded as below. The tables then hold
-        a residual over that linear prediction. A stage
-        with a base needs ``q * divisor`` a power of two up to ``2**BASE_BITS``
-        and an integer ``bias``, so that its arithmetic stays exact in
-        integers (see :mod:`lutsr.reference`).
+        a residual over that linear prediction. A stage with a base needs
+        ``q * divisor`` a power of two up to ``2**BASE_BITS`` and an integer
+        ``bias``, so that its arithmetic stays exact in integers (see
+        :mod:`lutsr.reference`).
     """
 
     r: int
@@ -125,8 +126,7 @@ class Stage:
             raise ValueError(f"tables of one stage differ in rows: {sorted(rows)}")
         if self.base is not None:
             base = np.asarray(self.base)
-            side = 2 * BASE_RADIUS + 1
-            want = (self.r, self.r, side, side)
+            want = (self.r, self.r, BASE_SIDE, BASE_SIDE)
             if base.dtype != np.int16 or base.shape != want:
                 raise ValueError(f"stage base must be int16 of shape {want}, got "
                                  f"{base.dtype} {base.shape}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import BASE_BITS, BASE_RADIUS, LUT, PATTERNS, Stage, pattern_extent
+from .model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, PATTERNS, Stage, pattern_extent
 
 
 def interpolate(plane: np.ndarray, table: np.ndarray, pattern: str, padding: str,
@@ -80,14 +80,14 @@ def base_term(plane: np.ndarray, base: np.ndarray, padding: str) -> np.ndarray:
     ndarray of float64, shape (H*r, W*r)
         Multiples of ``2**-BASE_BITS``, exact.
     """
-    r, side = base.shape[0], 2 * BASE_RADIUS + 1
+    r = base.shape[0]
     H, W = plane.shape
     padded = np.pad(plane, BASE_RADIUS, mode=padding).astype(np.int64)
     out = np.zeros((H * r, W * r), np.int64)
     for u in range(r):
         for v in range(r):
-            for a in range(side):
-                for b in range(side):
+            for a in range(BASE_SIDE):
+                for b in range(BASE_SIDE):
                     out[u::r, v::r] += int(base[u, v, a, b]) * padded[a:a + H, b:b + W]
     return out / 2**BASE_BITS
 

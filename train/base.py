@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lutsr.model import BASE_BITS, BASE_RADIUS
+from lutsr.model import BASE_BITS, BASE_RADIUS, BASE_SIDE
 from lutsr.reference import base_term
 
 
@@ -24,10 +24,9 @@ def _taps(padded: np.ndarray) -> np.ndarray:
 
     ``padded`` is the input plane padded by ``BASE_RADIUS`` on every side, as float64.
     """
-    side = 2 * BASE_RADIUS + 1
-    h, w = padded.shape[0] - side + 1, padded.shape[1] - side + 1
-    return np.stack([padded[a:a + h, b:b + w].ravel() for a in range(side) for b in range(side)],
-                    axis=1)
+    h, w = padded.shape[0] - BASE_SIDE + 1, padded.shape[1] - BASE_SIDE + 1
+    return np.stack([padded[a:a + h, b:b + w].ravel()
+                     for a in range(BASE_SIDE) for b in range(BASE_SIDE)], axis=1)
 
 
 def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
@@ -47,9 +46,9 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     ndarray of int16, shape (r, r, 5, 5)
         Weights in units of ``2**-BASE_BITS`` (see :class:`lutsr.Stage`).
     """
-    side = 2 * BASE_RADIUS + 1
-    gram = np.zeros((side * side, side * side))  # the same inputs for every phase
-    moment = np.zeros((side * side, r * r))
+    n = BASE_SIDE * BASE_SIDE
+    gram = np.zeros((n, n))  # the same inputs for every phase
+    moment = np.zeros((n, r * r))
     planes = list(planes)
     weights = [1.0] * len(planes) if weights is None else list(weights)
     if len(weights) != len(planes) or not planes:
@@ -64,7 +63,7 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     scaled = np.round(coef * 2**BASE_BITS)
     if np.abs(scaled).max() >= 2**15:
         raise ValueError("the fitted base does not fit int16 weights (degenerate training data?)")
-    return scaled.astype(np.int16).reshape(r, r, side, side)
+    return scaled.astype(np.int16).reshape(r, r, BASE_SIDE, BASE_SIDE)
 
 
 def residual_target(plane: np.ndarray, target: np.ndarray, base: np.ndarray,
