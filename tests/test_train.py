@@ -286,7 +286,7 @@ def test_least_squares_luma_mix_is_the_mix_of_the_channels():
     images = [(rng.integers(0, 256, (8, 9, 3), dtype=np.uint8), np.zeros((16, 18, 3)))
               for _ in range(4)]
     mixed = lsq.collect(stage, 7, images, sort=False, mix=lsq.LUMA_MIX)
-    assert mixed.idx.shape[:2] == (4 * 72, 3 * len(stage.patterns)) and mixed.gain == 17
+    assert mixed.taps.shape[:2] == (4 * 72, 3 * len(stage.patterns)) and mixed.gain == 17
     channels = [lsq.predict(lsq.collect(stage, 7, [(lr[:, :, c], hr[:, :, c]) for lr, hr in images],
                                         sort=False), true, stage, 7) for c in range(3)]
     want = sum(m * (ch - stage.bias) for m, ch in zip(lsq.LUMA_MIX, channels)) / 17 + stage.bias
@@ -329,7 +329,7 @@ def test_least_squares_weights_count_like_repeated_samples():
         return lsq.fit(samples, stage, 6, prior, iters=30, log=None)
 
     weighted = solve([a, b, noise], weights=[2.0, 1.0, 0.0])
-    np.testing.assert_allclose(weighted, solve([a, a, b]), atol=1e-6)
+    np.testing.assert_allclose(weighted, solve([a, a, b]), atol=1e-5)  # CG rounding: ~3e-6
     assert np.abs(weighted - solve([a, b])).max() > 0.1  # the weight did change the fit
     # balance_weights: alpha 1 gives every image the same total weight.
     small, big = (np.zeros((4, 4, 3)), None), (np.zeros((8, 8, 3)), None)
@@ -365,9 +365,37 @@ def test_least_squares_samples_are_sorted_in_place_without_loss():
     plain = lsq.collect(stage, 6, planes, sort=False, weights=[1.0, 2.0, 3.0])
     ordered = lsq.collect(stage, 6, planes, weights=[1.0, 2.0, 3.0])
     assert ordered.target.dtype == np.uint8
-    order = np.argsort(plain.idx[:, 0, 0, 0], kind="stable")
-    for name in ("idx", "wts", "target", "weight"):
+    order = np.argsort(lsq.first_rows(plain, 6), kind="stable")
+    assert (np.diff(lsq.first_rows(ordered, 6)) >= 0).all()
+    for name in ("taps", "target", "weight"):
         np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name)[order], name)
+
+
+def test_least_squares_mse_is_the_error_of_the_clipped_prediction():
+    """``lsq.mse`` (no array of predictions) equals the error of ``predict``'s output, clipped.
+
+    Rounded or not, weighted or not; and a sample holds its taps, not its
+    vertices: 68 bytes for 3 patterns at x4 (48 of taps, 16 of targets, 4 of weight).
+    """
+    from train import lsq
+
+    rng = np.random.default_rng(15)
+    stage = random_lut(rng, interval=4, layout="mulut", scale=4).stages[-1]
+    planes = [(rng.integers(0, 256, (9, 8), dtype=np.uint8),
+               rng.integers(0, 256, (36, 32), dtype=np.uint8)) for _ in range(3)]
+    samples = lsq.collect(stage, 4, planes, weights=[1.0, 0.5, 2.0])
+    tables = 1.7 * np.stack(stage.tables) + rng.normal(0, 3, (3, 17**4, 16))  # outputs overshoot
+    pred = lsq.predict(samples, tables, stage, 4)
+    assert (pred < 0).any() and (pred > 255).any()
+    for rounded in (False, True):
+        err = (np.clip(np.round(pred) if rounded else pred, 0, 255) - samples.target) ** 2
+        per_sample = err.mean(1)
+        assert lsq.mse(samples, tables, stage, 4, rounded=rounded) == pytest.approx(
+            per_sample @ samples.weight / samples.weight.sum(), rel=1e-9)
+        assert lsq.mse(samples, tables, stage, 4, rounded=rounded, weighted=False) == (
+            pytest.approx(per_sample.mean(), rel=1e-9))
+    held = sum(a.nbytes for a in (samples.taps, samples.target, samples.weight))
+    assert held == 68 * len(samples) == 68 * 3 * 72
 
 
 def test_shift_augmentation_cuts_the_hr_image_at_an_offset(tmp_path):

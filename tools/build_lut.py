@@ -417,7 +417,7 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
     samples = lsq.collect(stage, args.interval, planes, weights=plane_weights,
                           mix=lsq.LUMA_MIX if args.lsq_luma else None,
                           margin=1 if args.lsq_skip_border else 0)
-    log(f"lsq: {samples.idx.shape[0]} samples")
+    log(f"lsq: {len(samples)} samples")
     prior = np.stack(tables[k]).astype(np.float64)
     fitted = lsq.fit(samples, stage, args.interval, prior, prior_weight=args.lsq_prior,
                      smooth_weight=args.lsq_smooth, iters=args.lsq_iters, log=log,
@@ -429,14 +429,10 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
         del samples, planes
         mse = tdata.pair_mse(pairs, lut).mean()
         return list(result), round(10 * np.log10(255**2 / mse), 3)
-    # The stage's real output: int8 tables, rounded and clipped like the runtime.
-    out = lsq.predict(samples, result, stage, args.interval,
-                      out=np.empty(samples.target.shape, np.float32))
-    np.clip(np.round(out, out=out), 0, 255, out=out)  # in place: gigabytes each
-    out -= samples.target
-    # Unweighted: every pixel counts. (With --lsq-luma: of the luma mix, rounded and clipped
-    # as a whole, where the runtime does that per channel: close, not exact.)
-    mse = float(np.square(out, out=out).mean(dtype=np.float64))
+    # The stage's real output: int8 tables, rounded and clipped like the runtime; every
+    # pixel counts. (With --lsq-luma: of the luma mix, rounded and clipped as a whole,
+    # where the runtime does that per channel: close, not exact.)
+    mse = lsq.mse(samples, result, stage, args.interval, rounded=True, weighted=False)
     return list(result), round(10 * np.log10(255**2 / mse), 3)
 
 
