@@ -41,7 +41,8 @@ How a stage runs (see :class:`NumbaRunner`):
 
   A stage with a linear base (see :class:`~lutsr.model.Stage`) adds its
   weighted sum of the input pixels around each pixel (:func:`_add_base`, in
-  pass 2, pairs of int16 products per instruction) to ``s * 2**(BASE_BITS -
+  pass 2, pairs of int16 products per instruction; for ``r`` = 1 and 2
+  :func:`_add_base_lanes`, 16 pixels per vector) to ``s * 2**(BASE_BITS -
   m)`` and rounds with a shift by ``BASE_BITS``: still integers, still exact
   (:func:`lutsr.model.sum_shift`).
 
@@ -1052,14 +1053,86 @@ def _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift
             out[9 * CHUNK + x] = f4
 
 
+@intrinsic
+def _add_base_lanes(typingctx, acc, shift, base, plane, at, rows, n, lanes):
+    """:func:`_add_base` for 16 pixels at once, in :func:`_accumulate_lanes`' layout.
+
+    ``acc[m * 16 + i]`` (block position ``m`` of pixel ``i``) becomes ``acc
+    << shift`` plus the base sum of the pixel at ``plane[at + i]``; ``rows``
+    and ``base`` as for :func:`_add_base`, ``lanes`` the accumulator's tuple
+    of 16 * r*r zeros. Tap by tap over the 5x5 window: 16 neighbouring pixels are 16
+    contiguous bytes, so each (tap, position) is one vector multiply-add by a
+    broadcast weight, the sums kept in registers. (:func:`_add_base`'s
+    per-pixel form costs as much per pixel at r = 2 as at r = 4, for a
+    quarter of the outputs.) Only when all 16 pixels are valid (``n`` = 16)
+    are whole vectors loaded; otherwise lane by lane, so that no byte past
+    the last valid pixel's window is read.
+    """
+    if not (isinstance(acc, types.CPointer) and isinstance(lanes, types.UniTuple)):
+        return None
+    rr = lanes.count // LANES
+
+    def codegen(context, builder, signature, args):
+        acc_ptr, shift_val, base_val, plane_val, at_val, rows_val, n_val, _ = args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        vec = ir.VectorType(i32, LANES)
+        slots = [builder.bitcast(builder.gep(acc_ptr, [ir.Constant(i64, m * LANES)]),
+                                 vec.as_pointer()) for m in range(rr)]
+        shift = _splat(builder, vec, builder.trunc(
+            context.cast(builder, shift_val, signature.args[1], types.int64), i32))
+        weights = context.make_array(base)(context, builder, base_val).data
+        pixels = context.make_array(plane)(context, builder, plane_val).data
+        rows_ary = context.make_array(rows)(context, builder, rows_val).data
+        origin = context.cast(builder, at_val, signature.args[4], types.uint64)
+        n = context.cast(builder, n_val, signature.args[6], types.int32)
+        whole = builder.icmp_signed("==", n, ir.Constant(i32, LANES))
+        totals = [builder.shl(builder.load(slot, align=4), shift) for slot in slots]
+        for a in range(BASE_SIDE):
+            row_at = builder.add(origin, builder.load(builder.gep(rows_ary, [ir.Constant(i64, a)])))
+            for b in range(BASE_SIDE):
+                ptr = builder.gep(pixels, [builder.add(row_at, ir.Constant(i64, b))])
+                with builder.if_else(whole) as (then, otherwise):
+                    with then:
+                        loaded = builder.load(builder.bitcast(
+                            ptr, ir.VectorType(i8, LANES).as_pointer()), align=1)
+                        block_then = builder.block
+                    with otherwise:
+                        partial = ir.Constant(ir.VectorType(i8, LANES), [0] * LANES)
+                        # n < 16: lane by lane (at the end of a row only).
+                        for i in range(LANES):
+                            keep = builder.icmp_signed("<", ir.Constant(i32, i), n)
+                            lane_ptr = builder.gep(ptr, [ir.Constant(i64, i)])
+                            # Never load past lane n - 1: select the address of lane 0.
+                            safe = builder.select(keep, lane_ptr, ptr)
+                            partial = builder.insert_element(
+                                partial, builder.load(safe), ir.Constant(i32, i))
+                        block_else = builder.block
+                merged = builder.phi(ir.VectorType(i8, LANES))
+                merged.add_incoming(loaded, block_then)
+                merged.add_incoming(partial, block_else)
+                px = builder.zext(merged, vec)
+                pair, j = divmod(b, 2)
+                for m in range(rr):
+                    index = ((a * _BASE_PAIRS + pair) * rr + m) * 2 + j
+                    w = builder.sext(builder.load(builder.gep(weights, [ir.Constant(i64, index)])),
+                                     i32)
+                    totals[m] = builder.add(totals[m], builder.mul(px, _splat(builder, vec, w)))
+        for slot, total in zip(slots, totals, strict=True):
+            builder.store(total, slot, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, shift, base, plane, at, rows, n, lanes), codegen
+
+
 @numba.njit(nogil=True, cache=True)
 def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, shift_round, shift_bias, dst, start,
-                      d_y, lanes, side):
+                      d_y, lanes, side, plane, p_start, base, base_offsets, sum_shift):
     """Pass 2 for ``r`` = 1 or 2: :func:`_accumulate`, 16 pixels at a time (:func:`_gather_rows`).
 
     ``lanes`` is a tuple of ``16 * r * r`` int32 zeros (the accumulator's size
     at compile time). Pixel ``x``'s block goes to ``dst[start + x * r + u *
-    d_y + v]``, rounded as :func:`_accumulate` says (``like``: its ``block[0]``).
+    d_y + v]``, rounded as :func:`_accumulate` says (``like``: its ``block[0]``),
+    a base (or None) added as it says (:func:`_add_base_lanes`).
     """
     acc_ptr = _stack_buffer(lanes, np.int32)
     acc = numba.carray(acc_ptr, (len(lanes),))
@@ -1070,6 +1143,9 @@ def _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, like, shift_round, shift
             acc[i] = 0
         for p in range(n_pat):
             _gather_rows(acc_ptr, tables, buf, p * 40 * CHUNK + x0, valid, side)
+        if base is not None:  # a compile-time branch, as in _accumulate
+            _add_base_lanes(acc_ptr, sum_shift, base, plane, np.uint64(p_start + x0),
+                            base_offsets, valid, lanes)
         if shift_round > 0:
             _round_shift(acc_ptr, shift_round, shift_bias, lanes)
         else:
@@ -1185,8 +1261,8 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         AVX-512BW (see :func:`avx512bw_available`): the portable passes then.
     base, base_offsets : (5 * 3 * r*r * 2,) int16 and (5,) int64, or None
         The stage's linear base and its five rows' window offsets (see
-        :func:`_add_base`); with a base, ``block`` is int32, pass 2 is
-        :func:`_accumulate` and the rounding a shift by ``BASE_BITS``.
+        :func:`_add_base`, :func:`_add_base_lanes`); with a base, ``block`` is int32
+        and the rounding a shift by ``BASE_BITS``.
     sum_shift : int
         ``BASE_BITS - m`` (see :func:`lutsr.model.sum_shift`); unused without a base.
     """
@@ -1208,9 +1284,10 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 else:
                     _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
                 at = (c * r * width + x0) * r
-                if r <= 2 and lanes is not None and base is None:
+                if r <= 2 and lanes is not None:
                     _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], shift_round,
-                                      shift_bias, flat_rows, at, width * r, lanes, side)
+                                      shift_bias, flat_rows, at, width * r, lanes, side, plane,
+                                      start, base, base_offsets, sum_shift)
                     continue
                 if packed is not None:
                     _pack_weights(buf, n_pat, nx, packed)
