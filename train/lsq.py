@@ -125,6 +125,13 @@ def _gather(idx, wts, i, table, perm, acc, out):
             + acc[3, perm[3, pos]]
 
 
+@numba.njit(cache=True)
+def _scratch(n_pat, rr):
+    """A thread's vertices and weights (:func:`_simplex`), rotation sums and output row."""
+    return (np.empty((n_pat, 4, 5, BLOCK), np.int64), np.empty((n_pat, 4, 5, BLOCK)),
+            np.empty((4, rr)), np.empty(rr))
+
+
 @numba.njit(parallel=True, cache=True)
 def _forward(taps, table_of, mult, interval, grid, table, perm, scale, n_chunks, pred):
     """pred[n, pos] = scale * sum_{p,k,v} wts * table[idx, perm[k, pos]], in ``n_chunks`` runs."""
@@ -132,10 +139,7 @@ def _forward(taps, table_of, mult, interval, grid, table, perm, scale, n_chunks,
     rr = table.shape[1]
     size = (n_samples + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
-        idx = np.empty((n_pat, 4, 5, BLOCK), np.int64)
-        wts = np.empty((n_pat, 4, 5, BLOCK), np.float64)
-        acc = np.empty((4, rr))
-        out = np.empty(rr)
+        idx, wts, acc, out = _scratch(n_pat, rr)
         end = min(n_samples, (c + 1) * size)
         for n0 in range(c * size, end, BLOCK):
             nb = min(BLOCK, end - n0)
@@ -163,10 +167,7 @@ def _adjoint(taps, table_of, mult, interval, grid, weight, mode, table, target, 
     size = (n_samples + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
         g = grads[c]
-        idx = np.empty((n_pat, 4, 5, BLOCK), np.int64)
-        wts = np.empty((n_pat, 4, 5, BLOCK), np.float64)
-        acc = np.empty((4, rr))
-        value = np.empty(rr)
+        idx, wts, acc, value = _scratch(n_pat, rr)
         end = min(n_samples, (c + 1) * size)
         for n0 in range(c * size, end, BLOCK):
             nb = min(BLOCK, end - n0)
@@ -213,10 +214,7 @@ def _squared_error(taps, table_of, mult, interval, grid, weight, table, target, 
     rr = table.shape[1]
     size = (n_samples + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
-        idx = np.empty((n_pat, 4, 5, BLOCK), np.int64)
-        wts = np.empty((n_pat, 4, 5, BLOCK), np.float64)
-        acc = np.empty((4, rr))
-        out = np.empty(rr)
+        idx, wts, acc, out = _scratch(n_pat, rr)
         total = 0.0
         end = min(n_samples, (c + 1) * size)
         for n0 in range(c * size, end, BLOCK):
