@@ -209,8 +209,10 @@ class LUT:
         """A one-paragraph human-readable summary of the model."""
         lines = [
             f"LUT {self.name or '(unnamed)'}: x{self.scale}, interval {self.interval} "
-            f"(q={self.q}, L={self.L}), {len(self.stages)} stage(s), "
-            f"{self.nbytes / 1e6:.2f} MB of tables"
+            f"(q={self.q}, L={self.L}), {len(self.stages)} stage(s) ("
+            + " then ".join("".join(s.patterns) + (" + linear base" if s.base is not None else "")
+                            for s in self.stages)
+            + f"), {self.nbytes / 1e6:.2f} MB of tables"
         ]
         for i, s in enumerate(self.stages, 1):
             lines.append(

@@ -189,6 +189,13 @@ def test_info_and_list(tmp_path, lut, capsys):
     listed = capsys.readouterr().out
     names = bundled.names()
     assert all(name in listed for name in names) if names else "no bundled" in listed
+    if "x4-s" in names:  # each stage's patterns, and which have a base
+        assert "x4-s: LUT x4-s: x4, interval 4 (q=16, L=17), 1 stage(s) (S)," in listed
+    if "x4-sdy" in names:
+        assert "2 stage(s) (SDY then SDY)" in listed
+    if "x4" in names:
+        assert "x4 (default): LUT x4: x4, interval 4 (q=16, L=17), 1 stage(s) (S + linear base)" \
+            in listed
 
 
 def test_demo(tmp_path, lut, capsys, monkeypatch):
