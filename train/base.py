@@ -17,6 +17,7 @@ import numpy as np
 
 from lutsr.model import BASE_BITS, BASE_RADIUS, BASE_SIDE
 from lutsr.reference import base_term
+from train.data import output_blocks
 
 
 def _taps(padded: np.ndarray) -> np.ndarray:
@@ -54,9 +55,8 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     if len(weights) != len(planes) or not planes:
         raise ValueError(f"{len(planes)} planes and {len(weights)} weights")
     for (plane, target), weight in zip(planes, weights):
-        h, w = plane.shape
         x = _taps(np.pad(plane, BASE_RADIUS, mode=padding).astype(np.float64))
-        y = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
+        y = output_blocks(target, r)
         gram += weight * (x.T @ x)
         moment += weight * (x.T @ y.astype(np.float64))
     coef = np.linalg.solve(gram, moment).T  # (phase u * r + v, tap)

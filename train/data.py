@@ -156,6 +156,12 @@ def balance_weights(groups, alpha: float) -> list[float]:
     return [float(w) for w, g in zip(per_image, groups) for _ in g]
 
 
+def output_blocks(image: np.ndarray, r: int) -> np.ndarray:
+    """(H*r, W*r) -> (H*W, r*r): each input pixel's r x r output block, row-major."""
+    h, w = image.shape[0] // r, image.shape[1] // r
+    return image.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
+
+
 def pair_mse(pairs, lut) -> np.ndarray:
     """The MSE of ``lut``'s output (the runtime's, rounded) against the HR image of each pair."""
     return np.array([np.mean(np.square(lutsr.upscale(lr, lut).astype(np.float64) - hr))

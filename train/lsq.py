@@ -25,6 +25,7 @@ import numpy as np
 
 from lutsr._cpu import block_permutations, tap_indices
 from lutsr.model import Stage, grid_size
+from train.data import output_blocks
 
 # BT.601 luma weights 65.481 : 128.553 : 24.966 as small integers (0.294 : 0.588 :
 # 0.118 of their sum against 0.299 : 0.587 : 0.114) that fit, times the
@@ -377,7 +378,7 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
                          taps[span, c * n_pat:(c + 1) * n_pat])
         if mix is not None:
             target = (target.astype(np.float32) @ mix.astype(np.float32)) / mix.sum()
-        tgt[span] = target.reshape(h, r, w, r).transpose(0, 2, 1, 3).reshape(h * w, r * r)
+        tgt[span] = output_blocks(target, r)
         weight[span] = plane_weight
         if margin:
             ring = np.ones((h, w), bool)
