@@ -169,7 +169,38 @@ def test_build_lut_bad_data(tmp_path):
     assert res.returncode == 2 and "DY,DX" in res.stderr
     res = _build("--quick", "--data", big, "--out", tmp_path / "e.lutsr", "--shift-aug", "0,5")
     assert res.returncode == 2 and "shift (0, 5)" in res.stderr
+    res = _build("--quick", "--data", big, "--out", tmp_path / "f.lutsr", "--scale", 4,
+                 "--patch-margin", 1)  # 16-pixel LR image, 16 + 2 needed
+    assert res.returncode == 2 and "at least 18 pixels" in res.stderr
     assert not any(tmp_path.glob("*.lutsr"))
+
+
+def test_patch_margin_is_context_outside_the_loss():
+    from train.fit import PatchSampler, optimise
+
+    rng = np.random.default_rng(1)
+    lr = rng.integers(0, 256, (30, 26, 3)).astype(np.float32)
+    hr = np.kron(lr, np.ones((2, 2, 1), np.float32))  # nearest-neighbour x2
+    small = (lr[:10, :10], hr[:20, :20])  # too small for 8 + 2 * 3: never drawn
+    sampler = PatchSampler([(lr, hr), small], scale=2, patch=8, margin=3)
+    assert len(sampler.pairs) == 1
+    x, y = sampler.batch(5)
+    assert x.shape == (5, 1, 14, 14) and y.shape == (5, 1, 16, 16)
+    for a, b in zip(x[:, 0].numpy(), y[:, 0].numpy()):  # HR = the upscale of the centre
+        np.testing.assert_array_equal(b, np.kron(a[3:-3, 3:-3], np.ones((2, 2))))
+
+    class Nearest(torch.nn.Module):  # exact in the centre, far off in the margin
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            x = x.clone()
+            x[..., :3, :] = x[..., -3:, :] = x[..., :3] = x[..., -3:] = 1000.0
+            return torch.repeat_interleave(torch.repeat_interleave(x, 2, -1), 2, -2) * self.w
+
+    state = optimise(Nearest(), sampler, iters=1, lr=0.0, batch=4, log=lambda *a: None)
+    assert state["loss"] == 0.0
 
 
 CHECKPOINTS = ROOT / "train" / "checkpoints"

@@ -121,6 +121,11 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--patch", type=int, default=16,
                    help="LR patch side (every training image must be at least this big in LR)")
+    p.add_argument("--patch-margin", type=int, default=0, metavar="M",
+                   help="net and fine-tuning patches carry M more LR pixels of context on "
+                        "each side, outside the loss, so that outputs next to a patch's "
+                        "border are not trained on padding (images smaller than "
+                        "patch + 2M in LR are left out of those phases)")
     p.add_argument("--threads", type=int, default=None, help="torch/numba threads")
     p.add_argument("--checkpoint-dir", default=None,
                    help="where phase checkpoints go (default: <out>.ckpt/)")
@@ -136,6 +141,8 @@ def parse_args(argv=None):
         args.interval = max(args.interval, 6)
         if args.base == "linear":  # least squares alone
             args.net_iters = args.finetune_iters = 0
+    if args.patch_margin < 0:
+        p.error("--patch-margin must be 0 or more")
     if args.first_divisor is not None and (args.layout != "mulut" or not args.first_divisor > 0):
         p.error("--first-divisor needs --layout mulut and a positive value")
     if args.refine_stages != 1 and (args.layout != "mulut" or not 1 <= args.refine_stages <= 4):
@@ -215,7 +222,15 @@ def main(argv=None) -> int:
     meta["phases"]["data"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
     log(f"{len(train_files)} training images ({len(pairs)} with scale augmentation), "
         f"x{args.scale}, layout {args.layout}")
-    sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed)
+    try:
+        sampler = fit.PatchSampler(pairs, args.scale, args.patch, seed=args.seed,
+                                   margin=args.patch_margin)
+    except ValueError as exc:
+        print(f"error: {exc} (--patch plus twice --patch-margin)", file=sys.stderr)
+        return 2
+    if len(sampler.pairs) < len(pairs):
+        log(f"patches: {len(pairs) - len(sampler.pairs)} of {len(pairs)} training pairs are "
+            f"below {args.patch + 2 * args.patch_margin} LR pixels and left out of patch sampling")
 
     if args.init:
         tables, meta["init"] = _init_tables(args.init, layout, args.interval)
