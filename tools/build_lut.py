@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         return 2
     if len(sampler.pairs) < len(pairs):
         log(f"patches: {len(pairs) - len(sampler.pairs)} of {len(pairs)} training pairs are "
-            f"below {args.patch + 2 * args.patch_margin} LR pixels and left out of patch sampling")
+            f"below {sampler.side} LR pixels and left out of patch sampling")
 
     if args.init:
         tables, meta["init"] = _init_tables(args.init, layout, args.interval)

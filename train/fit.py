@@ -28,11 +28,11 @@ class PatchSampler:
     """
 
     def __init__(self, pairs, scale: int, patch: int, seed: int = 0, margin: int = 0):
-        side = patch + 2 * margin
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= side]
-        if not self.pairs:
-            raise ValueError(f"no training image has an LR side of at least {side} pixels")
         self.scale, self.patch, self.margin = scale, patch, margin
+        self.side = patch + 2 * margin  # of an LR patch with its margin
+        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= self.side]
+        if not self.pairs:
+            raise ValueError(f"no training image has an LR side of at least {self.side} pixels")
         # Images are drawn in proportion to their area, as a crop of a big mosaic would be.
         areas = np.array([lr.shape[0] * lr.shape[1] for lr, _ in self.pairs], np.float64)
         self.p = areas / areas.sum()
@@ -43,8 +43,7 @@ class PatchSampler:
 
         The HR patch is the upscale of the LR patch's central P x P pixels.
         """
-        s, p, m = self.scale, self.patch, self.margin
-        side = p + 2 * m
+        s, p, m, side = self.scale, self.patch, self.margin, self.side
         lrs = np.empty((n, 1, side, side), np.float32)
         hrs = np.empty((n, 1, p * s, p * s), np.float32)
         for i, j in enumerate(self.rng.choice(len(self.pairs), n, p=self.p)):
