@@ -594,3 +594,38 @@ def test_build_lut_linear_base(tmp_path):
     bad = _build("--quick", "--data", data, "--out", tmp_path / "d.lutsr", "--scale", 2,
                  "--init", out)  # later phases would take the residual table for a plain one
     assert bad.returncode == 2 and "linear base" in bad.stderr
+
+
+def test_learned_taps_experiment_is_the_standard_model_when_fixed():
+    """train/experiments/learned_taps.py measures against a real control: with its one-hot
+    (--fixed) tap weights its model is NetModel and its least-squares samples are train.lsq's."""
+    import importlib.util
+
+    import lutsr
+    from train import lsq
+
+    path = ROOT / "train" / "experiments" / "learned_taps.py"
+    spec = importlib.util.spec_from_file_location("learned_taps", path)
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    torch.manual_seed(1)
+    layout = mulut_layout(4)
+    model = experiment.LearnedTapsNet(layout, 3, fixed=True)
+    for param in model.nets.parameters():  # not the zero output layer: no replication
+        torch.nn.init.normal_(param, std=0.3)
+    plain = NetModel(layout, 32, 3)
+    plain.nets.load_state_dict(model.nets.state_dict())
+    rng = np.random.default_rng(5)
+    for shape in [(8, 8), (6, 9)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(_run(model, img, quantize=True),
+                                      _run(plain, img, quantize=True))
+    plane = rng.integers(0, 256, (6, 9), dtype=np.uint8)
+    zeros = tuple(np.zeros((17**4, 16), np.int8) for _ in range(3))
+    stage = lutsr.Stage(4, ("S", "D", "Y"), zeros, 3.0, 0.0, "edge")
+    want = lsq.collect(stage, 4, [(plane, np.zeros((24, 36), np.uint8))], sort=False).taps
+    x = torch.tensor(plane, dtype=torch.float32)[None, None]
+    for p in range(3):
+        for k in range(4):
+            got = model.taps(1, p, k, x)[0].reshape(4, -1).T.numpy()
+            np.testing.assert_array_equal(got, want[:, p, k])
