@@ -610,7 +610,7 @@ def test_learned_taps_experiment_is_the_standard_model_when_fixed():
     spec.loader.exec_module(experiment)
     torch.manual_seed(1)
     layout = mulut_layout(4)
-    model = experiment.LearnedTapsNet(layout, 3, fixed=True)
+    model = experiment.LearnedTapsNet(layout, 3, learned_stages=())
     for param in model.nets.parameters():  # not the zero output layer: no replication
         torch.nn.init.normal_(param, std=0.3)
     plain = NetModel(layout, 32, 3)

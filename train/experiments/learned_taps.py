@@ -8,12 +8,14 @@ pixel, rounded with a straight-through estimator and clipped to 0..255),
 samples them into tables, refits the last stage by the same least squares,
 and prints the Y-PSNR of the held-out tenth after each step (and, with
 ``--test``, of test sets after the refit). ``--fixed`` freezes
-the one-hot weights: the standard model, trained identically, as the control.
+the one-hot weights: the standard model, trained identically, as the control;
+``--learned-stages 1`` learns the first stage's taps only.
 The runtime has no such taps; this answers whether adding them is worth it
 (see the README, "Training your own LUT").
 
     python train/experiments/learned_taps.py --data ../shared/data/train/T91 \
-        ../shared/data/train/BSD200 [--window 3] [--fixed] [--refine-stages 2] --out DIR \
+        ../shared/data/train/BSD200 [--window 3] [--fixed | --learned-stages N ...] \
+        [--refine-stages 2] --out DIR \
         [--test ../shared/data/test/Set5 ../shared/data/test/Set14 ../shared/data/test/B100]
 """
 
@@ -53,15 +55,15 @@ def learned_taps(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 class LearnedTapsNet(NetModel):
     """:class:`NetModel` whose patterns read learned tap combinations; or its sampled tables."""
 
-    def __init__(self, layout, window: int, fixed: bool):
+    def __init__(self, layout, window: int, learned_stages=()):
         super().__init__(layout, 32, 3)
         weights = []
-        for spec in layout:
+        for i, spec in enumerate(layout):
             for pattern in spec.patterns:
                 w = torch.zeros(4, 1, window, window)
                 for t, (dy, dx) in enumerate(PATTERNS[pattern]):
                     w[t, 0, dy, dx] = 1.0
-                weights.append(torch.nn.Parameter(w, requires_grad=not fixed))
+                weights.append(torch.nn.Parameter(w, requires_grad=i in learned_stages))
         self.sample_w = torch.nn.ParameterList(weights)
         self.tables = None  # per stage, per pattern (L**4, r*r) tensors: run them instead
 
@@ -150,6 +152,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="folder for the checkpoint (resumed if present)")
     ap.add_argument("--window", type=int, default=3)
     ap.add_argument("--fixed", action="store_true")
+    ap.add_argument("--learned-stages", type=int, nargs="+", metavar="N",
+                    help="learn these stages' taps (1 = first; default all)")
     ap.add_argument("--iters", type=int, default=4000)
     ap.add_argument("--lsq-iters", type=int, default=12)
     ap.add_argument("--refine-stages", type=int, default=1)
@@ -162,7 +166,9 @@ def main() -> None:
     train_pairs = tdata.load_pairs([f for f in files if f not in set(held)], 4, min_size=16)
     val_pairs = tdata.load_pairs(held, 4)
     layout = mulut_layout(4, refine_stages=args.refine_stages)
-    model = LearnedTapsNet(layout, args.window, args.fixed)
+    learned = (() if args.fixed else range(len(layout)) if args.learned_stages is None
+               else [n - 1 for n in args.learned_stages])
+    model = LearnedTapsNet(layout, args.window, learned)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fit.optimise(model, fit.PatchSampler(train_pairs, 4, 16), args.iters, 5e-3, 64,
