@@ -22,6 +22,7 @@ The runtime has no such taps; this answers whether adding them is worth it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 import lutsr  # noqa: E402
 from lutsr.metrics import psnr_y  # noqa: E402
 from lutsr.model import PATTERNS  # noqa: E402
@@ -107,8 +109,8 @@ def mean_psnr_y(model, pairs) -> float:
 
 def test_pairs(folder):
     """A test set's name and (LR_bicubic, modcropped HR) RGB pairs, read as by tools/evaluate.py."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-    import evaluate
+    sys.path.insert(0, str(ROOT / "tools"))
+    import evaluate  # tools/evaluate.py: the evaluation tool's own reading of a test set
 
     dataset = evaluate.find_dataset(folder, 4)
     pairs = []
@@ -125,26 +127,25 @@ def last_stage_samples(model, pairs) -> lsq.Samples:
     """``train.lsq`` samples of the last stage (every plane and its mirror), learned taps."""
     planes = list(tdata.plane_pairs(pairs))
     last = len(model.layout) - 1
+    n_pat, r = len(model.layout[last].patterns), model.layout[last].r
     n = sum(lr.size for lr, _ in planes)
-    taps = np.empty((n, 3, 4, 4), np.uint8)
-    target = np.empty((n, 16), np.uint8)
+    samples = lsq.Samples(np.empty((n, n_pat, 4, 4), np.uint8), np.arange(n_pat),
+                          np.ones(n_pat, np.int64), np.empty((n, r * r), np.uint8),
+                          np.ones(n, np.float32))
     start = 0
     for lr, hr in planes:
         span = slice(start, start + lr.size)
         x = torch.from_numpy(lr[None, None].astype(np.float32))
         for stage in range(last):
             x = model.run_stage(stage, x)
-        for p in range(3):
+        for p in range(n_pat):
             for k in range(4):
-                taps[span, p, k] = model.taps(last, p, k, x)[0].reshape(4, -1).T.numpy()
-        target[span] = tdata.output_blocks(hr, 4)
+                samples.taps[span, p, k] = model.taps(last, p, k, x)[0].reshape(4, -1).T.numpy()
+        samples.target[span] = tdata.output_blocks(hr, r)
         start = span.stop
-    order = np.argsort(lsq.first_rows(lsq.Samples(taps, np.arange(3), np.ones(3, np.int64),
-                                                  target, np.ones(n, np.float32)), 4),
-                       kind="stable")
-    return lsq.Samples(taps[order], np.arange(3), np.ones(3, np.int64), target[order],
-                       np.ones(n, np.float32))
-
+    # Sorted as lsq.collect sorts them: the CG kernels' gathers stay in cache.
+    order = np.argsort(lsq.first_rows(samples, 4), kind="stable")
+    return dataclasses.replace(samples, taps=samples.taps[order], target=samples.target[order])
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
