@@ -111,6 +111,7 @@ from .model import (  # noqa: E402
     BASE_SIDE,
     LUT,
     PATTERNS,
+    TAP_BITS,
     Stage,
     grid_size,
     pattern_extent,
@@ -138,6 +139,25 @@ BANDS_PER_THREAD = 4
 # --------------------------------------------------------------------------- index maps
 
 
+def _offset_maps(offsets, ext: int, padding: str, height: int, width: int):
+    """Source rows (4, T, height) and columns (4, T, width) of the (dy, dx) ``offsets``
+    of a rotated plane padded by ``ext`` at the bottom and right, for every rotation."""
+    rows = np.empty((4, len(offsets), height), np.int64)
+    cols = np.empty((4, len(offsets), width), np.int64)
+    y, x = np.arange(height), np.arange(width)
+    pad_h = np.pad(np.arange(height), (0, ext), mode=padding)
+    pad_w = np.pad(np.arange(width), (0, ext), mode=padding)
+    for t, (dy, dx) in enumerate(offsets):
+        # np.rot90(img, k) puts original pixel (y, x) at rotated (i, j);
+        # the tap sits at rotated (i + dy, j + dx), padded, mapped back.
+        rows[0, t], cols[0, t] = pad_h[y + dy], pad_w[x + dx]
+        rows[1, t], cols[1, t] = pad_h[y + dx], width - 1 - pad_w[width - 1 - x + dy]
+        rows[2, t] = height - 1 - pad_h[height - 1 - y + dy]
+        cols[2, t] = width - 1 - pad_w[width - 1 - x + dx]
+        rows[3, t], cols[3, t] = height - 1 - pad_h[height - 1 - y + dx], pad_w[x + dy]
+    return rows, cols
+
+
 def tap_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Source row and column of every tap, for every rotation.
 
@@ -149,23 +169,25 @@ def tap_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.n
     cols : ndarray of int64, shape (P, 4, 4, width)
         Likewise for columns.
     """
-    n_pat = len(stage.patterns)
-    rows = np.empty((n_pat, 4, 4, height), np.int64)
-    cols = np.empty((n_pat, 4, 4, width), np.int64)
-    y, x = np.arange(height), np.arange(width)
-    for p, pattern in enumerate(stage.patterns):
-        ext = pattern_extent(pattern)
-        pad_h = np.pad(np.arange(height), (0, ext), mode=stage.padding)
-        pad_w = np.pad(np.arange(width), (0, ext), mode=stage.padding)
-        for t, (dy, dx) in enumerate(PATTERNS[pattern]):
-            # np.rot90(img, k) puts original pixel (y, x) at rotated (i, j);
-            # the tap sits at rotated (i + dy, j + dx), padded, mapped back.
-            rows[p, 0, t], cols[p, 0, t] = pad_h[y + dy], pad_w[x + dx]
-            rows[p, 1, t], cols[p, 1, t] = pad_h[y + dx], width - 1 - pad_w[width - 1 - x + dy]
-            rows[p, 2, t] = height - 1 - pad_h[height - 1 - y + dy]
-            cols[p, 2, t] = width - 1 - pad_w[width - 1 - x + dx]
-            rows[p, 3, t], cols[p, 3, t] = height - 1 - pad_h[height - 1 - y + dx], pad_w[x + dy]
-    return rows, cols
+    maps = [_offset_maps(PATTERNS[p], pattern_extent(p), stage.padding, height, width)
+            for p in stage.patterns]
+    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
+
+
+def window_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source row and column of every pixel of a learned tap's ``w x w`` window.
+
+    Returns
+    -------
+    rows : ndarray of int64, shape (4, w*w, height)
+        ``rows[k, a * w + b, y]``: the source row of window pixel ``(a, b)`` in
+        rotation ``k`` for output pixel row ``y``.
+    cols : ndarray of int64, shape (4, w*w, width)
+        Likewise for columns.
+    """
+    w = stage.taps.shape[2]
+    offsets = [(a, b) for a in range(w) for b in range(w)]
+    return _offset_maps(offsets, w - 1, stage.padding, height, width)
 
 
 def block_permutations(r: int) -> np.ndarray:
@@ -280,27 +302,28 @@ def _stack_buffer(typingctx, block, dtype):
 
 
 @numba.njit(nogil=True, cache=True)
-def _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0):
+def _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0, margin):
     """Copy padded rows ``y0 .. y0 + Hw`` of ``src`` into ``win`` (C, Hw, Wp), channel-planar.
 
     ``src`` is a flat uint8 span read at ``row * s_y + col * s_x + c * s_c``;
-    ``prow`` / ``pcol`` map padded positions to source rows / columns.
+    ``prow`` / ``pcol`` map padded positions to source rows / columns, padded
+    by ``margin`` on both sides.
     Interleaved RGB (``s_x`` 3, ``s_c`` 1) gets a loop with constant strides
     for the unpadded columns, which LLVM vectorises into byte shuffles.
     """
     n_ch, hw, wp = win.shape
-    width = wp - 2 * MARGIN
+    width = wp - 2 * margin
     for i in range(hw):
         y_base = prow[y0 + i] * s_y
         if n_ch == 3 and s_x == 3 and s_c == 1:
             seg = src[y_base:y_base + 3 * width]
-            r0, r1, r2 = win[0, i, MARGIN:], win[1, i, MARGIN:], win[2, i, MARGIN:]
+            r0, r1, r2 = win[0, i, margin:], win[1, i, margin:], win[2, i, margin:]
             for j in range(np.uint64(width)):
                 r0[j] = seg[np.uint64(3) * j]
                 r1[j] = seg[np.uint64(3) * j + np.uint64(1)]
                 r2[j] = seg[np.uint64(3) * j + np.uint64(2)]
             for c in range(3):
-                for j in range(MARGIN):
+                for j in range(margin):
                     win[c, i, j] = src[y_base + pcol[j] * 3 + c]
                     win[c, i, wp - 1 - j] = src[y_base + pcol[wp - 1 - j] * 3 + c]
             continue
@@ -1216,10 +1239,44 @@ def _write_rows(rows, dst, start, d_y, d_x, d_c):
 
 
 @numba.njit(nogil=True, cache=True)
+def _learned_tap_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1, offsets, weights, acc, out):
+    """Learned taps (see :class:`~lutsr.model.Stage`) of source rows ``y0:y1``, all channels.
+
+    ``win`` (C, y1 - y0 + 2m, W + 2m) is scratch for the band's window padded
+    by ``m`` (``prow`` / ``pcol``: :func:`padded_index` with that margin);
+    ``offsets`` / ``weights`` (4P * 4, E): the window offsets and int32 weights
+    of every tap of every (pattern, rotation), in unrotated coordinates;
+    ``acc`` (W,) int32 scratch. Writes ``out[j, c, y, x]`` (out: (4P * 4, C, H, W)).
+    Sums are int32 (|weight| < 2**15, at most 49 pixels of 255: below 2**31).
+    """
+    n_ch, hw, wp = win.shape
+    margin = (hw - (y1 - y0)) // 2
+    width = wp - 2 * margin
+    _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0, margin)
+    plane = win.reshape(-1)
+    half = np.int32(1 << (TAP_BITS - 1))
+    for c in range(n_ch):
+        for y in range(y0, y1):
+            centre = (c * hw + y - y0 + margin) * wp + margin
+            for j in range(offsets.shape[0]):
+                acc[:] = 0
+                for e in range(offsets.shape[1]):
+                    w = weights[j, e]
+                    if w == 0:
+                        continue
+                    row = plane[centre + offsets[j, e]:centre + offsets[j, e] + width]
+                    for x in range(width):
+                        acc[x] += w * np.int32(row[x])
+                dst = out[j, c, y]
+                for x in range(width):
+                    dst[x] = min(max((acc[x] + half) >> TAP_BITS, 0), 255)
+
+
+@numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
                 shift_round, shift_bias, rows, dst, d_y, d_x, d_c, block, side, lanes,
-                base, base_offsets, sum_shift):
+                base, base_offsets, sum_shift, tap_planes):
     """Run one stage on source rows ``y0:y1``, all channels.
 
     Parameters
@@ -1235,7 +1292,8 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
     tbase : (4 * P,) int64
         Offset in ``tables`` of the table of each (pattern, rotation).
     tapoff : (4 * P, 4) int64
-        Offset of each tap in the flattened window, per (pattern, rotation).
+        Offset of each tap in the flattened window, per (pattern, rotation); with
+        ``tap_planes``, in ``tap_planes`` from the pixel's position in one plane.
     strides : (4,) int64
         Table offsets of one grid step along a, b, c, d (``L**3 * r*r`` .. ``r*r``).
     shift : int
@@ -1265,12 +1323,15 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         and the rounding a shift by ``BASE_BITS``.
     sum_shift : int
         ``BASE_BITS - m`` (see :func:`lutsr.model.sum_shift`); unused without a base.
+    tap_planes : 1-D uint8 or None
+        A stage with learned taps: the flattened output of :func:`_learned_tap_band`
+        for these rows, which pass 1 reads instead of the window.
     """
     n_ch, hw, wp = win.shape
     width = wp - 2 * MARGIN
     r = len(side)
     n_pat = tapoff.shape[0] // 4
-    _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0)
+    _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0, MARGIN)
     plane = win.reshape(-1)
     flat_rows = rows.reshape(-1)
     for y in range(y0, y1):
@@ -1278,11 +1339,15 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
             for x0 in range(0, width, CHUNK):
                 nx = min(CHUNK, width - x0)
                 start = (c * hw + y - y0 + MARGIN) * wp + MARGIN + x0
+                if tap_planes is None:  # numba compiles one branch per type
+                    taps, tstart = plane, start
+                else:
+                    taps, tstart = tap_planes, (c * (len(prow) - 2 * MARGIN) + y) * width + x0
                 if lanes is None:  # no AVX-512BW: numba compiles this branch only
-                    _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift,
+                    _vertices_portable(taps, tstart, tapoff, tbase, nx, interval, strides, shift,
                                        buf)
                 else:
-                    _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf)
+                    _vertices(taps, tstart, tapoff, tbase, nx, interval, strides, shift, buf)
                 at = (c * r * width + x0) * r
                 if r <= 2 and lanes is not None:
                     _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], shift_round,
@@ -1408,6 +1473,21 @@ class _PreparedStage:
             self.base.flags.writeable = False
         self.block = (acc_type(0),) * rr
         self.side = (0,) * stage.r
+        # Learned taps: (4P * 4, w*w) window steps (dy, dx) in unrotated coordinates
+        # and weights, per (pattern, rotation) = combination j and tap t at j * 4 + t.
+        self.tap_steps = self.tap_weights = None
+        if stage.taps is not None:
+            n_pat, w = len(stage.patterns), stage.taps.shape[2]
+            a, b = np.divmod(np.arange(w * w), w)
+            # Rotation k's steps, as in rotated_offsets.
+            steps = np.array([(a, b), (b, -a), (-a, -b), (-b, a)]).transpose(0, 2, 1)
+            self.tap_steps = np.ascontiguousarray(np.broadcast_to(
+                steps[None, :, None], (n_pat, 4, 4, w * w, 2)).reshape(-1, w * w, 2))
+            self.tap_weights = np.ascontiguousarray(np.broadcast_to(
+                stage.taps.reshape(n_pat, 1, 4, w * w), (n_pat, 4, 4, w * w))
+                .reshape(-1, w * w).astype(np.int32))
+            self.tap_margin = w - 1
+            self.tap_weights.flags.writeable = False
         for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
             a.flags.writeable = False  # shared by every thread
 
@@ -1439,6 +1519,22 @@ class _StagePlan:
         if ps.base is not None:
             self.base_offsets = np.array([dy * wp - BASE_RADIUS
                                           for dy in range(-BASE_RADIUS, BASE_RADIUS + 1)], np.int64)
+        # Learned taps: per band a window padded by w - 1, and one array of tap planes
+        # (4P * 4, C, H, W) that pass 1 reads at the pixel's own position.
+        self.tap_planes = None
+        if ps.tap_weights is not None:
+            m = ps.tap_margin
+            self.tap_prow = padded_index(height, ps.padding, m)
+            self.tap_pcol = padded_index(width, ps.padding, m)
+            self.tap_offsets = np.ascontiguousarray(ps.tap_steps[..., 0] * (width + 2 * m)
+                                                    + ps.tap_steps[..., 1])
+            self.tap_windows = [np.empty((channels, y1 - y0 + 2 * m, width + 2 * m), np.uint8)
+                                for y0, y1 in self.bands]
+            self.tap_accs = [np.empty(width, np.int32) for _ in self.bands]
+            n_taps = len(ps.tap_weights)
+            self.tap_planes = np.empty((n_taps, channels, height, width), np.uint8)
+            self.tapoff = (np.arange(n_taps, dtype=np.int64) * self.tap_planes[0].size
+                           ).reshape(-1, 4)
         # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
         self.output = None
 
@@ -1535,11 +1631,16 @@ class NumbaRunner:
             def band(b, src=src, s_y=s_y, s_x=s_x, s_c=s_c, ps=ps, sp=sp, dst=dst, d_y=d_y,
                      d_x=d_x, d_c=d_c):
                 y0, y1 = sp.bands[b]
+                if sp.tap_planes is not None:
+                    _learned_tap_band(src, s_y, s_x, s_c, sp.tap_windows[b], sp.tap_prow,
+                                      sp.tap_pcol, y0, y1, sp.tap_offsets, ps.tap_weights,
+                                      sp.tap_accs[b], sp.tap_planes)
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
                             ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
                             sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
                             ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
-                            ps.lanes, ps.base, sp.base_offsets, ps.sum_shift)
+                            ps.lanes, ps.base, sp.base_offsets, ps.sum_shift,
+                            None if sp.tap_planes is None else sp.tap_planes.reshape(-1))
 
             self._parallel(len(sp.bands), band)
             if sp.output is not None:

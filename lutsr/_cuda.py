@@ -38,8 +38,17 @@ import numba
 import numpy as np
 from numba import cuda, int32
 
-from ._cpu import block_permutations, padded_index, stack_tables, tap_indices
-from .model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
+from ._cpu import block_permutations, padded_index, stack_tables, tap_indices, window_indices
+from .model import (
+    BASE_BITS,
+    BASE_RADIUS,
+    BASE_SIDE,
+    LUT,
+    TAP_BITS,
+    Stage,
+    grid_size,
+    sum_shift,
+)
 
 #: Input pixels a linear base reads per pixel (a global: local arrays need a constant size).
 _BASE_TAPS = BASE_SIDE * BASE_SIDE
@@ -68,7 +77,7 @@ _DLPACK_CUDA = (2, 13)
 
 @cuda.jit(cache=True)
 def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r,
-                  base, base_rows, base_cols, sum_shift, bias):
+                  base, base_rows, base_cols, sum_shift, bias, taps):
     """One stage: ``src`` (N, H, W, C) uint8 -> ``dst`` (N, H*r, W*r, C) uint8.
 
     ``tables`` (P, L**4, r*r) int8; ``rows`` (P, 4, 4, H) and ``cols``
@@ -82,12 +91,18 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     weights, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the padded
     source index of offsets -2..2; the output is then rounded in integers with
     ``bias``. Without one, ``sum_shift`` is -1 and those arrays are dummies.
+
+    With learned taps, ``taps`` (P, 4, w*w) int32 holds their weights and
+    ``rows`` / ``cols`` are :func:`window_indices` as (1, 4, w*w, H) and
+    (1, 4, w*w, W) (4-D, so one compiled kernel serves both); without, ``taps``
+    is a (1, 1, 1) dummy.
     """
     x, y, z = cuda.grid(3)
     n_img, height, width, channels = src.shape
     if x >= width or y >= height:
         return
     n_pat = tables.shape[0]
+    learned = taps.shape[1] == 4  # else the (1, 1, 1) dummy
     q = 1 << interval
     mask = q - 1
     rr = r * r
@@ -95,6 +110,7 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     # Table row stride of each input dimension (a, b, c, d -> L**3 .. 1).
     dim_stride = cuda.local.array(4, int32)
     window = cuda.local.array(_BASE_TAPS, int32)  # a linear base's input pixels
+    tap = cuda.local.array(4, int32)  # a, b, c, d of one (pattern, rotation)
     dim_stride[3] = 1
     dim_stride[2] = grid
     dim_stride[1] = grid * grid
@@ -106,10 +122,21 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             acc[pos] = 0
         for k in range(4):
             for p in range(n_pat):
-                v0 = int32(src[n, rows[p, k, 0, y], cols[p, k, 0, x], c])
-                v1 = int32(src[n, rows[p, k, 1, y], cols[p, k, 1, x], c])
-                v2 = int32(src[n, rows[p, k, 2, y], cols[p, k, 2, x], c])
-                v3 = int32(src[n, rows[p, k, 3, y], cols[p, k, 3, x], c])
+                for t in range(4):
+                    if learned:  # (inline: a device function would need a driver to compile)
+                        total = 0
+                        for e in range(taps.shape[2]):
+                            total += taps[p, t, e] * int32(
+                                src[n, rows[0, k, e, y], cols[0, k, e, x], c])
+                        total = (total + (1 << (TAP_BITS - 1))) >> TAP_BITS
+                        if total < 0:
+                            total = 0
+                        elif total > 255:
+                            total = 255
+                        tap[t] = total
+                    else:
+                        tap[t] = int32(src[n, rows[p, k, t, y], cols[p, k, t, x], c])
+                v0, v1, v2, v3 = tap[0], tap[1], tap[2], tap[3]
                 i0 = (((v0 >> interval) * grid + (v1 >> interval)) * grid
                       + (v2 >> interval)) * grid + (v3 >> interval)
                 # Fraction in the high bits, dimension in the low two: sorting
@@ -206,6 +233,7 @@ class _DeviceStage:
     base: object  # int32 (r*r*25,), or a dummy (1,) without a base
     sum_shift: int  # BASE_BITS - m with a base, else -1
     bias: int
+    taps: object  # int32 (P, 4, w*w) learned tap weights, or a dummy (1, 1, 1)
 
 
 @dataclass
@@ -242,12 +270,15 @@ class _DeviceModel:
                                     else np.zeros(1, np.int32)),
                 sum_shift=BASE_BITS - sum_shift(stage, lut.interval) if has_base else -1,
                 bias=int(stage.bias) if has_base else 0,
+                taps=cuda.to_device(np.zeros((1, 1, 1), np.int32) if stage.taps is None else
+                                    stage.taps.reshape(*stage.taps.shape[:2], -1).astype(np.int32)),
             ))
         return cls(tuple(lut.stages), tuple(device_stages))
 
     def tap_maps(self, height: int, width: int) -> list[tuple[object, ...]]:
         """Per stage, the device (rows, cols, base_rows, base_cols) int32 maps for a model
-        input of (height, width); the last two are dummies for a stage without a base."""
+        input of (height, width): rows and cols from :func:`tap_indices`, or with learned
+        taps :func:`window_indices`; the last two are dummies for a stage without a base."""
         key = (height, width)
         with self.lock:
             maps = self.maps.get(key)
@@ -256,7 +287,10 @@ class _DeviceModel:
                 return maps
             maps = []
             for stage in self.stages:
-                rows, cols = tap_indices(stage, height, width)
+                if stage.taps is None:
+                    rows, cols = tap_indices(stage, height, width)
+                else:
+                    rows, cols = (m[None] for m in window_indices(stage, height, width))
                 if stage.base is None:
                     base_rows = base_cols = np.zeros((1, 1), np.int32)
                 else:
@@ -297,7 +331,7 @@ def _launch_stage(src, dst, stage: _DeviceStage, maps, interval: int, stream) ->
     _stage_kernel[blocks, (tx, ty, 1), stream](
         src, dst, stage.tables, rows, cols, stage.dest, stage.rounding, stage.s_min,
         interval, grid_size(interval), stage.r, stage.base, base_rows, base_cols,
-        stage.sum_shift, stage.bias)
+        stage.sum_shift, stage.bias, stage.taps)
 
 
 # --------------------------------------------------------------------------- array kinds

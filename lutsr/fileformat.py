@@ -7,7 +7,9 @@ Layout (all integers little-endian)::
     header     hlen      UTF-8 JSON: format_version, name, interval, scale,
                          stages (r, patterns, divisor, bias, padding, and per
                          table its shape, byte offset and SHA-256; a stage's
-                         linear base, if any, as a list of r*r*25 integers),
+                         linear base, if any, as a list of r*r*25 integers;
+                         its learned taps, if any, as ``tap_window`` w and a
+                         list of P*4*w*w integers),
                          metadata
     tables     ...       the int8 tables, C order, back to back
     checksum   32 bytes  SHA-256 of everything before it
@@ -27,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import BASE_SIDE, LUT, Stage
+from .model import BASE_SIDE, LUT, MAX_TAP_WINDOW, Stage
 
 MAGIC = b"\x89LUTSR\r\n"
-#: Readable format versions. Version 2 adds a stage's ``base``; a file without
-#: one is written as version 1, so older readers keep reading it, and refuse
-#: (not misread) one with it.
-FORMAT_VERSIONS = (1, 2)
+#: Readable format versions. Version 2 adds a stage's ``base``, version 3 its
+#: ``taps``; a file is written with the lowest version that holds it, so older
+#: readers keep reading what they can, and refuse (not misread) the rest.
+FORMAT_VERSIONS = (1, 2, 3)
 SUFFIX = ".lutsr"
 _MAX_HEADER = 1 << 20
 _HASH = 32
@@ -58,7 +60,11 @@ def to_bytes(lut: LUT) -> bytes:
                        "padding": stage.padding, "tables": tables})
         if stage.base is not None:
             stages[-1]["base"] = stage.base.ravel().tolist()
-    version = 2 if any(s.base is not None for s in lut.stages) else 1
+        if stage.taps is not None:
+            stages[-1]["tap_window"] = stage.taps.shape[2]
+            stages[-1]["taps"] = stage.taps.ravel().tolist()
+    version = (3 if any(s.taps is not None for s in lut.stages)
+               else 2 if any(s.base is not None for s in lut.stages) else 1)
     header = {"format_version": version, "name": lut.name, "interval": lut.interval,
               "scale": lut.scale, "stages": stages, "metadata": lut.metadata}
     try:
@@ -101,6 +107,12 @@ def load(path: str | os.PathLike) -> LUT:
 def _need(cond: bool, source: str, what: str) -> None:
     if not cond:
         raise LUTFormatError(f"{source}: {what}")
+
+
+def _int16_list(value, n: int) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(w, int) and not isinstance(w, bool) and -2**15 <= w < 2**15
+                    for w in value))
 
 
 def _number(value, source: str, what: str) -> float:
@@ -159,16 +171,24 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> LUT:
         base = st.get("base")
         if base is not None:
             n = r * r * BASE_SIDE**2
-            _need(version >= 2 and isinstance(base, list) and len(base) == n
-                  and all(isinstance(w, int) and not isinstance(w, bool)
-                          and -2**15 <= w < 2**15 for w in base),
+            _need(version >= 2 and _int16_list(base, n),
                   source, f"stage {i}: 'base' must be {n} int16 values")
             base = np.array(base, np.int16).reshape(r, r, BASE_SIDE, BASE_SIDE)
+        taps, window = st.get("taps"), st.get("tap_window")
+        _need((taps is None) == (window is None), source,
+              f"stage {i}: 'taps' and 'tap_window' go together")
+        if taps is not None:
+            _need(version >= 3 and isinstance(window, int) and not isinstance(window, bool)
+                  and 1 <= window <= MAX_TAP_WINDOW, source,
+                  f"stage {i}: bad tap_window {window!r}")
+            n = len(patterns) * 4 * window**2
+            _need(_int16_list(taps, n), source, f"stage {i}: 'taps' must be {n} int16 values")
+            taps = np.array(taps, np.int16).reshape(len(patterns), 4, window, window)
         try:
             stages.append(Stage(r=r, patterns=tuple(patterns), tables=tuple(tables),
                                 divisor=_number(st.get("divisor"), source, "divisor"),
                                 bias=_number(st.get("bias"), source, "bias"),
-                                padding=padding, base=base))
+                                padding=padding, base=base, taps=taps))
         except ValueError as exc:
             raise LUTFormatError(f"{source}: stage {i}: {exc}") from None
     _need(used == len(blob), source, "table data does not match the header")

@@ -36,6 +36,12 @@ BASE_BITS = 12
 BASE_RADIUS = 2
 BASE_SIDE = 2 * BASE_RADIUS + 1
 
+#: Fraction bits of learned tap weights (see :class:`Stage`): ``w`` means ``w / 2**TAP_BITS``.
+TAP_BITS = 10
+
+#: Largest side of a learned tap's window.
+MAX_TAP_WINDOW = 7
+
 
 def pattern_extent(pattern: str) -> int:
     """Rows (and columns) of padding a pattern needs at the bottom and right."""
@@ -75,6 +81,14 @@ class Stage:
         ``q * divisor`` a power of two up to ``2**BASE_BITS`` and an integer
         ``bias``, so that its arithmetic stays exact in integers (see
         :mod:`lutsr.reference`).
+    taps : numpy.ndarray or None
+        Optional learned taps (AutoLUT's learned sampling): int16 of shape
+        ``(P, 4, w, w)`` with ``1 <= w <= MAX_TAP_WINDOW``. Table ``p`` is then
+        indexed not by its pattern's 4 pixels but, in each rotation, by
+        ``clip(floor(sum(taps[p, t] * x[i:i + w, j:j + w]) / 2**TAP_BITS + 1/2), 0, 255)``
+        for ``t`` = 0..3, ``x`` the rotated input padded by ``w - 1`` at the
+        bottom and right (:data:`TAP_BITS`); the pattern names then only say
+        which fixed pattern the taps were initialised from.
     """
 
     r: int
@@ -84,6 +98,7 @@ class Stage:
     bias: float = 0.0
     padding: str = "edge"
     base: np.ndarray | None = None
+    taps: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "patterns", tuple(self.patterns))
@@ -133,6 +148,19 @@ class Stage:
             if self.bias != int(self.bias):
                 raise ValueError(f"a stage with a base needs an integer bias, got {self.bias}")
             object.__setattr__(self, "base", np.ascontiguousarray(base))
+        if self.taps is not None:
+            taps = np.asarray(self.taps)
+            if (taps.dtype != np.int16 or taps.ndim != 4
+                    or taps.shape[:2] != (len(self.patterns), 4)
+                    or taps.shape[2] != taps.shape[3] or not 1 <= taps.shape[2] <= MAX_TAP_WINDOW):
+                raise ValueError(f"stage taps must be int16 of shape ({len(self.patterns)}, 4, "
+                                 f"w, w) with 1 <= w <= {MAX_TAP_WINDOW}, "
+                                 f"got {taps.dtype} {taps.shape}")
+            object.__setattr__(self, "taps", np.ascontiguousarray(taps))
+
+    def extent(self, pattern: str) -> int:
+        """Rows (and columns) of padding a table of this stage reads past the bottom and right."""
+        return pattern_extent(pattern) if self.taps is None else self.taps.shape[2] - 1
 
     @property
     def rows(self) -> int:
@@ -211,6 +239,7 @@ class LUT:
             f"LUT {self.name or '(unnamed)'}: x{self.scale}, interval {self.interval} "
             f"(q={self.q}, L={self.L}), {len(self.stages)} stage(s) ("
             + " then ".join("".join(s.patterns) + (" + linear base" if s.base is not None else "")
+                            + (" (learned taps)" if s.taps is not None else "")
                             for s in self.stages)
             + f"), {self.nbytes / 1e6:.2f} MB of tables"
         ]
@@ -219,6 +248,7 @@ class LUT:
                 f"  stage {i}: r={s.r} patterns={''.join(s.patterns)} "
                 f"divisor={s.divisor:g} bias={s.bias:g} padding={s.padding}"
                 + (" base=linear 5x5" if s.base is not None else "")
+                + ("" if s.taps is None else f" taps=learned {s.taps.shape[2]}x{s.taps.shape[2]}")
             )
         return "\n".join(lines)
 

@@ -5,8 +5,10 @@ for one stage applied to one uint8 plane:
 
 1. For each rotation ``rot`` in 0, 90, 180, 270 degrees, rotate the plane
    (``np.rot90``) and pad it at the bottom and right by the pattern's extent
-   (1 pixel for ``S``, 2 for ``D`` and ``Y``) with the stage's padding mode.
-2. For each pixel take the pattern's 4 pixels ``a, b, c, d``; the base row is
+   (1 pixel for ``S``, 2 for ``D`` and ``Y``; ``w - 1`` for learned taps of
+   window ``w``) with the stage's padding mode.
+2. For each pixel take the pattern's 4 pixels ``a, b, c, d`` (with learned
+   taps, the 4 integers of :func:`learned_taps` instead); the base row is
    ``((a//q * L + b//q) * L + c//q) * L + d//q`` and the fractions are
    ``a % q`` etc.
 3. 4-D simplex interpolation: sort the fractions descending ``f1 >= ... >= f4``
@@ -29,19 +31,53 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, PATTERNS, Stage, pattern_extent
+from .model import (
+    BASE_BITS,
+    BASE_RADIUS,
+    BASE_SIDE,
+    LUT,
+    PATTERNS,
+    TAP_BITS,
+    Stage,
+    pattern_extent,
+)
 
 
-def interpolate(plane: np.ndarray, table: np.ndarray, pattern: str, padding: str,
-                interval: int, r: int) -> np.ndarray:
-    """Interpolate one table over one (already rotated) plane.
+def pattern_taps(plane: np.ndarray, pattern: str, padding: str) -> np.ndarray:
+    """The pattern's 4 pixels at every pixel of a (rotated) uint8 plane: (4, H, W) int64."""
+    H, W = plane.shape
+    ext = pattern_extent(pattern)
+    padded = np.pad(plane, ((0, ext), (0, ext)), mode=padding).astype(np.int64)
+    return np.stack([padded[dy:dy + H, dx:dx + W] for dy, dx in PATTERNS[pattern]])
+
+
+def learned_taps(plane: np.ndarray, weights: np.ndarray, padding: str) -> np.ndarray:
+    """Learned taps at every pixel of a (rotated) uint8 plane: (4, H, W) int64.
+
+    ``weights`` (4, w, w) int16: tap ``t`` at ``(i, j)`` is
+    ``clip(floor(s / 2**TAP_BITS + 1/2), 0, 255)`` for ``s`` the sum of
+    ``weights[t] * padded[i:i + w, j:j + w]``, the plane padded by ``w - 1``
+    at the bottom and right (``s`` is an integer: exact).
+    """
+    H, W = plane.shape
+    w = weights.shape[-1]
+    padded = np.pad(plane, ((0, w - 1), (0, w - 1)), mode=padding).astype(np.int64)
+    sums = np.zeros((4, H, W), np.int64)
+    for a in range(w):
+        for b in range(w):
+            sums += weights[:, a, b, None, None].astype(np.int64) * padded[a:a + H, b:b + W]
+    return np.clip((sums + 2 ** (TAP_BITS - 1)) >> TAP_BITS, 0, 255)
+
+
+def interpolate(pix: np.ndarray, table: np.ndarray, interval: int, r: int) -> np.ndarray:
+    """Interpolate one table at the taps of one (already rotated) plane.
 
     Parameters
     ----------
-    plane : ndarray of uint8, shape (H, W)
+    pix : ndarray of int64, shape (4, H, W)
+        The taps ``a, b, c, d`` of every pixel, 0..255 (:func:`pattern_taps`
+        or :func:`learned_taps`).
     table : ndarray of int8, shape (L**4, r*r)
-    pattern : str
-    padding : {"reflect", "edge"}
     interval : int
     r : int
 
@@ -52,10 +88,7 @@ def interpolate(plane: np.ndarray, table: np.ndarray, pattern: str, padding: str
     """
     q = 2**interval
     L = 2 ** (8 - interval) + 1
-    H, W = plane.shape
-    ext = pattern_extent(pattern)
-    padded = np.pad(plane, ((0, ext), (0, ext)), mode=padding).astype(np.int64)
-    pix = np.stack([padded[dy:dy + H, dx:dx + W] for dy, dx in PATTERNS[pattern]])
+    H, W = pix.shape[1:]
     msb, frac = pix // q, pix % q                      # (4, H, W) each
     base = ((msb[0] * L + msb[1]) * L + msb[2]) * L + msb[3]
     strides = np.array([L**3, L**2, L, 1])
@@ -97,8 +130,10 @@ def run_stage(plane: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
     total = np.zeros((plane.shape[0] * stage.r, plane.shape[1] * stage.r))
     for rot in range(4):
         rotated = np.rot90(plane, rot)
-        for pattern, table in zip(stage.patterns, stage.tables):
-            out = interpolate(rotated, table, pattern, stage.padding, interval, stage.r)
+        for p, (pattern, table) in enumerate(zip(stage.patterns, stage.tables)):
+            pix = (pattern_taps(rotated, pattern, stage.padding) if stage.taps is None
+                   else learned_taps(rotated, stage.taps[p], stage.padding))
+            out = interpolate(pix, table, interval, stage.r)
             total += np.rot90(out, -rot)
     value = total / stage.divisor + stage.bias
     if stage.base is not None:

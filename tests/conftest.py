@@ -13,7 +13,7 @@ import pytest
 
 from lutsr import LUT, Stage
 from lutsr.fileformat import MAGIC
-from lutsr.model import BASE_BITS, grid_size
+from lutsr.model import BASE_BITS, PATTERNS, TAP_BITS, grid_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -71,6 +71,25 @@ def with_base(lut: LUT, rng: np.random.Generator, noise: int = 64) -> LUT:
     stages = [dataclasses.replace(s, base=(bicubic_base(s.r) + rng.integers(
         -noise, noise + 1, (s.r, s.r, 5, 5))).astype(np.int16)) for s in lut.stages]
     return LUT(tuple(stages), lut.interval, lut.name + "+base", dict(lut.metadata))
+
+
+def one_hot_taps(stage: Stage, window: int) -> np.ndarray:
+    """Learned taps (int16, (P, 4, w, w)) that read exactly the stage's fixed patterns
+    (a window too small for a pattern reads its pixels' nearest in the window instead)."""
+    taps = np.zeros((len(stage.patterns), 4, window, window), np.int16)
+    for p, pattern in enumerate(stage.patterns):
+        for t, (dy, dx) in enumerate(PATTERNS[pattern]):
+            taps[p, t, min(dy, window - 1), min(dx, window - 1)] = 2**TAP_BITS
+    return taps
+
+
+def with_taps(lut: LUT, rng: np.random.Generator, window: int = 3, noise: int = 300) -> LUT:
+    """``lut`` with learned taps on every stage: :func:`one_hot_taps` plus uniform noise of
+    +-noise (out of ``2**TAP_BITS``), so taps both mix pixels and clip at 0 and 255."""
+    stages = [dataclasses.replace(s, taps=(one_hot_taps(s, window) + rng.integers(
+        -noise, noise + 1, (len(s.patterns), 4, window, window))).astype(np.int16))
+        for s in lut.stages]
+    return LUT(tuple(stages), lut.interval, lut.name + "+taps", dict(lut.metadata))
 
 
 def split_lut_bytes(data: bytes) -> tuple[dict, bytes]:

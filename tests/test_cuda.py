@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, conformance_lut, random_lut, with_base
+from conftest import assert_images_equal, conformance_lut, random_lut, with_base, with_taps
 
 import lutsr
 from lutsr import LUT, Stage
@@ -62,12 +62,15 @@ def _device_matches_reference(img: np.ndarray, lut: LUT, what: str) -> None:
     assert_images_equal(got.copy_to_host(), upscale_reference(img, lut), what)
 
 
-def _random_case(layout, interval, shapes, scale=4, padding=None, seed=0, base=False):
+def _random_case(layout, interval, shapes, scale=4, padding=None, seed=0, base=False,
+                 taps=0):
     def case():
         rng = np.random.default_rng(seed)
         lut = random_lut(rng, interval, layout, scale, padding)
         if base:
             lut = with_base(lut, rng)
+        if taps:
+            lut = with_taps(lut, rng, taps)
         for shape in shapes:
             img = rng.integers(0, 256, shape, dtype=np.uint8)
             _device_matches_reference(img, lut, f"{layout} k={interval} {shape}")
@@ -230,6 +233,11 @@ SIM_CASES = {
     "mulut_x2_k7_tiny_sizes": _random_case("mulut", 7, [(1, 1), (2, 3, 1), (3, 2)], 2, seed=11),
     "srlut_x4_k4_base": _random_case("srlut", 4, [(1, 1), (2, 5, 3), (6, 3)], base=True, seed=12),
     "srlut_x3_k7_base_edge": _random_case("srlut", 7, [(4, 5, 2)], 3, "edge", seed=13, base=True),
+    "srlut_x2_k6_taps1": _random_case("srlut", 6, [(1, 1), (3, 4, 2)], 2, seed=14, taps=1),
+    "mulut_x2_k7_taps5_reflect": _random_case("mulut", 7, [(1, 1), (2, 3), (5, 4, 3)], 2,
+                                              "reflect", seed=15, taps=5),
+    "srlut_x3_k7_taps3_base": _random_case("srlut", 7, [(4, 5, 2)], 3, "edge", seed=16,
+                                           base=True, taps=3),
     "ties_and_two_patterns": _ties_and_two_patterns,
     "out_and_strided_views": _out_and_strided_views,
     "numpy_round_trip": _numpy_round_trip,
@@ -408,7 +416,8 @@ def test_kernel_compiles_for_a_real_gpu(layout):
            t.int64, t.int64, t.int64, t.int64,
            # the linear base: weights, row and column maps, sum shift, bias
            t.Array(t.int32, 1, "C"), t.Array(t.int32, 2, "C"), t.Array(t.int32, 2, "C"),
-           t.int64, t.int64)
+           t.int64, t.int64,
+           t.Array(t.int32, 3, "C"))  # learned tap weights
     ptx, _ = cuda.compile_ptx(_cuda._stage_kernel.py_func, sig, cc=(9, 0))
     assert ".entry" in ptx and "ld.global" in ptx
 

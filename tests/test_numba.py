@@ -22,6 +22,7 @@ from conftest import (
     conformance_lut,
     random_lut,
     with_base,
+    with_taps,
 )
 
 from lutsr import LUT, Stage
@@ -247,6 +248,32 @@ def test_linear_base_matches_reference(interval, stages):
     frames = frames_of(rng, 1, 5, 9, 1)
     frames[0, 1:4, 2:6] = 255
     check(dataclasses.replace(lut, stages=tuple(extreme)), frames)
+
+
+# Learned taps on each stage (see test_taps): pass 1 reads the tap planes of a separate
+# pass instead of the window; windows of 1 (no padding), 2 and 5 (deeper than MARGIN).
+TAP_CASES = [
+    (1, 4, [(4, "S", 1, 0, "reflect")]),
+    (2, 5, [(2, "SD", 3, 0, "reflect")]),
+    (5, 4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
+    (5, 6, [(2, "SDY", 4, 0, "reflect")]),
+]
+
+
+@pytest.mark.parametrize("window, interval, stages", TAP_CASES, ids=[repr(c) for c in TAP_CASES])
+def test_learned_taps_match_reference(window, interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + window)
+    lut = with_taps(make_lut(rng, interval, stages), rng, window)
+    check(lut, frames_of(rng, 1, 7, 70, 2))  # 70 columns: a second chunk of pixels
+    for shape in [(1, 1), (1, 6), (6, 1), (2, 5), (3, 3)]:
+        check(lut, frames_of(rng, 2, *shape, 3), threads=2)
+    # The int16 extremes: sums at their largest, taps clipped at 0 and 255.
+    extreme = [dataclasses.replace(s, taps=rng.choice(np.array([-32768, 32767], np.int16),
+                                                      s.taps.shape)) for s in lut.stages]
+    check(dataclasses.replace(lut, stages=tuple(extreme)), frames_of(rng, 1, 5, 9, 1))
+    with_base_too = with_base(lut, rng) if window == 5 and interval == 6 else None
+    if with_base_too is not None:  # a base reads the window while pass 1 reads the taps
+        check(with_base_too, frames_of(rng, 1, 6, 20, 3), threads=2)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 5])

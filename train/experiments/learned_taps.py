@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import lutsr  # noqa: E402
 from lutsr.metrics import psnr_y  # noqa: E402
-from lutsr.model import PATTERNS  # noqa: E402
+from lutsr.model import PATTERNS, TAP_BITS  # noqa: E402
 from train import data as tdata  # noqa: E402
 from train import fit, lsq  # noqa: E402
 from train.nets import (  # noqa: E402
@@ -47,11 +47,18 @@ from train.nets import (  # noqa: E402
 )
 
 
+def quantized(weight: torch.Tensor) -> torch.Tensor:
+    """Tap weights as the runtime stores them: multiples of ``2**-TAP_BITS`` (straight-through)."""
+    return round_ste(weight * 2**TAP_BITS) / 2**TAP_BITS
+
+
 def learned_taps(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 4, H, W): rounded, clipped sums over a window anchored top-left."""
+    """(B, 1, H, W) -> (B, 4, H, W): sums over a window anchored top-left, rounded half up
+    and clipped, as the runtime computes them (exact in float32 for these magnitudes)."""
     win = weight.shape[-1]
     padded = F.pad(x, (0, win - 1, 0, win - 1), mode="replicate")  # the stages' edge padding
-    return torch.clamp(round_ste(F.conv2d(padded, weight)), 0, 255)
+    total = F.conv2d(padded, quantized(weight))
+    return torch.clamp(total + (torch.floor(total + 0.5) - total).detach(), 0, 255)
 
 
 class LearnedTapsNet(NetModel):
@@ -156,6 +163,8 @@ def main() -> None:
     ap.add_argument("--learned-stages", type=int, nargs="+", metavar="N",
                     help="learn these stages' taps (1 = first; default all)")
     ap.add_argument("--iters", type=int, default=4000)
+    ap.add_argument("--val-every", type=int, default=10, metavar="N",
+                    help="hold out every Nth image and score it (0: train on all)")
     ap.add_argument("--lsq-iters", type=int, default=12)
     ap.add_argument("--refine-stages", type=int, default=1)
     ap.add_argument("--test", nargs="*", default=[], help="also score these test folders")
@@ -163,9 +172,14 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     files = tdata.list_images(args.data)
-    held = files[::10]
+    held = files[::args.val_every] if args.val_every else []
     train_pairs = tdata.load_pairs([f for f in files if f not in set(held)], 4, min_size=16)
-    val_pairs = tdata.load_pairs(held, 4)
+    val_pairs = tdata.load_pairs(held, 4) if held else []
+
+    def report(what: str) -> None:
+        if val_pairs:
+            print(f"held-out, {what}: {mean_psnr_y(model, val_pairs)}")
+
     layout = mulut_layout(4, refine_stages=args.refine_stages)
     learned = (() if args.fixed else range(len(layout)) if args.learned_stages is None
                else [n - 1 for n in args.learned_stages])
@@ -174,10 +188,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     fit.optimise(model, fit.PatchSampler(train_pairs, 4, 16), args.iters, 5e-3, 64,
                  out / "net.pt", desc="net")
-    print("held-out, nets:", mean_psnr_y(model, val_pairs))
+    report("nets")
     tables = model.sample_tables(4)
     model.tables = [[torch.tensor(t, dtype=torch.float32) for t in ts] for ts in tables]
-    print("held-out, sampled tables:", mean_psnr_y(model, val_pairs))
+    report("sampled tables")
     t0 = time.process_time()
     spec = model.layout[-1]
     stage = lutsr.Stage(spec.r, spec.patterns, tuple(tables[-1]), spec.divisor, spec.bias,
@@ -187,8 +201,8 @@ def main() -> None:
                      smooth_weight=1e-3, iters=args.lsq_iters)
     refit = np.clip(np.round(fitted), -128, 127).astype(np.int8)
     model.tables[-1] = [torch.tensor(t, dtype=torch.float32) for t in refit]
-    print(f"held-out, last stage refitted: {mean_psnr_y(model, val_pairs)} "
-          f"({time.process_time() - t0:.0f} CPU s)")
+    print(f"last stage refitted in {time.process_time() - t0:.0f} CPU s")
+    report("last stage refitted")
     for folder in args.test:
         name, pairs = test_pairs(folder)
         print(f"{name}: {mean_psnr_y(model, pairs)}")
