@@ -158,10 +158,6 @@ class Stage:
                                  f"got {taps.dtype} {taps.shape}")
             object.__setattr__(self, "taps", np.ascontiguousarray(taps))
 
-    def extent(self, pattern: str) -> int:
-        """Rows (and columns) of padding a table of this stage reads past the bottom and right."""
-        return pattern_extent(pattern) if self.taps is None else self.taps.shape[2] - 1
-
     @property
     def rows(self) -> int:
         """``L**4``, the number of rows of each table."""

@@ -135,3 +135,10 @@ def assert_images_equal(actual: np.ndarray, expected: np.ndarray, what: str = ""
             f"{what}: {len(bad)} of {expected.size} values differ; first at {first}: "
             f"{actual[first]} != {expected[first]}; max |diff| "
             f"{np.abs(actual.astype(int) - expected).max()}")
+
+
+def with_header(data: bytes, edit) -> bytes:
+    """``data`` (a ``.lutsr`` file) with its JSON header changed by ``edit``, resealed."""
+    header, tables = split_lut_bytes(data)
+    edit(header)
+    return reseal_lut_bytes(header, tables)

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import bicubic_base, random_lut, reseal_lut_bytes, split_lut_bytes, with_base
+from conftest import bicubic_base, random_lut, split_lut_bytes, with_base, with_header
 
 import lutsr
 from lutsr.fileformat import LUTFormatError, from_bytes, to_bytes
@@ -103,13 +103,6 @@ def test_file_round_trip_and_version():
     np.testing.assert_array_equal(lutsr.upscale(img, back), upscale_reference(img, based))
 
 
-def _with_header(data: bytes, edit) -> bytes:
-    """``data`` with its JSON header changed by ``edit``, resealed."""
-    header, tables = split_lut_bytes(data)
-    edit(header)
-    return reseal_lut_bytes(header, tables)
-
-
 @pytest.mark.parametrize("edit, match", [
     (lambda h: h["stages"][0].update(base=h["stages"][0]["base"][:-1]), "int16 values"),
     (lambda h: h["stages"][0]["base"].__setitem__(0, 40000), "int16 values"),
@@ -121,4 +114,4 @@ def _with_header(data: bytes, edit) -> bytes:
 def test_bad_base_in_a_file_is_a_format_error(edit, match):
     lut = with_base(random_lut(np.random.default_rng(2), 4, "srlut", 4), np.random.default_rng(3))
     with pytest.raises(LUTFormatError, match=match):
-        from_bytes(_with_header(to_bytes(lut), edit))
+        from_bytes(with_header(to_bytes(lut), edit))

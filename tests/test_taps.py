@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import one_hot_taps, random_lut, reseal_lut_bytes, split_lut_bytes, with_taps
+from conftest import one_hot_taps, random_lut, split_lut_bytes, with_header, with_taps
 
 import lutsr
 from lutsr.fileformat import LUTFormatError, from_bytes, to_bytes
@@ -76,12 +76,6 @@ def test_file_round_trip_and_version():
     np.testing.assert_array_equal(lutsr.upscale(img, back), upscale_reference(img, lut))
 
 
-def _with_header(data: bytes, edit) -> bytes:
-    header, tables = split_lut_bytes(data)
-    edit(header)
-    return reseal_lut_bytes(header, tables)
-
-
 @pytest.mark.parametrize("edit, match", [
     (lambda h: h["stages"][0].update(taps=h["stages"][0]["taps"][:-1]), "int16 values"),
     (lambda h: h["stages"][0]["taps"].__setitem__(0, 40000), "int16 values"),
@@ -96,4 +90,4 @@ def test_bad_taps_in_a_file_are_a_format_error(edit, match):
     rng = np.random.default_rng(2)
     lut = with_taps(random_lut(rng, 4, "srlut", 2), rng, 3)
     with pytest.raises(LUTFormatError, match=match):
-        from_bytes(_with_header(to_bytes(lut), edit))
+        from_bytes(with_header(to_bytes(lut), edit))
