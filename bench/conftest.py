@@ -11,16 +11,20 @@ functions of the four inputs plus noise, interval 4, the published sizes):
 ``mulut_x4`` (MuLUT-SDY: two stages of S, D, Y). ``random_srlut_x4`` has
 uniformly random tables of the same shape, the worst case. ``bundled_x4`` is
 the default LUT lutsr ships (an S table over a linear 5x5 base).
+``mulut_x4_taps5`` is ``mulut_x4`` reading its pixels through learned 5x5 taps
+(one-hot: the same output), the run-time cost of learned taps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lutsr import LUT, Stage
+from lutsr.model import one_hot_taps
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -84,6 +88,19 @@ def srlut_x4() -> LUT:
 @pytest.fixture(scope="session")
 def mulut_x4() -> LUT:
     return conformance_model("mulut_sdy_x4_q16")
+
+
+def with_one_hot_taps(lut: LUT, window: int = 5) -> LUT:
+    """``lut`` with learned taps of ``window`` that read its fixed patterns: the same output
+    and table reads, plus the cost of computing taps (``lutsr.model.one_hot_taps``)."""
+    stages = tuple(dataclasses.replace(s, taps=one_hot_taps(s.patterns, window))
+                   for s in lut.stages)
+    return LUT(stages, lut.interval, f"{lut.name}+taps{window}")
+
+
+@pytest.fixture(scope="session")
+def mulut_x4_taps5() -> LUT:
+    return with_one_hot_taps(conformance_model("mulut_sdy_x4_q16"))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ The targets (issue 2), 480x270 RGB upscaled x4 to 1920x1080, 2 threads:
 SR-LUT-S x4 median <= 12 ms and <= 6x ``cv2.resize(INTER_CUBIC)``; MuLUT-SDY x4
 median <= 45 ms; a new process's first call (import, LUT load, first upscale,
 numba cache warm) < 1.5 s. The bundled default ``x4``, an S table over a
-linear base, runs beside them. Run::
+linear base, runs beside them, and MuLUT-SDY reading its pixels through learned
+5x5 taps (one-hot weights: the same output), the run-time cost of such taps. Run::
 
     python -m pytest bench/test_bench_runtime.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds
@@ -35,10 +36,10 @@ import pytest
 import lutsr
 
 try:
-    from .conftest import SIZES, conformance_model, photo_frame
+    from .conftest import SIZES, conformance_model, photo_frame, with_one_hot_taps
 except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SIZES, conformance_model, photo_frame
+    from bench.conftest import SIZES, conformance_model, photo_frame, with_one_hot_taps
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -78,7 +79,7 @@ def test_cv2_cubic_480x270(benchmark, frame_480x270):
 
 @pytest.mark.benchmark(group="x4 480x270 RGB -> 1920x1080 (astronaut)")
 @pytest.mark.parametrize("threads", [THREADS, 1])
-@pytest.mark.parametrize("model", ["srlut_x4", "bundled_x4", "mulut_x4"])
+@pytest.mark.parametrize("model", ["srlut_x4", "bundled_x4", "mulut_x4", "mulut_x4_taps5"])
 def test_lutsr_480x270(benchmark, request, frame_480x270, model, threads):
     lut = request.getfixturevalue(model)
     timed(benchmark, lut_upscale(lut, frame_480x270, threads), model=model, threads=threads)
@@ -167,6 +168,7 @@ def main(argv=None) -> None:
     noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
     srlut, mulut = conformance_model("srlut_s_x4_q16"), conformance_model("mulut_sdy_x4_q16")
     default = lutsr.load_bundled("x4")
+    tapped = with_one_hot_taps(mulut)
     cases = {
         "cv2 INTER_CUBIC (photo)": cubic(frame),
         f"SR-LUT-S x4 (photo), {THREADS} threads": lut_upscale(srlut, frame),
@@ -175,6 +177,8 @@ def main(argv=None) -> None:
         "bundled x4, S + linear base (photo), 1 thread": lut_upscale(default, frame, 1),
         f"MuLUT-SDY x4 (photo), {THREADS} threads": lut_upscale(mulut, frame),
         "MuLUT-SDY x4 (photo), 1 thread": lut_upscale(mulut, frame, 1),
+        f"MuLUT-SDY x4, learned 5x5 taps (photo), {THREADS} threads": lut_upscale(tapped, frame),
+        "MuLUT-SDY x4, learned 5x5 taps (photo), 1 thread": lut_upscale(tapped, frame, 1),
         "cv2 INTER_CUBIC (random)": cubic(noise),
         f"SR-LUT-S x4 (random), {THREADS} threads": lut_upscale(srlut, noise),
         f"MuLUT-SDY x4 (random), {THREADS} threads": lut_upscale(mulut, noise),

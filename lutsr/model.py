@@ -48,6 +48,29 @@ def pattern_extent(pattern: str) -> int:
     return max(max(dy, dx) for dy, dx in PATTERNS[pattern])
 
 
+def one_hot_taps(patterns, window: int) -> np.ndarray:
+    """Learned taps that read the fixed patterns' own pixels: int16 ``(P, 4, w, w)``.
+
+    A stage given these as ``taps`` computes exactly what it computes with its
+    fixed patterns (the start of learned taps, and a way to measure their cost).
+
+    Raises
+    ------
+    ValueError
+        If ``window`` is outside ``1..MAX_TAP_WINDOW`` or a pattern's pixels
+        do not fit in it.
+    """
+    need = max(pattern_extent(p) + 1 for p in patterns)
+    if not need <= window <= MAX_TAP_WINDOW:
+        raise ValueError(f"tap window {window} must be {need} (to hold the patterns) to "
+                         f"{MAX_TAP_WINDOW}")
+    taps = np.zeros((len(patterns), 4, window, window), np.int16)
+    for p, pattern in enumerate(patterns):
+        for t, (dy, dx) in enumerate(PATTERNS[pattern]):
+            taps[p, t, dy, dx] = 2**TAP_BITS
+    return taps
+
+
 def grid_size(interval: int) -> int:
     """Number of samples per input dimension, ``L = 2**(8 - interval) + 1``."""
     return 2 ** (8 - interval) + 1

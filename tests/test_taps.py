@@ -91,3 +91,16 @@ def test_bad_taps_in_a_file_are_a_format_error(edit, match):
     lut = with_taps(random_lut(rng, 4, "srlut", 2), rng, 3)
     with pytest.raises(LUTFormatError, match=match):
         from_bytes(with_header(to_bytes(lut), edit))
+
+
+def test_public_one_hot_taps():
+    """``lutsr.model.one_hot_taps`` is the fixed patterns, and refuses windows they do not fit."""
+    from lutsr.model import one_hot_taps as public
+
+    stage = random_lut(np.random.default_rng(0), 5, "mulut", 2).stages[0]
+    for window in (3, 5, 7):
+        np.testing.assert_array_equal(public(stage.patterns, window), one_hot_taps(stage, window))
+    assert public("S", 2).shape == (1, 4, 2, 2)
+    for patterns, window in (("SD", 2), ("S", 1), ("S", 8)):
+        with pytest.raises(ValueError, match=f"tap window {window}"):
+            public(patterns, window)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_lut
+from conftest import assert_images_equal, random_lut, with_taps
 
 torch = pytest.importorskip("torch")
 
@@ -25,10 +25,13 @@ def _run(model, img, **kw):
 @pytest.mark.parametrize("layout, interval, scale", [
     ("srlut", 4, 4), ("srlut", 5, 2), ("mulut", 4, 2), ("mulut", 6, 3)])
 @pytest.mark.parametrize("shape", [(8, 8), (5, 9)])  # square: rotations batched; else not
-def test_table_model_is_bit_exact_with_the_runtime(layout, interval, scale, shape):
+@pytest.mark.parametrize("window", [None, 1, 4])  # fixed patterns, or learned taps
+def test_table_model_is_bit_exact_with_the_runtime(layout, interval, scale, shape, window):
     """Guards the claim that LUT-aware fine-tuning optimises what runs."""
     rng = np.random.default_rng(interval * 10 + scale)
     lut = random_lut(rng, interval=interval, layout=layout, scale=scale)
+    if window:
+        lut = with_taps(lut, rng, window)
     model = TableModel(layout_of(lut), [list(s.tables) for s in lut.stages], interval)
     img = rng.integers(0, 256, shape, dtype=np.uint8)
     assert_images_equal(_run(model, img).astype(np.uint8), run_lut(img, lut), layout)
@@ -132,6 +135,75 @@ def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
         bad = _build("--quick", "--data", data, "--out", tmp_path / "m4.lutsr", "--scale", 2,
                      "--layout", layout, "--init", out2)  # three stages into two
         assert bad.returncode != 0 and "layout" in bad.stderr
+
+
+def test_net_learned_taps_are_what_the_runtime_reads():
+    """A net's learned taps (float weights, rounded as stored) are the reference's taps of
+    :meth:`NetModel.tapped_layout`, and they get gradients."""
+    from lutsr.reference import learned_taps
+
+    torch.manual_seed(4)
+    layout = mulut_layout(2)
+    net = NetModel(layout, 8, 1, tap_window=4)
+    with torch.no_grad():
+        for w in net.tap_weights:
+            w.add_(torch.randn_like(w) * 0.3)  # mixes pixels, often past 0 and 255
+    img = np.random.default_rng(4).integers(0, 256, (9, 7), dtype=np.uint8)
+    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    for i, spec in enumerate(net.tapped_layout()):
+        assert spec.taps.dtype == np.int16 and spec.taps.shape == (3, 4, 4, 4)
+        for p in range(3):
+            got = net._taps_of(i)(x, p)[0].detach().numpy()
+            np.testing.assert_array_equal(got, learned_taps(img, spec.taps[p], spec.padding))
+    net(x).sum().backward()
+    assert all(w.grad.abs().sum() > 0 for w in net.tap_weights)
+    with pytest.raises(ValueError, match="tap window 2"):
+        NetModel(layout, tap_window=2)  # D and Y reach 2 pixels away
+
+
+def test_build_lut_tap_window(tmp_path):
+    """``--tap-window`` trains taps with the nets; the LUT and the net checkpoint carry them."""
+    import lutsr
+    from train.export import load_net
+
+    data = _images(tmp_path / "imgs", 2)
+    out = tmp_path / "t.lutsr"
+    res = _build("--quick", "--data", data, "--out", out, "--layout", "mulut", "--scale", 2,
+                 "--tap-window", 3)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lut = lutsr.load(out)
+    net = load_net(tmp_path / "t.lutsr.ckpt" / "net.pt")
+    for stage, spec in zip(lut.stages, net.tapped_layout()):
+        assert stage.taps.shape == (3, 4, 3, 3)
+        np.testing.assert_array_equal(stage.taps, spec.taps)
+    trained = lut.stages[0].taps
+    assert (trained != np.where(trained > 512, 1024, 0)).any()  # moved off one-hot
+    res = _build("--quick", "--data", data, "--out", tmp_path / "u.lutsr", "--layout", "mulut",
+                 "--tap-window", 2)
+    assert res.returncode == 2 and "tap window 2" in res.stderr
+    res = _build("--quick", "--data", data, "--out", tmp_path / "v.lutsr", "--layout", "mulut",
+                 "--tap-window", 3, "--init", out)
+    assert res.returncode == 2 and "--init" in res.stderr
+
+
+def test_build_lut_init_keeps_learned_taps(tmp_path):
+    """``--init`` of a LUT with learned taps fine-tunes and refits its tables, its taps kept."""
+    import lutsr
+    from train.nets import to_lut
+
+    layout = mulut_layout(2)
+    start = with_taps(to_lut(layout, NetModel(layout, 8, 1).sample_tables(6), 6),
+                      np.random.default_rng(3), window=3)
+    lutsr.save(start, tmp_path / "taps.lutsr")
+    out = tmp_path / "m.lutsr"
+    res = _build("--quick", "--data", _images(tmp_path / "imgs", 2), "--out", out, "--layout",
+                 "mulut", "--scale", 2, "--init", tmp_path / "taps.lutsr")
+    assert res.returncode == 0, res.stderr[-2000:]
+    lut = lutsr.load(out)
+    assert set(lut.metadata["phases"]) == {"data", "finetune", "lsq"}
+    for before, after in zip(start.stages, lut.stages):
+        np.testing.assert_array_equal(after.taps, before.taps)
+        assert any((a != b).any() for a, b in zip(after.tables, before.tables))
 
 
 def test_added_refinement_stage_starts_as_pixel_replication():
@@ -287,13 +359,16 @@ def test_least_squares_clip_rounds_fit_what_the_runtime_clips():
     assert clipped_rmse(4) < 0.05 < 0.5 < clipped_rmse(0)
 
 
-def test_least_squares_forward_matches_the_runtime():
+@pytest.mark.parametrize("window", [None, 3])  # fixed pattern, or learned taps
+def test_least_squares_forward_matches_the_runtime(window):
     """``lsq.predict`` on integer tables, rounded, is the runtime's output (divisor 1: exact)."""
     from lutsr import LUT
     from train import lsq
 
     rng = np.random.default_rng(6)
     lut = random_lut(rng, interval=5, layout="srlut", scale=3)
+    if window:
+        lut = with_taps(lut, rng, window)
     img = rng.integers(0, 256, (7, 10), dtype=np.uint8)
     samples = lsq.collect(lut.stages[0], 5, [(img, np.zeros((21, 30)))], sort=False)
     pred = lsq.predict(samples, np.stack(lut.stages[0].tables), lut.stages[0], 5)
@@ -596,21 +671,12 @@ def test_build_lut_linear_base(tmp_path):
     assert bad.returncode == 2 and "linear base" in bad.stderr
 
 
-def test_learned_taps_experiment_is_the_standard_model_when_fixed():
-    """train/experiments/learned_taps.py measures against a real control: with its one-hot
-    (--fixed) tap weights its model is NetModel and its least-squares samples are train.lsq's."""
-    import importlib.util
-
-    import lutsr
-    from train import lsq
-
-    path = ROOT / "train" / "experiments" / "learned_taps.py"
-    spec = importlib.util.spec_from_file_location("learned_taps", path)
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
+def test_net_one_hot_taps_are_the_fixed_patterns():
+    """``NetModel(tap_window=...)`` starts as the fixed patterns: the controls of
+    train/experiments/learned_taps.py (``--fixed``) are the standard model."""
     torch.manual_seed(1)
     layout = mulut_layout(4)
-    model = experiment.LearnedTapsNet(layout, 3, learned_stages=())
+    model = NetModel(layout, 32, 3, tap_window=3)
     for param in model.nets.parameters():  # not the zero output layer: no replication
         torch.nn.init.normal_(param, std=0.3)
     plain = NetModel(layout, 32, 3)
@@ -620,12 +686,3 @@ def test_learned_taps_experiment_is_the_standard_model_when_fixed():
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(_run(model, img, quantize=True),
                                       _run(plain, img, quantize=True))
-    plane = rng.integers(0, 256, (6, 9), dtype=np.uint8)
-    zeros = tuple(np.zeros((17**4, 16), np.int8) for _ in range(3))
-    stage = lutsr.Stage(4, ("S", "D", "Y"), zeros, 3.0, 0.0, "edge")
-    want = lsq.collect(stage, 4, [(plane, np.zeros((24, 36), np.uint8))], sort=False).taps
-    x = torch.tensor(plane, dtype=torch.float32)[None, None]
-    for p in range(3):
-        for k in range(4):
-            got = model.taps(1, p, k, x)[0].reshape(4, -1).T.numpy()
-            np.testing.assert_array_equal(got, want[:, p, k])

@@ -3,7 +3,9 @@
 
 Phases, each optional and each recorded in the LUT's metadata with its CPU time:
 
-1. net: train the pattern nets (runtime semantics, 4-rotation ensemble);
+1. net: train the pattern nets (runtime semantics, 4-rotation ensemble; with
+   ``--tap-window``, each table's 4 inputs are learned combinations of a window
+   of pixels, trained with them: ``lutsr.Stage.taps``);
 2. sample: evaluate the nets on the uniform input grid into int8 tables
    (``--first-stage prefilter``: a multi-stage layout's first stage is then
    fitted by least squares to a sharpened LR image instead, see
@@ -67,6 +69,10 @@ def parse_args(argv=None):
                    help="start from this LUT's tables (a .lutsr path or bundled name of the same "
                         "layout) instead of training and sampling nets: continues its fine-tuning "
                         "and least-squares phases")
+    p.add_argument("--tap-window", type=int, default=None, metavar="W",
+                   help="learned taps (AutoLUT): each table reads 4 learned combinations of the "
+                        "W x W window at each pixel instead of its fixed pattern's 4 pixels, "
+                        "trained with the nets (W at least 3 for D and Y)")
     p.add_argument("--net-iters", type=int, default=2000)
     p.add_argument("--net-lr", type=float, default=2e-3)
     p.add_argument("--net-width", type=int, default=64)
@@ -141,6 +147,8 @@ def parse_args(argv=None):
         args.interval = max(args.interval, 6)
         if args.base == "linear":  # least squares alone
             args.net_iters = args.finetune_iters = 0
+    if args.tap_window is not None and args.init:
+        p.error("--tap-window trains new taps with the nets; --init keeps its LUT's own")
     if args.patch_margin < 0:
         p.error("--patch-margin must be 0 or more")
     if args.first_divisor is not None and (args.layout != "mulut" or not args.first_divisor > 0):
@@ -196,6 +204,12 @@ def main(argv=None) -> int:
     layout = (srlut_layout(args.scale) if args.layout == "srlut"
               else mulut_layout(args.scale, args.patterns.upper(), args.first_divisor,
                                 args.refine_stages))
+    if not args.init:
+        try:
+            net = NetModel(layout, args.net_width, args.net_depth, args.tap_window)
+        except ValueError as exc:
+            print(f"error: --tap-window: {exc}", file=sys.stderr)
+            return 2
     log = print
     meta = {"layout": args.layout, "data": [str(Path(d).resolve().name) for d in args.data],
             "args": {k: v for k, v in vars(args).items() if k not in ("out", "checkpoint_dir")},
@@ -233,17 +247,17 @@ def main(argv=None) -> int:
             f"below {sampler.side} LR pixels and left out of patch sampling")
 
     if args.init:
-        tables, meta["init"] = _init_tables(args.init, layout, args.interval)
+        layout, tables, meta["init"] = _init_tables(args.init, layout, args.interval)
     else:
-        net = NetModel(layout, args.net_width, args.net_depth)
         if args.net_iters:
             config = {"layout": [dataclasses.asdict(s) for s in layout], "width": args.net_width,
-                      "depth": args.net_depth}
+                      "depth": args.net_depth, "tap_window": args.tap_window}
             state = fit.optimise(net, sampler, args.net_iters, args.net_lr, args.batch,
                                  ckdir / "net.pt", log=log, desc="net", config=config)
             meta["phases"]["net"] = _phase(state)
         t0 = time.process_time()
         tables = net.sample_tables(args.interval)
+        layout = net.tapped_layout()
         meta["phases"]["sample"] = {"cpu_seconds": round(time.process_time() - t0, 1)}
 
     base = None
@@ -327,7 +341,7 @@ def _fail(message: str):
 
 
 def _init_tables(source: str, layout, interval: int):
-    """The int8 tables of an existing LUT of this layout, and what to record about it.
+    """An existing LUT's layout (with its learned taps), int8 tables, and what to record.
 
     A LUT that lacks some of the layout's middle stages (it has the first
     and the last, and fewer between) gets them as pixel replication, the
@@ -349,10 +363,10 @@ def _init_tables(source: str, layout, interval: int):
         _fail(f"--init {source}: its layout {have} (interval {lut.interval}) is not {want} "
               f"(interval {interval}) or the start of it")
     tables = [list(s.tables) for s in lut.stages]
-    if len(have) < len(want):
-        missing = want[k:-1]
+    missing = want[k:-1]
+    if missing:
         tables[k:k] = NetModel(missing, width=1, depth=1).sample_tables(interval)
-    return (tables,
+    return ((*have[:k], *missing, have[-1]), tables,
             {"lut": lut.name, "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
              "phases": lut.metadata.get("phases", {})})
 
@@ -428,7 +442,7 @@ def _fit_stage(k: int, layout, tables, args, pairs, weights, lsq, log, cache: Pa
         planes.append((lr, target))
         plane_weights.append(weight)
     stage = lutsr.Stage(spec.r, spec.patterns, tuple(tables[k]), spec.divisor, spec.bias,
-                        spec.padding)
+                        spec.padding, taps=spec.taps)
     samples = lsq.collect(stage, args.interval, planes, weights=plane_weights,
                           mix=lsq.LUMA_MIX if args.lsq_luma else None,
                           margin=1 if args.lsq_skip_border else 0)

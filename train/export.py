@@ -17,7 +17,7 @@ def load_net(path) -> NetModel:
     if "layout" not in config:
         raise ValueError(f"{path}: not a net checkpoint of tools/build_lut.py (no config)")
     layout = tuple(StageSpec(**{**s, "patterns": tuple(s["patterns"])}) for s in config["layout"])
-    net = NetModel(layout, config["width"], config["depth"])
+    net = NetModel(layout, config["width"], config["depth"], config.get("tap_window"))
     net.load_state_dict(saved["model"])
     return net.eval()
 

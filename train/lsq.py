@@ -25,6 +25,7 @@ import numpy as np
 
 from lutsr._cpu import block_permutations, tap_indices
 from lutsr.model import Stage, grid_size
+from lutsr.reference import learned_taps
 from train.data import output_blocks
 
 # BT.601 luma weights 65.481 : 128.553 : 24.966 as small integers (0.294 : 0.588 :
@@ -327,7 +328,7 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
             mix=None, margin: int = 0) -> Samples:
     """Taps and targets for ``pairs`` of (input plane (H, W) uint8, target plane (H*r, W*r)).
 
-    ``stage`` supplies patterns, padding and r (its tables are not used).
+    ``stage`` supplies patterns (or learned taps), padding and r (its tables are not used).
     ``weights`` (an iterable beside ``pairs``, default all 1) gives each
     plane's pixels their weight in the squared error. Samples come sorted by
     the table row of their first vertex (see below) unless ``sort`` is
@@ -370,12 +371,14 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
                              f"and its x{r}")
         if plane.dtype != np.uint8:
             raise ValueError(f"input planes must be uint8, not {plane.dtype}")
-        rows, cols = tap_indices(stage, h, w)
         span = slice(start, start + h * w)
         for c in range(n_ch):
-            channel = plane if mix is None else plane[:, :, c]
-            _gather_taps(np.ascontiguousarray(channel), rows, cols,
-                         taps[span, c * n_pat:(c + 1) * n_pat])
+            channel = np.ascontiguousarray(plane if mix is None else plane[:, :, c])
+            out = taps[span, c * n_pat:(c + 1) * n_pat]
+            if stage.taps is None:
+                _gather_taps(channel, *tap_indices(stage, h, w), out)
+            else:
+                _learned_taps(channel, stage, out)
         if mix is not None:
             target = (target.astype(np.float32) @ mix.astype(np.float32)) / mix.sum()
         tgt[span] = output_blocks(target, r)
@@ -398,6 +401,17 @@ def collect(stage: Stage, interval: int, pairs, sort: bool = True, weights=None,
     for a in (taps, tgt, weight):
         _permute_rows(a.reshape(n, -1), order)
     return samples
+
+
+def _learned_taps(plane: np.ndarray, stage: Stage, out: np.ndarray) -> None:
+    """out[y * W + x, p, k] = the learned taps of rotation k at unrotated pixel (y, x).
+
+    The reference's arithmetic (exact integers), each rotation's taps rotated back.
+    """
+    for p, weights in enumerate(stage.taps):
+        for k in range(4):
+            rotated = learned_taps(np.rot90(plane, k), weights, stage.padding)
+            out[:, p, k] = np.rot90(rotated, -k, axes=(1, 2)).reshape(4, -1).T
 
 
 def first_rows(samples: Samples, interval: int) -> np.ndarray:

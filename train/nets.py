@@ -10,27 +10,42 @@ clipping between stages. So what is trained is what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lutsr.model import LUT, PATTERNS, Stage, grid_size, pattern_extent
+from lutsr.model import (
+    LUT,
+    PATTERNS,
+    TAP_BITS,
+    Stage,
+    grid_size,
+    one_hot_taps,
+    pattern_extent,
+)
 
 _TORCH_PAD = {"reflect": "reflect", "edge": "replicate"}
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """The shape of one stage, without tables (see :class:`lutsr.Stage`)."""
+    """The shape of one stage, without tables (see :class:`lutsr.Stage`).
+
+    ``taps``: the stage's learned taps (int16, (P, 4, w, w)) or None for the
+    fixed patterns. Not compared: two layouts are the same shape whatever
+    their taps' values.
+    """
 
     r: int
     patterns: tuple[str, ...]
     divisor: float
     bias: float
     padding: str
+    taps: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def srlut_layout(scale: int) -> tuple[StageSpec, ...]:
@@ -60,12 +75,39 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def rotated_taps(x: torch.Tensor, pattern: str, padding: str) -> torch.Tensor:
-    """The pattern's 4 pixels for every pixel of ``x`` (B, 1, H, W): returns (B, 4, H, W)."""
-    ext = pattern_extent(pattern)
+def window_taps(x: torch.Tensor, weights: torch.Tensor, padding: str) -> torch.Tensor:
+    """Learned taps of every pixel of ``x`` (B, 1, H, W): returns (B, 4, H, W).
+
+    ``weights`` (4, 1, w, w), multiples of ``2**-TAP_BITS``. The window sums
+    are computed in float64, where they are exact; they are rounded half up
+    (straight-through) and clipped, as :func:`lutsr.reference.learned_taps`
+    computes them.
+    """
+    ext = weights.shape[-1] - 1
+    padded = F.pad(x.double(), (0, ext, 0, ext), mode=_TORCH_PAD[padding])
+    total = F.conv2d(padded, weights.double())
+    return torch.clamp(total + (torch.floor(total + 0.5) - total).detach(), 0, 255).float()
+
+
+def quantized_taps(weights: torch.Tensor) -> torch.Tensor:
+    """Tap weights as the runtime stores them: int16 multiples of ``2**-TAP_BITS``
+    (rounded half to even, straight-through)."""
+    return round_ste(torch.clamp(weights * 2**TAP_BITS, -2**15, 2**15 - 1)) / 2**TAP_BITS
+
+
+def rotated_taps(x: torch.Tensor, spec: StageSpec, p: int) -> torch.Tensor:
+    """Table ``p``'s 4 taps for every pixel of ``x`` (B, 1, H, W): returns (B, 4, H, W).
+
+    The fixed pattern's pixels, or the stage's learned taps (:func:`window_taps`).
+    """
+    if spec.taps is not None:
+        return window_taps(x, torch.from_numpy(spec.taps[p, :, None] / 2.0**TAP_BITS),
+                           spec.padding)
     h, w = x.shape[-2:]
-    padded = F.pad(x, (0, ext, 0, ext), mode=_TORCH_PAD[padding])
-    return torch.cat([padded[:, :, dy:dy + h, dx:dx + w] for dy, dx in PATTERNS[pattern]], 1)
+    ext = pattern_extent(spec.patterns[p])
+    padded = F.pad(x, (0, ext, 0, ext), mode=_TORCH_PAD[spec.padding])
+    return torch.cat([padded[:, :, dy:dy + h, dx:dx + w]
+                      for dy, dx in PATTERNS[spec.patterns[p]]], 1)
 
 
 def finish_stage(total: torch.Tensor, spec: StageSpec) -> torch.Tensor:
@@ -73,24 +115,25 @@ def finish_stage(total: torch.Tensor, spec: StageSpec) -> torch.Tensor:
     return torch.clamp(round_ste(total / spec.divisor + spec.bias), 0, 255)
 
 
-def ensemble(x: torch.Tensor, spec: StageSpec, per_pattern) -> torch.Tensor:
+def ensemble(x: torch.Tensor, spec: StageSpec, per_pattern, taps_of=None) -> torch.Tensor:
     """Sum of ``per_pattern(p, taps)`` over patterns and the 4 rotations, rotated back.
 
     ``per_pattern`` maps (pattern index, taps (B', 4, H', W')) to (B', r*r, H', W').
+    ``taps_of(x, p)`` gives the taps (default :func:`rotated_taps` of ``spec``).
     For square inputs the four rotations are batched into one call.
     """
+    taps_of = taps_of or (lambda x, p: rotated_taps(x, spec, p))
     h, w = x.shape[-2:]
     out = 0
-    for p, pattern in enumerate(spec.patterns):
+    for p in range(len(spec.patterns)):
         if h == w:
             rots = torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)])
-            vals = F.pixel_shuffle(per_pattern(p, rotated_taps(rots, pattern, spec.padding)),
-                                   spec.r)
+            vals = F.pixel_shuffle(per_pattern(p, taps_of(rots, p)), spec.r)
             for k, chunk in enumerate(vals.chunk(4)):
                 out = out + torch.rot90(chunk, -k, (2, 3))
         else:
             for k in range(4):
-                taps = rotated_taps(torch.rot90(x, k, (2, 3)), pattern, spec.padding)
+                taps = taps_of(torch.rot90(x, k, (2, 3)), p)
                 vals = F.pixel_shuffle(per_pattern(p, taps), spec.r)
                 out = out + torch.rot90(vals, -k, (2, 3))
     return out
@@ -127,9 +170,16 @@ class PatternNet(nn.Module):
 
 
 class NetModel(nn.Module):
-    """A LUT model's layout with a :class:`PatternNet` per (stage, pattern)."""
+    """A LUT model's layout with a :class:`PatternNet` per (stage, pattern).
 
-    def __init__(self, layout, width: int = 64, depth: int = 4):
+    With ``tap_window`` w, each net reads learned taps (AutoLUT's learned
+    sampling): 4 combinations of the w x w window at each pixel, their
+    weights trained too, rounded to multiples of ``2**-TAP_BITS`` as the
+    runtime stores them (straight-through) and initialised on the fixed
+    pattern's pixels. :meth:`tapped_layout` gives the layout with those taps.
+    """
+
+    def __init__(self, layout, width: int = 64, depth: int = 4, tap_window: int | None = None):
         super().__init__()
         self.layout = tuple(layout)
         # Replication: each of the 4 rotations x P patterns contributes
@@ -138,6 +188,29 @@ class NetModel(nn.Module):
             nn.ModuleList(PatternNet(s.r, width, depth, s.divisor / (4 * len(s.patterns)), s.bias)
                           for _ in s.patterns)
             for s in self.layout)
+        self.tap_weights = None
+        if tap_window:
+            # Stage-major, one (4, 1, w, w) per pattern, starting as the fixed patterns.
+            self.tap_weights = nn.ParameterList(
+                nn.Parameter(torch.from_numpy(taps[:, None] / 2.0**TAP_BITS).float())
+                for s in self.layout for taps in one_hot_taps(s.patterns, tap_window))
+
+    def _taps_of(self, stage: int):
+        """``ensemble``'s ``taps_of`` for a stage: None for the fixed patterns."""
+        if self.tap_weights is None:
+            return None
+        first = sum(len(s.patterns) for s in self.layout[:stage])
+        padding = self.layout[stage].padding
+        return lambda x, p: window_taps(x, quantized_taps(self.tap_weights[first + p]), padding)
+
+    def tapped_layout(self) -> tuple[StageSpec, ...]:
+        """The layout with the learned taps as the runtime stores them (int16), if any."""
+        if self.tap_weights is None:
+            return self.layout
+        weights = iter(self.tap_weights)
+        return tuple(dataclasses.replace(s, taps=np.stack(
+            [(quantized_taps(next(weights).detach())[:, 0] * 2**TAP_BITS).numpy()
+             for _ in s.patterns]).astype(np.int16)) for s in self.layout)
 
     def forward(self, x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
         """(B, 1, H, W) values 0..255 -> (B, 1, H*s, W*s) values 0..255 (integers).
@@ -145,11 +218,11 @@ class NetModel(nn.Module):
         With ``quantize`` each net output is rounded as the sampled table
         stores it: at grid inputs the model then equals its LUT exactly.
         """
-        for spec, nets in zip(self.layout, self.nets):
+        for i, (spec, nets) in enumerate(zip(self.layout, self.nets)):
             def per_pattern(p, taps, nets=nets):
                 out = nets[p](taps)
                 return torch.round(out) if quantize else out
-            x = finish_stage(ensemble(x, spec, per_pattern), spec)
+            x = finish_stage(ensemble(x, spec, per_pattern, self._taps_of(i)), spec)
         return x
 
     @torch.no_grad()
@@ -219,11 +292,12 @@ class TableModel(nn.Module):
 def to_lut(layout, tables, interval: int, name: str = "", metadata=None, base=None) -> LUT:
     """A :class:`lutsr.LUT` from a layout and int8 tables per stage (``base``: the last one's)."""
     stages = tuple(Stage(s.r, s.patterns, tuple(ts), s.divisor, s.bias, s.padding,
-                         base if i == len(layout) - 1 else None)
+                         base if i == len(layout) - 1 else None, s.taps)
                    for i, (s, ts) in enumerate(zip(layout, tables)))
     return LUT(stages=stages, interval=interval, name=name, metadata=dict(metadata or {}))
 
 
 def layout_of(lut: LUT) -> tuple[StageSpec, ...]:
     """The :class:`StageSpec` layout of an existing LUT."""
-    return tuple(StageSpec(s.r, s.patterns, s.divisor, s.bias, s.padding) for s in lut.stages)
+    return tuple(StageSpec(s.r, s.patterns, s.divisor, s.bias, s.padding, s.taps)
+                 for s in lut.stages)

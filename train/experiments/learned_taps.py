@@ -1,17 +1,17 @@
-"""Measurement, not pipeline: would learned tap positions pay for x4 S+D+Y?
+"""Measurement: what do learned tap positions pay for x4 S+D+Y, against a control?
 
 AutoLUT (CVPR 2025) replaces each LUT's fixed 4-pixel pattern by 4 learned
 linear combinations of a window of pixels. This script trains the x4 S+D+Y
-nets of ``tools/build_lut.py`` that way (each tap a WxW combination anchored
-where the pattern's window is, initialised one-hot on the fixed pattern's
-pixel, rounded with a straight-through estimator and clipped to 0..255),
-samples them into tables, refits the last stage by the same least squares,
-and prints the Y-PSNR of the held-out tenth after each step (and, with
-``--test``, of test sets after the refit). ``--fixed`` freezes
-the one-hot weights: the standard model, trained identically, as the control;
-``--learned-stages 1`` learns the first stage's taps only.
-The runtime has no such taps; this answers whether adding them is worth it
-(see the README, "Training your own LUT").
+nets of ``tools/build_lut.py`` that way (``NetModel(tap_window=W)``: each tap
+a WxW combination anchored where the pattern's window is, initialised
+one-hot on the fixed pattern's pixel, its weights rounded as the runtime
+stores them), samples them into tables, refits the last stage by the same
+least squares, and prints the Y-PSNR of the held-out tenth after each step
+(and, with ``--test``, of test sets after the refit). ``--fixed`` freezes
+the one-hot weights: the standard model, trained identically, as the
+control; ``--learned-stages 1`` learns the first stage's taps only.
+``--export`` writes the result as a LUT (``build_lut.py --tap-window``
+builds the same in one command, without the controls).
 
     python train/experiments/learned_taps.py --data ../shared/data/train/T91 \
         ../shared/data/train/BSD200 [--window 3] [--fixed | --learned-stages N ...] \
@@ -22,95 +22,33 @@ The runtime has no such taps; this answers whether adding them is worth it
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import lutsr  # noqa: E402
 from lutsr.metrics import psnr_y  # noqa: E402
-from lutsr.model import PATTERNS, TAP_BITS  # noqa: E402
 from train import data as tdata  # noqa: E402
 from train import fit, lsq  # noqa: E402
-from train.nets import (  # noqa: E402
-    NetModel,
-    finish_stage,
-    mulut_layout,
-    round_ste,
-    simplex_interpolate,
-)
-
-
-def quantized(weight: torch.Tensor) -> torch.Tensor:
-    """Tap weights as the runtime stores them: multiples of ``2**-TAP_BITS`` (straight-through)."""
-    return round_ste(weight * 2**TAP_BITS) / 2**TAP_BITS
-
-
-def learned_taps(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 4, H, W): sums over a window anchored top-left, rounded half up
-    and clipped, as the runtime computes them (exact in float32 for these magnitudes)."""
-    win = weight.shape[-1]
-    padded = F.pad(x, (0, win - 1, 0, win - 1), mode="replicate")  # the stages' edge padding
-    total = F.conv2d(padded, quantized(weight))
-    return torch.clamp(total + (torch.floor(total + 0.5) - total).detach(), 0, 255)
-
-
-class LearnedTapsNet(NetModel):
-    """:class:`NetModel` whose patterns read learned tap combinations; or its sampled tables."""
-
-    def __init__(self, layout, window: int, learned_stages=()):
-        super().__init__(layout, 32, 3)
-        weights = []
-        for i, spec in enumerate(layout):
-            for pattern in spec.patterns:
-                w = torch.zeros(4, 1, window, window)
-                for t, (dy, dx) in enumerate(PATTERNS[pattern]):
-                    w[t, 0, dy, dx] = 1.0
-                weights.append(torch.nn.Parameter(w, requires_grad=i in learned_stages))
-        self.sample_w = torch.nn.ParameterList(weights)
-        self.tables = None  # per stage, per pattern (L**4, r*r) tensors: run them instead
-
-    def _weight(self, stage: int, p: int) -> torch.Tensor:
-        return self.sample_w[sum(len(s.patterns) for s in self.layout[:stage]) + p]
-
-    def taps(self, stage: int, p: int, k: int, x: torch.Tensor) -> torch.Tensor:
-        """Taps of rotation ``k`` at each unrotated pixel (the layout of ``train.lsq`` samples)."""
-        return torch.rot90(learned_taps(torch.rot90(x, k, (2, 3)), self._weight(stage, p)),
-                           -k, (2, 3))
-
-    def run_stage(self, stage: int, x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
-        """One stage; ``quantize`` rounds each net output as its sampled table stores it."""
-        spec, out = self.layout[stage], 0
-        for p in range(len(spec.patterns)):
-            for k in range(4):
-                taps = learned_taps(torch.rot90(x, k, (2, 3)), self._weight(stage, p))
-                if self.tables is not None:
-                    values = simplex_interpolate(taps, self.tables[stage][p], 4)
-                else:
-                    values = self.nets[stage][p](taps)
-                    values = torch.round(values) if quantize else values
-                out = out + torch.rot90(F.pixel_shuffle(values, spec.r), -k, (2, 3))
-        return finish_stage(out, spec)
-
-    def forward(self, x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
-        for stage in range(len(self.layout)):
-            x = self.run_stage(stage, x, quantize)
-        return x
+from train.nets import NetModel, mulut_layout, to_lut  # noqa: E402
 
 
 @torch.no_grad()
-def mean_psnr_y(model, pairs) -> float:
+def mean_psnr_y(upscale, pairs) -> float:
+    """Mean Y-PSNR of ``upscale`` (a LUT or a net) over (LR, HR) RGB pairs."""
     scores = []
     for lr, hr in pairs:
-        planes = [model(torch.from_numpy(lr[None, None, :, :, c].astype(np.float32)), True)[0, 0]
-                  for c in range(lr.shape[2])]
-        scores.append(psnr_y(torch.stack(planes, -1).numpy().astype(np.uint8), hr, 4))
+        if isinstance(upscale, lutsr.LUT):
+            out = lutsr.upscale(lr, upscale)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[:, None]
+            out = upscale(x, True)[:, 0].numpy().transpose(1, 2, 0).astype(np.uint8)
+        scores.append(psnr_y(out, hr, 4))
     return round(float(np.mean(scores)), 4)
 
 
@@ -129,31 +67,6 @@ def test_pairs(folder):
     return dataset.name, pairs
 
 
-@torch.no_grad()
-def last_stage_samples(model, pairs) -> lsq.Samples:
-    """``train.lsq`` samples of the last stage (every plane and its mirror), learned taps."""
-    planes = list(tdata.plane_pairs(pairs))
-    last = len(model.layout) - 1
-    n_pat, r = len(model.layout[last].patterns), model.layout[last].r
-    n = sum(lr.size for lr, _ in planes)
-    samples = lsq.Samples(np.empty((n, n_pat, 4, 4), np.uint8), np.arange(n_pat),
-                          np.ones(n_pat, np.int64), np.empty((n, r * r), np.uint8),
-                          np.ones(n, np.float32))
-    start = 0
-    for lr, hr in planes:
-        span = slice(start, start + lr.size)
-        x = torch.from_numpy(lr[None, None].astype(np.float32))
-        for stage in range(last):
-            x = model.run_stage(stage, x)
-        for p in range(n_pat):
-            for k in range(4):
-                samples.taps[span, p, k] = model.taps(last, p, k, x)[0].reshape(4, -1).T.numpy()
-        samples.target[span] = tdata.output_blocks(hr, r)
-        start = span.stop
-    # Sorted as lsq.collect sorts them: the CG kernels' gathers stay in cache.
-    order = np.argsort(lsq.first_rows(samples, 4), kind="stable")
-    return dataclasses.replace(samples, taps=samples.taps[order], target=samples.target[order])
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", required=True)
@@ -168,6 +81,8 @@ def main() -> None:
     ap.add_argument("--lsq-iters", type=int, default=12)
     ap.add_argument("--refine-stages", type=int, default=1)
     ap.add_argument("--test", nargs="*", default=[], help="also score these test folders")
+    ap.add_argument("--export", metavar="FILE",
+                    help="write the refitted model as a .lutsr file (a start for build_lut --init)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -176,36 +91,53 @@ def main() -> None:
     train_pairs = tdata.load_pairs([f for f in files if f not in set(held)], 4, min_size=16)
     val_pairs = tdata.load_pairs(held, 4) if held else []
 
-    def report(what: str) -> None:
+    def report(what: str, upscale) -> None:
         if val_pairs:
-            print(f"held-out, {what}: {mean_psnr_y(model, val_pairs)}")
+            print(f"held-out, {what}: {mean_psnr_y(upscale, val_pairs)}")
 
     layout = mulut_layout(4, refine_stages=args.refine_stages)
     learned = (() if args.fixed else range(len(layout)) if args.learned_stages is None
                else [n - 1 for n in args.learned_stages])
-    model = LearnedTapsNet(layout, args.window, learned)
+    net = NetModel(layout, 32, 3, tap_window=args.window)
+    first = 0
+    for i, spec in enumerate(layout):  # --fixed: one-hot weights kept, the fixed patterns
+        for w in net.tap_weights[first:first + len(spec.patterns)]:
+            w.requires_grad_(i in learned)
+        first += len(spec.patterns)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fit.optimise(model, fit.PatchSampler(train_pairs, 4, 16), args.iters, 5e-3, 64,
-                 out / "net.pt", desc="net")
-    report("nets")
-    tables = model.sample_tables(4)
-    model.tables = [[torch.tensor(t, dtype=torch.float32) for t in ts] for ts in tables]
-    report("sampled tables")
+    state = fit.optimise(net, fit.PatchSampler(train_pairs, 4, 16), args.iters, 5e-3, 64,
+                         out / "net.pt", desc="net")
+    report("nets", net)
+    layout, tables = net.tapped_layout(), net.sample_tables(4)
+    report("sampled tables", to_lut(layout, tables, 4))
     t0 = time.process_time()
-    spec = model.layout[-1]
+    earlier = to_lut(layout[:-1], tables[:-1], 4)
+    planes = [(lutsr.upscale(lr, earlier), hr) for lr, hr in tdata.plane_pairs(train_pairs)]
+    spec = layout[-1]
     stage = lutsr.Stage(spec.r, spec.patterns, tuple(tables[-1]), spec.divisor, spec.bias,
-                        spec.padding)
-    fitted = lsq.fit(last_stage_samples(model, train_pairs), stage, 4,
+                        spec.padding, taps=spec.taps)
+    fitted = lsq.fit(lsq.collect(stage, 4, planes), stage, 4,
                      np.stack(tables[-1]).astype(np.float64), prior_weight=1e-4,
                      smooth_weight=1e-3, iters=args.lsq_iters)
-    refit = np.clip(np.round(fitted), -128, 127).astype(np.int8)
-    model.tables[-1] = [torch.tensor(t, dtype=torch.float32) for t in refit]
-    print(f"last stage refitted in {time.process_time() - t0:.0f} CPU s")
-    report("last stage refitted")
+    tables[-1] = list(np.clip(np.round(fitted), -128, 127).astype(np.int8))
+    refit_seconds = time.process_time() - t0
+    print(f"last stage refitted in {refit_seconds:.0f} CPU s")
+    phases = {"net": {"iterations": int(state["iteration"]),
+                      "cpu_seconds": round(state["cpu_seconds"], 1)},
+              "lsq": {"iterations": args.lsq_iters, "cpu_seconds": round(refit_seconds, 1)}}
+    lut = to_lut(layout, tables, 4, Path(args.export or "taps").stem, {
+        "layout": "mulut", "data": [Path(d).resolve().name for d in args.data],
+        "args": vars(args), "phases": phases,
+        "cpu_seconds_total": round(sum(p["cpu_seconds"] for p in phases.values()), 1)})
+    report("last stage refitted", lut)
+    if args.export:
+        lutsr.save(lut, args.export)
+        print(f"wrote {args.export}")
     for folder in args.test:
         name, pairs = test_pairs(folder)
-        print(f"{name}: {mean_psnr_y(model, pairs)}")
+        print(f"{name}: {mean_psnr_y(lut, pairs)}")
+
 
 if __name__ == "__main__":
     main()
