@@ -13,7 +13,7 @@ DEFAULT = "x4"
 
 
 def names() -> list[str]:
-    """Names of the bundled LUT models, e.g. ``["x2", "x2-s", "x4", "x4-s", "x4-sdy"]``."""
+    """Names of the bundled LUT models, e.g. ``["x2", "x4", "x4-sdy", "x4-sdy-taps"]``."""
     folder = resources.files(__package__) / "luts"
     if not folder.is_dir():
         return []
