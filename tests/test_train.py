@@ -186,6 +186,27 @@ def test_build_lut_tap_window(tmp_path):
     assert res.returncode == 2 and "--init" in res.stderr
 
 
+def test_table_model_learned_taps_are_what_the_runtime_reads():
+    """Fine-tuned taps (``learn_taps``): bit-exact with the runtime on :meth:`tapped_layout`
+    before and after they move, and they get gradients."""
+    from train.nets import to_lut
+
+    rng = np.random.default_rng(8)
+    lut = with_taps(random_lut(rng, interval=5, layout="mulut", scale=2), rng, 3)
+    model = TableModel(layout_of(lut), [list(s.tables) for s in lut.stages], 5, learn_taps=True)
+    img = rng.integers(0, 256, (7, 7), dtype=np.uint8)
+    assert_images_equal(_run(model, img).astype(np.uint8), run_lut(img, lut))
+    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    model(x).float().mean().backward()
+    assert all(w.grad.abs().sum() > 0 for w in model.tap_steps.values())
+    with torch.no_grad():
+        for w in model.tap_steps.values():
+            w.add_(torch.from_numpy(rng.uniform(-40, 40, w.shape).astype(np.float32)))
+    moved = to_lut(model.tapped_layout(), model.int8_tables(), 5)
+    assert any((a.taps != b.taps).any() for a, b in zip(moved.stages, lut.stages))
+    assert_images_equal(_run(model, img).astype(np.uint8), run_lut(img, moved))
+
+
 def test_build_lut_init_keeps_learned_taps(tmp_path):
     """``--init`` of a LUT with learned taps fine-tunes and refits its tables, its taps kept."""
     import lutsr
@@ -204,6 +225,15 @@ def test_build_lut_init_keeps_learned_taps(tmp_path):
     for before, after in zip(start.stages, lut.stages):
         np.testing.assert_array_equal(after.taps, before.taps)
         assert any((a != b).any() for a, b in zip(after.tables, before.tables))
+    # --finetune-taps moves them too (the quick fine-tuning's 10 steps of 0.5 units: a few steps).
+    res = _build("--quick", "--data", tmp_path / "imgs", "--out", tmp_path / "f.lutsr", "--layout",
+                 "mulut", "--scale", 2, "--init", tmp_path / "taps.lutsr", "--finetune-taps")
+    assert res.returncode == 0, res.stderr[-2000:]
+    tuned = lutsr.load(tmp_path / "f.lutsr")
+    assert any((a.taps != b.taps).any() for a, b in zip(tuned.stages, start.stages))
+    res = _build("--quick", "--data", tmp_path / "imgs", "--out", tmp_path / "g.lutsr", "--layout",
+                 "mulut", "--scale", 2, "--finetune-taps")
+    assert res.returncode == 2 and "no learned taps" in res.stderr
 
 
 def test_added_refinement_stage_starts_as_pixel_replication():

@@ -80,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-iters", type=int, default=0)
     p.add_argument("--finetune-lr", type=float, default=0.5,
                    help="Adam step size in table units (int8 levels)")
+    p.add_argument("--finetune-taps", action="store_true",
+                   help="fine-tune the learned taps too (of a LUT that has them: --tap-window, "
+                        "or --init of such a LUT), in steps of their stored units")
     p.add_argument("--finetune-freeze-last", action="store_true",
                    help="fine-tune only the earlier stages; the last stage keeps its tables (the "
                         "lsq phase refits it exactly afterwards): alternating optimisation")
@@ -286,13 +289,16 @@ def main(argv=None) -> int:
                                        "cpu_seconds": round(time.process_time() - t0, 1)}
 
     if args.finetune_iters:
-        tm = TableModel(layout, tables, args.interval)
+        tm = TableModel(layout, tables, args.interval, learn_taps=args.finetune_taps)
+        if args.finetune_taps and not tm.tap_steps:
+            _fail("--finetune-taps: the model has no learned taps (--tap-window, or --init of "
+                  "a LUT with them)")
         if args.finetune_freeze_last:
             tm.tables[-1].requires_grad_(False)
         state = fit.optimise(tm, sampler, args.finetune_iters, args.finetune_lr, args.batch,
                              ckdir / "finetune.pt", log=log, desc="finetune")
         meta["phases"]["finetune"] = _phase(state)
-        tables = tm.int8_tables()
+        tables, layout = tm.int8_tables(), tm.tapped_layout()
 
     if args.lsq_iters:
         t0 = time.process_time()

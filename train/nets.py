@@ -266,27 +266,50 @@ class TableModel(nn.Module):
 
     Tables are kept as floats and read rounded and clamped to int8 with a
     straight-through estimator, so the forward pass is bit-exact with the
-    runtime on the rounded tables.
+    runtime on the rounded tables. With ``learn_taps``, the learned taps of
+    the stages that have them are parameters too, read rounded the same way
+    (:meth:`tapped_layout` gives them as the runtime stores them).
     """
 
-    def __init__(self, layout, tables, interval: int):
+    def __init__(self, layout, tables, interval: int, learn_taps: bool = False):
         super().__init__()
         self.layout = tuple(layout)
         self.interval = interval
         self.tables = nn.ParameterList(
             nn.Parameter(torch.tensor(np.stack(ts), dtype=torch.float32)) for ts in tables)
+        # In their stored units (steps of 2**-TAP_BITS), so that one step size (table
+        # units, about 1) suits both: a tap moves by fractions of a step.
+        self.tap_steps = nn.ParameterDict(
+            {str(i): nn.Parameter(torch.from_numpy(s.taps.astype(np.float32)))
+             for i, s in enumerate(self.layout) if learn_taps and s.taps is not None})
+
+    def _taps_of(self, stage: int):
+        """``ensemble``'s ``taps_of``: None (the layout's own taps or patterns) if not learned."""
+        if str(stage) not in self.tap_steps:
+            return None
+        steps, padding = self.tap_steps[str(stage)], self.layout[stage].padding
+        return lambda x, p: window_taps(x, quantized_taps(steps[p, :, None] / 2**TAP_BITS),
+                                        padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for spec, tabs in zip(self.layout, self.tables):
+        for i, (spec, tabs) in enumerate(zip(self.layout, self.tables)):
             q_tabs = torch.clamp(round_ste(tabs), -128, 127)
             x = finish_stage(ensemble(
-                x, spec, lambda p, taps, t=q_tabs: simplex_interpolate(taps, t[p], self.interval)),
-                spec)
+                x, spec, lambda p, taps, t=q_tabs: simplex_interpolate(taps, t[p], self.interval),
+                self._taps_of(i)), spec)
         return x
 
     def int8_tables(self) -> list[list[np.ndarray]]:
         return [[np.clip(np.round(t.detach().numpy()), -128, 127).astype(np.int8) for t in tabs]
                 for tabs in self.tables]
+
+    def tapped_layout(self) -> tuple[StageSpec, ...]:
+        """The layout with the learned taps as they now are (int16), where they are learned."""
+        return tuple(
+            dataclasses.replace(s, taps=(quantized_taps(self.tap_steps[str(i)].detach()
+                                                        / 2**TAP_BITS) * 2**TAP_BITS)
+                                .numpy().astype(np.int16))
+            if str(i) in self.tap_steps else s for i, s in enumerate(self.layout))
 
 
 def to_lut(layout, tables, interval: int, name: str = "", metadata=None, base=None) -> LUT:
