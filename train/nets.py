@@ -95,6 +95,11 @@ def quantized_taps(weights: torch.Tensor) -> torch.Tensor:
     return round_ste(torch.clamp(weights * 2**TAP_BITS, -2**15, 2**15 - 1)) / 2**TAP_BITS
 
 
+def stored_taps(weights: torch.Tensor) -> np.ndarray:
+    """Tap weights (pixel units) as the runtime's ``Stage.taps`` holds them: int16 steps."""
+    return (quantized_taps(weights.detach()) * 2**TAP_BITS).numpy().astype(np.int16)
+
+
 def rotated_taps(x: torch.Tensor, spec: StageSpec, p: int) -> torch.Tensor:
     """Table ``p``'s 4 taps for every pixel of ``x`` (B, 1, H, W): returns (B, 4, H, W).
 
@@ -209,8 +214,7 @@ class NetModel(nn.Module):
             return self.layout
         weights = iter(self.tap_weights)
         return tuple(dataclasses.replace(s, taps=np.stack(
-            [(quantized_taps(next(weights).detach())[:, 0] * 2**TAP_BITS).numpy()
-             for _ in s.patterns]).astype(np.int16)) for s in self.layout)
+            [stored_taps(next(weights))[:, 0] for _ in s.patterns])) for s in self.layout)
 
     def forward(self, x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
         """(B, 1, H, W) values 0..255 -> (B, 1, H*s, W*s) values 0..255 (integers).
@@ -306,9 +310,7 @@ class TableModel(nn.Module):
     def tapped_layout(self) -> tuple[StageSpec, ...]:
         """The layout with the learned taps as they now are (int16), where they are learned."""
         return tuple(
-            dataclasses.replace(s, taps=(quantized_taps(self.tap_steps[str(i)].detach()
-                                                        / 2**TAP_BITS) * 2**TAP_BITS)
-                                .numpy().astype(np.int16))
+            dataclasses.replace(s, taps=stored_taps(self.tap_steps[str(i)] / 2**TAP_BITS))
             if str(i) in self.tap_steps else s for i, s in enumerate(self.layout))
 
 
