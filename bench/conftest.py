@@ -11,8 +11,8 @@ functions of the four inputs plus noise, interval 4, the published sizes):
 ``mulut_x4`` (MuLUT-SDY: two stages of S, D, Y). ``random_srlut_x4`` has
 uniformly random tables of the same shape, the worst case. ``bundled_x4`` is
 the default LUT lutsr ships (an S table over a linear 5x5 base).
-``mulut_x4_taps5`` is ``mulut_x4`` reading its pixels through learned 5x5 taps
-(one-hot: the same output), the run-time cost of learned taps.
+``mulut_x4_taps5`` is ``mulut_x4`` reading its pixels through dense learned 5x5
+taps close to its patterns: the run-time cost of learned taps.
 """
 
 from __future__ import annotations
@@ -90,17 +90,19 @@ def mulut_x4() -> LUT:
     return conformance_model("mulut_sdy_x4_q16")
 
 
-def with_one_hot_taps(lut: LUT, window: int = 5) -> LUT:
-    """``lut`` with learned taps of ``window`` that read its fixed patterns: the same output
-    and table reads, plus the cost of computing taps (``lutsr.model.one_hot_taps``)."""
-    stages = tuple(dataclasses.replace(s, taps=one_hot_taps(s.patterns, window))
-                   for s in lut.stages)
+def with_dense_taps(lut: LUT, window: int = 5) -> LUT:
+    """``lut`` with learned taps of ``window``: its fixed patterns (``lutsr.model.one_hot_taps``)
+    plus small random weights (|w| <= 8 of 1024) on every window pixel, so that every
+    multiply-add runs (the kernels skip zero weights) while the taps stay near the patterns'."""
+    rng = np.random.default_rng(2)
+    stages = tuple(dataclasses.replace(s, taps=(one_hot_taps(s.patterns, window) + rng.integers(
+        -8, 9, (len(s.patterns), 4, window, window))).astype(np.int16)) for s in lut.stages)
     return LUT(stages, lut.interval, f"{lut.name}+taps{window}")
 
 
 @pytest.fixture(scope="session")
 def mulut_x4_taps5() -> LUT:
-    return with_one_hot_taps(conformance_model("mulut_sdy_x4_q16"))
+    return with_dense_taps(conformance_model("mulut_sdy_x4_q16"))
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ The targets (issue 2), 480x270 RGB upscaled x4 to 1920x1080, 2 threads:
 SR-LUT-S x4 median <= 12 ms and <= 6x ``cv2.resize(INTER_CUBIC)``; MuLUT-SDY x4
 median <= 45 ms; a new process's first call (import, LUT load, first upscale,
 numba cache warm) < 1.5 s. The bundled default ``x4``, an S table over a
-linear base, runs beside them, and MuLUT-SDY reading its pixels through learned
-5x5 taps (one-hot weights: the same output), the run-time cost of such taps. Run::
+linear base, runs beside them, and MuLUT-SDY reading its pixels through dense
+learned 5x5 taps near its patterns, the run-time cost of such taps. Run::
 
     python -m pytest bench/test_bench_runtime.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds
@@ -36,10 +36,10 @@ import pytest
 import lutsr
 
 try:
-    from .conftest import SIZES, conformance_model, photo_frame, with_one_hot_taps
+    from .conftest import SIZES, conformance_model, photo_frame, with_dense_taps
 except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SIZES, conformance_model, photo_frame, with_one_hot_taps
+    from bench.conftest import SIZES, conformance_model, photo_frame, with_dense_taps
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -168,7 +168,7 @@ def main(argv=None) -> None:
     noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
     srlut, mulut = conformance_model("srlut_s_x4_q16"), conformance_model("mulut_sdy_x4_q16")
     default = lutsr.load_bundled("x4")
-    tapped = with_one_hot_taps(mulut)
+    tapped = with_dense_taps(mulut)
     cases = {
         "cv2 INTER_CUBIC (photo)": cubic(frame),
         f"SR-LUT-S x4 (photo), {THREADS} threads": lut_upscale(srlut, frame),
