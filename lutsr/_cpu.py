@@ -46,6 +46,11 @@ How a stage runs (see :class:`NumbaRunner`):
   m)`` and rounds with a shift by ``BASE_BITS``: still integers, still exact
   (:func:`lutsr.model.sum_shift`).
 
+  A stage with learned taps first writes, per band, the planes of every
+  (pattern, rotation)'s taps (:func:`_learned_tap_band`: pairs of window
+  pixels per ``vpmaddwd``, :func:`_tap_lanes`); pass 1 then reads its four
+  taps there, at the pixel's own position, instead of in the window.
+
   The 16-lane pass 1 and :func:`_accumulate_lanes` need AVX-512BW
   (:func:`avx512bw_available`); without it the portable pass 1
   (:func:`_vertices_portable`) and pass 2 run.
@@ -1649,8 +1654,11 @@ class _FramePlan:
     def __init__(self, stages: list[_PreparedStage], height: int, width: int, channels: int,
                  bands: int):
         self.stage_plans = []
+        tap_planes = {}  # stages run one after another: those of one input size share them
         for i, ps in enumerate(stages):
             plan = _StagePlan(ps, height, width, channels, bands)
+            if plan.tap_planes is not None:
+                plan.tap_planes = tap_planes.setdefault(plan.tap_planes.shape, plan.tap_planes)
             height, width = height * ps.r, width * ps.r
             if i + 1 < len(stages):
                 plan.output = np.empty((channels, height, width), np.uint8)
