@@ -1346,8 +1346,8 @@ def _learned_tap_band(src, s_y, s_x, s_c, win, pairs, prow, pcol, y0, y1, offset
     taps as pairs (:func:`_pair_taps`), offsets in the flattened window.
     Writes ``out[j, c, y, x]`` (out: (4P * 4, C, H, W)): 64 pixels at a time,
     then 16 (:func:`_tap_lanes`; the last 16 of a row overlap the previous
-    ones), one at a time in rows narrower than 16. Sums are int32 (|weight| < 2**15, at
-    most 49 pixels of 255: below 2**31).
+    ones), one at a time in rows narrower than 16. Sums are int32 (|weight| <
+    2**15, at most 49 pixels of 255: below 2**31).
     """
     n_ch, hw, wp = win.shape
     margin = (hw - (y1 - y0)) // 2

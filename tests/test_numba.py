@@ -270,7 +270,7 @@ def test_learned_taps_match_reference(window, interval, stages):
     # The int16 extremes: sums at their largest, taps clipped at 0 and 255.
     extreme = [dataclasses.replace(s, taps=rng.choice(np.array([-32768, 32767], np.int16),
                                                       s.taps.shape)) for s in lut.stages]
-    for shape in [(5, 9), (3, 37)]:  # one pixel at a time; 16 at a time
+    for shape in [(5, 9), (3, 83)]:  # one pixel at a time; 64, then 16 twice (overlapping)
         check(dataclasses.replace(lut, stages=tuple(extreme)), frames_of(rng, 1, *shape, 1))
     with_base_too = with_base(lut, rng) if window == 5 and interval == 6 else None
     if with_base_too is not None:  # a base reads the window while pass 1 reads the taps
