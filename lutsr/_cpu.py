@@ -1255,8 +1255,8 @@ def _tap_lanes(typingctx, pairs, at, offsets, weights, out, out_at, blocks):
     lanes: LLVM turns the pattern into one ``vpmaddwd`` (``vpdpwssd`` with
     VNNI), two multiply-adds per lane. Each block of 16 pixels has its own
     accumulator in registers: independent chains hide the instruction's
-    latency (the tap pass of ``x4-sdy-taps`` measured 1.2x faster with 4
-    blocks than with 1). Then ``clip((s +
+    latency (in one A/B run the tap pass of ``x4-sdy-taps`` was about 1.2x
+    faster with 4 blocks than with 1). Then ``clip((s +
     2**(TAP_BITS - 1)) >> TAP_BITS, 0, 255)``, stored 16 bytes per block.
     """
     if not (isinstance(out, types.Array) and isinstance(blocks, types.UniTuple)):
