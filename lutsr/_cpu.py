@@ -407,6 +407,24 @@ def _splat(builder, vec, value):
     return builder.shuffle_vector(lanes, ir.Constant(vec, ir.Undefined), zeros)
 
 
+def _madd_pairs(builder, a, b):
+    """``a[2i] * b[2i] + a[2i + 1] * b[2i + 1]`` in int32 lanes, for int16 vectors ``a``, ``b``.
+
+    Widened products summed pairwise through two constant shuffles: the pattern
+    LLVM turns into one ``vpmaddwd`` (``vpdpwssd`` with AVX-512 VNNI, the
+    accumulating add folded in).
+    """
+    n = a.type.count
+    wide = ir.VectorType(ir.IntType(32), n)
+    products = builder.mul(builder.sext(a, wide), builder.sext(b, wide))
+
+    def every_other(first):
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), n // 2), list(range(first, n, 2)))
+        return builder.shuffle_vector(products, products, mask)
+
+    return builder.add(every_other(0), every_other(1))
+
+
 @intrinsic
 def _add_rows(typingctx, acc, k, tables, offsets, weights, block):
     """``acc[k * r*r + m] += sum(weights[n] * tables[offsets[n] + m] for n)`` for ``m < r*r``.
@@ -487,8 +505,6 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
         pixels = context.make_array(plane)(context, builder, plane_val).data
         rows_ary = context.make_array(rows)(context, builder, rows_val)
         origin = context.cast(builder, at_val, signature.args[4], types.uint64)
-        even = ir.Constant(vec, list(range(0, 2 * rr, 2)))
-        odd = ir.Constant(vec, list(range(1, 2 * rr, 2)))
         with cgutils.for_range(builder, builder.extract_value(rows_ary.shape, 0)) as loop:
             row_at = builder.add(origin, builder.load(builder.gep(rows_ary.data, [loop.index])))
             row_ptr = builder.bitcast(builder.gep(pixels, [row_at]),
@@ -501,10 +517,8 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
                                          ir.Constant(i64, j))
                 at_w = builder.mul(pair_index, ir.Constant(i64, 2 * rr))
                 w = builder.load(builder.bitcast(builder.gep(weights, [at_w]), weight_t), align=2)
-                products = builder.mul(builder.sext(w, pairs), builder.sext(pair, pairs))
-                summed = builder.add(builder.shuffle_vector(products, products, even),
-                                     builder.shuffle_vector(products, products, odd))
-                builder.store(builder.add(builder.load(accs[j]), summed), accs[j])
+                builder.store(builder.add(builder.load(accs[j]), _madd_pairs(builder, w, pair)),
+                              accs[j])
         total = builder.load(accs[0])
         for acc in accs[1:]:
             total = builder.add(total, builder.load(acc))
@@ -1267,7 +1281,6 @@ def _tap_lanes(typingctx, pairs, at, offsets, weights, out, out_at, blocks):
         pairs_val, at_val, offsets_val, weights_val, out_val, out_at_val, _ = args
         i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
         vec, halves = ir.VectorType(i32, LANES), ir.VectorType(i16, 2 * LANES)
-        wide = ir.VectorType(i32, 2 * LANES)
         packed = context.make_array(pairs)(context, builder, pairs_val).data
         offsets_ary = context.make_array(offsets)(context, builder, offsets_val)
         weights_ptr = builder.bitcast(
@@ -1276,21 +1289,15 @@ def _tap_lanes(typingctx, pairs, at, offsets, weights, out, out_at, blocks):
         accs = [cgutils.alloca_once(builder, vec) for _ in range(n_blocks)]
         for acc in accs:
             builder.store(_splat(builder, vec, ir.Constant(i32, 1 << (TAP_BITS - 1))), acc)
-        even = ir.Constant(vec, list(range(0, 2 * LANES, 2)))
-        odd = ir.Constant(vec, list(range(1, 2 * LANES, 2)))
         with cgutils.for_range(builder, builder.extract_value(offsets_ary.shape, 0)) as loop:
             offset = builder.load(builder.gep(offsets_ary.data, [loop.index]))
             w = builder.bitcast(_splat(builder, vec, builder.load(builder.gep(
                 weights_ptr, [loop.index]))), halves)
-            w = builder.sext(w, wide)
             first = builder.add(origin, offset)
             for b, acc in enumerate(accs):
                 ptr = builder.gep(packed, [builder.add(first, ir.Constant(i64, b * LANES))])
                 pixels = builder.load(builder.bitcast(ptr, halves.as_pointer()), align=4)
-                products = builder.mul(builder.sext(pixels, wide), w)
-                summed = builder.add(builder.shuffle_vector(products, products, even),
-                                     builder.shuffle_vector(products, products, odd))
-                builder.store(builder.add(builder.load(acc), summed), acc)
+                builder.store(builder.add(builder.load(acc), _madd_pairs(builder, pixels, w)), acc)
         dst = context.make_array(out)(context, builder, out_val).data
         dst = builder.gep(dst, [context.cast(builder, out_at_val, signature.args[5], types.int64)])
         low, high = ir.Constant(vec, [0] * LANES), ir.Constant(vec, [255] * LANES)
