@@ -473,14 +473,14 @@ def test_caller_never_waits_for_a_busy_pool(monkeypatch):
     """With the pool's workers busy elsewhere, the calling thread does every band itself."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lutsr import _cpu
+    from lutsr._cpu import runner
 
     rng = np.random.default_rng(51)
     lut = random_lut(rng, 6, "srlut", 2)
     frames = frames_of(rng, 1, 12, 7, 2)
     busy, gate = ThreadPoolExecutor(1), threading.Event()
     busy.submit(gate.wait)  # the only worker is blocked until the end of the test
-    monkeypatch.setattr(_cpu, "_pool", lambda workers: busy)
+    monkeypatch.setattr(runner, "_pool", lambda workers: busy)
     result = []
     caller = threading.Thread(target=lambda: result.append(upscale(NumbaRunner(lut, 2), frames)))
     try:

@@ -1,127 +1,26 @@
-"""Numba CPU backend: one LUT stage per pass over row bands, all rotations fused.
+"""The numba backend's kernels: jitted passes and the LLVM intrinsics they are built from.
 
-The spec is :mod:`lutsr.reference`; this module reproduces it bit for bit, fast.
-
-How a stage runs (see :class:`NumbaRunner`):
-
-* A rotation is never materialised. Rotating the plane, padding it at the
-  bottom and right and rotating back is the same as reading the *unrotated*
-  plane, padded by 2 pixels on all four sides, at rotated tap offsets
-  (:func:`rotated_offsets`): padding at the bottom of the plane rotated by 180
-  degrees is padding at the top of the original. ``np.pad`` on each axis is an
-  index map, so the all-sides padded plane equals every rotation's own padding
-  (the tests check this against :func:`tap_indices` for all small sizes).
-* The image is split into bands of rows; each band pads its own window of the
-  source (per channel, contiguous rows) and, for each row, channel and chunk of
-  :data:`CHUNK` pixels, runs two passes:
-
-  1. *vertices* (:func:`_vertices`): for every (pattern, rotation) and pixel,
-     the base table row, the four simplex steps and the five weights, 16
-     pixels per vector: contiguous tap loads and a branchless 4-element
-     sorting network on packed ``fraction << sh | stride`` keys;
-  2. *accumulate* (:func:`_accumulate`): per pixel, the weighted sum of 5
-     table rows per (pattern, rotation). Portable path: one ``r*r``
-     accumulator per rotation in registers (a stack buffer, see
-     :func:`_stack_buffer`), rows loaded as whole ``<r*r x i8>`` vectors
-     (:func:`_add_rows`), the four rotations added through their block
-     permutations (constant shuffles). On AVX-512 VNNI CPUs and ``r = 4``,
-     :func:`_dot_rotations` does a vertex's four rotations in one byte
-     permute and one dot product. For ``r`` = 1 and 2 (short rows),
-     :func:`_accumulate_lanes` gathers 16 pixels at a time instead
-     (AVX-512BW CPUs).
-
-  The sum is an integer ``s`` (the reference's float total times ``q``), so
-  ``clip(round(s / q / divisor + bias), 0, 255)`` is a lookup table computed
-  by numpy from the reference's own expression: exact by construction. When
-  it is a rounding shift (:func:`power_of_two_rounding`, checked against the
-  lookup over every reachable sum) it is computed in vector registers
-  instead, and each row of the block is one store. Pass 2 writes each output
-  row of the source row contiguously per channel; :func:`_write_rows` then
-  interleaves them into the output (vector shuffles for RGB and RGBA).
-
-  A stage with a linear base (see :class:`~lutsr.model.Stage`) adds its
-  weighted sum of the input pixels around each pixel (:func:`_add_base`, in
-  pass 2, pairs of int16 products per instruction; for ``r`` = 1 and 2
-  :func:`_add_base_lanes`, 16 pixels per vector) to ``s * 2**(BASE_BITS -
-  m)`` and rounds with a shift by ``BASE_BITS``: still integers, still exact
-  (:func:`lutsr.model.sum_shift`).
-
-  A stage with learned taps first writes, per band, the planes of every
-  (pattern, rotation)'s taps (:func:`_learned_tap_band`: pairs of window
-  pixels per ``vpmaddwd``, :func:`_tap_lanes`); pass 1 then reads its four
-  taps there, at the pixel's own position, instead of in the window.
-
-  The 16-lane pass 1 and :func:`_accumulate_lanes` need AVX-512BW
-  (:func:`avx512bw_available`); without it the portable pass 1
-  (:func:`_vertices_portable`) and pass 2 run.
-
-* Bands run on a thread pool; the kernels release the GIL. A stage needs the
-  previous stage complete for all rows (its taps reach into neighbouring
-  bands), so stages are separated by a barrier.
+See :mod:`lutsr._cpu` for how a stage runs. Every intrinsic lives in this file
+with the kernels that inline it, and so do the constants and the permutations
+they compile in: numba's on-disk cache is invalidated only by changes to the
+jitted function's own source file, and it keeps the values of globals as they
+were at compile time.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-import itertools
-import math
 import os
-import sys
-import threading
-import types as pytypes
-from concurrent.futures import ThreadPoolExecutor, wait
 
+import numba
+import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
-def _import_numba_without_scipy_probe() -> None:
-    """Import numba's numpy support without its SciPy BLAS probe.
-
-    The first numba compile or cache load in a process imports
-    ``numba.np.arraymath``, whose module body runs ``import
-    scipy.linalg.cython_blas`` only to learn whether ``np.dot`` can be
-    supported: 0.4-0.6 s of a new process's first upscale, for a feature lutsr
-    never uses. When SciPy is installed (so the probe's answer is "yes"
-    anyway), a placeholder stands in for that one module while arraymath is
-    imported, and is removed right after, so a later real ``import
-    scipy.linalg`` (by the user, or by numba when it compiles ``np.dot``)
-    loads SciPy normally.
-    """
-    name = "scipy.linalg.cython_blas"
-    if name in sys.modules or "numba.np.arraymath" in sys.modules:
-        return
-    if importlib.util.find_spec("scipy") is None:
-        return  # the probe fails fast without SciPy: nothing to avoid
-    placeholder = pytypes.ModuleType(name)
-    sys.modules[name] = placeholder
-    try:
-        import numba.np.arraymath  # noqa: F401 - runs the probe against the placeholder
-    finally:
-        if sys.modules.get(name) is placeholder:
-            del sys.modules[name]
-
-
-_import_numba_without_scipy_probe()
-
-import numba  # noqa: E402 - after the probe above
-import numpy as np  # noqa: E402
-from llvmlite import binding as _llvm  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import types  # noqa: E402
-from numba.core import cgutils  # noqa: E402
-from numba.extending import intrinsic, overload  # noqa: E402
-
-from .model import (  # noqa: E402
-    BASE_BITS,
-    BASE_RADIUS,
-    BASE_SIDE,
-    LUT,
-    PATTERNS,
-    TAP_BITS,
-    Stage,
-    grid_size,
-    pattern_extent,
-    sum_shift,
-)
+from ..model import BASE_RADIUS, BASE_SIDE, TAP_BITS
 
 _LLVM_MAJOR = _llvm.llvm_version_info[0]
 
@@ -134,152 +33,13 @@ CHUNK = 64
 MARGIN = max(2, BASE_RADIUS)
 
 #: Pixel pairs of one row of a linear base's window (the last pair's second pixel weighted 0).
-_BASE_PAIRS = BASE_RADIUS + 1
-
-#: Row bands per worker thread: more bands than threads balance the load when
-#: one core runs slower than the other (measured on a 2-vCPU VM: the pool
-#: thread's bands took 1.4-1.7x the caller's; 4 per thread beat 2 by ~10%).
-BANDS_PER_THREAD = 4
-
-# --------------------------------------------------------------------------- index maps
-
-
-def _offset_maps(offsets, ext: int, padding: str, height: int, width: int):
-    """Source rows (4, T, height) and columns (4, T, width) of the (dy, dx) ``offsets``
-    of a rotated plane padded by ``ext`` at the bottom and right, for every rotation."""
-    rows = np.empty((4, len(offsets), height), np.int64)
-    cols = np.empty((4, len(offsets), width), np.int64)
-    y, x = np.arange(height), np.arange(width)
-    pad_h = np.pad(np.arange(height), (0, ext), mode=padding)
-    pad_w = np.pad(np.arange(width), (0, ext), mode=padding)
-    for t, (dy, dx) in enumerate(offsets):
-        # np.rot90(img, k) puts original pixel (y, x) at rotated (i, j);
-        # the tap sits at rotated (i + dy, j + dx), padded, mapped back.
-        rows[0, t], cols[0, t] = pad_h[y + dy], pad_w[x + dx]
-        rows[1, t], cols[1, t] = pad_h[y + dx], width - 1 - pad_w[width - 1 - x + dy]
-        rows[2, t] = height - 1 - pad_h[height - 1 - y + dy]
-        cols[2, t] = width - 1 - pad_w[width - 1 - x + dx]
-        rows[3, t], cols[3, t] = height - 1 - pad_h[height - 1 - y + dx], pad_w[x + dy]
-    return rows, cols
-
-
-def tap_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source row and column of every tap, for every rotation.
-
-    Returns
-    -------
-    rows : ndarray of int64, shape (P, 4, 4, height)
-        ``rows[p, k, t, y]`` is the source row of tap ``t`` of pattern ``p`` in
-        rotation ``k`` for output pixel row ``y``.
-    cols : ndarray of int64, shape (P, 4, 4, width)
-        Likewise for columns.
-    """
-    maps = [_offset_maps(PATTERNS[p], pattern_extent(p), stage.padding, height, width)
-            for p in stage.patterns]
-    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
-
-
-def window_indices(stage: Stage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source row and column of every pixel of a learned tap's ``w x w`` window.
-
-    Returns
-    -------
-    rows : ndarray of int64, shape (4, w*w, height)
-        ``rows[k, a * w + b, y]``: the source row of window pixel ``(a, b)`` in
-        rotation ``k`` for output pixel row ``y``.
-    cols : ndarray of int64, shape (4, w*w, width)
-        Likewise for columns.
-    """
-    w = stage.taps.shape[2]
-    offsets = [(a, b) for a in range(w) for b in range(w)]
-    return _offset_maps(offsets, w - 1, stage.padding, height, width)
+BASE_PAIRS = BASE_RADIUS + 1
 
 
 def block_permutations(r: int) -> np.ndarray:
     """``perm[k, pos]``: the table column that lands at block position ``pos`` in rotation ``k``."""
     block = np.arange(r * r).reshape(r, r)
     return np.stack([np.rot90(block, -k).ravel() for k in range(4)]).astype(np.int64)
-
-
-def stack_tables(stage: Stage) -> np.ndarray:
-    """The stage's tables as one C-contiguous int8 array of shape (P, L**4, r*r)."""
-    return np.ascontiguousarray(np.stack(stage.tables))
-
-
-def rotated_offsets(pattern: str) -> np.ndarray:
-    """Tap offsets of ``pattern`` in every rotation, in unrotated coordinates.
-
-    Returns
-    -------
-    ndarray of int64, shape (4, 4, 2)
-        ``[k, t] = (dy, dx)``: in rotation ``k`` (``np.rot90(plane, k)``), tap
-        ``t`` of the pixel at ``(y, x)`` is the pixel at ``(y + dy, x + dx)`` of
-        the plane padded on all sides (see :func:`padded_index`).
-    """
-    out = np.empty((4, 4, 2), np.int64)
-    for t, (dy, dx) in enumerate(PATTERNS[pattern]):
-        # rot90 by k turns a rotated-frame step (dy, dx) into these steps.
-        out[:, t] = [(dy, dx), (dx, -dy), (-dy, -dx), (-dx, dy)]
-    return out
-
-
-def padded_index(n: int, padding: str, margin: int = MARGIN) -> np.ndarray:
-    """Source index of each position of an axis of length ``n`` padded by ``margin`` on both sides.
-
-    Returns
-    -------
-    ndarray of int64, shape (n + 2 * margin,)
-        ``np.pad(np.arange(n), margin, mode=padding)``: numpy's own padding, so
-        edge cases (``n`` of 1 or 2 with ``reflect``) match the reference.
-    """
-    return np.pad(np.arange(n, dtype=np.int64), margin, mode=padding)
-
-
-def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
-    """The stage's final rounding as a lookup over the integer accumulator.
-
-    The reference sums ``acc / q`` over rotations and patterns in float64; every
-    term is an integer over a power of two, so the float sum is exactly
-    ``s / q`` for the integer ``s`` that the kernels accumulate.
-
-    Returns
-    -------
-    table : ndarray of uint8, shape (s_max - s_min + 1,)
-        ``table[s - s_min] = clip(round(s / q / divisor + bias), 0, 255)``,
-        evaluated with numpy exactly as :func:`lutsr.reference.run_stage` does.
-    s_min : int
-        The smallest possible ``s``: ``-4 * P * 128 * q``.
-    """
-    q = 2**interval
-    n_terms = 4 * len(stage.patterns) * q  # sum of all simplex weights
-    s_min, s_max = -128 * n_terms, 127 * n_terms
-    total = np.arange(s_min, s_max + 1, dtype=np.int64) / q
-    rounded = np.clip(np.round(total / stage.divisor + stage.bias), 0, 255)
-    return rounded.astype(np.uint8), s_min
-
-
-def power_of_two_rounding(stage: Stage, interval: int) -> tuple[int, int] | None:
-    """``(m, b)`` when the stage's rounding is ``clip(round(s / 2**m + b), 0, 255)``, else None.
-
-    That holds when ``q * divisor`` is ``2**m`` (``m >= 1``) and ``bias`` is
-    the integer ``b``: SR-LUT-S, for one. The kernels then round with shifts,
-    which vectorise, instead of one table lookup per output byte. The formula
-    (half to even: add ``2**(m-1) - 1`` plus the parity of ``(s >> m) + b``,
-    since the reference adds the bias before rounding) is
-    checked here against :func:`rounding_table` over every reachable ``s``, so
-    either path is exact.
-    """
-    m = math.log2(2**interval * stage.divisor)
-    if m != int(m) or m < 1 or stage.bias != int(stage.bias):
-        return None
-    m, b = int(m), int(stage.bias)
-    table, s_min = rounding_table(stage, interval)
-    s = np.arange(s_min, s_min + len(table), dtype=np.int64)
-    formula = np.clip(((s + (1 << (m - 1)) - 1 + (((s >> m) + b) & 1)) >> m) + b, 0, 255)
-    return (m, b) if np.array_equal(formula, table) else None
-
-
-# --------------------------------------------------------------------------- kernels
 
 
 @intrinsic
@@ -496,7 +256,7 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
         at_total = builder.bitcast(total_ptr, vec.as_pointer())
         shift = builder.trunc(context.cast(builder, shift_val, signature.args[1], types.int64), i32)
         # One accumulator per pair column: three short dependency chains, not one long one.
-        accs = [cgutils.alloca_once(builder, vec) for _ in range(_BASE_PAIRS)]
+        accs = [cgutils.alloca_once(builder, vec) for _ in range(BASE_PAIRS)]
         builder.store(builder.shl(builder.load(at_total, align=4), _splat(builder, vec, shift)),
                       accs[0])
         for acc in accs[1:]:
@@ -510,10 +270,10 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
             row_ptr = builder.bitcast(builder.gep(pixels, [row_at]),
                                       ir.VectorType(ir.IntType(8), 8).as_pointer())
             row = builder.zext(builder.load(row_ptr, align=1), ir.VectorType(i16, 8))
-            for j in range(_BASE_PAIRS):
+            for j in range(BASE_PAIRS):
                 pair = builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined),
                                               ir.Constant(pairs, [2 * j, 2 * j + 1] * rr))
-                pair_index = builder.add(builder.mul(loop.index, ir.Constant(i64, _BASE_PAIRS)),
+                pair_index = builder.add(builder.mul(loop.index, ir.Constant(i64, BASE_PAIRS)),
                                          ir.Constant(i64, j))
                 at_w = builder.mul(pair_index, ir.Constant(i64, 2 * rr))
                 w = builder.load(builder.bitcast(builder.gep(weights, [at_w]), weight_t), align=2)
@@ -1155,7 +915,7 @@ def _add_base_lanes(typingctx, acc, shift, base, plane, at, rows, n, lanes):
                 px = builder.zext(merged, vec)
                 pair, j = divmod(b, 2)
                 for m in range(rr):
-                    index = ((a * _BASE_PAIRS + pair) * rr + m) * 2 + j
+                    index = ((a * BASE_PAIRS + pair) * rr + m) * 2 + j
                     w = builder.sext(builder.load(builder.gep(weights, [ir.Constant(i64, index)])),
                                      i32)
                     totals[m] = builder.add(totals[m], builder.mul(px, _splat(builder, vec, w)))
@@ -1480,321 +1240,3 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         _write_rows(rows, dst, y * r * d_y, d_y, d_x, d_c)
 
 
-# --------------------------------------------------------------------------- runner
-
-
-def _span(a: np.ndarray, writeable: bool) -> tuple[np.ndarray, tuple[int, ...]] | None:
-    """A flat 1-D uint8 view over ``a`` and ``a``'s strides in it, or None if it has none.
-
-    Element ``i`` of ``a`` is ``span[dot(i, strides)]``. A C-contiguous ``a``
-    gives a plain reshape; otherwise the span also covers the bytes between
-    elements, which belong to the same buffer and are never written. Strides
-    of length-1 axes are irrelevant and reported as 0. None when a stride is
-    negative, or (for ``writeable``) when elements overlap.
-    """
-    strides = tuple(s if n > 1 else 0 for n, s in zip(a.shape, a.strides, strict=True))
-    if min(strides) < 0 or (writeable and any(s == 0 and n > 1 for n, s in
-                                              zip(a.shape, strides, strict=True))):
-        return None
-    if a.flags.c_contiguous:
-        flat = a.reshape(-1)
-    else:
-        size = 1 + sum((n - 1) * s for n, s in zip(a.shape, strides, strict=True))
-        flat = np.lib.stride_tricks.as_strided(a, (size,), (1,), writeable=writeable)
-    if not writeable and flat.flags.writeable:
-        # One numba signature for every input: always read-only.
-        flat = flat.view()
-        flat.flags.writeable = False
-    return flat, strides
-
-
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads, shared by runners of that thread count."""
-    with _pools_lock:
-        pool = _pools.get(workers)
-        if pool is None:
-            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lutsr")
-        return pool
-
-
-def _forget_pools_after_fork() -> None:
-    # A forked child inherits the pools but not their threads (nor, possibly,
-    # a free lock): start afresh so that it runs in parallel too.
-    global _pools_lock
-    _pools.clear()
-    _pools_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
-
-
-class _PreparedStage:
-    """Everything about one stage that depends only on the LUT."""
-
-    def __init__(self, stage: Stage, interval: int):
-        L = grid_size(interval)
-        rr = stage.r * stage.r
-        self.r = stage.r
-        self.padding = stage.padding
-        self.interval = interval
-        tables = stack_tables(stage)
-        if tables.size >= 2**32:
-            raise ValueError(f"{tables.size / 2**30:.1f} GiB of tables are too large for the "
-                             "numba backend's 32-bit offsets; use backend='reference'")
-        # 3 bytes of padding: the r = 1 gathers read 4 bytes at a row's offset.
-        self.tables = np.concatenate([tables.reshape(-1), np.zeros(3, np.int8)])
-        # Offset of the table that (pattern p, rotation k) = combination p * 4 + k reads.
-        self.tbase = np.repeat(np.arange(len(stage.patterns), dtype=np.int64), 4) \
-            * (stage.rows * rr)
-        self.offsets = np.concatenate([rotated_offsets(p) for p in stage.patterns])  # (4P, 4, 2)
-        self.strides = np.array([L**3 * rr, L**2 * rr, L * rr, rr], np.int64)
-        self.shift = int(self.strides[0]).bit_length()
-        rnd, s_min = rounding_table(stage, interval)
-        # Weights are packed as bytes (q <= 128 for every interval); r must be 4. (For
-        # r = 2 the same idea with gathered 4-byte rows, 4 pixels per vector, measured
-        # 1.28x the portable kernel's time: not used.)
-        self.vnni = stage.r == 4 and vnni_available()
-        # VNNI sums are int32; so are sums that a base shifts up.
-        if max(-s_min, len(rnd) - 1 + s_min) < 2**15 and not self.vnni and stage.base is None:
-            acc_type = np.int16
-            self.rnd = np.zeros(2**16, np.uint8)
-            self.rnd[np.arange(s_min, s_min + len(rnd)) & 0xFFFF] = rnd
-            self.low = 0
-        else:
-            acc_type = np.int32
-            self.rnd, self.low = rnd, -s_min
-        self.lanes = ((np.int32(0),) * (LANES * rr if stage.r <= 2 else 1)
-                      if avx512bw_available() else None)
-        # (m, bias) of shift rounding, or m = 0 to use the lookup ``rnd``.
-        self.shift_round, self.shift_bias = power_of_two_rounding(stage, interval) or (0, 0)
-        self.sum_shift, self.base = 0, None
-        if stage.base is not None:  # LUT validation guarantees sum_shift is not None
-            self.sum_shift = BASE_BITS - sum_shift(stage, interval)
-            self.shift_round, self.shift_bias = BASE_BITS, int(stage.bias)
-            # (r, r, 5, 5) -> (row, pixel pair, m, 2), a row's last pair padded by a 0 weight.
-            n, pairs = BASE_SIDE, _BASE_PAIRS
-            dense = np.zeros((n, 2 * pairs, rr), np.int16)
-            dense[:, :n] = stage.base.reshape(rr, n, n).transpose(1, 2, 0)
-            self.base = dense.reshape(n, pairs, 2, rr).transpose(0, 1, 3, 2).reshape(-1)
-            self.base.flags.writeable = False
-        self.block = (acc_type(0),) * rr
-        self.side = (0,) * stage.r
-        # Learned taps: per (pattern, rotation) = combination j and tap t at j * 4 + t,
-        # pairs of window pixels (steps (dy, dx) in unrotated coordinates) and their weights.
-        self.tap_steps = self.tap_weights = None
-        if stage.taps is not None:
-            n_pat, w = len(stage.patterns), stage.taps.shape[2]
-            a, b = np.divmod(np.arange(w * w), w)
-            # Rotation k's steps, as in rotated_offsets.
-            steps = np.array([(a, b), (b, -a), (-a, -b), (-b, a)]).transpose(0, 2, 1)
-            all_steps = np.broadcast_to(steps[None, :, None], (n_pat, 4, 4, w * w, 2))
-            all_weights = np.broadcast_to(stage.taps.reshape(n_pat, 1, 4, w * w),
-                                          (n_pat, 4, 4, w * w))
-            self.tap_steps, self.tap_weights = _pair_taps(all_steps.reshape(-1, w * w, 2),
-                                                          all_weights.reshape(-1, w * w))
-            self.tap_margin = w - 1
-            self.tap_weights.flags.writeable = False
-        for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
-            a.flags.writeable = False  # shared by every thread
-
-
-def _slack_empty(shape: tuple[int, ...], slack: int) -> np.ndarray:
-    """An empty C-contiguous uint8 array of ``shape`` whose buffer goes on ``slack`` bytes."""
-    size = math.prod(shape)
-    return np.empty(size + slack, np.uint8)[:size].reshape(shape)
-
-
-class _StagePlan:
-    """Per frame size, per calling thread: index maps, bands and their scratch."""
-
-    def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int):
-        wp = width + 2 * MARGIN
-        self.prow = padded_index(height, ps.padding)
-        self.pcol = padded_index(width, ps.padding)
-        self.tapoff = np.ascontiguousarray(ps.offsets[..., 0] * wp + ps.offsets[..., 1])
-        edges = np.linspace(0, height, min(bands, height) + 1).round().astype(int)
-        self.bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
-        # 8 bytes of slack past each window: :func:`_add_base` reads 8 bytes at a row's offset.
-        self.windows = [_slack_empty((channels, y1 - y0 + 2 * MARGIN, wp), 8)
-                        for y0, y1 in self.bands]
-        self.bufs = [np.empty(ps.offsets.shape[0] * 10 * CHUNK, np.uint32) for _ in self.bands]
-        self.packed = [np.empty(ps.offsets.shape[0] // 4 * 5 * CHUNK, np.uint32) if ps.vnni
-                       else None for _ in self.bands]
-        self.rows = [np.empty((channels, ps.r, width * ps.r), np.uint8) for _ in self.bands]
-        self.base_offsets = None
-        if ps.base is not None:
-            self.base_offsets = np.array([dy * wp - BASE_RADIUS
-                                          for dy in range(-BASE_RADIUS, BASE_RADIUS + 1)], np.int64)
-        # Learned taps: per band a window padded by w - 1, and one array of tap planes
-        # (4P * 4, C, H, W) that pass 1 reads at the pixel's own position.
-        self.tap_planes = None
-        if ps.tap_weights is not None:
-            m = ps.tap_margin
-            self.tap_prow = padded_index(height, ps.padding, m)
-            self.tap_pcol = padded_index(width, ps.padding, m)
-            self.tap_offsets = np.ascontiguousarray(ps.tap_steps[..., 0] * (width + 2 * m)
-                                                    + ps.tap_steps[..., 1])
-            self.tap_windows = [np.empty((channels, y1 - y0 + 2 * m, width + 2 * m), np.uint8)
-                                for y0, y1 in self.bands]
-            self.tap_pairs = [np.empty(win.size, np.uint32) for win in self.tap_windows]
-            n_taps = len(ps.tap_weights)
-            self.tap_planes = np.empty((n_taps, channels, height, width), np.uint8)
-            self.tapoff = (np.arange(n_taps, dtype=np.int64) * self.tap_planes[0].size
-                           ).reshape(-1, 4)
-        # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
-        self.output = None
-
-
-class _FramePlan:
-    def __init__(self, stages: list[_PreparedStage], height: int, width: int, channels: int,
-                 bands: int):
-        self.stage_plans = []
-        tap_planes = {}  # stages run one after another: those of one input size share them
-        for i, ps in enumerate(stages):
-            plan = _StagePlan(ps, height, width, channels, bands)
-            if plan.tap_planes is not None:
-                plan.tap_planes = tap_planes.setdefault(plan.tap_planes.shape, plan.tap_planes)
-            height, width = height * ps.r, width * ps.r
-            if i + 1 < len(stages):
-                plan.output = np.empty((channels, height, width), np.uint8)
-            self.stage_plans.append(plan)
-        self.frame_in = None   # scratch for inputs with negative strides
-        self.frame_out = None  # scratch for outputs that cannot be written in place
-
-
-class NumbaRunner:
-    """Runs a :class:`~lutsr.model.LUT` with the numba kernels of this module.
-
-    Parameters
-    ----------
-    lut : LUT
-    threads : int or None
-        Threads working on one frame (the caller plus ``threads - 1`` pool
-        workers); None means every core this process may use.
-
-    Notes
-    -----
-    The constructor prepares what depends only on the LUT (stacked tables,
-    rotated tap offsets, the rounding lookup); these are read-only and shared. What
-    depends on the frame size (index maps, band windows, stage buffers) is
-    built on the first frame of that size and kept per calling thread, so
-    :meth:`run` is thread-safe and allocates nothing more for later frames of
-    that size.
-    """
-
-    def __init__(self, lut: LUT, threads: int | None = None):
-        if threads is None:
-            threads = _default_threads()
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        self.lut = lut
-        self.threads = int(threads)
-        self._stages = [_PreparedStage(s, lut.interval) for s in lut.stages]
-        self._bands = 1 if self.threads == 1 else self.threads * BANDS_PER_THREAD
-        self._local = threading.local()
-
-    def _plan(self, height: int, width: int, channels: int) -> _FramePlan:
-        plans = getattr(self._local, "plans", None)
-        if plans is None:
-            plans = self._local.plans = {}
-        key = (height, width, channels)
-        plan = plans.get(key)
-        if plan is None:
-            if len(plans) >= 4:  # a few sizes per thread; drop the oldest
-                plans.pop(next(iter(plans)))
-            plan = plans[key] = _FramePlan(self._stages, height, width, channels, self._bands)
-        return plan
-
-    def run(self, frames: np.ndarray, out: np.ndarray) -> None:
-        """Upscale ``frames`` (N, H, W, C) uint8 into ``out`` (N, H*s, W*s, C) uint8.
-
-        Either may be any strided view (negative strides are staged through a
-        scratch copy); ``out`` must not overlap ``frames``.
-        """
-        n, height, width, channels = frames.shape
-        plan = self._plan(height, width, channels)
-        for i in range(n):
-            source = _span(frames[i], writeable=False)
-            if source is None:
-                if plan.frame_in is None:
-                    plan.frame_in = np.empty(frames.shape[1:], np.uint8)
-                np.copyto(plan.frame_in, frames[i])
-                source = _span(plan.frame_in, writeable=False)
-            target = _span(out[i], writeable=True)
-            if target is None:
-                if plan.frame_out is None:
-                    plan.frame_out = np.empty(out.shape[1:], np.uint8)
-                self._run_frame(plan, source, _span(plan.frame_out, writeable=True))
-                np.copyto(out[i], plan.frame_out)
-            else:
-                self._run_frame(plan, source, target)
-
-    def _run_frame(self, plan: _FramePlan, source, target) -> None:
-        src, (s_y, s_x, s_c) = source
-        for ps, sp in zip(self._stages, plan.stage_plans, strict=True):
-            if sp.output is None:
-                dst, (d_y, d_x, d_c) = target
-            else:
-                dst, (d_c, d_y, d_x) = _span(sp.output, writeable=True)
-
-            def band(b, src=src, s_y=s_y, s_x=s_x, s_c=s_c, ps=ps, sp=sp, dst=dst, d_y=d_y,
-                     d_x=d_x, d_c=d_c):
-                y0, y1 = sp.bands[b]
-                if sp.tap_planes is not None:
-                    _learned_tap_band(src, s_y, s_x, s_c, sp.tap_windows[b], sp.tap_pairs[b],
-                                      sp.tap_prow, sp.tap_pcol, y0, y1, sp.tap_offsets,
-                                      ps.tap_weights, sp.tap_planes)
-                _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
-                            ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
-                            sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
-                            ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
-                            ps.lanes, ps.base, sp.base_offsets, ps.sum_shift,
-                            None if sp.tap_planes is None else sp.tap_planes.reshape(-1))
-
-            self._parallel(len(sp.bands), band)
-            if sp.output is not None:
-                src, (s_c, s_y, s_x) = _span(sp.output, writeable=False)
-
-    def _parallel(self, count: int, task) -> None:
-        """Run ``task(0 .. count-1)`` on the caller and the pool; return when all are done."""
-        if self.threads == 1 or count == 1:
-            for b in range(count):
-                task(b)
-            return
-        lock = threading.Lock()
-        counter = itertools.count()
-
-        def drain():
-            while True:
-                with lock:
-                    b = next(counter)
-                if b >= count:
-                    return
-                task(b)
-
-        pool = _pool(self.threads - 1)
-        futures = [pool.submit(drain) for _ in range(min(self.threads - 1, count - 1))]
-        try:
-            drain()
-        finally:
-            # Helpers that have not started (queued behind other callers' work,
-            # or in a forked child whose pool has no threads) would find no band
-            # left: cancel them. Wait only for those already running, which
-            # may still be inside a band. (concurrent.futures.wait would also
-            # wait for a cancelled helper until a worker dequeues it.)
-            running = [f for f in futures if not f.cancel()]
-            wait(running)
-        for f in running:
-            f.result()  # re-raise a helper's exception
