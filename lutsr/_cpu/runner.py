@@ -170,9 +170,14 @@ def _slack_empty(shape: tuple[int, ...], slack: int) -> np.ndarray:
 
 
 class _StagePlan:
-    """Per frame size, per calling thread: index maps, bands and their scratch."""
+    """Per frame size, per calling thread: index maps, bands and their scratch.
 
-    def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int):
+    ``shared_tap_planes`` maps a tap-plane shape to its array, shared by the
+    stages of one :class:`_FramePlan`.
+    """
+
+    def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int,
+                 shared_tap_planes: dict):
         wp = width + 2 * MARGIN
         self.prow = padded_index(height, ps.padding)
         self.pcol = padded_index(width, ps.padding)
@@ -203,7 +208,11 @@ class _StagePlan:
                                 for y0, y1 in self.bands]
             self.tap_pairs = [np.empty(win.size, np.uint32) for win in self.tap_windows]
             n_taps = len(ps.tap_weights)
-            self.tap_planes = np.empty((n_taps, channels, height, width), np.uint8)
+            # Stages run one after another: those with the same plane shape share one array.
+            shape = (n_taps, channels, height, width)
+            if shape not in shared_tap_planes:
+                shared_tap_planes[shape] = np.empty(shape, np.uint8)
+            self.tap_planes = shared_tap_planes[shape]
             self.tapoff = (np.arange(n_taps, dtype=np.int64) * self.tap_planes[0].size
                            ).reshape(-1, 4)
         # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
@@ -214,11 +223,9 @@ class _FramePlan:
     def __init__(self, stages: list[_PreparedStage], height: int, width: int, channels: int,
                  bands: int):
         self.stage_plans = []
-        tap_planes = {}  # stages run one after another: those of one input size share them
+        tap_planes = {}
         for i, ps in enumerate(stages):
-            plan = _StagePlan(ps, height, width, channels, bands)
-            if plan.tap_planes is not None:
-                plan.tap_planes = tap_planes.setdefault(plan.tap_planes.shape, plan.tap_planes)
+            plan = _StagePlan(ps, height, width, channels, bands, tap_planes)
             height, width = height * ps.r, width * ps.r
             if i + 1 < len(stages):
                 plan.output = np.empty((channels, height, width), np.uint8)
