@@ -716,3 +716,28 @@ def test_net_one_hot_taps_are_the_fixed_patterns():
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(_run(model, img, quantize=True),
                                       _run(plain, img, quantize=True))
+
+
+def test_channel_experiment_control_is_the_standard_model():
+    """train/experiments/channels.py: a widened model whose extra planes are unread
+    computes what the shipped model class computes, so its C = 1 run is the control."""
+    sys.path.insert(0, str(ROOT / "train" / "experiments"))
+    from channels import ChannelNetModel
+
+    torch.manual_seed(2)
+    layout = mulut_layout(4, refine_stages=2)
+    wide = ChannelNetModel(layout, 2, 16, 2, 5)
+    for param in wide.nets.parameters():
+        torch.nn.init.normal_(param, std=0.3)
+    plain = NetModel(layout, 16, 2, tap_window=5)
+    state = wide.nets.state_dict()
+    for key, value in plain.nets.state_dict().items():  # plane 0 of widened output layers
+        value.copy_(state[key][:value.shape[0]])
+    for mine, theirs in zip(plain.tap_weights, wide.tap_weights):
+        assert not theirs[:, 1:].any()  # the extra plane starts unread
+        mine.data.copy_(theirs[:, :1])
+    img = np.random.default_rng(3).integers(0, 256, (7, 9), dtype=np.uint8)
+    np.testing.assert_array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))
+    with torch.no_grad():  # and reading it changes the output: the plane is really there
+        wide.tap_weights[3][:, 1] += 0.5
+    assert not np.array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))
