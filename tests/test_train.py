@@ -718,10 +718,10 @@ def test_net_one_hot_taps_are_the_fixed_patterns():
                                       _run(plain, img, quantize=True))
 
 
-def test_channel_experiment_control_is_the_standard_model():
+def test_channel_experiment_control_is_the_standard_model(monkeypatch):
     """train/experiments/channels.py: a widened model whose extra planes are unread
     computes what the shipped model class computes, so its C = 1 run is the control."""
-    sys.path.insert(0, str(ROOT / "train" / "experiments"))
+    monkeypatch.syspath_prepend(str(ROOT / "train" / "experiments"))
     from channels import ChannelNetModel
 
     torch.manual_seed(2)
@@ -739,5 +739,5 @@ def test_channel_experiment_control_is_the_standard_model():
     img = np.random.default_rng(3).integers(0, 256, (7, 9), dtype=np.uint8)
     np.testing.assert_array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))
     with torch.no_grad():  # and reading it changes the output: the plane is really there
-        wide.tap_weights[3][:, 1] += 0.5
+        wide.tap_weights[3][:, 1] += 0.5  # stage 2's first table reads plane 1
     assert not np.array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))

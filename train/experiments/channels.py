@@ -40,7 +40,7 @@ class ChannelNetModel(NetModel):
     """:class:`NetModel` with learned taps whose refinement stages output ``channels`` planes."""
 
     def __init__(self, layout, channels: int, width: int, depth: int, window: int):
-        super().__init__(layout, width, depth, tap_window=window)
+        super().__init__(layout, width, depth)  # the taps, wider than NetModel's, are built below
         for spec, nets in zip(self.layout[:-1], self.nets):
             assert spec.r == 1, "only refinement stages widen"
             for net in nets:
