@@ -63,8 +63,10 @@ def _as_frames(a: np.ndarray) -> np.ndarray:
 
 def _check_image(img, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """Validate ``img``; return it as (N, H, W, C) and the output shape."""
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"img must be a numpy uint8 array, got {type(img).__name__}")
+    if type(img) is not np.ndarray:
+        # Subclasses (np.matrix, masked arrays) carry meaning the kernels would drop.
+        hint = " (an ndarray subclass); pass np.asarray(img)" if isinstance(img, np.ndarray) else ""
+        raise TypeError(f"img must be a numpy uint8 array, got {type(img).__name__}{hint}")
     if img.dtype != np.uint8:
         raise TypeError(f"img must be uint8, got {img.dtype}; convert explicitly "
                         "(e.g. np.clip(x, 0, 255).astype(np.uint8)) so no values are lost silently")
@@ -85,8 +87,9 @@ def _check_image(img, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
 
 
 def _check_out(out, shape: tuple[int, ...], img: np.ndarray) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if type(out) is not np.ndarray:
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}"
+                        + (" (an ndarray subclass)" if isinstance(out, np.ndarray) else ""))
     if out.dtype != np.uint8:
         raise TypeError(f"out must be uint8, got {out.dtype}")
     if out.shape != shape:
@@ -151,7 +154,8 @@ class Upscaler:
 
     def __init__(self, lut=None, *, backend: str = "auto", threads: int | None = None):
         self.lut = resolve_lut(lut)
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.backend = "numba" if backend == "auto" else backend
         self._runner = _make_runner(self.lut, backend, threads)

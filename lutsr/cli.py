@@ -7,11 +7,13 @@
     lutsr video IN -o OUT [--luma-only]      a video, audio and subtitles kept
     lutsr info LUT                           describe a LUT model
     lutsr list                               the bundled LUT models
+    lutsr convert FORMAT SRC -o OUT.lutsr    import published tables (shiftlut, srlut, mulut)
 
 Every output is written under a temporary name (or none) and appears only
 when complete; existing files are replaced only with ``--overwrite``; an
 input is never an output. Exit status: 0 on success, 1 on an error, 2 on bad
-usage, 130 when interrupted.
+usage, 130 when interrupted. An error is one line on stderr; ``--debug`` (or
+the environment variable ``LUTSR_DEBUG=1``) adds the Python traceback.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from importlib import resources
 from pathlib import Path
 
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lutsr", description="Look-up-table super-resolution for images and video.")
     parser.add_argument("--version", action="version", version=f"lutsr {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also: LUTSR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("image", help="upscale image files or folders",
@@ -132,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the bundled LUT models")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("convert", help="import published LUT tables into a .lutsr file",
+                       description="Import the tables of a published LUT model: a ShiftLUT "
+                                   "folder (DW*/PW*/UP_MSB .npz+.json, offset.npy), an SR-LUT "
+                                   "table (.npy) or a MuLUT folder (*_s{1,2}_{s,d,y}.npy).")
+    p.add_argument("format", choices=sorted(IMPORTERS), help="layout of the tables")
+    p.add_argument("source", metavar="SRC", help="the folder or file of tables")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .lutsr file")
+    p.add_argument("--scale", type=_positive_int, default=4, help="upscale factor (4)")
+    p.add_argument("--name", default="", help="the model's name (default: from the format)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 
@@ -191,7 +209,7 @@ def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[P
         if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
             raise CLIError(f"output {dst} is an input file; refusing to overwrite it")
     if not overwrite:
-        existing = [str(dst) for _, dst in pairs if dst.exists()]
+        existing = [str(dst) for _, dst in pairs if os.path.lexists(dst)]
         if existing:
             more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
             raise CLIError(f"output exists: {', '.join(existing[:3])}{more}; use --overwrite "
@@ -232,6 +250,9 @@ def cmd_image(args) -> int:
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
+        except MemoryError:
+            failed += 1
+            _error(f"{src}: out of memory upscaling it; no output was written")
         bar.update(1)
     bar.close()
     done = len(pairs) - failed
@@ -325,6 +346,23 @@ def cmd_list(args) -> int:
     return 0
 
 
+#: ``lutsr convert`` formats and their importers (each takes the source, scale and name).
+IMPORTERS = {"shiftlut": "import_shiftlut", "srlut": "import_srlut", "mulut": "import_mulut"}
+
+
+def cmd_convert(args) -> int:
+    from . import importers
+    from .fileformat import save
+
+    importer = getattr(importers, IMPORTERS[args.format])
+    lut = importer(args.source, args.scale, name=args.name)
+    out = Path(args.output)
+    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending:
+        save(lut, pending.path)
+    print(f"wrote {out}: {lut.describe().splitlines()[0]}")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # Entry point
 
@@ -334,8 +372,8 @@ def _error(message: str) -> None:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    # Anything else is a bug in lutsr: let its traceback show.
-    errors: list[type[BaseException]] = [CLIError, ValueError, OSError, ImportError]
+    errors: list[type[BaseException]] = [CLIError, ValueError, TypeError, OSError, ImportError,
+                                         RuntimeError]
     with contextlib.suppress(ImportError):
         import av
 
@@ -346,6 +384,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``lutsr`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("LUTSR_DEBUG", "") not in ("", "0")
     # SIGTERM ends the run like Ctrl-C, so temporary outputs are cleaned up.
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -355,12 +394,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted; no partial output was written")
         return 130
+    except MemoryError:
+        _traceback(debug)
+        _error("out of memory; try a smaller input, fewer --threads, or a machine with more "
+               "memory (no partial output was written)")
+        return 1
     except _expected_errors() as exc:
+        _traceback(debug)
         _error(str(exc) or type(exc).__name__)
+        return 1
+    except Exception as exc:  # a bug in lutsr: one line, the traceback on request
+        _traceback(debug)
+        _error(f"internal error {type(exc).__name__}: {exc}"
+               + ("" if debug else " (run with --debug for the traceback)"))
         return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
 
 
 def _terminate(signum, frame):

@@ -321,8 +321,9 @@ def check_output(target: str | os.PathLike, overwrite: bool,
         raise ValueError(f"output {target} is a directory")
     if not target.parent.is_dir():
         raise ValueError(f"output folder {target.parent} does not exist")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; use --overwrite to replace it")
+    if os.path.lexists(target) and not overwrite:
+        dangling = " (a dangling symbolic link)" if not target.exists() else ""
+        raise FileExistsError(f"{target} exists{dangling}; use --overwrite to replace it")
     return target
 
 

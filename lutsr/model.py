@@ -7,10 +7,13 @@ exact arithmetic of a stage is specified by :mod:`lutsr.reference`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+
+from .layered import LayeredStage
 
 #: The 4-pixel neighbourhoods a table is indexed by, as (row, col) offsets of
 #: the pixels ``a, b, c, d`` from the pixel being upscaled.
@@ -41,6 +44,15 @@ TAP_BITS = 10
 
 #: Largest side of a learned tap's window.
 MAX_TAP_WINDOW = 7
+
+#: Bounds on what a model may ask for, so that a small file cannot make the
+#: runtime take unbounded time or memory per pixel, and every backend's integer
+#: arithmetic holds: ``|bias| <= MAX_BIAS``, ``2**-16 <= divisor <= 2**16``, at
+#: most ``MAX_STAGES`` stages and an overall scale of at most ``MAX_SCALE``.
+MAX_BIAS = 2**15
+DIVISOR_RANGE = (2.0**-16, 2.0**16)
+MAX_STAGES = 16
+MAX_SCALE = 16
 
 
 def pattern_extent(pattern: str) -> int:
@@ -89,7 +101,9 @@ class Stage:
     tables : tuple of numpy.ndarray
         One int8 C-contiguous array of shape ``(L**4, r*r)`` per pattern.
     divisor, bias : float
-        The stage output is ``clip(round(sum / divisor + bias), 0, 255)``.
+        The stage output is ``clip(round(sum / divisor + bias), 0, 255)``;
+        ``divisor`` in ``[2**-16, 2**16]`` and ``|bias| <= 2**15``
+        (:data:`MAX_BIAS`, :data:`DIVISOR_RANGE`).
     padding : {"reflect", "edge"}
         How the rotated plane is padded at its bottom and right (and, for
         ``base``, at every side).
@@ -128,7 +142,8 @@ class Stage:
         object.__setattr__(
             self, "tables", tuple(np.ascontiguousarray(t) for t in self.tables)
         )
-        if not isinstance(self.r, (int, np.integer)) or not 1 <= self.r <= 8:
+        if isinstance(self.r, bool) or not isinstance(self.r, (int, np.integer)) \
+                or not 1 <= self.r <= 8:
             raise ValueError(f"stage r must be an integer in 1..8, got {self.r!r}")
         object.__setattr__(self, "r", int(self.r))
         if not self.patterns:
@@ -146,11 +161,19 @@ class Stage:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         for name in ("divisor", "bias"):
             value = getattr(self, name)
-            if not np.isfinite(value):
-                raise ValueError(f"stage {name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.divisor <= 0:
-            raise ValueError(f"stage divisor must be positive, got {self.divisor}")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                                 np.floating)):
+                raise ValueError(f"stage {name} must be a number, got {value!r}")
+            try:
+                object.__setattr__(self, name, float(value))
+            except OverflowError:
+                raise ValueError(f"stage {name} {value} is out of range") from None
+        lo, hi = DIVISOR_RANGE
+        if not lo <= self.divisor <= hi:
+            raise ValueError(f"stage divisor must be in [2**-16, 2**16], got {self.divisor!r}")
+        if not -MAX_BIAS <= self.bias <= MAX_BIAS:
+            raise ValueError(f"stage bias must be in [-{MAX_BIAS}, {MAX_BIAS}], got "
+                             f"{self.bias!r}")
         rows = {t.shape[0] for t in self.tables}
         for pattern, table in zip(self.patterns, self.tables):
             if table.dtype != np.int8:
@@ -193,11 +216,15 @@ class LUT:
 
     Parameters
     ----------
-    stages : tuple of Stage
-        Applied in order; the product of their ``r`` is the model's scale.
+    stages : tuple of Stage or LayeredStage
+        Applied in order (1 to :data:`MAX_STAGES` of them, simplex and layered
+        stages in any mix); the product of their ``r`` is the model's scale,
+        at most :data:`MAX_SCALE`.
     interval : int
-        Sampling interval exponent ``k``: inputs are sampled every ``q = 2**k``
-        levels, so each table has ``L**4`` rows with ``L = 2**(8 - k) + 1``.
+        Sampling interval exponent ``k`` of the simplex stages: inputs are
+        sampled every ``q = 2**k`` levels, so each table has ``L**4`` rows with
+        ``L = 2**(8 - k) + 1``. Layered stages (:mod:`lutsr.layered`) carry
+        their own sampling steps and ignore it.
     name : str
         A short human-readable name (e.g. ``"x4"``).
     metadata : dict
@@ -205,22 +232,27 @@ class LUT:
         metrics. Not used by the arithmetic.
     """
 
-    stages: tuple[Stage, ...]
+    stages: tuple[Stage | LayeredStage, ...]
     interval: int = 4
     name: str = ""
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
-        if not self.stages:
-            raise ValueError("a LUT needs at least one stage")
-        if not all(isinstance(s, Stage) for s in self.stages):
-            raise TypeError("stages must be Stage instances")
-        if self.interval not in INTERVALS:
+        if not 1 <= len(self.stages) <= MAX_STAGES:
+            raise ValueError(f"a LUT has 1..{MAX_STAGES} stages, got {len(self.stages)}")
+        if not all(isinstance(s, (Stage, LayeredStage)) for s in self.stages):
+            raise TypeError("stages must be Stage or LayeredStage instances")
+        scale = math.prod(s.r for s in self.stages)
+        if scale > MAX_SCALE:
+            raise ValueError(f"the stages' overall scale x{scale} exceeds x{MAX_SCALE}")
+        if isinstance(self.interval, bool) or self.interval not in INTERVALS:
             raise ValueError(f"interval must be in 1..7, got {self.interval!r}")
         object.__setattr__(self, "interval", int(self.interval))
         want = grid_size(self.interval) ** 4
         for i, stage in enumerate(self.stages):
+            if isinstance(stage, LayeredStage):
+                continue
             if stage.rows != want:
                 raise ValueError(
                     f"stage {i}: tables have {stage.rows} rows, interval "
@@ -235,7 +267,7 @@ class LUT:
     @property
     def scale(self) -> int:
         """Overall upscale factor, the product of the stages' ``r``."""
-        return int(np.prod([s.r for s in self.stages]))
+        return math.prod(s.r for s in self.stages)
 
     @property
     def q(self) -> int:
@@ -250,19 +282,26 @@ class LUT:
     @property
     def nbytes(self) -> int:
         """Total bytes of all tables."""
-        return sum(t.nbytes for s in self.stages for t in s.tables)
+        return sum(s.nbytes if isinstance(s, LayeredStage) else sum(t.nbytes for t in s.tables)
+                   for s in self.stages)
 
     def describe(self) -> str:
         """A one-paragraph human-readable summary of the model."""
+        simplex = any(isinstance(s, Stage) for s in self.stages)
         lines = [
-            f"LUT {self.name or '(unnamed)'}: x{self.scale}, interval {self.interval} "
-            f"(q={self.q}, L={self.L}), {len(self.stages)} stage(s) ("
-            + " then ".join("".join(s.patterns) + (" + linear base" if s.base is not None else "")
+            f"LUT {printable(self.name) or '(unnamed)'}: x{self.scale}, "
+            + (f"interval {self.interval} (q={self.q}, L={self.L}), " if simplex else "")
+            + f"{len(self.stages)} stage(s) ("
+            + " then ".join("layered" if isinstance(s, LayeredStage) else
+                            "".join(s.patterns) + (" + linear base" if s.base is not None else "")
                             + (" (learned taps)" if s.taps is not None else "")
                             for s in self.stages)
             + f"), {self.nbytes / 1e6:.2f} MB of tables"
         ]
         for i, s in enumerate(self.stages, 1):
+            if isinstance(s, LayeredStage):
+                lines.append(f"  stage {i}: {s.describe()}")
+                continue
             lines.append(
                 f"  stage {i}: r={s.r} patterns={''.join(s.patterns)} "
                 f"divisor={s.divisor:g} bias={s.bias:g} padding={s.padding}"
@@ -270,6 +309,11 @@ class LUT:
                 + ("" if s.taps is None else f" taps=learned {s.taps.shape[2]}x{s.taps.shape[2]}")
             )
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters as Python escapes (for terminals)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def sum_shift(stage: Stage, interval: int) -> int | None:

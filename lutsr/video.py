@@ -64,6 +64,12 @@ LUMA_FORMATS = frozenset({
 #: Encoder presets used when none is given, for the encoders that have one.
 DEFAULT_PRESETS = {"libx264": "fast", "libx265": "fast"}
 
+#: The presets x264 and x265 accept (their options do not enumerate them, so a
+#: typo would otherwise fail only when the encoder opens, in its own words).
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
+KNOWN_PRESETS = {"libx264": _X26X_PRESETS, "libx265": _X26X_PRESETS}
+
 #: Constant-quality factor used when neither a CRF nor a bitrate is given.
 DEFAULT_CRF = 18
 
@@ -473,6 +479,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         raise ValueError(f"encoder {codec} has no CRF setting; use bitrate instead")
     if preset is not None and "preset" not in options:
         raise ValueError(f"encoder {codec} has no preset setting")
+    if preset is not None and preset not in KNOWN_PRESETS.get(encoder.name, (preset,)):
+        raise ValueError(f"encoder {codec} has no preset {preset!r}; choose one of "
+                         f"{', '.join(KNOWN_PRESETS[encoder.name])}")
     bit_rate = parse_bitrate(bitrate) if bitrate is not None else None
     if upscaler is None:
         upscaler = Upscaler(lut, backend=backend, threads=threads)

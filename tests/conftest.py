@@ -142,3 +142,43 @@ def with_header(data: bytes, edit) -> bytes:
     header, tables = split_lut_bytes(data)
     edit(header)
     return reseal_lut_bytes(header, tables)
+
+
+def random_layered_stage(rng: np.random.Generator, blocks: int = 1, r: int = 4,
+                         max_shift: int = 1, extreme: float = 0.15):
+    """A :class:`~lutsr.layered.LayeredStage` with random tables and steps.
+
+    Most entries lie within +-24 (as trained tables do, so values flow through
+    every layer without saturating); a share ``extreme`` of the tables span all
+    of int8, so the clamps after each layer are exercised too. Every pointwise
+    layer but the last has random shifts within ``+-max_shift`` (none when 0).
+    """
+    from lutsr.layered import (
+        HIGH_LEVELS, LOW_LEVELS, STEPS, LayeredStage, TableLayer, table_entries)
+
+    channels = r * r
+
+    def layer(kind, inputs, levels, shifted=False):
+        steps = rng.choice(STEPS, size=(inputs, channels)).astype(np.uint8)
+        size = max(table_entries(int(s), levels) for s in steps.ravel())
+        wide = rng.random((inputs, channels, 1)) < extreme
+        tables = np.where(wide, rng.integers(-128, 128, (inputs, channels, size)),
+                          rng.integers(-24, 25, (inputs, channels, size)))
+        need = np.vectorize(lambda s: table_entries(int(s), levels))(steps)
+        tables[np.arange(size) >= need[..., None]] = 0
+        shifts = (rng.integers(-max_shift, max_shift + 1, (2, inputs)).astype(np.int8)
+                  if shifted and max_shift else None)
+        return TableLayer(kind, tables.astype(np.int8), steps, shifts)
+
+    return LayeredStage(
+        r=r,
+        blocks=tuple((layer("depthwise", 9, HIGH_LEVELS),
+                      layer("pointwise", channels, HIGH_LEVELS, shifted=True))
+                     for _ in range(blocks)),
+        low=layer("depthwise", 9, LOW_LEVELS),
+        up=layer("pointwise", channels, HIGH_LEVELS))
+
+
+def random_layered_lut(rng: np.random.Generator, blocks: int = 1, **kwargs) -> LUT:
+    """A one-stage LUT holding :func:`random_layered_stage`."""
+    return LUT(stages=(random_layered_stage(rng, blocks, **kwargs),), name="random-layered")
