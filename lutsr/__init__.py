@@ -8,13 +8,14 @@ The public API::
     lutsr.load(path), lutsr.save(lut, path), lutsr.LUTFormatError
     lutsr.load_bundled(name), lutsr.bundled_names()
     lutsr.import_srlut(path_or_array, scale), lutsr.import_mulut(tables, scale)
+    lutsr.import_shiftlut(folder, scale=4)
 """
 
 from .api import Upscaler, upscale
 from .bundled import load_bundled
 from .bundled import names as bundled_names
 from .fileformat import LUTFormatError, load, save
-from .importers import import_mulut, import_srlut
+from .importers import import_mulut, import_shiftlut, import_srlut
 from .model import LUT, PATTERNS, Stage
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Upscaler",
     "bundled_names",
     "import_mulut",
+    "import_shiftlut",
     "import_srlut",
     "load",
     "load_bundled",

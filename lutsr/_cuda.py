@@ -12,7 +12,9 @@ The final ``clip(round(sum / divisor + bias), 0, 255)`` is a lookup table over
 the integer accumulator, computed on the host with numpy from the reference's
 own float expression, so rounding on the device cannot drift from the spec.
 A stage with a linear base rounds in integers instead, as the CPU kernels do
-(:func:`lutsr.model.sum_shift`).
+(:func:`lutsr.model.sum_shift`). A layered stage (:class:`lutsr.layered.LayeredStage`)
+runs on the kernels of :mod:`lutsr._cuda_layered`, a few launches per stage;
+a model may mix both kinds.
 
 Array kinds. The core, :meth:`CudaRunner.run`, works on numba device arrays:
 zero-copy views of anything with ``__cuda_array_interface__`` (CuPy arrays,
@@ -38,7 +40,9 @@ import numba
 import numpy as np
 from numba import cuda, int32
 
+from . import _cuda_layered
 from ._cpu import block_permutations, padded_index, stack_tables, tap_indices, window_indices
+from .layered import LayeredStage
 from .model import (
     BASE_BITS,
     BASE_RADIUS,
@@ -240,12 +244,13 @@ class _DeviceStage:
 class _DeviceModel:
     """A LUT's tables on one device, and its tap index maps for recent image sizes.
 
-    Holds the :class:`Stage` objects, not the :class:`LUT`, so that the cache
-    keyed weakly by the LUT lets it go.
+    Holds the stage objects, not the :class:`LUT`, so that the cache keyed
+    weakly by the LUT lets it go. A layered stage's device form is a
+    :class:`lutsr._cuda_layered.DeviceLayeredStage` and it needs no maps.
     """
 
-    stages: tuple[Stage, ...]
-    device_stages: tuple[_DeviceStage, ...]
+    stages: tuple[Stage | LayeredStage, ...]
+    device_stages: tuple[_DeviceStage | _cuda_layered.DeviceLayeredStage, ...]
     maps: OrderedDict = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -255,6 +260,9 @@ class _DeviceModel:
         # kernel, on any stream, can read them.
         device_stages = []
         for stage in lut.stages:
+            if isinstance(stage, LayeredStage):
+                device_stages.append(_cuda_layered.upload(stage))
+                continue
             has_base = stage.base is not None
             # With a base the rounding is arithmetic: skip the (large) lookup table.
             rounding, s_min = (np.zeros(1, np.uint8), 0) if has_base else \
@@ -278,7 +286,8 @@ class _DeviceModel:
     def tap_maps(self, height: int, width: int) -> list[tuple[object, ...]]:
         """Per stage, the device (rows, cols, base_rows, base_cols) int32 maps for a model
         input of (height, width): rows and cols from :func:`tap_indices`, or with learned
-        taps :func:`window_indices`; the last two are dummies for a stage without a base."""
+        taps :func:`window_indices`; the last two are dummies for a stage without a base.
+        None for a layered stage."""
         key = (height, width)
         with self.lock:
             maps = self.maps.get(key)
@@ -287,6 +296,10 @@ class _DeviceModel:
                 return maps
             maps = []
             for stage in self.stages:
+                if isinstance(stage, LayeredStage):
+                    maps.append(None)
+                    height, width = height * stage.r, width * stage.r
+                    continue
                 if stage.taps is None:
                     rows, cols = tap_indices(stage, height, width)
                 else:
@@ -491,7 +504,8 @@ class CudaRunner:
         self.lut = lut
 
     def run(self, frames, out, *, stream=0, device: int = 0, alloc=None) -> None:
-        """Enqueue every stage on ``stream``: one kernel launch per stage.
+        """Enqueue every stage on ``stream``: one kernel launch per simplex stage, and
+        per layered stage one per layer and chunk of planes (:mod:`lutsr._cuda_layered`).
 
         Parameters
         ----------
@@ -503,27 +517,29 @@ class CudaRunner:
         device : int
             The device the arrays live on (and the current one).
         alloc : callable, optional
-            ``alloc(shape)`` returns a numba device view for a stage's
-            intermediate output; default ``numba.cuda.device_array``. The
+            ``alloc(shape)`` returns a uint8 numba device view of a 4-D
+            ``shape`` for a stage's intermediate output or a layered stage's
+            feature buffers; default ``numba.cuda.device_array``. The
             caller's stream-ordered allocator (CuPy's, torch's) is faster.
         """
         n, h, w, c = frames.shape
         s = self.lut.scale
         if tuple(out.shape) != (n, h * s, w * s, c):
             raise ValueError(f"out has shape {tuple(out.shape)}, expected {(n, h * s, w * s, c)}")
+        if alloc is None:
+            def alloc(shape):
+                return cuda.device_array(shape, np.uint8, stream=stream)
         model = device_model(self.lut, device)
         maps = model.tap_maps(h, w)
         src = frames
         last = len(model.device_stages) - 1
         for i, (stage, stage_maps) in enumerate(zip(model.device_stages, maps, strict=True)):
             h, w = h * stage.r, w * stage.r
-            if i == last:
-                dst = out
-            elif alloc is not None:
-                dst = alloc((n, h, w, c))
+            dst = out if i == last else alloc((n, h, w, c))
+            if stage_maps is None:
+                _cuda_layered.run_layered(src, dst, stage, stream, alloc)
             else:
-                dst = cuda.device_array((n, h, w, c), np.uint8, stream=stream)
-            _launch_stage(src, dst, stage, stage_maps, self.lut.interval, stream)
+                _launch_stage(src, dst, stage, stage_maps, self.lut.interval, stream)
             src = dst
 
     def up(self, img, out=None):

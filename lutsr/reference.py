@@ -24,6 +24,11 @@ for one stage applied to one uint8 plane:
    an integer over a power of two far below ``2**53``, so the float sum is
    exact and any backend may compute it in integers.
 
+A :class:`~lutsr.layered.LayeredStage` (a network of 1-D table layers, the
+ShiftLUT family) follows instead :func:`run_layered_stage`, whose arithmetic is
+stated in :mod:`lutsr.layered`; it is all integer. :func:`run_lut` runs each
+stage by its own rule, so a model may mix both kinds.
+
 This module favours clarity over speed: it is the spec and the test oracle.
 """
 
@@ -31,6 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layered import (
+    HIGH_LEVELS,
+    LOW_LEVELS,
+    Q_BITS,
+    WINDOW,
+    LayeredStage,
+    TableLayer,
+    table_entries,
+)
 from .model import (
     BASE_BITS,
     BASE_RADIUS,
@@ -141,10 +155,147 @@ def run_stage(plane: np.ndarray, stage: Stage, interval: int) -> np.ndarray:
     return np.clip(np.round(value), 0, 255).astype(np.uint8)
 
 
+def round_half_even_div(num: np.ndarray, den: int) -> np.ndarray:
+    """``num / den`` rounded half to even, in integers: int64 like ``num``."""
+    q, rem = np.divmod(num, den)                       # floor division: 0 <= rem < den
+    up = (2 * rem > den) | ((2 * rem == den) & (q % 2 == 1))
+    return q + up
+
+
+def table_query16(table: np.ndarray, step: int, v: np.ndarray) -> np.ndarray:
+    """``16 * Q(table, step, v)``: one 1-D table linearly interpolated, exact int64.
+
+    ``table`` is the 1-D int8 table as the authors store it (its
+    :func:`~lutsr.layered.table_entries` entries, no padding), sampled every
+    ``step`` input levels; ``v`` holds inputs ``0..levels-1``. The value is
+    ``t[v // s] * (1 - f) + t[v // s + 1] * f`` with ``f = (v % s) / s`` (just
+    ``t[v]`` for ``s = 1``), times ``2**Q_BITS = 16``, a multiple of
+    ``16 / s``: an integer.
+    """
+    t = table.astype(np.int64)
+    if step == 1:
+        return t[v] << Q_BITS
+    lo, f = v // step, v % step
+    return (t[lo] * (step - f) + t[lo + 1] * f) * (2**Q_BITS // step)
+
+
+def _layer_table(layer: TableLayer, a: int, o: int, levels: int) -> np.ndarray:
+    """Table ``i{a}o{o}`` of a layer cut to the entries its step needs (an index past
+    them raises, as it would in the authors' script)."""
+    step = int(layer.steps[a, o])
+    return layer.tables[a, o, :table_entries(step, levels)]
+
+
+def run_table_layer(layer: TableLayer, x: np.ndarray, levels: int) -> np.ndarray:
+    """One layer of 1-D tables over the feature planes ``x``.
+
+    Parameters
+    ----------
+    layer : TableLayer
+    x : ndarray of int64, shape (C_in, H, W)
+        Inputs ``0..levels-1``. A depthwise layer takes ``C_in = 1`` (every
+        output channel reads channel 0) or ``C_in = C_out`` (output ``o``
+        reads channel ``o``); a pointwise layer takes ``C_in = A``.
+    levels : int
+        Input levels the tables cover (64 for the high part, 4 for the low bits).
+
+    Returns
+    -------
+    ndarray of int64, shape (C_out, H, W)
+        Per output ``o``: ``round(sum_a Q(tables[a, o], steps[a, o], v_a) / A)``,
+        round half to even, ``v_a`` the 3x3 window position ``a = 3*dy + dx``
+        (replicate padding) of the channel read, or input channel ``a``.
+    """
+    _, H, W = x.shape
+    out = np.empty((layer.outputs, H, W), np.int64)
+    if layer.kind == "depthwise":
+        pad = WINDOW // 2
+        padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+        windows = [padded[:, dy:dy + H, dx:dx + W] for dy in range(WINDOW) for dx in range(WINDOW)]
+        for o in range(layer.outputs):
+            channel = 0 if x.shape[0] == 1 else o
+            total = sum(table_query16(_layer_table(layer, a, o, levels), int(layer.steps[a, o]),
+                                      windows[a][channel]) for a in range(layer.inputs))
+            out[o] = round_half_even_div(total, layer.inputs << Q_BITS)
+    else:
+        for o in range(layer.outputs):
+            total = sum(table_query16(_layer_table(layer, c, o, levels), int(layer.steps[c, o]),
+                                      x[c]) for c in range(layer.inputs))
+            out[o] = round_half_even_div(total, layer.inputs << Q_BITS)
+    return out
+
+
+def shift_channels(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Channel ``c`` of ``x`` (C, H, W) read at ``[y + dy_c, x + dx_c]``, replicate padding.
+
+    ``shifts`` is ``(2, C)``: row 0 the ``dy``, row 1 the ``dx``. Coordinates
+    are those of the (rotated) plane the stage is running on.
+    """
+    _, H, W = x.shape
+    rows, cols = np.arange(H), np.arange(W)
+    out = np.empty_like(x)
+    for c in range(x.shape[0]):
+        dy, dx = int(shifts[0, c]), int(shifts[1, c])
+        out[c] = x[c][np.clip(rows + dy, 0, H - 1)[:, None], np.clip(cols + dx, 0, W - 1)]
+    return out
+
+
+def layered_rotation(plane: np.ndarray, stage: LayeredStage) -> np.ndarray:
+    """A layered stage on one (already rotated) uint8 plane, before the rotations' sum.
+
+    Returns
+    -------
+    ndarray of int64, shape (H*r, W*r)
+        Values in -128..127, not yet rotated back.
+    """
+    x = plane.astype(np.int64) - 128
+    low, high = x % LOW_LEVELS, x // LOW_LEVELS   # 0..3 and -32..31 (floor division)
+    high = high[None]                         # one channel until block 0's depthwise layer
+    half = HIGH_LEVELS // 2
+    for b, (dw, pw) in enumerate(stage.blocks):
+        # Block 0's residual is the one input channel, broadcast to every output.
+        high = run_table_layer(dw, high + half, HIGH_LEVELS) + high
+        if b == 0:
+            low = run_table_layer(stage.low, low[None], LOW_LEVELS) + low
+            low = np.clip(low, 0, LOW_LEVELS - 1)
+            high = high + low
+        high = np.clip(high, -half, half - 1)
+        if pw.shifts is not None:
+            # The shifted planes are both the layer's input and its residual.
+            high = shift_channels(high, pw.shifts)
+        high = np.clip(run_table_layer(pw, high + half, HIGH_LEVELS) + high, -half, half - 1)
+    out = np.clip(run_table_layer(stage.up, high + half, HIGH_LEVELS) + high, -128, 127)
+    r = stage.r
+    H, W = plane.shape
+    # Pixel shuffle: channel u*r + v is output pixel (i*r + u, j*r + v).
+    return out.reshape(r, r, H, W).transpose(2, 0, 3, 1).reshape(H * r, W * r)
+
+
+def run_layered_stage(plane: np.ndarray, stage: LayeredStage) -> np.ndarray:
+    """Apply a layered stage (:mod:`lutsr.layered`) to a uint8 plane of shape (H, W).
+
+    For each rotation ``k`` in 0..3 the network runs on ``np.rot90(plane, k)``
+    (:func:`layered_rotation`, its output in -128..127) and its output is
+    rotated back by ``-k``; the 4 are summed, 128 is added and the result
+    clipped to 0..255.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H*r, W*r)
+    """
+    total = np.zeros((plane.shape[0] * stage.r, plane.shape[1] * stage.r), np.int64)
+    for rot in range(4):
+        total += np.rot90(layered_rotation(np.rot90(plane, rot), stage), -rot)
+    return np.clip(total + 128, 0, 255).astype(np.uint8)
+
+
 def run_lut(plane: np.ndarray, lut: LUT) -> np.ndarray:
     """Apply every stage of ``lut`` to one uint8 plane of shape (H, W)."""
     for stage in lut.stages:
-        plane = run_stage(plane, stage, lut.interval)
+        if isinstance(stage, LayeredStage):
+            plane = run_layered_stage(plane, stage)
+        else:
+            plane = run_stage(plane, stage, lut.interval)
     return plane
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lutsr import LUT, Stage
 from lutsr.fileformat import MAGIC
-from lutsr.model import BASE_BITS, PATTERNS, TAP_BITS, grid_size
+from lutsr.model import BASE_BITS, DIVISOR_RANGE, MAX_BIAS, PATTERNS, TAP_BITS, grid_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -144,6 +144,37 @@ def with_header(data: bytes, edit) -> bytes:
     return reseal_lut_bytes(header, tables)
 
 
+def extreme_stage(rng, r: int, patterns: str, interval: int, with_base: bool,
+                   with_taps: bool) -> Stage:
+    """A stage whose tables sit at -128/127 (or random), bias and divisor drawn over the whole
+    accepted range (powers of two included, so the shift rounding is tried at every width)."""
+    rows = (2 ** (8 - interval) + 1) ** 4
+    tables = []
+    for _ in patterns:
+        kind = rng.integers(3)
+        fill = {0: rng.integers(-128, 128, (rows, r * r)), 1: np.full((rows, r * r), 127),
+                2: np.full((rows, r * r), -128)}[kind]
+        tables.append(fill.astype(np.int8))
+    if with_base:  # needs q * divisor a power of two up to 2**12, and an integer bias
+        divisor = 2.0 ** int(rng.integers(-interval, 12 - interval + 1))
+        bias = float(rng.choice([-MAX_BIAS, MAX_BIAS, rng.integers(-300, 300), 0]))
+        base = rng.choice([bicubic_base(r), np.full((r, r, 5, 5), 2**15 - 1),
+                           np.full((r, r, 5, 5), -2**15)]).astype(np.int16)
+    else:
+        lo, hi = np.log2(DIVISOR_RANGE)
+        divisor = float(rng.choice([2.0 ** int(rng.integers(lo, hi + 1)),
+                                    2.0 ** rng.uniform(lo, hi), *DIVISOR_RANGE]))
+        bias = float(rng.choice([-MAX_BIAS, MAX_BIAS, rng.integers(-MAX_BIAS, MAX_BIAS),
+                                 rng.uniform(-300, 300), int(rng.integers(-300, 300))]))
+        base = None
+    stage = Stage(r, tuple(patterns), tuple(tables), divisor, bias, "edge", base)
+    if with_taps:
+        taps = one_hot_taps(stage, 3).astype(np.int32)
+        taps += rng.choice([0, 2**15, -2**15], size=taps.shape, p=[0.8, 0.1, 0.1])
+        stage = dataclasses.replace(stage, taps=np.clip(taps, -2**15, 2**15 - 1).astype(np.int16))
+    return stage
+
+
 def random_layered_stage(rng: np.random.Generator, blocks: int = 1, r: int = 4,
                          max_shift: int = 1, extreme: float = 0.15):
     """A :class:`~lutsr.layered.LayeredStage` with random tables and steps.
@@ -154,7 +185,13 @@ def random_layered_stage(rng: np.random.Generator, blocks: int = 1, r: int = 4,
     layer but the last has random shifts within ``+-max_shift`` (none when 0).
     """
     from lutsr.layered import (
-        HIGH_LEVELS, LOW_LEVELS, STEPS, LayeredStage, TableLayer, table_entries)
+        HIGH_LEVELS,
+        LOW_LEVELS,
+        STEPS,
+        LayeredStage,
+        TableLayer,
+        table_entries,
+    )
 
     channels = r * r
 

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, conformance_lut, random_lut, with_base, with_taps
+from conftest import (
+    assert_images_equal,
+    conformance_lut,
+    extreme_stage,
+    random_lut,
+    with_base,
+    with_taps,
+)
 
 import lutsr
 from lutsr import LUT, Stage
@@ -75,6 +82,17 @@ def _random_case(layout, interval, shapes, scale=4, padding=None, seed=0, base=F
             img = rng.integers(0, 256, shape, dtype=np.uint8)
             _device_matches_reference(img, lut, f"{layout} k={interval} {shape}")
     return case
+
+
+def _extreme_models():
+    # Bias and divisor at the ends of their accepted range, tables at -128/127, bases and taps
+    # at the int16 extremes: the device's integer rounding must hold for every model that loads.
+    rng = np.random.default_rng(26)
+    img = rng.integers(0, 256, (3, 4, 2), dtype=np.uint8)
+    for r, patterns, variant in [(1, "SDY", 0), (2, "S", 1), (3, "S", 2), (4, "SDY", 1),
+                                 (2, "SDY", 0)]:
+        stage = extreme_stage(rng, r, patterns, 7, with_base=variant == 1, with_taps=variant == 2)
+        _device_matches_reference(img, LUT((stage,), 7), f"extreme r={r} {patterns} {variant}")
 
 
 def _ties_and_two_patterns():
@@ -239,6 +257,7 @@ SIM_CASES = {
     "srlut_x3_k7_taps3_base": _random_case("srlut", 7, [(4, 5, 2)], 3, "edge", seed=16,
                                            base=True, taps=3),
     "ties_and_two_patterns": _ties_and_two_patterns,
+    "extreme_models": _extreme_models,
     "out_and_strided_views": _out_and_strided_views,
     "numpy_round_trip": _numpy_round_trip,
     "tables_once_one_launch_per_stage": _tables_uploaded_once_and_one_launch_per_stage,

@@ -88,3 +88,68 @@ def test_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         lutsr.save(bad, tmp_path / "m.lutsr")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- layered stages (v4)
+
+
+def _layered_with_simplex():
+    """A LUT of a simplex x1 refinement then a layered x4 stage: both kinds in one file."""
+    from conftest import random_layered_stage
+
+    rng = np.random.default_rng(8)
+    simplex = random_lut(rng, interval=7, layout="mulut", scale=2).stages[0]
+    return lutsr.LUT((simplex, random_layered_stage(rng, blocks=2, max_shift=3)), 7, "mixed")
+
+
+def test_layered_round_trip(tmp_path):
+    lut = _layered_with_simplex()
+    back = lutsr.load(lutsr.save(lut, tmp_path / "m.lutsr"))
+    assert split_lut_bytes(to_bytes(back))[0]["format_version"] == 4
+    assert back.scale == 4 and back.describe() == lut.describe()
+    a, b = lut.stages[1], back.stages[1]
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert la.kind == lb.kind
+        assert np.array_equal(la.tables, lb.tables) and np.array_equal(la.steps, lb.steps)
+        assert (la.shifts is None) == (lb.shifts is None)
+        if la.shifts is not None:
+            assert np.array_equal(la.shifts, lb.shifts)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.update(kind="layers"), "unknown kind"),
+    (lambda s: s.update(blocks=[]), "blocks"),
+    (lambda s: s.update(blocks=s["blocks"] * 40), "blocks"),
+    (lambda s: s.update(blocks=[s["blocks"][0][:1]]), "blocks"),
+    (lambda s: s["up"].update(kind="diagonal"), "kind"),
+    (lambda s: s["up"].update(steps=[3] * 256), "steps"),
+    (lambda s: s["up"].update(steps=[1] * 255), "steps"),
+    (lambda s: s["up"].update(shifts=[0] * 32), "no shifts"),
+    (lambda s: s["blocks"][0][1].update(shifts=[99] * 32), "within"),
+    (lambda s: s["blocks"][0][1].update(shifts=[0] * 31), "shifts"),
+    (lambda s: s["low"]["tables"].update(shape=[9, 16]), "bad shape"),
+    (lambda s: s["low"].update(tables=None), "must be an object"),
+    (lambda s: s.update(r=2), "r\\*r"),
+    (lambda s: s.update(r=True), "bad r"),
+])
+def test_hostile_layered_headers_fail_with_a_reason(mutate, message):
+    header, tables = split_lut_bytes(to_bytes(_layered_with_simplex()))
+    mutate(header["stages"][1])
+    with pytest.raises(LUTFormatError, match=message):
+        from_bytes(reseal_lut_bytes(header, tables))
+
+
+def test_layered_tables_must_be_zero_past_their_samples():
+    lut = _layered_with_simplex()
+    header, tables = split_lut_bytes(to_bytes(lut))
+    up = header["stages"][1]["up"]
+    steps = np.array(up["steps"])
+    i = int(np.argmax(steps == 16))  # a table of 5 samples in a layer that stores 64
+    assert steps[i] == 16 and up["tables"]["shape"][2] > 5
+    raw = bytearray(tables)
+    raw[up["tables"]["offset"] + i * up["tables"]["shape"][2] + 5] = 1
+    entry = up["tables"]
+    entry["sha256"] = hashlib.sha256(bytes(raw[entry["offset"]:entry["offset"] + int(
+        np.prod(entry["shape"]))])).hexdigest()
+    with pytest.raises(LUTFormatError, match="past a table's last sample"):
+        from_bytes(reseal_lut_bytes(header, bytes(raw)))

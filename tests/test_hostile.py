@@ -5,7 +5,6 @@ line on the command line) or works exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import numpy as np
 import pytest
 from conftest import (
     assert_images_equal,
-    bicubic_base,
-    one_hot_taps,
+    extreme_stage,
     random_lut,
     reseal_lut_bytes,
     split_lut_bytes,
@@ -30,38 +28,7 @@ from lutsr.fileformat import MAGIC, LUTFormatError, from_bytes, to_bytes
 from lutsr.model import DIVISOR_RANGE, MAX_BIAS, MAX_SCALE, MAX_STAGES
 from lutsr.reference import upscale_reference
 
-# --------------------------------------------------------------------------- exactness at the extremes
-
-
-def _extreme_stage(rng, r: int, patterns: str, interval: int, with_base: bool,
-                   with_taps: bool) -> Stage:
-    """A stage whose tables sit at -128/127 (or random), bias and divisor drawn over the whole
-    accepted range (powers of two included, so the shift rounding is tried at every width)."""
-    rows = (2 ** (8 - interval) + 1) ** 4
-    tables = []
-    for _ in patterns:
-        kind = rng.integers(3)
-        fill = {0: rng.integers(-128, 128, (rows, r * r)), 1: np.full((rows, r * r), 127),
-                2: np.full((rows, r * r), -128)}[kind]
-        tables.append(fill.astype(np.int8))
-    if with_base:  # needs q * divisor a power of two up to 2**12, and an integer bias
-        divisor = 2.0 ** int(rng.integers(-interval, 12 - interval + 1))
-        bias = float(rng.choice([-MAX_BIAS, MAX_BIAS, rng.integers(-300, 300), 0]))
-        base = rng.choice([bicubic_base(r), np.full((r, r, 5, 5), 2**15 - 1),
-                           np.full((r, r, 5, 5), -2**15)]).astype(np.int16)
-    else:
-        lo, hi = np.log2(DIVISOR_RANGE)
-        divisor = float(rng.choice([2.0 ** int(rng.integers(lo, hi + 1)),
-                                    2.0 ** rng.uniform(lo, hi), *DIVISOR_RANGE]))
-        bias = float(rng.choice([-MAX_BIAS, MAX_BIAS, rng.integers(-MAX_BIAS, MAX_BIAS),
-                                 rng.uniform(-300, 300), int(rng.integers(-300, 300))]))
-        base = None
-    stage = Stage(r, tuple(patterns), tuple(tables), divisor, bias, "edge", base)
-    if with_taps:
-        taps = one_hot_taps(stage, 3).astype(np.int32)
-        taps += rng.choice([0, 2**15, -2**15], size=taps.shape, p=[0.8, 0.1, 0.1])
-        stage = dataclasses.replace(stage, taps=np.clip(taps, -2**15, 2**15 - 1).astype(np.int16))
-    return stage
+# ----------------------------------------------------------------------- exactness at the extremes
 
 
 def test_extreme_valid_models_run_exactly_on_numba():
@@ -75,7 +42,7 @@ def test_extreme_valid_models_run_exactly_on_numba():
         for patterns in ("S", "SDY"):
             for interval in (4, 7):
                 for variant in range(3):
-                    stage = _extreme_stage(rng, r, patterns, interval, with_base=variant == 1,
+                    stage = extreme_stage(rng, r, patterns, interval, with_base=variant == 1,
                                            with_taps=variant == 2)
                     lut = LUT((stage,), interval)
                     got = lutsr.upscale(img, lut, backend="numba", threads=1)
@@ -230,6 +197,7 @@ def test_sixty_four_x2_stages_cannot_wrap_the_scale(good_bytes):
 # --------------------------------------------------------------------------- arrays
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_ndarray_subclasses_are_refused_by_name():
     lut = random_lut(np.random.default_rng(6), interval=7, scale=2)
     with pytest.raises(TypeError, match="matrix.*np.asarray"):
