@@ -312,14 +312,3 @@ def test_matrix_shape():
     bare = matrix_cases({}, None)
     assert {(c.size, c.method) for c in bare} == {
         (size, m) for size, _ in GROUPS for m in CV2_METHODS}
-
-
-def test_pareto_front():
-    """The plot's front: nothing off it is beaten by nothing; duplicates and ties handled."""
-    from .make_results import pareto_front
-
-    # (ms, dB): 1 is slower and worse than 0; 3 ties 2 in time but is worse; 5 repeats 4.
-    points = [(1.0, 28.0), (2.0, 27.0), (3.0, 30.0), (3.0, 29.0), (10.0, 31.0), (10.0, 31.0),
-              (0.5, 26.0)]
-    assert pareto_front(points) == [6, 0, 2, 4]
-    assert pareto_front([]) == []

@@ -42,6 +42,7 @@ from numba import cuda, int32
 
 from . import _cuda_layered
 from ._cpu import block_permutations, padded_index, stack_tables, tap_indices, window_indices
+from .arrays import as_frames, check_image, check_out
 from .layered import LayeredStage
 from .model import (
     BASE_BITS,
@@ -571,17 +572,15 @@ class CudaRunner:
         return self._up_device(img, out)
 
     def _up_host(self, img: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        from .api import _as_frames, _check_image, _check_out
-
-        frames, out_shape = _check_image(img, self.lut.scale)
+        frames, out_shape = check_image(img, self.lut.scale)
         if out is None:
             out = np.empty(out_shape, np.uint8)
         else:
-            _check_out(out, out_shape, img)
+            check_out(out, out_shape, img)
         device = _device_of(None)
-        d_out = cuda.device_array(_as_frames(out).shape, np.uint8)
+        d_out = cuda.device_array(as_frames(out).shape, np.uint8)
         self.run(cuda.to_device(np.ascontiguousarray(frames)), d_out, device=device)
-        _as_frames(out)[...] = d_out.copy_to_host()
+        as_frames(out)[...] = d_out.copy_to_host()
         return out
 
     def _up_device(self, img, out):

@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from . import bundled, reference
+from .arrays import as_frames, check_image, check_out
 from .fileformat import load
 from .model import LUT
 
@@ -52,53 +53,6 @@ def resolve_lut(lut) -> LUT:
                              f"bundled: {bundled.names()}")
         return load(lut)
     raise TypeError(f"lut must be a LUT, a bundled name, a path or None, got {type(lut).__name__}")
-
-
-def _as_frames(a: np.ndarray) -> np.ndarray:
-    """A (N, H, W, C) view of an (H, W), (H, W, C) or (N, H, W, C) array (never a copy)."""
-    if a.ndim == 2:
-        return a[None, :, :, None]
-    return a[None] if a.ndim == 3 else a
-
-
-def _check_image(img, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Validate ``img``; return it as (N, H, W, C) and the output shape."""
-    if type(img) is not np.ndarray:
-        # Subclasses (np.matrix, masked arrays) carry meaning the kernels would drop.
-        hint = " (an ndarray subclass); pass np.asarray(img)" if isinstance(img, np.ndarray) else ""
-        raise TypeError(f"img must be a numpy uint8 array, got {type(img).__name__}{hint}")
-    if img.dtype != np.uint8:
-        raise TypeError(f"img must be uint8, got {img.dtype}; convert explicitly "
-                        "(e.g. np.clip(x, 0, 255).astype(np.uint8)) so no values are lost silently")
-    if img.ndim not in (2, 3, 4):
-        raise ValueError(f"img must be HxW, HxWxC or NxHxWxC, got {img.ndim} dimensions "
-                         f"{img.shape}")
-    if 0 in img.shape:
-        raise ValueError(f"img is empty: shape {img.shape}")
-    frames = _as_frames(img)
-    n, h, w, c = frames.shape
-    if img.ndim == 2:
-        out_shape = (h * scale, w * scale)
-    elif img.ndim == 3:
-        out_shape = (h * scale, w * scale, c)
-    else:
-        out_shape = (n, h * scale, w * scale, c)
-    return frames, out_shape
-
-
-def _check_out(out, shape: tuple[int, ...], img: np.ndarray) -> np.ndarray:
-    if type(out) is not np.ndarray:
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}"
-                        + (" (an ndarray subclass)" if isinstance(out, np.ndarray) else ""))
-    if out.dtype != np.uint8:
-        raise TypeError(f"out must be uint8, got {out.dtype}")
-    if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}, expected {shape}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if np.shares_memory(out, img):
-        raise ValueError("out overlaps the input image")
-    return out
 
 
 class _ReferenceRunner:
@@ -172,12 +126,12 @@ class Upscaler:
         """Upscale ``img``; see :func:`lutsr.upscale` for the array conventions."""
         if self._cuda is not None or _on_device(img) or _on_device(out):
             return self._cuda_up(img, out)
-        frames, out_shape = _check_image(img, self.lut.scale)
+        frames, out_shape = check_image(img, self.lut.scale)
         if out is None:
             out = np.empty(out_shape, np.uint8)
         else:
-            _check_out(out, out_shape, img)
-        self._runner.run(frames, _as_frames(out))
+            check_out(out, out_shape, img)
+        self._runner.run(frames, as_frames(out))
         return out
 
     __call__ = up

@@ -352,13 +352,14 @@ IMPORTERS = {"shiftlut": "import_shiftlut", "srlut": "import_srlut", "mulut": "i
 
 def cmd_convert(args) -> int:
     from . import importers
-    from .fileformat import save
+    from .fileformat import to_bytes
 
     importer = getattr(importers, IMPORTERS[args.format])
     lut = importer(args.source, args.scale, name=args.name)
     out = Path(args.output)
-    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending:
-        save(lut, pending.path)
+    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending, \
+            open(pending.path, "wb") as fh:
+        fh.write(to_bytes(lut))
     print(f"wrote {out}: {lut.describe().splitlines()[0]}")
     return 0
 

@@ -534,3 +534,49 @@ def test_mulut_npy_is_bounded_too(tmp_path):
     (tmp_path / "LUT_s2_y.npy").write_bytes(_npy_bytes(HUGE))
     with pytest.raises(ValueError, match="s2_y: cannot read .*declares shape"):
         lutsr.import_mulut(tmp_path, 2)
+
+
+# --- the command line: lutsr convert, info, list ---------------------------------------------
+
+def test_cli_convert_info_and_refusals(good_folder, tmp_path, capsys):
+    from lutsr.cli import main
+
+    folder, stage = good_folder
+    out = tmp_path / "shift.lutsr"
+    assert main(["convert", "shiftlut", str(folder), "-o", str(out), "--name", "s"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    lut = lutsr.load(out)
+    assert lut.name == "s" and lut.metadata["source"] == "import_shiftlut"
+    assert_stages_equal(lut.stages[0], stage)
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "layered: 2 block(s)" in info and "interval" not in info.splitlines()[0]
+    # An existing output is kept without --overwrite; a bad folder is one line, no output.
+    assert main(["convert", "shiftlut", str(folder), "-o", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err
+    (folder / "UP_MSB.json").unlink()
+    bad = tmp_path / "bad.lutsr"
+    assert main(["convert", "shiftlut", str(folder), "-o", str(bad)]) == 1
+    assert "UP_MSB.json" in capsys.readouterr().err and not bad.exists()
+
+
+def test_cli_convert_srlut_and_mulut(tmp_path, capsys):
+    from lutsr.cli import main
+
+    rng = np.random.default_rng(9)
+    table = rng.integers(-128, 128, (9**4, 1, 2, 2), dtype=np.int8)
+    np.save(tmp_path / "x2.npy", table)
+    assert main(["convert", "srlut", str(tmp_path / "x2.npy"), "-o", str(tmp_path / "s.lutsr"),
+                 "--scale", "2"]) == 0
+    assert np.array_equal(lutsr.load(tmp_path / "s.lutsr").stages[0].tables[0],
+                          table.reshape(-1, 4))
+    mulut = tmp_path / "mulut"
+    mulut.mkdir()
+    for s, r in ((1, 1), (2, 2)):
+        for p in "sdy":
+            np.save(mulut / f"LUT_x2_4bit_int8_s{s}_{p}.npy",
+                    rng.integers(-128, 128, (9**4, r * r), dtype=np.int8))
+    assert main(["convert", "mulut", str(mulut), "-o", str(tmp_path / "m.lutsr"),
+                 "--scale", "2"]) == 0
+    assert lutsr.load(tmp_path / "m.lutsr").scale == 2
+    capsys.readouterr()
