@@ -1,6 +1,7 @@
-"""Training code: torch models match the runtime exactly; build_lut.py end to end."""
+"""Training code: torch models match the runtime exactly; the build pipeline end to end."""
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,11 @@ from conftest import assert_images_equal, random_lut, with_taps
 
 torch = pytest.importorskip("torch")
 
+import lutsr  # noqa: E402
 from lutsr.reference import run_lut  # noqa: E402
+from train import data as tdata  # noqa: E402
+from train.build import build, data_names  # noqa: E402
+from train.config import BuildConfig, BuildError, check, quick  # noqa: E402
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,65 +81,121 @@ def _images(folder: Path, n: int, size=(64, 48)):
     return folder
 
 
-def _build(*args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "build_lut.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+def _quick(data, **fields) -> BuildConfig:
+    """The CI-sized configuration of ``--quick`` on the folder ``data``, at x2 unless told."""
+    return quick(BuildConfig(data=(str(data),), **{"scale": 2, **fields}))
 
 
-@pytest.mark.parametrize("layout", ["srlut", "mulut"])
-def test_build_lut_quick_produces_a_loadable_lut(tmp_path, layout):
-    import lutsr
+def _build(config: BuildConfig):
+    """The LUT of ``config`` and the lines the build logged."""
+    logged = []
+    return build(config, log=logged.append), logged
 
+
+def test_build_lut_command_line(tmp_path):
+    """The one end-to-end run of tools/build_lut.py: flags in, a loadable .lutsr file out."""
     data = _images(tmp_path / "imgs", 3)
     out = tmp_path / "m.lutsr"
-    # srlut also holds out one image of three for validation
-    val = ["--val-every", 3, "--lsq-reweight", 1] if layout == "srlut" else []
-    res = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2, *val)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "tools" / "build_lut.py"), "--quick",
+                               "--data", str(data), "--out", str(out), "--scale", "2", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    res = run("--val-every", "3")  # holds out one image of three for validation
     assert res.returncode == 0, res.stderr[-2000:]
     lut = lutsr.load(out)
-    assert lut.scale == 2 and len(lut.stages) == (1 if layout == "srlut" else 2)
+    assert lut.scale == 2 and len(lut.stages) == 1 and lut.name == "m"
     meta = lut.metadata
-    assert set(meta["phases"]) >= {"net", "sample", "finetune", "lsq"}
-    if val:
-        assert meta["images"] == 2 and meta["validation"]["images"] == 1
-        assert meta["phases"]["lsq"]["reweight_rounds"] == 1
-        assert 10 < meta["validation"]["psnr_y"] < 60
-    else:
-        assert meta["images"] == 3 and "validation" not in meta
+    assert set(meta["phases"]) == {"data", "net", "sample", "finetune", "lsq"}
+    assert meta["images"] == 2 and meta["validation"]["images"] == 1
+    assert 10 < meta["validation"]["psnr_y"] < 60
     assert meta["cpu_seconds_total"] > 0
+    assert meta["config"]["net_iters"] == 20 and meta["config"]["val_every"] == 3
+    # Provenance names the data relative to its root, never this machine's paths.
+    assert meta["data"] == ["imgs"] and str(tmp_path) not in json.dumps(meta)
     img = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
     assert lutsr.upscale(img, lut).shape == (20, 24, 3)
-    # --resume continues from the checkpoints instead of refusing or restarting.
-    again = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2)
+    again = run()  # its checkpoints are in m.lutsr.ckpt/: refused without --resume
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = _build("--quick", "--data", data, "--out", out, "--layout", layout, "--scale", 2,
-                     "--resume")
-    assert resumed.returncode == 0 and "resumed at iteration 20" in resumed.stdout
-    if layout == "mulut":
-        # --init continues from a LUT: the earlier stages fine-tuned alone, the last stage
-        # refitted; with --refine-stages 2 a replication stage is inserted before the last.
-        out2 = tmp_path / "m2.lutsr"
-        res = _build("--quick", "--data", data, "--out", out2, "--layout", layout, "--scale", 2,
-                     "--init", out, "--finetune-freeze-last", "--lsq-balance", 1,
-                     "--refine-stages", 2)
-        assert res.returncode == 0, res.stderr[-2000:]
-        lut2 = lutsr.load(out2)
-        assert [(s.r, s.bias) for s in lut2.stages] == [(1, 127), (1, 128), (2, 0)]
-        assert lut2.metadata["init"]["lut"] == lut.name and "net" not in lut2.metadata["phases"]
-        # Its own phases plus the cost of the file it started from (``out``, as the
-        # --resume run rewrote it). A toy run's own phases may all round to 0.0 s.
-        phases2 = lut2.metadata["phases"]
-        assert set(phases2) == {"data", "finetune", "lsq"}
-        init_total = lutsr.load(out).metadata["cpu_seconds_total"]
-        assert lut2.metadata["init"]["cpu_seconds_total"] == init_total > 0
-        assert lut2.metadata["cpu_seconds_total"] == pytest.approx(
-            sum(p["cpu_seconds"] for p in phases2.values()) + init_total, abs=0.05)
-        bad = _build("--quick", "--data", data, "--out", tmp_path / "m3.lutsr", "--scale", 2,
-                     "--init", out)  # a two-stage LUT into the one-stage layout
-        assert bad.returncode != 0 and "layout" in bad.stderr
-        bad = _build("--quick", "--data", data, "--out", tmp_path / "m4.lutsr", "--scale", 2,
-                     "--layout", layout, "--init", out2)  # three stages into two
-        assert bad.returncode != 0 and "layout" in bad.stderr
+
+
+def test_build_resumes_and_grows_from_a_lut(tmp_path):
+    """A resumed build continues its checkpoints; ``init`` continues from a LUT."""
+    data = _images(tmp_path / "imgs", 3)
+    ckpt = tmp_path / "m.ckpt"
+    lut, _ = _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt), name="m"))
+    assert len(lut.stages) == 2 and lut.metadata["images"] == 3
+    assert set(lut.metadata["phases"]) == {"data", "net", "sample", "finetune", "lsq"}
+    assert "validation" not in lut.metadata
+    with pytest.raises(BuildError, match="--resume"):
+        _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt)))
+    resumed, logged = _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt),
+                                    resume=True, name="m"))
+    assert "net: resumed at iteration 20 from" in "\n".join(logged)
+    for a, b in zip(resumed.stages, lut.stages, strict=True):  # every phase was kept
+        assert all(np.array_equal(x, y) for x, y in zip(a.tables, b.tables, strict=True))
+    # init: the earlier stages fine-tuned alone, the last stage refitted; with
+    # refine_stages 2 a replication stage is inserted before the last.
+    lutsr.save(lut, tmp_path / "m.lutsr")
+    grown, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "m.lutsr"),
+                             finetune_freeze_last=True, refine_stages=2))
+    assert [(s.r, s.bias) for s in grown.stages] == [(1, 127), (1, 128), (2, 0)]
+    meta = grown.metadata
+    assert meta["init"]["lut"] == "m" and meta["config"]["init"] == "m.lutsr"
+    # Its own phases plus the cost of the LUT it started from. A toy run's own
+    # phases may all round to 0.0 s.
+    assert set(meta["phases"]) == {"data", "finetune", "lsq"}
+    assert meta["init"]["cpu_seconds_total"] == lut.metadata["cpu_seconds_total"] > 0
+    assert meta["cpu_seconds_total"] == pytest.approx(
+        sum(p["cpu_seconds"] for p in meta["phases"].values())
+        + lut.metadata["cpu_seconds_total"], abs=0.05)
+    lutsr.save(grown, tmp_path / "g.lutsr")
+    with pytest.raises(BuildError, match="layout"):  # two stages into the one-stage layout
+        _build(_quick(data, init=str(tmp_path / "m.lutsr")))
+    with pytest.raises(BuildError, match="layout"):  # three stages into two
+        _build(_quick(data, layout="mulut", init=str(tmp_path / "g.lutsr")))
+
+
+def test_build_tap_window(tmp_path):
+    """``tap_window`` trains taps with the nets; the LUT and the net checkpoint carry them."""
+    from train.export import load_net
+
+    data = _images(tmp_path / "imgs", 2)
+    lut, _ = _build(_quick(data, layout="mulut", tap_window=3,
+                           checkpoint_dir=str(tmp_path / "ckpt")))
+    net = load_net(tmp_path / "ckpt" / "net.pt")
+    for stage, spec in zip(lut.stages, net.tapped_layout(), strict=True):
+        assert stage.taps.shape == (3, 4, 3, 3)
+        np.testing.assert_array_equal(stage.taps, spec.taps)
+    trained = lut.stages[0].taps
+    assert (trained != np.where(trained > 512, 1024, 0)).any()  # moved off one-hot
+    with pytest.raises(BuildError, match="tap window 2"):
+        _build(_quick(data, layout="mulut", tap_window=2))
+    with pytest.raises(BuildError, match="--init"):
+        check(_quick(data, layout="mulut", tap_window=3, init="x4-sdy"))
+
+
+def test_build_init_keeps_learned_taps(tmp_path):
+    """``init`` of a LUT with learned taps fine-tunes and refits its tables, its taps kept."""
+    from train.nets import to_lut
+
+    layout = mulut_layout(2)
+    start = with_taps(to_lut(layout, NetModel(layout, 8, 1).sample_tables(6), 6),
+                      np.random.default_rng(3), window=3)
+    lutsr.save(start, tmp_path / "taps.lutsr")
+    data = _images(tmp_path / "imgs", 2)
+    lut, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "taps.lutsr")))
+    assert set(lut.metadata["phases"]) == {"data", "finetune", "lsq"}
+    for before, after in zip(start.stages, lut.stages, strict=True):
+        np.testing.assert_array_equal(after.taps, before.taps)
+        assert any((a != b).any() for a, b in zip(after.tables, before.tables))
+    # finetune_taps moves them too (the quick fine-tuning's 10 steps of 0.5 units: a few steps).
+    tuned, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "taps.lutsr"),
+                             finetune_taps=True))
+    assert any((a.taps != b.taps).any() for a, b in zip(tuned.stages, start.stages))
+    with pytest.raises(BuildError, match="no learned taps"):
+        _build(_quick(data, layout="mulut", finetune_taps=True))
 
 
 def test_net_learned_taps_are_what_the_runtime_reads():
@@ -161,31 +222,6 @@ def test_net_learned_taps_are_what_the_runtime_reads():
         NetModel(layout, tap_window=2)  # D and Y reach 2 pixels away
 
 
-def test_build_lut_tap_window(tmp_path):
-    """``--tap-window`` trains taps with the nets; the LUT and the net checkpoint carry them."""
-    import lutsr
-    from train.export import load_net
-
-    data = _images(tmp_path / "imgs", 2)
-    out = tmp_path / "t.lutsr"
-    res = _build("--quick", "--data", data, "--out", out, "--layout", "mulut", "--scale", 2,
-                 "--tap-window", 3)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lut = lutsr.load(out)
-    net = load_net(tmp_path / "t.lutsr.ckpt" / "net.pt")
-    for stage, spec in zip(lut.stages, net.tapped_layout()):
-        assert stage.taps.shape == (3, 4, 3, 3)
-        np.testing.assert_array_equal(stage.taps, spec.taps)
-    trained = lut.stages[0].taps
-    assert (trained != np.where(trained > 512, 1024, 0)).any()  # moved off one-hot
-    res = _build("--quick", "--data", data, "--out", tmp_path / "u.lutsr", "--layout", "mulut",
-                 "--tap-window", 2)
-    assert res.returncode == 2 and "tap window 2" in res.stderr
-    res = _build("--quick", "--data", data, "--out", tmp_path / "v.lutsr", "--layout", "mulut",
-                 "--tap-window", 3, "--init", out)
-    assert res.returncode == 2 and "--init" in res.stderr
-
-
 def test_table_model_learned_taps_are_what_the_runtime_reads():
     """Fine-tuned taps (``learn_taps``): bit-exact with the runtime on :meth:`tapped_layout`
     before and after they move, and they get gradients."""
@@ -207,35 +243,6 @@ def test_table_model_learned_taps_are_what_the_runtime_reads():
     assert_images_equal(_run(model, img).astype(np.uint8), run_lut(img, moved))
 
 
-def test_build_lut_init_keeps_learned_taps(tmp_path):
-    """``--init`` of a LUT with learned taps fine-tunes and refits its tables, its taps kept."""
-    import lutsr
-    from train.nets import to_lut
-
-    layout = mulut_layout(2)
-    start = with_taps(to_lut(layout, NetModel(layout, 8, 1).sample_tables(6), 6),
-                      np.random.default_rng(3), window=3)
-    lutsr.save(start, tmp_path / "taps.lutsr")
-    out = tmp_path / "m.lutsr"
-    res = _build("--quick", "--data", _images(tmp_path / "imgs", 2), "--out", out, "--layout",
-                 "mulut", "--scale", 2, "--init", tmp_path / "taps.lutsr")
-    assert res.returncode == 0, res.stderr[-2000:]
-    lut = lutsr.load(out)
-    assert set(lut.metadata["phases"]) == {"data", "finetune", "lsq"}
-    for before, after in zip(start.stages, lut.stages):
-        np.testing.assert_array_equal(after.taps, before.taps)
-        assert any((a != b).any() for a, b in zip(after.tables, before.tables))
-    # --finetune-taps moves them too (the quick fine-tuning's 10 steps of 0.5 units: a few steps).
-    res = _build("--quick", "--data", tmp_path / "imgs", "--out", tmp_path / "f.lutsr", "--layout",
-                 "mulut", "--scale", 2, "--init", tmp_path / "taps.lutsr", "--finetune-taps")
-    assert res.returncode == 0, res.stderr[-2000:]
-    tuned = lutsr.load(tmp_path / "f.lutsr")
-    assert any((a.taps != b.taps).any() for a, b in zip(tuned.stages, start.stages))
-    res = _build("--quick", "--data", tmp_path / "imgs", "--out", tmp_path / "g.lutsr", "--layout",
-                 "mulut", "--scale", 2, "--finetune-taps")
-    assert res.returncode == 2 and "no learned taps" in res.stderr
-
-
 def test_added_refinement_stage_starts_as_pixel_replication():
     """What ``--refine-stages`` inserts: untrained nets' tables, the identity on 0..240."""
     import lutsr
@@ -253,56 +260,47 @@ def test_added_refinement_stage_starts_as_pixel_replication():
         assert np.abs(lutsr.upscale(top, lut).astype(int) - top).max() <= 1
 
 
-def test_build_lut_bad_data(tmp_path):
+def test_build_refuses_bad_data(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = _build("--quick", "--data", empty, "--out", tmp_path / "a.lutsr")
-    assert res.returncode == 2 and "no images" in res.stderr
+    with pytest.raises(BuildError, match="no images"):
+        _build(_quick(empty))
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    res = _build("--quick", "--data", bad, "--out", tmp_path / "b.lutsr")
-    assert res.returncode == 2 and "broken.png" in res.stderr
+    with pytest.raises(BuildError, match="broken.png"):
+        _build(_quick(bad))
     small = _images(tmp_path / "small", 1, size=(20, 20))
-    res = _build("--quick", "--data", small, "--out", tmp_path / "c.lutsr", "--patch", 16)
-    assert res.returncode == 2 and "too small" in res.stderr
-    big = _images(tmp_path / "big", 1, size=(64, 64))
-    res = _build("--quick", "--data", big, "--out", tmp_path / "d.lutsr", "--shift-aug", "1")
-    assert res.returncode == 2 and "DY,DX" in res.stderr
-    res = _build("--quick", "--data", big, "--out", tmp_path / "e.lutsr", "--shift-aug", "0,5")
-    assert res.returncode == 2 and "shift (0, 5)" in res.stderr
-    res = _build("--quick", "--data", big, "--out", tmp_path / "f.lutsr", "--scale", 4,
-                 "--patch-margin", 1)  # 16-pixel LR image, 16 + 2 needed
-    assert res.returncode == 2 and "at least 18 pixels" in res.stderr
-    assert not any(tmp_path.glob("*.lutsr"))
+    with pytest.raises(BuildError, match="too small"):
+        _build(_quick(small, patch=16))
+    with pytest.raises(BuildError, match="does not exist"):
+        _build(_quick(tmp_path / "nowhere"))
 
 
-def test_patch_margin_is_context_outside_the_loss():
-    from train.fit import PatchSampler, optimise
+def test_config_checks_what_the_pipeline_does_not_do():
+    check(BuildConfig(data=("d",)))
+    for fields, message in [
+            ({"layout": "mulut", "base": "linear", "net_iters": 0},
+             "--layout mulut without --init"),
+            ({"base": "linear"}, "--net-iters"),  # nets are not trained over a base
+            ({"base": "linear", "net_iters": 0, "lsq_iters": 0}, "--lsq-iters 0"),
+            ({"refine_stages": 2}, "--refine-stages needs --layout mulut"),
+            ({"layout": "mulut", "refine_stages": 5}, "1..4"),
+            ({"scale": 8}, "scale 8"),
+            ({"resume": True}, "checkpoint folder")]:
+        with pytest.raises(BuildError, match=message):
+            check(BuildConfig(data=("d",), **fields))
+    # quick: the least squares alone over a base, so that --quick --base linear runs.
+    check(quick(BuildConfig(data=("d",), base="linear")))
 
-    rng = np.random.default_rng(1)
-    lr = rng.integers(0, 256, (30, 26, 3)).astype(np.float32)
-    hr = np.kron(lr, np.ones((2, 2, 1), np.float32))  # nearest-neighbour x2
-    small = (lr[:10, :10], hr[:20, :20])  # too small for 8 + 2 * 3: never drawn
-    sampler = PatchSampler([(lr, hr), small], scale=2, patch=8, margin=3)
-    assert len(sampler.pairs) == 1
-    x, y = sampler.batch(5)
-    assert x.shape == (5, 1, 14, 14) and y.shape == (5, 1, 16, 16)
-    for a, b in zip(x[:, 0].numpy(), y[:, 0].numpy()):  # HR = the upscale of the centre
-        np.testing.assert_array_equal(b, np.kron(a[3:-3, 3:-3], np.ones((2, 2))))
 
-    class Nearest(torch.nn.Module):  # exact in the centre, far off in the margin
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, x):
-            x = x.clone()
-            x[..., :3, :] = x[..., -3:, :] = x[..., :3] = x[..., -3:] = 1000.0
-            return torch.repeat_interleave(torch.repeat_interleave(x, 2, -1), 2, -2) * self.w
-
-    state = optimise(Nearest(), sampler, iters=1, lr=0.0, batch=4, log=lambda *a: None)
-    assert state["loss"] == 0.0
+def test_data_names_are_relative_to_the_data_root(tmp_path):
+    """What a LUT records of its training folders: paths below their common parent."""
+    root = tmp_path / "data"
+    assert data_names([root / "train" / "T91", root / "train" / "BSD200"]) == ["T91", "BSD200"]
+    assert data_names([root / "train" / "T91"]) == ["T91"]
+    assert data_names([root / "train", root / "extra" / "x"]) == ["train", "extra/x"]
+    assert data_names([root / "train", root / "train" / "T91"]) == ["train", "train/T91"]
 
 
 CHECKPOINTS = ROOT / "train" / "checkpoints"
@@ -361,34 +359,6 @@ def test_least_squares_recovers_a_stage_from_its_outputs(layout):
     assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
 
 
-def test_least_squares_clip_rounds_fit_what_the_runtime_clips():
-    """Targets made by a stage *and the runtime's clipping* are reached only with ``clip_rounds``.
-
-    A stage overshooting 0..255 on a few percent of its outputs, like photos'
-    highlights: the plain fit must also match the clipped values there and so
-    misses elsewhere; the clip rounds leave those outputs free and recover the
-    stage's clipped output.
-    """
-    from train import lsq
-
-    rng = np.random.default_rng(14)
-    stage = random_lut(rng, interval=7, layout="srlut", scale=2).stages[0]
-    true = 0.6 * np.stack(stage.tables) + 32  # outputs about -60 .. 320
-    planes = [(rng.integers(0, 256, (12, 9), dtype=np.uint8), np.zeros((24, 18))) for _ in range(8)]
-    samples = lsq.collect(stage, 7, planes)
-    samples.target[:] = np.clip(lsq.predict(samples, true, stage, 7), 0, 255)
-    saturated = np.isin(samples.target, (0, 255)).mean()
-    assert 0.005 < saturated < 0.1, saturated
-
-    def clipped_rmse(clip_rounds):
-        fitted = lsq.fit(samples, stage, 7, prior=np.zeros_like(true), prior_weight=1e-9,
-                         smooth_weight=0, iters=60, log=None, clip_rounds=clip_rounds)
-        err = np.clip(lsq.predict(samples, fitted, stage, 7), 0, 255) - samples.target
-        return np.sqrt((err**2).mean())
-
-    assert clipped_rmse(4) < 0.05 < 0.5 < clipped_rmse(0)
-
-
 @pytest.mark.parametrize("window", [None, 3])  # fixed pattern, or learned taps
 def test_least_squares_forward_matches_the_runtime(window):
     """``lsq.predict`` on integer tables, rounded, is the runtime's output (divisor 1: exact)."""
@@ -407,89 +377,6 @@ def test_least_squares_forward_matches_the_runtime(window):
     assert_images_equal(got, ref.reshape(7, 3, 10, 3).transpose(0, 2, 1, 3).reshape(70, 9))
 
 
-def test_least_squares_luma_mix_is_the_mix_of_the_channels():
-    """Channel-mixed samples predict the mix of the per-channel outputs; the fit recovers a stage.
-
-    Guards ``collect(mix=...)`` (``--lsq-luma``): every channel's vertices
-    must index the same table, carry its mix weight, and the gain must undo
-    the weights' sum.
-    """
-    from train import lsq
-
-    rng = np.random.default_rng(12)
-    stage = random_lut(rng, interval=7, layout="mulut", scale=2).stages[-1]
-    true = np.stack(stage.tables).astype(np.float64)
-    images = [(rng.integers(0, 256, (8, 9, 3), dtype=np.uint8), np.zeros((16, 18, 3)))
-              for _ in range(4)]
-    mixed = lsq.collect(stage, 7, images, sort=False, mix=lsq.LUMA_MIX)
-    assert mixed.taps.shape[:2] == (4 * 72, 3 * len(stage.patterns)) and mixed.gain == 17
-    channels = [lsq.predict(lsq.collect(stage, 7, [(lr[:, :, c], hr[:, :, c]) for lr, hr in images],
-                                        sort=False), true, stage, 7) for c in range(3)]
-    want = sum(m * (ch - stage.bias) for m, ch in zip(lsq.LUMA_MIX, channels)) / 17 + stage.bias
-    np.testing.assert_allclose(lsq.predict(mixed, true, stage, 7), want, atol=1e-9)
-
-    images = [(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), np.zeros((24, 24, 3)))
-              for _ in range(12)]
-    mixed = lsq.collect(stage, 7, images, mix=lsq.LUMA_MIX)
-    mixed.target[:] = lsq.predict(mixed, true, stage, 7)
-    fitted = lsq.fit(mixed, stage, 7, prior=np.zeros_like(true), prior_weight=1e-9,
-                     smooth_weight=0, iters=80, log=None)
-    err = lsq.predict(mixed, fitted, stage, 7) - mixed.target
-    assert np.sqrt((err**2).mean()) < 0.01, np.sqrt((err**2).mean())
-    with pytest.raises(ValueError, match="mix"):
-        lsq.collect(stage, 7, images, mix=(0, 1, 1))
-    with pytest.raises(ValueError, match="not"):  # planes where images are due, and back
-        lsq.collect(stage, 7, [(lr[:, :, 0], hr[:, :, 0]) for lr, hr in images], mix=(1, 1, 1))
-    with pytest.raises(ValueError, match="not"):
-        lsq.collect(stage, 7, images)
-
-
-def test_least_squares_weights_count_like_repeated_samples():
-    """A plane of weight 2 pulls the fit exactly as two copies of it do; weight 0 drops it.
-
-    Guards the weighted normal equations (diagonal, right-hand side and
-    operator must all carry the weights) of ``--lsq-balance``.
-    """
-    from train import data as tdata
-    from train import lsq
-
-    rng = np.random.default_rng(8)
-    stage = random_lut(rng, interval=6, layout="srlut", scale=2).stages[0]
-    a, b = ((rng.integers(0, 256, (10, 11), dtype=np.uint8),
-             rng.integers(0, 256, (20, 22)).astype(np.float64)) for _ in range(2))
-    noise = (rng.integers(0, 256, (6, 5), dtype=np.uint8), np.zeros((12, 10)))
-    prior = np.zeros((1, 5**4, 4))  # interval 6: L = 5
-
-    def solve(planes, weights=None):
-        samples = lsq.collect(stage, 6, planes, weights=weights)
-        return lsq.fit(samples, stage, 6, prior, iters=30, log=None)
-
-    weighted = solve([a, b, noise], weights=[2.0, 1.0, 0.0])
-    np.testing.assert_allclose(weighted, solve([a, a, b]), atol=1e-5)  # CG rounding: ~3e-6
-    assert np.abs(weighted - solve([a, b])).max() > 0.1  # the weight did change the fit
-    # balance_weights: alpha 1 gives every image the same total weight.
-    small, big = (np.zeros((4, 4, 3)), None), (np.zeros((8, 8, 3)), None)
-    groups = [[small], [big, small]]
-    w = tdata.balance_weights(groups, 1.0)
-    assert w[0] * 16 == pytest.approx(w[1] * 64) and w[1] == w[2]
-    assert tdata.balance_weights(groups, 0.0) == [1.0, 1.0, 1.0]
-
-
-def test_least_squares_margin_drops_the_border_ring():
-    """``margin`` zeroes the weight of exactly the pixels within it of each plane's edge."""
-    from train import lsq
-
-    rng = np.random.default_rng(13)
-    stage = random_lut(rng, interval=6, layout="srlut", scale=2).stages[0]
-    planes = [(rng.integers(0, 256, (5, 7), dtype=np.uint8), np.zeros((10, 14))),
-              (rng.integers(0, 256, (3, 4), dtype=np.uint8), np.zeros((6, 8)))]
-    samples = lsq.collect(stage, 6, planes, sort=False, weights=[2.0, 3.0], margin=1)
-    want = np.zeros(35 + 12, np.float32)
-    want[:35].reshape(5, 7)[1:4, 1:6] = 2
-    want[35:].reshape(3, 4)[1:2, 1:3] = 3
-    np.testing.assert_array_equal(samples.weight, want)
-
-
 def test_least_squares_samples_are_sorted_in_place_without_loss():
     """``collect`` sorts all sample arrays by one permutation, in place; uint8 targets stay."""
     from train import lsq
@@ -498,20 +385,20 @@ def test_least_squares_samples_are_sorted_in_place_without_loss():
     stage = random_lut(rng, interval=6, layout="mulut", scale=2).stages[-1]
     planes = [(rng.integers(0, 256, (7, 9), dtype=np.uint8),
                rng.integers(0, 256, (14, 18), dtype=np.uint8)) for _ in range(3)]
-    plain = lsq.collect(stage, 6, planes, sort=False, weights=[1.0, 2.0, 3.0])
-    ordered = lsq.collect(stage, 6, planes, weights=[1.0, 2.0, 3.0])
+    plain = lsq.collect(stage, 6, planes, sort=False)
+    ordered = lsq.collect(stage, 6, planes)
     assert ordered.target.dtype == np.uint8
     order = np.argsort(lsq.first_rows(plain, 6), kind="stable")
     assert (np.diff(lsq.first_rows(ordered, 6)) >= 0).all()
-    for name in ("taps", "target", "weight"):
+    for name in ("taps", "target"):
         np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name)[order], name)
 
 
 def test_least_squares_mse_is_the_error_of_the_clipped_prediction():
     """``lsq.mse`` (no array of predictions) equals the error of ``predict``'s output, clipped.
 
-    Rounded or not, weighted or not; and a sample holds its taps, not its
-    vertices: 68 bytes for 3 patterns at x4 (48 of taps, 16 of targets, 4 of weight).
+    Rounded or not; and a sample holds its taps, not its vertices: 64 bytes
+    for 3 patterns at x4 (48 of taps, 16 of targets).
     """
     from train import lsq
 
@@ -519,137 +406,18 @@ def test_least_squares_mse_is_the_error_of_the_clipped_prediction():
     stage = random_lut(rng, interval=4, layout="mulut", scale=4).stages[-1]
     planes = [(rng.integers(0, 256, (9, 8), dtype=np.uint8),
                rng.integers(0, 256, (36, 32), dtype=np.uint8)) for _ in range(3)]
-    samples = lsq.collect(stage, 4, planes, weights=[1.0, 0.5, 2.0])
+    samples = lsq.collect(stage, 4, planes)
     tables = 1.7 * np.stack(stage.tables) + rng.normal(0, 3, (3, 17**4, 16))  # outputs overshoot
     pred = lsq.predict(samples, tables, stage, 4)
     assert (pred < 0).any() and (pred > 255).any()
     for rounded in (False, True):
         err = (np.clip(np.round(pred) if rounded else pred, 0, 255) - samples.target) ** 2
-        per_sample = err.mean(1)
         assert lsq.mse(samples, tables, stage, 4, rounded=rounded) == pytest.approx(
-            per_sample @ samples.weight / samples.weight.sum(), rel=1e-9)
-        assert lsq.mse(samples, tables, stage, 4, rounded=rounded, weighted=False) == (
-            pytest.approx(per_sample.mean(), rel=1e-9))
-    held = sum(a.nbytes for a in (samples.taps, samples.target, samples.weight))
-    assert held == 68 * len(samples) == 68 * 3 * 72
-
-
-def test_shift_augmentation_cuts_the_hr_image_at_an_offset(tmp_path):
-    from PIL import Image
-
-    from train import data as tdata
-
-    rng = np.random.default_rng(10)
-    hr = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
-    Image.fromarray(hr).save(tmp_path / "a.png")
-    (group,) = tdata.load_groups([tmp_path / "a.png"], 4, shift_aug=[(1, 3), (2, 0)])
-    assert len(group) == 3
-    for (lr, hr_pair), (dy, dx) in zip(group, [(0, 0), (1, 3), (2, 0)], strict=True):
-        want_lr, want_hr = tdata.make_pairs(hr[dy:, dx:], 4)
-        np.testing.assert_array_equal(lr, want_lr)
-        np.testing.assert_array_equal(hr_pair, want_hr)
-    with pytest.raises(ValueError, match="shift"):
-        tdata.load_groups([tmp_path / "a.png"], 4, shift_aug=[(4, 0)])
-
-
-def test_invert_augmentation_adds_the_negative_of_every_pair(tmp_path):
-    from PIL import Image
-
-    from train import data as tdata
-
-    rng = np.random.default_rng(11)
-    hr = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
-    Image.fromarray(hr).save(tmp_path / "a.png")
-    (group,) = tdata.load_groups([tmp_path / "a.png"], 4, scale_aug=[0.5], invert_aug=True)
-    assert len(group) == 4
-    for (lr, hr_pair), (lr_neg, hr_neg) in zip(group[:2], group[2:], strict=True):
-        np.testing.assert_array_equal(hr_neg, 255 - hr_pair)
-        np.testing.assert_array_equal(lr_neg, tdata.make_pairs(255 - hr_pair, 4)[0])
-        # The downscale is linear: the negative's LR is the LR's negative up to rounding.
-        assert np.abs(lr_neg.astype(int) - (255 - lr.astype(int))).max() <= 1
-
-
-def test_prefilter_is_the_least_squares_inverse_of_the_bicubic_upscale():
-    from skimage import data
-
-    from lutsr.resize import imresize, modcrop
-    from train.data import prefilter
-
-    rng = np.random.default_rng(12)
-    z0 = rng.integers(20, 236, (9, 13, 3)).astype(np.uint8)
-    for img in (z0, z0[:, :, 0]):  # an exact upscale gives its source back
-        np.testing.assert_array_equal(prefilter(imresize(img.astype(np.float64), 4), 4), img)
-    hr = modcrop(data.astronaut()[::2, ::2], 4).astype(np.float64)
-    for scale in (2, 3, 4):
-        hr_s = modcrop(hr, scale)
-        # Among LR images it is the one whose upscale is closest (up to its rounding):
-        # on this photo 10-15 % closer than the downscale's.
-        err_z = np.mean((imresize(prefilter(hr_s, scale).astype(np.float64), scale) - hr_s) ** 2)
-        err_lr = np.mean((imresize(imresize(hr_s, 1 / scale), scale) - hr_s) ** 2)
-        assert err_z < 0.92 * err_lr
-    with pytest.raises(ValueError, match="multiple"):
-        prefilter(hr[:-1], 4)
-
-
-def test_build_lut_first_stage_prefilter(tmp_path):
-    import lutsr
-    from train import data as tdata
-
-    data = _images(tmp_path / "imgs", 3)
-    out = tmp_path / "p.lutsr"
-    res = _build("--quick", "--data", data, "--out", out, "--layout", "mulut", "--scale", 2,
-                 "--first-stage", "prefilter", "--interval", 4, "--lsq-iters", 8,
-                 "--first-divisor", 6)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lut = lutsr.load(out)
-    assert lut.stages[0].divisor == 6 and lut.stages[1].divisor == 3
-    assert "lsq_stage1" in lut.metadata["phases"]
-    # Stage 1 now maps each training LR image close to its prefiltered target,
-    # far closer than pixel replication (its starting point) does.
-    first = lutsr.LUT(stages=lut.stages[:1], interval=lut.interval)
-    err_fit = err_lr = 0.0
-    for lr, hr in tdata.load_pairs(tdata.list_images([data]), 2):
-        target = tdata.prefilter(hr, 2).astype(np.float64)
-        err_fit += np.mean((lutsr.upscale(lr, first) - target) ** 2)
-        err_lr += np.mean((lr - target) ** 2)
-    assert err_fit < 0.5 * err_lr
-    # --base linear on a two-stage LUT: stage 1 kept from --init, the last stage refitted
-    # over a base, its divisor 3 raised to 4 (a base needs q * divisor a power of two).
-    based = tmp_path / "pb.lutsr"
-    res = _build("--quick", "--data", data, "--out", based, "--layout", "mulut", "--scale", 2,
-                 "--first-divisor", 6, "--init", out, "--finetune-iters", 0, "--base", "linear")
-    assert res.returncode == 0, res.stderr[-2000:]
-    lut_b = lutsr.load(based)
-    assert all(np.array_equal(a, b) for a, b in zip(lut_b.stages[0].tables, lut.stages[0].tables))
-    assert lut_b.stages[1].divisor == 4 and lut_b.stages[1].base is not None
-    assert set(lut_b.metadata["phases"]) == {"data", "base", "lsq"}
-    err = {"init": 0.0, "based": 0.0}
-    for lr, hr in tdata.load_pairs(tdata.list_images([data]), 2):
-        err["init"] += np.mean((lutsr.upscale(lr, lut) - hr.astype(np.float64)) ** 2)
-        err["based"] += np.mean((lutsr.upscale(lr, lut_b) - hr.astype(np.float64)) ** 2)
-    assert err["based"] < err["init"], err
-    bad = _build("--quick", "--data", data, "--out", tmp_path / "s.lutsr", "--scale", 2,
-                 "--first-stage", "prefilter")
-    assert bad.returncode == 2 and "two stages" in bad.stderr
-    bad = _build("--quick", "--data", data, "--out", tmp_path / "s.lutsr", "--scale", 2,
-                 "--first-divisor", 6)
-    assert bad.returncode == 2 and "--layout mulut" in bad.stderr
-
-
-def test_error_weights_are_the_mean_mse_over_each_images_mse():
-    """One IRLS step toward the mean PSNR: an image with 4x the MSE counts a quarter."""
-    import lutsr
-    from train.data import error_weights
-
-    rng = np.random.default_rng(3)
-    lut = random_lut(rng, interval=6, layout="srlut", scale=2)
-    lr = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    out = lutsr.upscale(lr, lut).astype(np.int16)
-    # HR images off the LUT's output by exactly 2, 4 and 0 (floored to mse 1) levels.
-    offsets = [np.where(rng.random(out.shape) < 0.5, -d, d) for d in (2, 4, 0)]
-    pairs = [(lr, out + off) for off in offsets]
-    mse = np.array([4.0, 16.0, 1.0])
-    assert error_weights(pairs, lut) == pytest.approx(list(mse.mean() / mse))
+            err.mean(), rel=1e-9)
+    held = sum(a.nbytes for a in (samples.taps, samples.target))
+    assert held == 64 * len(samples) == 64 * 3 * 72
+    with pytest.raises(ValueError, match="not"):  # an RGB image where planes are due
+        lsq.collect(stage, 4, [(np.zeros((4, 4, 3), np.uint8), np.zeros((16, 16, 3)))])
 
 
 def test_fit_linear_base_recovers_a_linear_target():
@@ -664,23 +432,17 @@ def test_fit_linear_base_recovers_a_linear_target():
     planes = [(lr, base_term(lr, want, "edge"))
               for lr in rng.integers(0, 256, (4, 9, 11), dtype=np.uint8)]
     np.testing.assert_array_equal(fit_linear_base(planes, 3, "edge"), want)
+    np.testing.assert_array_equal(fit_linear_base(iter(planes), 3, "edge"), want)  # streamed
     with pytest.raises(ValueError, match="planes"):
-        fit_linear_base(planes, 3, "edge", weights=[1.0])
+        fit_linear_base([], 3, "edge")
 
 
-def test_build_lut_linear_base(tmp_path):
-    """--base linear: a one-stage LUT with a base whose table fits the residual."""
-    import lutsr
-    from train import data as tdata
-
+def test_build_linear_base(tmp_path):
+    """base="linear": a one-stage LUT with a base whose table fits the residual."""
     data = _images(tmp_path / "imgs", 3)
-    out = tmp_path / "b.lutsr"
-    res = _build("--quick", "--data", data, "--out", out, "--scale", 2, "--base", "linear",
-                 "--lsq-iters", 8)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lut = lutsr.load(out)
+    lut, _ = _build(_quick(data, base="linear"))
     stage = lut.stages[0]
-    assert stage.base is not None and "base" in lut.metadata["phases"]
+    assert stage.base is not None
     assert set(lut.metadata["phases"]) == {"data", "base", "sample", "lsq"}
     # On its training images the model beats its linear term alone, which beats
     # pixel replication: the table adds to the base, the base to nothing.
@@ -693,17 +455,34 @@ def test_build_lut_linear_base(tmp_path):
         err["base"] += np.mean((lutsr.upscale(lr, only_base) - hr) ** 2)
         err["nearest"] += np.mean((lr.repeat(2, 0).repeat(2, 1) - hr) ** 2)
     assert err["lut"] < err["base"] < err["nearest"]
-    bad = _build("--quick", "--data", data, "--out", tmp_path / "c.lutsr", "--base", "linear",
-                 "--layout", "mulut")
-    assert bad.returncode == 2 and "--layout mulut without --init" in bad.stderr
-    bad = _build("--quick", "--data", data, "--out", tmp_path / "d.lutsr", "--scale", 2,
-                 "--init", out)  # later phases would take the residual table for a plain one
-    assert bad.returncode == 2 and "linear base" in bad.stderr
+    lutsr.save(lut, tmp_path / "b.lutsr")
+    with pytest.raises(BuildError, match="linear base"):  # later phases would take the
+        _build(_quick(data, init=str(tmp_path / "b.lutsr")))  # residual table for a plain one
+
+
+def test_build_linear_base_over_earlier_stages(tmp_path):
+    """base="linear" with ``init`` of a two-stage LUT: stage 1 kept, the last stage refitted
+    over a base, its divisor 3 raised to 4 (a base needs q * divisor a power of two)."""
+    data = _images(tmp_path / "imgs", 3)
+    start, _ = _build(_quick(data, layout="mulut"))
+    lutsr.save(start, tmp_path / "m.lutsr")
+    lut, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "m.lutsr"),
+                           base="linear"))
+    assert all(np.array_equal(a, b) for a, b in zip(lut.stages[0].tables,
+                                                    start.stages[0].tables, strict=True))
+    assert start.stages[1].divisor == 3
+    assert lut.stages[1].divisor == 4 and lut.stages[1].base is not None
+    assert set(lut.metadata["phases"]) == {"data", "base", "lsq"}
+    err = {"start": 0.0, "based": 0.0}
+    for lr, hr in tdata.load_pairs(tdata.list_images([data]), 2):
+        err["start"] += np.mean((lutsr.upscale(lr, start) - hr.astype(np.float64)) ** 2)
+        err["based"] += np.mean((lutsr.upscale(lr, lut) - hr.astype(np.float64)) ** 2)
+    assert err["based"] < err["start"], err
 
 
 def test_net_one_hot_taps_are_the_fixed_patterns():
-    """``NetModel(tap_window=...)`` starts as the fixed patterns: the controls of
-    train/experiments/learned_taps.py (``--fixed``) are the standard model."""
+    """``NetModel(tap_window=...)`` starts as the fixed patterns: a ``tap_window`` build
+    starts from the standard model."""
     torch.manual_seed(1)
     layout = mulut_layout(4)
     model = NetModel(layout, 32, 3, tap_window=3)
@@ -717,27 +496,3 @@ def test_net_one_hot_taps_are_the_fixed_patterns():
         np.testing.assert_array_equal(_run(model, img, quantize=True),
                                       _run(plain, img, quantize=True))
 
-
-def test_channel_experiment_control_is_the_standard_model(monkeypatch):
-    """train/experiments/channels.py: a widened model whose extra planes are unread
-    computes what the shipped model class computes, so its C = 1 run is the control."""
-    monkeypatch.syspath_prepend(str(ROOT / "train" / "experiments"))
-    from channels import ChannelNetModel
-
-    torch.manual_seed(2)
-    layout = mulut_layout(4, refine_stages=2)
-    wide = ChannelNetModel(layout, 2, 16, 2, 5)
-    for param in wide.nets.parameters():
-        torch.nn.init.normal_(param, std=0.3)
-    plain = NetModel(layout, 16, 2, tap_window=5)
-    state = wide.nets.state_dict()
-    for key, value in plain.nets.state_dict().items():  # plane 0 of widened output layers
-        value.copy_(state[key][:value.shape[0]])
-    for mine, theirs in zip(plain.tap_weights, wide.tap_weights):
-        assert not theirs[:, 1:].any()  # the extra plane starts unread
-        mine.data.copy_(theirs[:, :1])
-    img = np.random.default_rng(3).integers(0, 256, (7, 9), dtype=np.uint8)
-    np.testing.assert_array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))
-    with torch.no_grad():  # and reading it changes the output: the plane is really there
-        wide.tap_weights[3][:, 1] += 0.5  # stage 2's first table reads plane 1
-    assert not np.array_equal(_run(wide, img, quantize=True), _run(plain, img, quantize=True))

@@ -15,6 +15,10 @@ Example::
         --datasets ../shared/data/test/Set5 ../shared/data/test/Set14 --scale 4 \\
         --out results.md --csv results.csv --save-images sr/
 
+    # the efficient CNN peer (RLFN, the authors' weights; needs torch)
+    python tools/evaluate.py --cnn rlfn:../shared/models/rlfn/rlfn_x4.pth \\
+        --datasets ../shared/data/test/Set5 --scale 4
+
 From Python, :func:`evaluate` takes any ``{name: callable}`` of methods, each
 mapping an LR uint8 ``(h, w, 3)`` or ``(h, w)`` image to the uint8 image
 ``scale`` times larger.
@@ -173,17 +177,31 @@ def lut_method(spec: str, scale: int, backend: str = "auto") -> tuple[str, Metho
     return name, run
 
 
-def cnn_method(checkpoint: str, scale: int) -> tuple[str, Method]:
-    """The full CNN a LUT is sampled from, via ``train.export.load_cnn_method`` (needs torch)."""
+#: ``--cnn`` prefix of the RLFN state dicts (the efficient CNN peer, ``train.rlfn``).
+RLFN_PREFIX = "rlfn:"
+
+
+def cnn_method(spec: str, scale: int) -> tuple[str, Method]:
+    """A full CNN as a named method (needs torch and the repository's ``train/``).
+
+    ``spec`` is ``rlfn:PATH`` for an RLFN state dict (``train.rlfn.load_rlfn_method``),
+    else a net checkpoint of ``tools/build_lut.py``, the network a LUT is sampled
+    from (``train.export.load_cnn_method``).
+    """
+    rlfn = spec.startswith(RLFN_PREFIX)
     try:
-        from train.export import load_cnn_method
+        if rlfn:
+            from train.rlfn import load_rlfn_method as load
+        else:
+            from train.export import load_cnn_method as load
     except ImportError as exc:
         raise ValueError(
             f"--cnn needs torch and the repository's train/ package "
             f"(pip install -e '.[train]' from a checkout): {exc}") from exc
-    name, cnn_scale, fn = load_cnn_method(checkpoint)
+    path = spec[len(RLFN_PREFIX):] if rlfn else spec
+    name, cnn_scale, fn = load(path)
     if cnn_scale != scale:
-        raise ValueError(f"CNN {checkpoint!r} upscales x{cnn_scale}, but the evaluation is "
+        raise ValueError(f"CNN {spec!r} upscales x{cnn_scale}, but the evaluation is "
                          f"x{scale} (--scale {scale})")
     return name, fn
 
@@ -350,8 +368,8 @@ def build_methods(args) -> dict[str, Method]:
         named.append(("bicubic", bicubic_method(args.scale)))
     for spec in args.lut or ():
         named.append(lut_method(spec, args.scale, args.backend))
-    for checkpoint in args.cnn or ():
-        named.append(cnn_method(checkpoint, args.scale))
+    for spec in args.cnn or ():
+        named.append(cnn_method(spec, args.scale))
     if not named:
         raise ValueError("nothing to evaluate: give --bicubic, --lut and/or --cnn")
     methods: dict[str, Method] = {}
@@ -371,8 +389,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lut", nargs="+", action="extend", metavar="NAME|PATH",
                    help="bundled LUT names or .lutsr files")
     p.add_argument("--bicubic", action="store_true", help="the MATLAB-bicubic baseline")
-    p.add_argument("--cnn", nargs="+", action="extend", metavar="CHECKPOINT",
-                   help="full-CNN checkpoints (train.export.load_cnn_method; needs torch)")
+    p.add_argument("--cnn", nargs="+", action="extend", metavar="CHECKPOINT|rlfn:PATH",
+                   help="full CNNs (need torch): net checkpoints of tools/build_lut.py "
+                        "(train.export), or rlfn:PATH for an RLFN state dict (train.rlfn)")
     p.add_argument("--backend", default="auto", choices=lutsr.api.BACKENDS,
                    help="lutsr backend for the LUTs")
     p.add_argument("--gray", default="replicate", choices=GRAY_MODES,

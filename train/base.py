@@ -30,7 +30,7 @@ def _taps(padded: np.ndarray) -> np.ndarray:
                      for a in range(BASE_SIDE) for b in range(BASE_SIDE)], axis=1)
 
 
-def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
+def fit_linear_base(planes, r: int, padding: str) -> np.ndarray:
     """The MSE-optimal base for (input plane (H, W) uint8, target (H*r, W*r)) pairs.
 
     Parameters
@@ -39,8 +39,6 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     r : int
     padding : {"reflect", "edge"}
         The stage's padding (the base reads ``BASE_RADIUS`` pixels beyond every edge).
-    weights : iterable of float, optional
-        Each pair's weight in the squared error (default 1).
 
     Returns
     -------
@@ -50,15 +48,15 @@ def fit_linear_base(planes, r: int, padding: str, weights=None) -> np.ndarray:
     n = BASE_SIDE * BASE_SIDE
     gram = np.zeros((n, n))  # the same inputs for every phase
     moment = np.zeros((n, r * r))
-    planes = list(planes)
-    weights = [1.0] * len(planes) if weights is None else list(weights)
-    if len(weights) != len(planes) or not planes:
-        raise ValueError(f"{len(planes)} planes and {len(weights)} weights")
-    for (plane, target), weight in zip(planes, weights):
+    empty = True
+    for plane, target in planes:
         x = _taps(np.pad(plane, BASE_RADIUS, mode=padding).astype(np.float64))
         y = output_blocks(target, r)
-        gram += weight * (x.T @ x)
-        moment += weight * (x.T @ y.astype(np.float64))
+        gram += x.T @ x
+        moment += x.T @ y.astype(np.float64)
+        empty = False
+    if empty:
+        raise ValueError("no planes to fit a base to")
     coef = np.linalg.solve(gram, moment).T  # (phase u * r + v, tap)
     scaled = np.round(coef * 2**BASE_BITS)
     if np.abs(scaled).max() >= 2**15:

@@ -18,41 +18,33 @@ import torch
 class PatchSampler:
     """Random aligned (LR, HR) single-channel patches from RGB image pairs.
 
-    With a ``margin`` each LR patch carries ``margin`` more pixels of real
-    context on every side than its HR target covers: the model's output
-    there comes from image content, not from the padding that a patch's
-    own border would need (a two-stage S+D+Y model reads 4 LR pixels past
-    each side; on a 16-pixel patch padding touches three quarters of the
-    outputs, on a whole image almost none). Images too small for a patch
-    with its margin are left out of patch sampling.
+    Images are drawn in proportion to their area, as a crop of a big mosaic
+    would be; every LR image must be at least ``patch`` pixels on each side.
     """
 
-    def __init__(self, pairs, scale: int, patch: int, seed: int = 0, margin: int = 0):
-        self.scale, self.patch, self.margin = scale, patch, margin
-        self.side = patch + 2 * margin  # of an LR patch with its margin
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= self.side]
-        if not self.pairs:
-            raise ValueError(f"no training image has an LR side of at least {self.side} pixels")
-        # Images are drawn in proportion to their area, as a crop of a big mosaic would be.
+    def __init__(self, pairs, scale: int, patch: int, seed: int = 0):
+        self.scale, self.patch = scale, patch
+        self.pairs = list(pairs)
+        small = [lr.shape for lr, _ in self.pairs if min(lr.shape[:2]) < patch]
+        if small or not self.pairs:
+            raise ValueError(f"patches need training images of at least {patch} LR pixels "
+                             f"a side; got {len(self.pairs)} images, {len(small)} smaller")
         areas = np.array([lr.shape[0] * lr.shape[1] for lr, _ in self.pairs], np.float64)
         self.p = areas / areas.sum()
         self.rng = np.random.default_rng(seed)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, 1, P+2M, P+2M) LR and (n, 1, P*s, P*s) HR float tensors, values 0..255.
-
-        The HR patch is the upscale of the LR patch's central P x P pixels.
-        """
-        s, p, m, side = self.scale, self.patch, self.margin, self.side
-        lrs = np.empty((n, 1, side, side), np.float32)
+        """(n, 1, P, P) LR and (n, 1, P*s, P*s) HR float tensors, values 0..255."""
+        s, p = self.scale, self.patch
+        lrs = np.empty((n, 1, p, p), np.float32)
         hrs = np.empty((n, 1, p * s, p * s), np.float32)
         for i, j in enumerate(self.rng.choice(len(self.pairs), n, p=self.p)):
             lr, hr = self.pairs[j]
-            y = self.rng.integers(0, lr.shape[0] - side + 1)
-            x = self.rng.integers(0, lr.shape[1] - side + 1)
+            y = self.rng.integers(0, lr.shape[0] - p + 1)
+            x = self.rng.integers(0, lr.shape[1] - p + 1)
             c = self.rng.integers(0, lr.shape[2])
-            a = lr[y:y + side, x:x + side, c]
-            b = hr[(y + m) * s:(y + m + p) * s, (x + m) * s:(x + m + p) * s, c]
+            a = lr[y:y + p, x:x + p, c]
+            b = hr[y * s:(y + p) * s, x * s:(x + p) * s, c]
             if self.rng.random() < 0.5:  # mirror: rotations add nothing (see plane_pairs)
                 a, b = a[:, ::-1], b[:, ::-1]
             lrs[i, 0], hrs[i, 0] = a, b
@@ -97,11 +89,7 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, state["iteration"], iters)
         x, y = sampler.batch(batch)
-        out = model(x)
-        c = (out.shape[-1] - y.shape[-1]) // 2  # the sampler's margin, in HR pixels
-        if c:
-            out = out[..., c:-c, c:-c]
-        loss = torch.mean((out - y) ** 2)
+        loss = torch.mean((model(x) - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

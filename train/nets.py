@@ -53,19 +53,19 @@ def srlut_layout(scale: int) -> tuple[StageSpec, ...]:
     return (StageSpec(scale, ("S",), 1.0, 0.0, "reflect"),)
 
 
-def mulut_layout(scale: int, patterns: str = "SDY", first_divisor: float | None = None,
+def mulut_layout(scale: int, patterns: str = "SDY",
                  refine_stages: int = 1) -> tuple[StageSpec, ...]:
     """MuLUT-style: refinement stages (r = 1) then the upscaling stage, edge padding.
 
-    The first stage's divisor is MuLUT's ``4 * len(patterns)`` unless
-    ``first_divisor`` is given. Further refinement stages (``refine_stages``
-    above 1) take bias 128, so that pixel replication (entries ``a - 128``)
-    fits int8 for every level 0..255 (they start as replication when a
-    model is grown, see ``tools/build_lut.py --refine-stages``).
+    The refinement stages' divisor is MuLUT's ``4 * len(patterns)`` (a
+    table entry then spans no more than the output). Those after the first
+    (``refine_stages`` above 1) take bias 128, so that pixel replication
+    (entries ``a - 128``) fits int8 for every level 0..255 (they start as
+    replication when a model is grown, see ``BuildConfig.refine_stages``).
     """
     n, pats = len(patterns), tuple(patterns)
     middle = StageSpec(1, pats, 4.0 * n, 128.0, "edge")
-    return (StageSpec(1, pats, first_divisor or 4.0 * n, 127.0, "edge"),
+    return (StageSpec(1, pats, 4.0 * n, 127.0, "edge"),
             *[middle] * (refine_stages - 1),
             StageSpec(scale, pats, float(n), 0.0, "edge"))
 

@@ -1,0 +1,163 @@
+"""What a LUT build does: :class:`BuildConfig`, its checks and the CI-sized settings.
+
+Plain Python (no torch), so that a command line can check a configuration
+before the training libraries load. :func:`train.build.build` runs one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+class BuildError(ValueError):
+    """A build refused: its configuration, data or starting LUT cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One run of the build pipeline (``tools/build_lut.py`` sets one field per flag).
+
+    The phases, each optional: the pattern nets trained and sampled into
+    tables (``net_iters``; skipped with ``init``), a linear base fitted
+    (``base``), LUT-aware fine-tuning of the tables (``finetune_iters``),
+    and the last stage refitted exactly by least squares (``lsq_iters``).
+    See :func:`train.build.build`.
+
+    Parameters
+    ----------
+    data : tuple of str
+        Folders of HR training images (searched recursively).
+    scale : {2, 3, 4}
+    layout : {"srlut", "mulut"}
+        ``srlut``: one stage of pattern S. ``mulut``: ``refine_stages``
+        stages at LR (r = 1) of ``patterns``, then the upscaling stage.
+    patterns : str
+        A mulut layout's patterns, from "S", "D", "Y".
+    refine_stages : int
+        A mulut layout's stages at LR, 1..4. With ``init`` of a LUT that
+        has fewer, the missing ones are inserted before its last stage as
+        pixel replication (a way to grow a trained model).
+    interval : int
+        k: tables sample every ``2**k`` levels.
+    base : {"none", "linear"}
+        ``linear``: the last stage adds a least-squares linear term over the
+        5x5 input pixels around each pixel and its tables fit the residual
+        (see :class:`lutsr.Stage`). Fitted by least squares alone: a srlut
+        layout with ``net_iters`` 0, or ``init`` (its earlier stages kept),
+        and no fine-tuning.
+    init : str or None
+        A LUT (a .lutsr path or a bundled name, of this layout) to start from
+        instead of training and sampling nets; its learned taps are kept.
+    tap_window : int or None
+        Learned taps (AutoLUT): each table reads 4 learned combinations of
+        the W x W window at each pixel, trained with the nets (W at least 3
+        for D and Y).
+    net_iters, net_lr, net_width, net_depth : int, float, int, int
+        Pattern-net training: Adam steps, step size, MLP width and depth.
+    finetune_iters, finetune_lr : int, float
+        LUT-aware fine-tuning: Adam steps, step size in table units (int8 levels).
+    finetune_taps : bool
+        Fine-tune the learned taps too, in steps of their stored units.
+    finetune_freeze_last : bool
+        Fine-tune only the earlier stages; the last keeps its tables (the
+        least squares refits it afterwards): alternating optimisation.
+    lsq_iters : int
+        Conjugate-gradient iterations of the last stage's refit (0: none).
+    lsq_prior, lsq_smooth : float
+        Pull of the refit toward the tables it starts from, and toward
+        smooth tables (see :func:`train.lsq.fit`).
+    lsq_no_flips : bool
+        Refit on the images only, not also their mirror images (half the
+        memory and time).
+    scale_aug : tuple of float
+        Also train on each HR image downscaled by these factors (e.g. 0.75, 0.5).
+    val_every : int
+        Hold out every N-th image (sorted by path) and record the LUT's
+        Y-PSNR on them (0: train on all).
+    batch, patch : int
+        Mini-batch size and LR patch side of the nets and fine-tuning (every
+        training image must be at least ``patch`` pixels in LR).
+    seed : int
+    threads : int or None
+        torch threads (None: torch's default).
+    checkpoint_dir : str or None
+        Where the phases keep their checkpoints (None: nowhere).
+    resume : bool
+        Continue from the checkpoints in ``checkpoint_dir``; without it a
+        folder that holds some is refused.
+    name : str
+        The LUT's name.
+    """
+
+    data: tuple[str, ...]
+    scale: int = 4
+    layout: str = "srlut"
+    patterns: str = "SDY"
+    refine_stages: int = 1
+    interval: int = 4
+    base: str = "none"
+    init: str | None = None
+    tap_window: int | None = None
+    net_iters: int = 2000
+    net_lr: float = 2e-3
+    net_width: int = 64
+    net_depth: int = 4
+    finetune_iters: int = 0
+    finetune_lr: float = 0.5
+    finetune_taps: bool = False
+    finetune_freeze_last: bool = False
+    lsq_iters: int = 40
+    lsq_prior: float = 1e-5
+    lsq_smooth: float = 1e-4
+    lsq_no_flips: bool = False
+    scale_aug: tuple[float, ...] = ()
+    val_every: int = 0
+    batch: int = 64
+    patch: int = 16
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    name: str = ""
+
+
+def quick(config: BuildConfig) -> BuildConfig:
+    """Tiny settings for CI: a smoke test of the whole pipeline in seconds.
+
+    They replace the phase sizes given (``--quick`` on the command line);
+    with ``base="linear"`` the least squares alone.
+    """
+    small = dict(net_iters=20, finetune_iters=10, lsq_iters=3, batch=4, patch=16, net_width=16,
+                 net_depth=2, interval=max(config.interval, 6))
+    if config.base == "linear":
+        small.update(net_iters=0, finetune_iters=0)
+    return dataclasses.replace(config, **small)
+
+
+def check(config: BuildConfig) -> None:
+    """Raise :class:`BuildError` if ``config`` asks for something the pipeline does not do."""
+    choices = {"scale": (2, 3, 4), "layout": ("srlut", "mulut"), "base": ("none", "linear")}
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise BuildError(f"{key} {getattr(config, key)!r} is not one of {allowed}")
+    if not config.data:
+        raise BuildError("no training data folders given")
+    if config.tap_window is not None and config.init:
+        raise BuildError("--tap-window trains new taps with the nets; --init keeps its LUT's own")
+    if config.refine_stages != 1 and (config.layout != "mulut"
+                                      or not 1 <= config.refine_stages <= 4):
+        raise BuildError("--refine-stages needs --layout mulut and a value in 1..4")
+    if config.resume and not config.checkpoint_dir:
+        raise BuildError("--resume needs a checkpoint folder")
+    if config.base == "linear":
+        clashes = [flag for flag, on in (
+            ("--layout mulut without --init", config.layout != "srlut" and not config.init),
+            ("--net-iters", config.net_iters and not config.init),
+            ("--finetune-iters", config.finetune_iters),
+            ("--lsq-iters 0", not config.lsq_iters)) if on]
+        if clashes:
+            raise BuildError(
+                f"--base linear is fitted by least squares alone, on the last stage (--layout "
+                f"srlut --net-iters 0, or --init LUT for the stages before it); it does not "
+                f"combine with {', '.join(clashes)}")
