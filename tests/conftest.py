@@ -73,7 +73,7 @@ def with_base(lut: LUT, rng: np.random.Generator, noise: int = 64) -> LUT:
     return LUT(tuple(stages), lut.interval, lut.name + "+base", dict(lut.metadata))
 
 
-def one_hot_taps(stage: Stage, window: int) -> np.ndarray:
+def nearest_pattern_taps(stage: Stage, window: int) -> np.ndarray:
     """Learned taps (int16, (P, 4, w, w)) that read exactly the stage's fixed patterns
     (a window too small for a pattern reads its pixels' nearest in the window instead)."""
     taps = np.zeros((len(stage.patterns), 4, window, window), np.int16)
@@ -84,9 +84,9 @@ def one_hot_taps(stage: Stage, window: int) -> np.ndarray:
 
 
 def with_taps(lut: LUT, rng: np.random.Generator, window: int = 3, noise: int = 300) -> LUT:
-    """``lut`` with learned taps on every stage: :func:`one_hot_taps` plus uniform noise of
+    """``lut`` with learned taps on every stage: :func:`nearest_pattern_taps` plus uniform noise of
     +-noise (out of ``2**TAP_BITS``), so taps both mix pixels and clip at 0 and 255."""
-    stages = [dataclasses.replace(s, taps=(one_hot_taps(s, window) + rng.integers(
+    stages = [dataclasses.replace(s, taps=(nearest_pattern_taps(s, window) + rng.integers(
         -noise, noise + 1, (len(s.patterns), 4, window, window))).astype(np.int16))
         for s in lut.stages]
     return LUT(tuple(stages), lut.interval, lut.name + "+taps", dict(lut.metadata))
@@ -169,7 +169,7 @@ def extreme_stage(rng, r: int, patterns: str, interval: int, with_base: bool,
         base = None
     stage = Stage(r, tuple(patterns), tuple(tables), divisor, bias, "edge", base)
     if with_taps:
-        taps = one_hot_taps(stage, 3).astype(np.int32)
+        taps = nearest_pattern_taps(stage, 3).astype(np.int32)
         taps += rng.choice([0, 2**15, -2**15], size=taps.shape, p=[0.8, 0.1, 0.1])
         stage = dataclasses.replace(stage, taps=np.clip(taps, -2**15, 2**15 - 1).astype(np.int16))
     return stage

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import one_hot_taps, random_lut, split_lut_bytes, with_header, with_taps
+from conftest import nearest_pattern_taps, random_lut, split_lut_bytes, with_header, with_taps
 
 import lutsr
 from lutsr.fileformat import LUTFormatError, from_bytes, to_bytes
@@ -24,8 +24,8 @@ def test_one_hot_taps_are_the_fixed_patterns(backend, layout, window):
     # padding included (a window wider than the pattern pads further, unread).
     rng = np.random.default_rng(window)
     lut = random_lut(rng, 5, layout, 2, "reflect")
-    tapped = LUT(tuple(dataclasses.replace(s, taps=one_hot_taps(s, window)) for s in lut.stages),
-                 lut.interval)
+    tapped = LUT(tuple(dataclasses.replace(s, taps=nearest_pattern_taps(s, window))
+                       for s in lut.stages), lut.interval)
     for shape in [(1, 1, 1), (3, 2, 1), (6, 9, 3)]:
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(lutsr.upscale(img, tapped, backend=backend),
@@ -99,7 +99,8 @@ def test_public_one_hot_taps():
 
     stage = random_lut(np.random.default_rng(0), 5, "mulut", 2).stages[0]
     for window in (3, 5, 7):
-        np.testing.assert_array_equal(public(stage.patterns, window), one_hot_taps(stage, window))
+        np.testing.assert_array_equal(public(stage.patterns, window),
+                                      nearest_pattern_taps(stage, window))
     assert public("S", 2).shape == (1, 4, 2, 2)
     for patterns, window in (("SD", 2), ("S", 1), ("S", 8)):
         with pytest.raises(ValueError, match=f"tap window {window}"):
