@@ -13,6 +13,8 @@ uniformly random tables of the same shape, the worst case. ``bundled_x4`` is
 the default LUT lutsr ships (an S table over a linear 5x5 base).
 ``mulut_x4_taps5`` is ``mulut_x4`` reading its pixels through dense learned 5x5
 taps close to its patterns: the run-time cost of learned taps.
+:func:`random_shiftlut` makes layered LUTs of the ShiftLUT shapes with random
+tables (their speed does not depend on the values).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import pytest
 
 from lutsr import LUT, Stage
+from lutsr.layered import HIGH_LEVELS, LOW_LEVELS, STEPS, LayeredStage, TableLayer, table_entries
 from lutsr.model import one_hot_taps
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -31,6 +34,9 @@ CONFORMANCE = SHARED / "conformance"
 
 #: (width, height) of the benchmark frames.
 SIZES = {"320x180": (320, 180), "480x270": (480, 270), "960x540": (960, 540)}
+
+#: Blocks of the published ShiftLUT models (CVPR 2026; all x4 over 16 channels).
+SHIFTLUT_BLOCKS = {"ShiftLUT-S": 1, "ShiftLUT-M": 2, "ShiftLUT-L": 8}
 
 
 def photo_frame(width: int, height: int) -> np.ndarray:
@@ -118,3 +124,34 @@ def bundled_x4() -> LUT:
 def random_srlut_x4() -> LUT:
     table = np.random.default_rng(1).integers(-128, 128, (17**4, 16), dtype=np.int8)
     return LUT((Stage(4, ("S",), (table,), 1, 0, "reflect"),), interval=4, name="random")
+
+
+def random_shiftlut(name: str, seed: int = 0) -> LUT:
+    """A one-stage x4 layered LUT of the shape of ``name`` (a :data:`SHIFTLUT_BLOCKS` key).
+
+    16 channels, the published number of blocks; random steps, table entries
+    within +-24 (as trained tables are, so values flow through every layer
+    without saturating) and every block's pointwise layer shifted within +-2
+    (as ``../shared/conformance/shiftlut/s2_x4_shift2``). The kernels expand
+    every table to all its inputs, so the time depends on the shape only.
+    """
+    rng = np.random.default_rng(seed)
+    r = 4
+    channels = r * r
+
+    def layer(kind, inputs, levels, shifted=False):
+        steps = rng.choice(STEPS, size=(inputs, channels)).astype(np.uint8)
+        need = np.vectorize(lambda s: table_entries(int(s), levels))(steps)
+        tables = rng.integers(-24, 25, (inputs, channels, need.max())).astype(np.int8)
+        tables[np.arange(need.max()) >= need[..., None]] = 0  # past the last sample: 0
+        shifts = rng.integers(-2, 3, (2, inputs)).astype(np.int8) if shifted else None
+        return TableLayer(kind, tables, steps, shifts)
+
+    stage = LayeredStage(
+        r=r,
+        blocks=tuple((layer("depthwise", 9, HIGH_LEVELS),
+                      layer("pointwise", channels, HIGH_LEVELS, shifted=True))
+                     for _ in range(SHIFTLUT_BLOCKS[name])),
+        low=layer("depthwise", 9, LOW_LEVELS),
+        up=layer("pointwise", channels, HIGH_LEVELS))
+    return LUT((stage,), name=f"{name} shape, random tables")

@@ -6,25 +6,32 @@
     python bench/make_results.py                  # Set5 + Set14, 30 rounds
     python bench/make_results.py --b100           # and B100
     python bench/make_results.py --no-quality     # speed only
-    python bench/make_results.py --quick          # seconds: tiny frames, Set5, 3 rounds;
+    python bench/make_results.py --quick          # a minute: tiny frames, Set5, 3 rounds;
                                                   # writes to a temporary folder
 
 Speed: the cases of ``bench/test_bench_matrix.py`` (OpenCV bicubic and
-Lanczos, lutsr with each bundled LUT, the numpy reference, the full CNN; 1 and
-2 threads; 320x180 and 480x270 to x4, 960x540 to x2) on the same photo
-frames. Within a (size, thread count) block the cases run in interleaved
-rounds, so a change in the machine's load hits all of them alike; the ratio to
-``cv2 INTER_CUBIC`` is taken within the block. Peak memory is measured for
-each case in a fresh process (see :func:`memory_probe`).
+Lanczos, lutsr with each bundled LUT, the numpy reference, the layered LUTs of
+the ShiftLUT shapes with random tables, the CNNs: RLFN, RLFN-ntire and the
+float nets of the multi-stage bundled LUTs; 1 and 2 threads; 320x180 and
+480x270 to x4, 960x540 to x2) on the same photo frames. Within a (size,
+thread count) block the cases run in interleaved rounds, so a change in the
+machine's load hits all of them alike; the ratio to ``cv2 INTER_CUBIC`` is
+taken within the block. Peak memory is measured for each case in a fresh
+process (see :func:`memory_probe`).
 
 Quality: :func:`tools.evaluate.evaluate` (Y-PSNR / SSIM, the papers'
 protocol) on ``../shared/data/test/{Set5,Set14}`` for bicubic (MATLAB
 ``imresize``, the papers' baseline row), the two OpenCV filters, each LUT at
-its scale and the CNN.
+its scale and the CNNs. The layered LUTs have no trained tables here: their
+quality is the published Set5 Y-PSNR (:data:`SHIFTLUT_PUBLISHED_SET5`).
 
 The plot: Set5 and Set14 Y-PSNR of the x4 methods against the time per
-1920x1080 output frame (the 480x270 -> 1080p x4 median at 2 threads), with
-the Pareto front.
+1920x1080 output frame (the 480x270 -> 1080p x4 median, the faster of 1 and
+2 threads), with the Pareto front of the measured methods; the layered LUTs
+stand apart on the Set5 panel at their published PSNR.
+
+The full run takes about 10 minutes on the project's 2-core machine, most of
+it in the CNNs (several seconds a frame each).
 """
 
 from __future__ import annotations
@@ -52,20 +59,24 @@ if str(ROOT) not in sys.path:  # run as a script: bench/, tools/ and train/ live
     sys.path.insert(0, str(ROOT))
 
 import lutsr  # noqa: E402
-from bench.conftest import SIZES, photo_frame  # noqa: E402
+from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut  # noqa: E402
 from bench.test_bench_matrix import (  # noqa: E402
     BICUBIC,
-    CNN_CHECKPOINT,
+    CNNS,
     CV2_METHODS,
     GROUPS,
+    LAYERED_LABEL,
     THREADS,
     Case,
     build,
     check_output,
+    cnn_missing,
+    layered_missing,
     lut_sources,
     matrix_cases,
     thread_settings,
 )
+from tools.evaluate import RLFN_PREFIX  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "test"
 #: A method's time per 1080p frame is its median on this size (x4 to 1920x1080).
@@ -73,6 +84,10 @@ PLOT_SIZE = "480x270"
 #: Quick mode divides each frame side by this.
 QUICK_DIVISOR = 10
 BICUBIC_MATLAB = "bicubic (MATLAB imresize)"
+#: ShiftLUT's published x4 Set5 Y-PSNR (CVPR 2026; issue 27); Set14 is not published.
+SHIFTLUT_PUBLISHED_SET5 = {"ShiftLUT-S": 30.50, "ShiftLUT-M": 30.77, "ShiftLUT-L": 31.33}
+#: Kinds that take seconds a frame: one untimed call, and only ``--slow-rounds`` rounds.
+SLOW_KINDS = ("cnn", "reference")
 
 
 # --------------------------------------------------------------------------- machine
@@ -205,9 +220,10 @@ def time_cases(cases: Sequence[Case], frames: dict[str, np.ndarray], rounds: int
     """Time every case in interleaved rounds, block by block (size, thread count).
 
     Each case is built and called twice untimed (compile, thread pools,
-    scratch) before the first round; the reference and the CNN take part in
-    only the first ``slow_rounds`` rounds. Thread settings are global in
-    OpenCV and torch, hence the blocks.
+    scratch) before the first round, the CNNs once and the reference not at
+    all; the reference and the CNNs (:data:`SLOW_KINDS`) take part in only
+    the first ``slow_rounds`` rounds. Thread settings are global in OpenCV
+    and torch, hence the blocks.
     """
     timings = {c: Timing(c, frames[c.size].shape) for c in cases}
     blocks: dict[tuple[str, int], list[Case]] = {}
@@ -220,12 +236,13 @@ def time_cases(cases: Sequence[Case], frames: dict[str, np.ndarray], rounds: int
         with thread_settings(threads, torch_too=any(c.kind == "cnn" for c in block)):
             fns = {c: build(c, frame) for c in block}
             for c, fn in fns.items():
-                if c.kind != "reference":
+                if c.kind not in SLOW_KINDS:
                     fn()
+                if c.kind != "reference":
                     check_output(c, frame, fn())
             for r in range(rounds):
                 for c, fn in fns.items():
-                    if c.kind in ("cnn", "reference") and r >= slow_rounds:
+                    if c.kind in SLOW_KINDS and r >= slow_rounds:
                         continue
                     cpu0, t0 = time.process_time(), time.perf_counter()
                     result = fn()
@@ -272,11 +289,12 @@ def speed_tables(timings: Sequence[Timing]) -> str:
 # --------------------------------------------------------------------------- quality
 
 
-def quality_methods(scale: int, luts: dict[str, tuple[str, int]], cnn) -> dict:
-    """``{label: f(lr) -> sr}`` for one scale: bicubic, OpenCV, the LUTs and CNN of that scale."""
+def quality_methods(scale: int, luts: dict[str, tuple[str, int]],
+                    cnns: dict[str, tuple[str, int]]) -> dict:
+    """``{label: f(lr) -> sr}`` for one scale: bicubic, OpenCV, the LUTs and CNNs of that scale."""
     import cv2
 
-    from tools.evaluate import bicubic_method, lut_method
+    from tools.evaluate import bicubic_method, cnn_method, lut_method
 
     def opencv(flag):
         def run(lr):
@@ -289,13 +307,13 @@ def quality_methods(scale: int, luts: dict[str, tuple[str, int]], cnn) -> dict:
     for label, (source, s) in luts.items():
         if s == scale:
             methods[label] = lut_method(source, scale)[1]
-    if cnn is not None and cnn[1] == scale:
-        from train.export import load_cnn_method
-        methods[cnn[0]] = load_cnn_method(cnn[2])[2]
+    for label, (spec, s) in cnns.items():
+        if s == scale:
+            methods[label] = cnn_method(spec, scale)[1]
     return methods
 
 
-def run_quality(scales: Sequence[int], datasets: Sequence[Path], luts, cnn) -> dict:
+def run_quality(scales: Sequence[int], datasets: Sequence[Path], luts, cnns) -> dict:
     """``{scale: list of tools.evaluate.ImageResult}``."""
     from tools.evaluate import evaluate
 
@@ -303,7 +321,7 @@ def run_quality(scales: Sequence[int], datasets: Sequence[Path], luts, cnn) -> d
     for scale in scales:
         print(f"[quality] x{scale} on {', '.join(d.name for d in datasets)}", file=sys.stderr,
               flush=True)
-        results[scale] = evaluate(quality_methods(scale, luts, cnn), datasets, scale)
+        results[scale] = evaluate(quality_methods(scale, luts, cnns), datasets, scale)
     return results
 
 
@@ -326,21 +344,37 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_points(timings: Sequence[Timing], summary: dict, datasets: Sequence[str]) -> dict:
-    """``{dataset: [(label, ms per 1080p frame, PSNR)]}`` for the x4 methods with both numbers.
+def fastest(timings: Sequence[Timing]) -> dict[str, Timing]:
+    """Each method's timing at :data:`PLOT_SIZE` with the lowest median over the thread counts.
 
-    A method's time is its fastest median over the thread counts measured at
-    :data:`PLOT_SIZE` (on a loaded machine 2 threads can be slower than 1);
-    the label says which thread count that was.
+    On a loaded machine 2 threads can be slower than 1.
     """
     best: dict[str, Timing] = {}
     for t in timings:
         if t.case.size == PLOT_SIZE and (t.case.method not in best
                                          or t.median_ms < best[t.case.method].median_ms):
             best[t.case.method] = t
-    return {d: [(f"{m} ({t.case.threads}T)", t.median_ms, summary[(m, d)][0])
-                for m, t in best.items() if (m, d) in summary]
-            for d in datasets}
+    return best
+
+
+def plot_points(timings: Sequence[Timing], summary: dict, datasets: Sequence[str]) -> dict:
+    """``{dataset: [(label, ms per 1080p frame, PSNR, measured)]}`` for the x4 methods.
+
+    Every method with a time (:func:`fastest`; the label says at which thread
+    count) and a PSNR on the dataset in ``summary`` (``measured`` True); on
+    Set5 also the layered LUTs at their published PSNR (``measured`` False).
+    """
+    best = fastest(timings)
+    points = {}
+    for d in datasets:
+        points[d] = [(f"{m} ({t.case.threads}T)", t.median_ms, summary[(m, d)][0], True)
+                     for m, t in best.items() if (m, d) in summary]
+        if d == "Set5":
+            points[d] += [(f"{t.case.source} ({t.case.threads}T)", t.median_ms,
+                           SHIFTLUT_PUBLISHED_SET5[t.case.source], False)
+                          for t in best.values() if t.case.kind == "layered"
+                          and t.case.source in SHIFTLUT_PUBLISHED_SET5]
+    return points
 
 
 def _label_positions(ys: Sequence[float], gap: float) -> list[float]:
@@ -364,11 +398,12 @@ def make_plot(points: dict, path: Path, quick: bool) -> dict[str, list[str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(points), figsize=(6.2 * len(points), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(points), figsize=(6.4 * len(points), 6.6), squeeze=False)
     fronts = {}
     for ax, (dataset, pts) in zip(axes[0], points.items(), strict=True):
-        xy = [(p[1], p[2]) for p in pts]
-        front = pareto_front(xy)
+        # The front is of the methods measured here; published figures stand apart.
+        measured = [i for i, p in enumerate(pts) if p[3]]
+        front = [measured[j] for j in pareto_front([pts[i][1:3] for i in measured])]
         fronts[dataset] = [pts[i][0] for i in front]
         xs = [p[1] for p in pts] or [1.0]
         ys = [p[2] for p in pts] or [0.0]
@@ -380,30 +415,44 @@ def make_plot(points: dict, path: Path, quick: bool) -> dict[str, list[str]]:
         # points in the right half get their label on the left.
         lo, hi = np.log(ax.get_xlim())
         y0, y1 = ax.get_ylim()
-        fy = _label_positions([(y - y0) / (y1 - y0) + 0.04 for y in ys], gap=0.09)
-        for i, (method, x, y) in enumerate(pts):
+        fy = _label_positions([(y - y0) / (y1 - y0) + 0.03 for y in ys], gap=0.062)
+        published_label = "ShiftLUT shapes: published PSNR, random tables for timing"
+        for i, (method, x, y, known) in enumerate(pts):
             on = i in front
-            ax.scatter([x], [y], s=55 if on else 35, zorder=3,
-                       color="tab:red" if on else "tab:blue", edgecolor="black", linewidth=0.5)
+            if known:
+                ax.scatter([x], [y], s=55 if on else 35, zorder=3, edgecolor="black",
+                           color="tab:red" if on else "tab:blue", linewidth=0.5)
+            else:
+                ax.scatter([x], [y], s=45, zorder=3, marker="D", facecolor="white",
+                           edgecolor="tab:green", linewidth=1.4, label=published_label)
+                published_label = "_nolegend_"  # one legend entry for all of them
             px = (np.log(x) - lo) / (hi - lo)
             right = px < 0.55
-            ax.annotate(f"{method}\n{x:.1f} ms, {y:.2f} dB", (x, y),
+            ms = f"{x:.1f}" if x < 100 else f"{x:.0f}"
+            ax.annotate(f"{method}\n{ms} ms, {y:.2f} dB" + ("" if known else " (published)"),
+                        (x, y),
                         xytext=(px + (0.03 if right else -0.03), fy[i]),
-                        textcoords="axes fraction", fontsize=7.5, va="center",
+                        textcoords="axes fraction", fontsize=7, va="center",
                         ha="left" if right else "right",
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
         if front:
-            fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
+            fx, fy = [pts[i][1] for i in front], [pts[i][2] for i in front]
             ax.step(fx, fy, where="post", color="tab:red", linewidth=1.2, zorder=2,
-                    label="Pareto front (nothing is both faster and better)")
-            ax.legend(loc="lower right", fontsize=8)
+                    label="Pareto front (nothing measured is both faster and better)")
         ax.set_title(f"{dataset} x4")
         what = "frame (quick run: tiny frames)" if quick else "1920x1080 output frame"
         ax.set_xlabel(f"ms per {what} (log scale; fastest of 1 and 2 threads)")
         ax.set_ylabel("Y-PSNR (dB)")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("x4 upscalers: quality against speed (480x270 -> 1920x1080 RGB)")
-    fig.tight_layout()
+    # One legend under the panels, where it hides no point or label.
+    legend = {}
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
+                   fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 if legend else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return fronts
@@ -437,30 +486,59 @@ def _describe_luts(luts: dict[str, tuple[str, int]]) -> list[str]:
     return lines or ["- no LUT is bundled in `lutsr/luts/` yet and none was given with `--lut`"]
 
 
-def _describe_cnn(cnn) -> str:
-    if cnn is None:
-        return "- the CNN: not measured (torch or the checkpoint is missing)"
+def _describe_cnns(cnns: dict[str, tuple[str, int]]) -> list[str]:
+    """One line per CNN: what it is, its parameters, how it runs."""
+    if not cnns:
+        return ["- CNNs: none measured (torch or the weights are missing, or `--cnn` was empty)"]
     import torch
 
-    from train.export import load_net
+    lines = []
+    for label, (spec, _) in cnns.items():
+        path = spec.removeprefix(RLFN_PREFIX)
+        rel = os.path.relpath(path, ROOT)
+        if spec.startswith(RLFN_PREFIX):
+            from train.rlfn import load_rlfn
 
-    net = load_net(cnn[2])
-    saved = torch.load(cnn[2], weights_only=True)
-    config, state = saved.get("config") or {}, saved.get("state") or {}
-    params = sum(p.numel() for p in net.parameters())
-    layout = "; ".join(f"r={s.r} patterns={''.join(s.patterns)}" for s in net.layout)
-    trained = (f", trained {state['iteration']} iterations" if "iteration" in state else "")
-    rel = os.path.relpath(cnn[2], ROOT)
-    return (f"- `{cnn[0]}`: the torch pattern net of `{rel}` ({layout}; MLP width "
-            f"{config.get('width')}, depth {config.get('depth')}; {params} parameters{trained}); "
-            "run in torch on the CPU, each channel through the net as a LUT does "
-            "(`train.export.load_cnn_method`). A LUT above was sampled from such a net only "
-            "if its provenance lists a `net` phase; one fitted directly (least squares) can beat "
-            "this net")
+            model = load_rlfn(path)
+            params = sum(p.numel() for p in model.parameters())
+            lines.append(
+                f"- `{label}`: RLFN (Kong et al., CVPR 2022 workshops), the authors' weights "
+                f"`{rel}` ({model.shape.features} channels, {len(model.shape.blocks)} blocks, "
+                f"{params:,} parameters); `train.rlfn`, run in torch on the CPU on RGB")
+            continue
+        from train.export import load_net
+
+        net = load_net(path)
+        saved = torch.load(path, weights_only=True)
+        config, state = saved.get("config") or {}, saved.get("state") or {}
+        params = sum(p.numel() for p in net.parameters())
+        layout = " then ".join(f"r={s.r} {''.join(s.patterns)}" for s in net.layout)
+        taps = (f", learned {config['tap_window']}x{config['tap_window']} taps"
+                if config.get("tap_window") else "")
+        trained = f", trained {state['iteration']} iterations" if "iteration" in state else ""
+        lines.append(
+            f"- `{label}`: the float pattern net of `{rel}` ({layout}{taps}; MLP width "
+            f"{config.get('width')}, depth {config.get('depth')}; {params:,} parameters"
+            f"{trained}), run in torch on the CPU, each channel through the net as the LUT "
+            "does (`train.export.load_cnn_method`); a LUT's first tables are sampled from such "
+            "a net (`net of X`: the net of the bundled LUT X, whose tables were then refitted "
+            "and fine-tuned; README, `x4-sdy`)")
+    return lines
 
 
-def write_report(path: Path, *, args, command: str, start: dict, end_load, luts, cnn,
-                 timings, quality, fronts, elapsed: float) -> None:
+def _describe_layered(layered: Sequence[str]) -> list[str]:
+    """One line per layered LUT: its shape, and where its quality comes from."""
+    if not layered:
+        return ["- layered LUTs: not measured (" + (layered_missing() or "left out") + ")"]
+    return [f"- `{LAYERED_LABEL.format(name)}`: {random_shiftlut(name).stages[0].describe()}; "
+            "random tables, steps and shifts within +-2 (`bench/conftest.py`: the time depends "
+            "on the shape only); quality: the published Set5 Y-PSNR, "
+            f"{SHIFTLUT_PUBLISHED_SET5[name]:.2f} dB (ShiftLUT, CVPR 2026), not measured here"
+            for name in layered]
+
+
+def write_report(path: Path, *, args, command: str, start: dict, end_load, luts, cnns,
+                 layered, timings, quality, fronts, elapsed: float) -> None:
     """Write RESULTS.md."""
     from tools.evaluate import markdown_table, summarize
 
@@ -468,7 +546,7 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
     load0, load1 = start["load"], end_load
     busy = load0[0] > 0.5 * (start["cpus"] or 1)
     lines = [
-        "# Speed and quality: lutsr beside OpenCV and the full CNN",
+        "# Speed and quality: lutsr beside OpenCV and CNNs",
         "",
         "Generated by `bench/make_results.py` (issue 4); do not edit by hand, re-run:",
         "",
@@ -490,7 +568,8 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
         f"- Python {v['python']}, numpy {v['numpy']}, numba {v['numba']}, OpenCV {v['cv2']}, "
         f"torch {v['torch']}, lutsr {lutsr.__version__}",
         *_describe_luts(luts),
-        _describe_cnn(cnn),
+        *_describe_layered(layered),
+        *_describe_cnns(cnns),
         "",
     ]
     if busy:
@@ -506,10 +585,11 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
         "",
         "Same frame for every method: scikit-image's `astronaut`, centre-cropped to 16:9 and "
         "resized (`bench/conftest.py`), uint8 RGB. lutsr (numba backend) and OpenCV write into "
-        "a preallocated output; the CNN allocates its own. Each case is called twice untimed "
-        "first (numba compile or cache load, thread pools). Within each (size, threads) block "
-        f"all cases run in interleaved rounds ({args.rounds} rounds; the CNN and the numpy "
-        f"reference only the first {min(args.slow_rounds, args.rounds)}).",
+        "a preallocated output; the CNNs allocate their own. Each case is called twice untimed "
+        "first (numba compile or cache load, thread pools; the CNNs once, the reference not "
+        "at all). Within each (size, threads) block all cases run in interleaved rounds "
+        f"({args.rounds} rounds; the CNNs and the numpy reference only the first "
+        f"{min(args.slow_rounds, args.rounds)}).",
         "",
         "- **median ms / min ms**: wall time per frame; **fps** = 1000 / median ms;",
         f"- **x bicubic**: median / median of `{BICUBIC}` at the same size and thread count;",
@@ -521,7 +601,7 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
         "just before the call, after a warm-up on a 16x16 crop, with glibc told to map every "
         "allocation of 4 KiB or more on its own (`MALLOC_MMAP_THRESHOLD_=4096`) so that none "
         "hides in pages an earlier one freed; the input, the preallocated output, the model and "
-        "the interpreter are excluded (the CNN's output is included: it allocates it);",
+        "the interpreter are excluded (a CNN's output is included: it allocates it);",
         "- threads: `Upscaler(threads=n)`, `cv2.setNumThreads(n)`, `torch.set_num_threads(n)`; "
         "the reference is single-threaded numpy.",
         "",
@@ -538,18 +618,34 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
                   + " | ".join(f"ms, {n} thread{'s' * (n > 1)}" for n in THREADS) + " | "
                   + " | ".join(f"{d} PSNR" for d in dsets) + " |",
                   "|---|" + "---:|" * (len(THREADS) + len(dsets))]
-        for m in names:
+        def ms_cells(method):
             cells = []
             for n in THREADS:
-                hit = [t.median_ms for t in timings if t.case.method == m
+                hit = [t.median_ms for t in timings if t.case.method == method
                        and t.case.size == PLOT_SIZE and t.case.threads == n]
                 cells.append(f"{hit[0]:.1f}" if hit else "-")
-            lines.append(f"| {m} | " + " | ".join(cells) + " | "
+            return " | ".join(cells)
+
+        for m in names:
+            lines.append(f"| {m} | {ms_cells(m)} | "
                          + " | ".join(f"{summary4[(m, d)][0]:.2f}" for d in dsets) + " |")
+        for name in layered:
+            published = [f"{SHIFTLUT_PUBLISHED_SET5[name]:.2f} (published)" if d == "Set5"
+                         else "-" for d in dsets]
+            lines.append(f"| {LAYERED_LABEL.format(name)} | {ms_cells(LAYERED_LABEL.format(name))}"
+                         f" | " + " | ".join(published) + " |")
         lines += ["", f"`{BICUBIC_MATLAB}` is the papers' baseline (quality only: it is "
                   "`lutsr.resize.imresize`, a numpy reimplementation not tuned for speed); "
                   "the numpy reference gives bit-identical output to lutsr, so it has the "
-                  "quality of its LUT.", ""]
+                  "quality of its LUT."]
+        if layered:
+            lines += ["", "The ShiftLUT rows are timed here with random tables of the published "
+                      "shapes; their PSNR is the paper's Set5 figure, not measured here (no "
+                      "Set14 figure is published)."]
+        if any(not spec.startswith(RLFN_PREFIX) for spec, _ in cnns.values()):
+            lines += ["", "The nets' rows are the float networks the multi-stage LUTs were "
+                      "sampled from, before the LUTs' refits and fine-tuning."]
+        lines.append("")
         lines += ["## Quality", "",
                   "`tools/evaluate.py`'s `evaluate` on `../shared/data/test`: LR from "
                   "`LR_bicubic/X<s>`, Y-PSNR with `s` pixels shaved and SSIM (11x11 Gaussian, "
@@ -562,7 +658,11 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
                   f"`pareto.png`: Set5 and Set14 Y-PSNR of the x4 methods against the time per "
                   f"1920x1080 output frame ({PLOT_SIZE} x4; each method at its faster thread "
                   "count, marked 1T or 2T; log scale); red points and line: the Pareto "
-                  "front, the methods nothing else beats on both speed and quality."]
+                  "front, the measured methods nothing else measured beats on both speed and "
+                  "quality."
+                  + (" Green diamonds (Set5 only): the ShiftLUT shapes, timed here with random "
+                     "tables, at their published Set5 PSNR; they are not on the front, and not "
+                     "on the Set14 panel (no published figure)." if layered else "")]
         for dataset, front in fronts.items():
             lines.append(f"- {dataset} front, fastest first: " + ", ".join(front))
         lines.append("")
@@ -578,17 +678,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="tiny frames, few rounds, Set5 only: tests the script in seconds")
+                   help="tiny frames, few rounds, Set5 only: tests the script in a minute")
     p.add_argument("--no-quality", action="store_true", help="speed only (no plot)")
     p.add_argument("--b100", action="store_true", help="also evaluate quality on B100")
     p.add_argument("--rounds", type=int, default=None,
                    help="timed rounds per case (default 30, quick 3)")
     p.add_argument("--slow-rounds", type=int, default=None,
-                   help="timed rounds of the CNN and the numpy reference (default 3, quick 1)")
+                   help="timed rounds of the CNNs and the numpy reference (default 3, quick 1)")
     p.add_argument("--lut", nargs="+", action="extend", default=[], metavar="PATH",
                    help="extra .lutsr files to measure beside the bundled LUTs")
-    p.add_argument("--cnn", default=str(CNN_CHECKPOINT), metavar="CHECKPOINT",
-                   help="the full-CNN checkpoint ('' for none)")
+    p.add_argument("--cnn", nargs="*", default=None, metavar="SPEC",
+                   help="x4 CNNs to measure instead of RLFN, RLFN-ntire and the nets of x4-sdy "
+                        "and x4-sdy-taps: tools/evaluate.py --cnn specs (a net checkpoint or "
+                        "rlfn:PATH); --cnn alone for none")
     p.add_argument("--data", type=Path, default=DATA, help="folder holding Set5, Set14, B100")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where RESULTS.md and pareto.png go (default bench/, quick: a temp dir)")
@@ -606,20 +708,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _cnn_entry(checkpoint: str):
-    """(label, scale, path) of the CNN, or None with the reason printed."""
-    if not checkpoint:
-        return None
-    if not Path(checkpoint).exists():
-        print(f"[cnn] {checkpoint} not present: no CNN rows", file=sys.stderr)
-        return None
-    try:
-        from train.export import load_cnn_method
-    except ImportError as exc:
-        print(f"[cnn] cannot load the CNN ({exc}): no CNN rows", file=sys.stderr)
-        return None
-    name, scale, _ = load_cnn_method(checkpoint)
-    return name, scale, str(Path(checkpoint).resolve())
+def cnn_entries(specs: Sequence[str] | None) -> dict[str, tuple[str, int]]:
+    """``{label: (spec, scale)}`` of the CNNs to measure that can run here.
+
+    ``specs`` None means :data:`CNNS`; otherwise each ``tools/evaluate.py
+    --cnn`` spec, an x4 CNN, is labelled by its loader. A CNN whose weights
+    or torch are missing is left out, with the reason printed.
+    """
+    wanted = dict(CNNS) if specs is None else {spec: (spec, 4) for spec in specs}
+    found = {}
+    for label, (spec, scale) in wanted.items():
+        if why := cnn_missing(spec):
+            print(f"[cnn] {label}: {why}: no rows", file=sys.stderr)
+            continue
+        if specs is not None:
+            from tools.evaluate import cnn_method
+
+            label = cnn_method(spec, scale)[0]
+        found[label] = (spec, scale)
+    return found
 
 
 def main(argv=None) -> int:
@@ -650,8 +757,11 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"make_results.py: error: {exc}", file=sys.stderr)
         return 2
-    cnn = _cnn_entry(args.cnn)
-    cases = matrix_cases(luts, cnn)
+    cnns = cnn_entries(args.cnn)
+    if why := layered_missing():
+        print(f"[layered] {why}: no layered rows", file=sys.stderr)
+    layered = [] if why else list(SHIFTLUT_BLOCKS)
+    cases = matrix_cases(luts, cnns, layered)
     frames = {}
     for size, _ in GROUPS:
         w, h = SIZES[size]
@@ -671,7 +781,7 @@ def main(argv=None) -> int:
     quality, fronts = {}, {}
     if datasets:
         scales = sorted({4} | {s for _, s in luts.values()}, reverse=True)
-        quality = run_quality(scales, datasets, luts, cnn)
+        quality = run_quality(scales, datasets, luts, cnns)
         if 4 in quality:
             from tools.evaluate import summarize
 
@@ -684,8 +794,8 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report = args.out_dir / "RESULTS.md"
     write_report(report, args=args, command=command, start=start, end_load=os.getloadavg(),
-                 luts=luts, cnn=cnn, timings=timings, quality=quality, fronts=fronts,
-                 elapsed=time.perf_counter() - started)
+                 luts=luts, cnns=cnns, layered=layered, timings=timings, quality=quality,
+                 fronts=fronts, elapsed=time.perf_counter() - started)
     print(f"[done] wrote {report}" + (f" and {args.out_dir / 'pareto.png'}" if fronts else "")
           + f" in {(time.perf_counter() - started) / 60:.1f} min", file=sys.stderr)
     return 0

@@ -8,8 +8,10 @@ read off it:
 group         scale  methods
 ============  =====  ===========================================================
 320x180       x4     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr (each bundled x4
-                     LUT), the numpy reference (each bundled x4 LUT), the CNN
-480x270       x4     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr, the CNN
+                     LUT), the numpy reference (each bundled x4 LUT), the
+                     layered LUTs, the CNNs
+480x270       x4     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr, the layered LUTs,
+                     the CNNs
 960x540       x2     cv2 INTER_CUBIC / INTER_LANCZOS4, lutsr (each bundled x2 LUT)
 ============  =====  ===========================================================
 
@@ -19,11 +21,16 @@ single-threaded numpy and runs once. Frames are uint8 RGB photos
 (:func:`bench.conftest.photo_frame`). The LUTs are whatever
 :func:`lutsr.bundled_names` lists when the module is collected, plus the
 ``.lutsr`` files named in the environment variable ``LUTSR_BENCH_LUTS``
-(``os.pathsep``-separated; for benchmarking a LUT before it is bundled). "The
-CNN" is the torch net the x4 LUT is sampled from
-(``train/checkpoints/srlut-x4-net/net.pt``); its cases skip when torch or the
-checkpoint is missing. The GPU backend has its own suite,
-``bench/test_bench_gpu.py``. ::
+(``os.pathsep``-separated; for benchmarking a LUT before it is bundled).
+
+The layered LUTs are the ShiftLUT-S, -M and -L shapes with random tables
+(:func:`bench.conftest.random_shiftlut`); they skip while lutsr's numba
+backend cannot run layered stages. The CNNs (:data:`CNNS`, run in torch on
+the CPU through ``tools/evaluate.py``'s ``cnn_method``) are RLFN and its
+pruned NTIRE 2022 entry (the authors' weights in ``../shared/models/rlfn``),
+and the float nets the multi-stage bundled LUTs were sampled from
+(``train/checkpoints``); each skips when torch or its file is missing. The
+GPU backend has its own suite, ``bench/test_bench_gpu.py``. ::
 
     python -m pytest bench/test_bench_matrix.py --benchmark-only \\
         --benchmark-columns=min,median,max,rounds
@@ -32,13 +39,14 @@ checkpoint is missing. The GPU backend has its own suite,
 Every timed case is called once untimed first (numba compiles or loads its
 cache; torch and OpenCV set up their thread pools) and lutsr and OpenCV write
 into a preallocated output, as a video loop does. With ``--benchmark-disable``
-each case runs once, the reference and the CNN on a small crop of the frame,
+each case runs once, the reference and the CNNs on a small crop of the frame,
 so the smoke run takes seconds. ``bench/make_results.py`` runs the same cases
 (imported from here) and writes ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -53,16 +61,27 @@ import pytest
 
 import lutsr
 
-from .conftest import SIZES
+from .conftest import SHARED, SHIFTLUT_BLOCKS, SIZES, random_shiftlut
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # train/ is not installed: it lives in the checkout
+if str(ROOT) not in sys.path:  # tools/ and train/ are not installed: they live in the checkout
     sys.path.insert(0, str(ROOT))
 
-#: The x4 torch net the bundled x4 LUT is sampled from ("the full CNN").
-CNN_CHECKPOINT = ROOT / "train" / "checkpoints" / "srlut-x4-net" / "net.pt"
-#: Its scale, known without importing torch at collection time; checked when it runs.
-CNN_SCALE = 4
+from tools.evaluate import RLFN_PREFIX  # noqa: E402
+
+_RLFN = SHARED / "models" / "rlfn"
+_NETS = ROOT / "train" / "checkpoints"
+#: The CNNs: ``{row label: (tools/evaluate.py --cnn spec, scale)}``; the scale is
+#: known here so that collection needs no torch, and is checked when a case runs.
+CNNS = {
+    "RLFN x4": (f"{RLFN_PREFIX}{_RLFN / 'rlfn_x4.pth'}", 4),
+    "RLFN-ntire x4": (f"{RLFN_PREFIX}{_RLFN / 'rlfn_ntire_x4.pth'}", 4),
+    # The float nets that x4-sdy and x4-sdy-taps were sampled from (README, "x4-sdy").
+    "net of x4-sdy": (str(_NETS / "x4-sdy-net12k" / "net.pt"), 4),
+    "net of x4-sdy-taps": (str(_NETS / "x4-sdy3-taps5-net12k" / "net.pt"), 4),
+}
+#: Row label of a layered LUT of a :data:`bench.conftest.SHIFTLUT_BLOCKS` shape.
+LAYERED_LABEL = "{} (random tables)"
 #: (size, scale) of each group, in table order.
 GROUPS = (("320x180", 4), ("480x270", 4), ("960x540", 2))
 #: The only size the (slow) numpy reference runs on.
@@ -72,11 +91,11 @@ THREADS = (1, 2)
 CV2_METHODS = {"cv2 INTER_CUBIC": "INTER_CUBIC", "cv2 INTER_LANCZOS4": "INTER_LANCZOS4"}
 #: The row every ratio is taken against (same size, same thread count).
 BICUBIC = "cv2 INTER_CUBIC"
-#: Timed rounds per kind in the pytest run; the CNN and the reference take ~0.1-10 s a frame.
-ROUNDS = {"cv2": 30, "lutsr": 30, "cnn": 3, "reference": 1}
+#: Timed rounds per kind in the pytest run; the CNNs and the reference take ~0.5-20 s a frame.
+ROUNDS = {"cv2": 30, "lutsr": 30, "layered": 30, "cnn": 3, "reference": 1}
 #: Environment variable: extra ``.lutsr`` files to benchmark beside the bundled LUTs.
 EXTRA_LUTS_ENV = "LUTSR_BENCH_LUTS"
-#: Frame size (rows, cols) the reference and the CNN use when benchmarks are disabled.
+#: Frame size (rows, cols) the reference and the CNNs use when benchmarks are disabled.
 SMOKE_CROP = (36, 64)
 
 
@@ -86,7 +105,7 @@ class Case:
 
     Parameters
     ----------
-    kind : {"cv2", "lutsr", "reference", "cnn"}
+    kind : {"cv2", "lutsr", "reference", "layered", "cnn"}
     method : str
         The row label, e.g. ``"lutsr x4"`` or ``"cv2 INTER_CUBIC"``.
     size : str
@@ -95,7 +114,8 @@ class Case:
     threads : int
     source : str
         What the method runs: a cv2 flag name, a bundled LUT name or a
-        ``.lutsr`` path, or a checkpoint path.
+        ``.lutsr`` path, a :data:`bench.conftest.SHIFTLUT_BLOCKS` key, or a
+        ``tools/evaluate.py --cnn`` spec.
     """
 
     kind: str
@@ -142,8 +162,8 @@ def env_luts() -> list[str]:
 
 
 def matrix_cases(luts: Mapping[str, tuple[str, int]],
-                 cnn: tuple[str, int, str] | None = None,
-                 groups=GROUPS, threads=THREADS) -> list[Case]:
+                 cnns: Mapping[str, tuple[str, int]] | None = None,
+                 layered: Iterable[str] = (), groups=GROUPS, threads=THREADS) -> list[Case]:
     """Every case of the matrix, grouped by size then thread count.
 
     Parameters
@@ -151,8 +171,10 @@ def matrix_cases(luts: Mapping[str, tuple[str, int]],
     luts : mapping
         ``{label: (source, scale)}`` as from :func:`lut_sources`; a LUT joins
         the groups of its scale.
-    cnn : (label, scale, checkpoint path), optional
-        The full CNN; joins the groups of its scale.
+    cnns : mapping, optional
+        ``{label: (spec, scale)}`` as :data:`CNNS`; each joins the groups of its scale.
+    layered : iterable of str
+        :data:`bench.conftest.SHIFTLUT_BLOCKS` keys; each joins the x4 groups.
     groups, threads
         Override :data:`GROUPS` and :data:`THREADS` (tests, quick runs).
     """
@@ -163,8 +185,11 @@ def matrix_cases(luts: Mapping[str, tuple[str, int]],
                       for label, flag in CV2_METHODS.items()]
             cases += [Case("lutsr", label, size, scale, n, source)
                       for label, (source, s) in luts.items() if s == scale]
-            if cnn is not None and cnn[1] == scale:
-                cases.append(Case("cnn", cnn[0], size, scale, n, cnn[2]))
+            if scale == 4:
+                cases += [Case("layered", LAYERED_LABEL.format(name), size, scale, n, name)
+                          for name in layered]
+            cases += [Case("cnn", label, size, scale, n, spec)
+                      for label, (spec, s) in (cnns or {}).items() if s == scale]
             if size == REFERENCE_SIZE and n == min(threads):
                 cases += [Case("reference", label.replace("lutsr", "reference", 1), size,
                                scale, n, source)
@@ -184,7 +209,7 @@ def build(case: Case, frame: np.ndarray) -> Callable[[], np.ndarray]:
     -------
     callable
         Returns the uint8 ``(H*s, W*s, 3)`` output; lutsr and cv2 write into
-        one output array allocated here, the CNN allocates its own.
+        one output array allocated here, the CNNs allocate their own.
     """
     h, w, c = frame.shape
     s = case.scale
@@ -195,19 +220,18 @@ def build(case: Case, frame: np.ndarray) -> Callable[[], np.ndarray]:
 
         flag = getattr(cv2, case.source)
         return lambda: cv2.resize(frame, (w * s, h * s), dst=out, interpolation=flag)
-    if case.kind in ("lutsr", "reference"):
-        backend = "numba" if case.kind == "lutsr" else "reference"
-        threads = case.threads if case.kind == "lutsr" else None
-        up = lutsr.Upscaler(case.source, backend=backend, threads=threads)
+    if case.kind in ("lutsr", "reference", "layered"):
+        backend = "reference" if case.kind == "reference" else "numba"
+        threads = None if case.kind == "reference" else case.threads
+        lut = random_shiftlut(case.source) if case.kind == "layered" else case.source
+        up = lutsr.Upscaler(lut, backend=backend, threads=threads)
         if up.scale != s:
             raise ValueError(f"{case.source}: LUT is x{up.scale}, case {case.id} is x{s}")
         return lambda: up(frame, out=out)
     if case.kind == "cnn":
-        from train.export import load_cnn_method
+        from tools.evaluate import cnn_method
 
-        _, cnn_scale, fn = load_cnn_method(case.source)
-        if cnn_scale != s:
-            raise ValueError(f"{case.source}: the CNN is x{cnn_scale}, case {case.id} is x{s}")
+        _, fn = cnn_method(case.source, s)  # raises unless the CNN is x{s}
         return lambda: fn(frame)
     raise ValueError(f"unknown case kind {case.kind!r}")
 
@@ -237,7 +261,8 @@ def check_output(case: Case, frame: np.ndarray, result: np.ndarray) -> None:
 
     Shrunk back with ``INTER_AREA`` it must stay close to the input (mean
     absolute difference under 12 levels): catches a method that returns
-    garbage, a blank or a shifted image, or the wrong scale.
+    garbage, a blank or a shifted image, or the wrong scale. A layered LUT's
+    random tables make no image: only its shape and dtype are checked.
     """
     import cv2
 
@@ -246,28 +271,44 @@ def check_output(case: Case, frame: np.ndarray, result: np.ndarray) -> None:
         f"{case.id}: returned {type(result).__name__} {getattr(result, 'dtype', '')}"
     assert result.shape == (h * case.scale, w * case.scale, c), \
         f"{case.id}: output {result.shape} for input {frame.shape} at x{case.scale}"
+    if case.kind == "layered":
+        return
     back = cv2.resize(result, (w, h), interpolation=cv2.INTER_AREA)
     err = np.abs(back.astype(np.int16) - frame).mean()
     assert err < 12, f"{case.id}: output shrunk back differs from the input by {err:.1f} levels"
 
 
+def cnn_missing(spec: str) -> str | None:
+    """Why the CNN of ``tools/evaluate.py --cnn`` spec ``spec`` cannot run here, or None."""
+    if importlib.util.find_spec("torch") is None:
+        return "the CNNs need torch"
+    path = Path(spec.removeprefix(RLFN_PREFIX))
+    return None if path.is_file() else f"{path} not present"
+
+
+@functools.cache
+def layered_missing() -> str | None:
+    """Why lutsr's numba backend cannot run a layered stage, or None when it can."""
+    try:
+        lutsr.Upscaler(random_shiftlut("ShiftLUT-S"), backend="numba", threads=1)(
+            np.zeros((4, 4, 3), np.uint8))
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as exc:
+        return f"lutsr's numba backend does not run layered stages ({type(exc).__name__}: {exc})"
+    return None
+
+
 # --------------------------------------------------------------------------- pytest
 
 
-def _cnn_entry() -> tuple[str, int, str]:
-    return f"CNN ({CNN_CHECKPOINT.parent.name})", CNN_SCALE, str(CNN_CHECKPOINT)
-
-
-CASES = matrix_cases(lut_sources(env_luts()), _cnn_entry())
+CASES = matrix_cases(lut_sources(env_luts()), CNNS, SHIFTLUT_BLOCKS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_matrix(benchmark, request, case):
-    if case.kind == "cnn":
-        if importlib.util.find_spec("torch") is None:
-            pytest.skip("the CNN baseline needs torch")
-        if not Path(case.source).exists():
-            pytest.skip(f"{case.source} not present")
+    if case.kind == "cnn" and (why := cnn_missing(case.source)):
+        pytest.skip(why)
+    if case.kind == "layered" and (why := layered_missing()):
+        pytest.skip(why)
     frame = request.getfixturevalue(f"frame_{case.size}")
     if benchmark.disabled and case.kind in ("cnn", "reference"):
         frame = np.ascontiguousarray(frame[:SMOKE_CROP[0], :SMOKE_CROP[1]])
@@ -281,7 +322,7 @@ def test_matrix(benchmark, request, case):
             if case.kind != "reference":
                 fn()  # untimed: numba compile / cache load, thread pools, scratch buffers
             result = benchmark.pedantic(fn, rounds=ROUNDS[case.kind], iterations=1,
-                                        warmup_rounds=1 if case.kind in ("cv2", "lutsr") else 0)
+                                        warmup_rounds=1 if ROUNDS[case.kind] > 3 else 0)
     check_output(case, frame, result)
     if case.kind == "reference" and benchmark.disabled:
         # The spec and the fast backend must agree bit for bit on the frame just run.
@@ -292,7 +333,8 @@ def test_matrix(benchmark, request, case):
 def test_matrix_shape():
     """Every group has a bicubic row per thread count, and each method lands where it should."""
     luts = {"lutsr a4": ("a4", 4), "lutsr b4": ("b4", 4), "lutsr c2": ("c2", 2)}
-    cases = matrix_cases(luts, ("CNN (n)", 4, "n.pt"))
+    cases = matrix_cases(luts, {"CNN (n)": ("n.pt", 4), "RLFN": ("rlfn:r.pth", 4)},
+                         ["ShiftLUT-S"])
     ids = [c.id for c in cases]
     assert len(set(ids)) == len(ids), "case ids repeat"
     for size, scale in GROUPS:
@@ -304,7 +346,8 @@ def test_matrix_shape():
             assert BICUBIC in methods and "cv2 INTER_LANCZOS4" in methods, (size, n)
             want = {k for k, (_, s) in luts.items() if s == scale}
             assert {m for m in methods if m.startswith("lutsr")} == want, (size, n)
-            assert ("CNN (n)" in methods) == (scale == 4), (size, n)
+            for x4_only in ("CNN (n)", "RLFN", LAYERED_LABEL.format("ShiftLUT-S")):
+                assert (x4_only in methods) == (scale == 4), (size, n, x4_only)
     refs = [c for c in cases if c.kind == "reference"]
     assert {(c.size, c.method, c.threads) for c in refs} == {
         (REFERENCE_SIZE, "reference a4", 1), (REFERENCE_SIZE, "reference b4", 1)}
@@ -312,3 +355,10 @@ def test_matrix_shape():
     bare = matrix_cases({}, None)
     assert {(c.size, c.method) for c in bare} == {
         (size, m) for size, _ in GROUPS for m in CV2_METHODS}
+
+
+def test_cnn_missing():
+    """A CNN whose weights are absent (or without torch) is reported, so its cases skip."""
+    for spec in (f"{RLFN_PREFIX}/nonexistent/rlfn.pth", "/nonexistent/net.pt"):
+        why = cnn_missing(spec)
+        assert why and ("not present" in why or "torch" in why), (spec, why)
