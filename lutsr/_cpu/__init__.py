@@ -70,6 +70,11 @@ The code is split by what it is:
   being recompiled;
 * :mod:`.runner`: :class:`NumbaRunner`, which plans a frame and runs the
   stages' bands on a thread pool.
+
+Layered stages (:class:`~lutsr.layered.LayeredStage`, the ShiftLUT family)
+have their own kernels in :mod:`.layered` (how they run is told there) and
+their preparation and per-frame plan in :mod:`.layered_plan`; the runner runs
+them, and LUTs that mix them with the stages above, stage by stage.
 """
 
 from __future__ import annotations

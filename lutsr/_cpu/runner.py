@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from ..layered import LayeredStage
 from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
 from .indexing import (
     padded_index,
@@ -29,6 +30,7 @@ from .kernels import (
     avx512bw_available,
     vnni_available,
 )
+from .layered_plan import LayeredPlan, PreparedLayered
 
 #: Row bands per worker thread: more bands than threads balance the load when
 #: one core runs slower than the other (measured on a 2-vCPU VM: the pool
@@ -68,29 +70,40 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+#: Most threads a runner uses (more are capped): one caller plus the shared pool's workers.
+MAX_THREADS = max(64, _default_threads())
+
+_shared_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads, shared by runners of that thread count."""
-    with _pools_lock:
-        pool = _pools.get(workers)
-        if pool is None:
-            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lutsr")
-        return pool
+    """The process-wide pool that every runner's ``workers`` helpers run on.
+
+    One pool of at most ``MAX_THREADS - 1`` workers whatever the runners'
+    thread counts (``workers`` is below that: :class:`NumbaRunner` caps it).
+    ``ThreadPoolExecutor`` starts a worker only when a task finds none idle,
+    so the live workers are as many as the most helpers ever running at once,
+    not the sum over every ``threads`` value ever asked for (one pool per
+    value left 317 threads behind after 32 values).
+    """
+    global _shared_pool
+    with _pool_lock:
+        if _shared_pool is None:
+            _shared_pool = ThreadPoolExecutor(MAX_THREADS - 1, thread_name_prefix="lutsr")
+        return _shared_pool
 
 
-def _forget_pools_after_fork() -> None:
-    # A forked child inherits the pools but not their threads (nor, possibly,
+def _forget_pool_after_fork() -> None:
+    # A forked child inherits the pool but not its threads (nor, possibly,
     # a free lock): start afresh so that it runs in parallel too.
-    global _pools_lock
-    _pools.clear()
-    _pools_lock = threading.Lock()
+    global _shared_pool, _pool_lock
+    _shared_pool = None
+    _pool_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 class _PreparedStage:
@@ -220,12 +233,15 @@ class _StagePlan:
 
 
 class _FramePlan:
-    def __init__(self, stages: list[_PreparedStage], height: int, width: int, channels: int,
-                 bands: int):
+    def __init__(self, stages: list[_PreparedStage | PreparedLayered], height: int, width: int,
+                 channels: int, bands: int, threads: int):
         self.stage_plans = []
         tap_planes = {}
         for i, ps in enumerate(stages):
-            plan = _StagePlan(ps, height, width, channels, bands, tap_planes)
+            if isinstance(ps, PreparedLayered):
+                plan = LayeredPlan(ps, height, width, channels, threads)
+            else:
+                plan = _StagePlan(ps, height, width, channels, bands, tap_planes)
             height, width = height * ps.r, width * ps.r
             if i + 1 < len(stages):
                 plan.output = np.empty((channels, height, width), np.uint8)
@@ -242,7 +258,8 @@ class NumbaRunner:
     lut : LUT
     threads : int or None
         Threads working on one frame (the caller plus ``threads - 1`` pool
-        workers); None means every core this process may use.
+        workers); None means every core this process may use. At most
+        :data:`MAX_THREADS` are used.
 
     Notes
     -----
@@ -260,8 +277,9 @@ class NumbaRunner:
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.lut = lut
-        self.threads = int(threads)
-        self._stages = [_PreparedStage(s, lut.interval) for s in lut.stages]
+        self.threads = min(int(threads), MAX_THREADS)
+        self._stages = [PreparedLayered(s) if isinstance(s, LayeredStage)
+                        else _PreparedStage(s, lut.interval) for s in lut.stages]
         self._bands = 1 if self.threads == 1 else self.threads * BANDS_PER_THREAD
         self._local = threading.local()
 
@@ -274,7 +292,8 @@ class NumbaRunner:
         if plan is None:
             if len(plans) >= 4:  # a few sizes per thread; drop the oldest
                 plans.pop(next(iter(plans)))
-            plan = plans[key] = _FramePlan(self._stages, height, width, channels, self._bands)
+            plan = plans[key] = _FramePlan(self._stages, height, width, channels, self._bands,
+                                           self.threads)
         return plan
 
     def run(self, frames: np.ndarray, out: np.ndarray) -> None:
@@ -308,6 +327,12 @@ class NumbaRunner:
                 dst, (d_y, d_x, d_c) = target
             else:
                 dst, (d_c, d_y, d_x) = _span(sp.output, writeable=True)
+
+            if isinstance(sp, LayeredPlan):
+                sp.run(self._parallel, src, s_y, s_x, s_c, dst, d_y, d_x, d_c)
+                if sp.output is not None:
+                    src, (s_c, s_y, s_x) = _span(sp.output, writeable=False)
+                continue
 
             def band(b, src=src, s_y=s_y, s_x=s_x, s_c=s_c, ps=ps, sp=sp, dst=dst, d_y=d_y,
                      d_x=d_x, d_c=d_c):

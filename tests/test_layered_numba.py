@@ -1,0 +1,355 @@
+"""The numba kernels of layered stages, bit for bit against the reference and the golden vectors.
+
+:func:`lutsr.reference.run_layered_stage` is the spec. Random tables (a
+share spanning all of int8, so that every clamp is reached), random steps and
+random shifts up to :data:`~lutsr.layered.MAX_SHIFT` are the worst case for
+the kernels' shortcuts (rotated offsets instead of rotated planes, ring
+buffers, 16-bit sums, division by multiply-high). Every case runs both the
+AVX-512 kernel (where the CPU has it) and the portable one, forced by
+:data:`lutsr._cpu.layered_plan.PORTABLE`.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import (
+    CONFORMANCE,
+    assert_images_equal,
+    need,
+    random_layered_lut,
+    random_layered_stage,
+    random_lut,
+)
+
+import lutsr
+from lutsr import LUT, Stage
+from lutsr._cpu import NumbaRunner, avx512bw_available, block_permutations, layered_plan
+from lutsr._cpu import runner as runner_module
+from lutsr.layered import (
+    HIGH_LEVELS,
+    LOW_LEVELS,
+    MAX_SHIFT,
+    LayeredStage,
+    TableLayer,
+    table_entries,
+)
+from lutsr.reference import round_half_even_div, upscale_reference
+
+#: Kernels to test: the portable one, and the AVX-512 one where the CPU has it.
+KERNELS = ["portable", "avx512"] if avx512bw_available() else ["portable"]
+
+GOLDEN = ["s0_x4", "s1_x4", "s2_x4_shift2"]
+
+
+@contextlib.contextmanager
+def kernel_switch(kernel: str):
+    """Prepare runners inside the block with ``kernel`` ("portable" or "avx512")."""
+    saved = layered_plan.PORTABLE
+    layered_plan.PORTABLE = kernel == "portable"
+    try:
+        yield
+    finally:
+        layered_plan.PORTABLE = saved
+
+
+def make_runner(lut: LUT, threads: int, kernel: str) -> NumbaRunner:
+    """A runner whose layered stages use ``kernel`` (the lanes need at most 16 channels)."""
+    with kernel_switch(kernel):
+        runner = NumbaRunner(lut, threads)
+    for stage, ps in zip(lut.stages, runner._stages, strict=True):
+        if isinstance(stage, LayeredStage):
+            assert ps.lanes == (kernel == "avx512" and stage.channels <= 16)
+    return runner
+
+
+def run(runner: NumbaRunner, frames: np.ndarray) -> np.ndarray:
+    n, h, w, c = frames.shape
+    s = runner.lut.scale
+    out = np.full((n, h * s, w * s, c), 77, np.uint8)  # not zeros: unwritten pixels show
+    runner.run(frames, out)
+    return out
+
+
+def check(lut: LUT, frames: np.ndarray, threads=(1, 2), what: str = "", kernels=KERNELS) -> None:
+    """Exact parity with the reference, for each kernel and thread count."""
+    want = upscale_reference(np.ascontiguousarray(frames), lut)
+    for kernel in kernels:
+        for t in threads:
+            got = run(make_runner(lut, t, kernel), frames)
+            assert_images_equal(got, want, f"{what or lut.name} ({kernel}, {t} threads, "
+                                           f"{frames.shape})")
+
+
+def frames_of(rng, n, h, w, c=1):
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- golden vectors
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("folder", GOLDEN)
+def test_golden_vectors(folder, kernel):
+    path = need(CONFORMANCE / "shiftlut" / folder)
+    lut = lutsr.import_shiftlut(path)
+    z = np.load(path / "vectors.npz")
+    names = [k[len("input_"):] for k in z.files if k.startswith("input_")]
+    assert len(names) == 6
+    for threads in (1, 2):
+        runner = make_runner(lut, threads, kernel)
+        for name in names:
+            img, want = z[f"input_{name}"], z[f"expected_{name}"]
+            frames = img[None, :, :, None] if img.ndim == 2 else img[None]
+            got = run(runner, frames)[0]
+            assert_images_equal(got.reshape(want.shape), want, f"{folder} {name} ({kernel}, "
+                                                                f"{threads} threads)")
+
+
+# --------------------------------------------------------------------------- random models
+
+
+@pytest.mark.parametrize("max_shift", [0, 2, MAX_SHIFT])
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_random_models_match_reference(blocks, max_shift):
+    rng = np.random.default_rng(blocks * 100 + max_shift)
+    lut = random_layered_lut(rng, blocks, max_shift=max_shift)
+    # 37 columns: one full 32-pixel vector and a partial one; 19 rows: a few bands.
+    check(lut, frames_of(rng, 1, 19, 37, 2))
+
+
+def test_tables_at_the_int8_extremes():
+    """Every entry -128 or 127: every sum at its largest, every clamp reached."""
+    rng = np.random.default_rng(7)
+    stage = random_layered_stage(rng, 2, max_shift=3, extreme=1.0)
+
+    def extreme(layer, levels=HIGH_LEVELS):
+        need = np.vectorize(lambda s: table_entries(int(s), levels))(layer.steps)
+        used = np.arange(layer.tables.shape[2]) < need[..., None]  # the rest must stay 0
+        t = np.where(rng.random(layer.tables.shape) < 0.5, -128, 127)
+        # One output channel all -128 and one all 127: sums of 16 at the int16 edges.
+        t[:, 0], t[:, -1] = -128, 127
+        return TableLayer(layer.kind, (t * used).astype(np.int8), layer.steps, layer.shifts)
+
+    stage = LayeredStage(stage.r, tuple((extreme(dw), extreme(pw)) for dw, pw in stage.blocks),
+                         extreme(stage.low, LOW_LEVELS), extreme(stage.up))
+    lut = LUT((stage,), name="extreme")
+    check(lut, frames_of(rng, 1, 11, 40, 1))
+    check(lut, np.array([0, 1, 2, 3, 126, 127, 128, 129, 252, 253, 254, 255],
+                        np.uint8).reshape(1, 3, 4, 1), what="extreme, every low-bit value")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (2, 2), (5, 33), (3, 129),
+                                   (4, 160)])
+def test_edge_sizes(shape):
+    """Sizes not a multiple of the vector width (32) or of a call (128 pixels), single rows
+    and columns (every read clamped), more bands than rows."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    lut = random_layered_lut(rng, 2, max_shift=3, extreme=0.3)
+    check(lut, frames_of(rng, 1, *shape), threads=(1, 2, 8))
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5])
+def test_other_scales(r):
+    """C = r*r channels: pointwise divisors 16, 64, 144 by multiply-high; r = 5 (25 inputs
+    do not fit 16-bit sums) runs the portable kernel whatever the switch says. (Each ``r``
+    compiles the kernels anew: the portable one, generic in ``r``, only for r = 2 and 5.)"""
+    rng = np.random.default_rng(r)
+    lut = random_layered_lut(rng, 2, r=r, max_shift=2, extreme=0.3)
+    kernels = KERNELS if r in (2, 5) else KERNELS[-1:]
+    check(lut, frames_of(rng, 1, 6, 35, 1), threads=(2,), kernels=kernels)
+
+
+#: What numba targets to stand in for a CPU without AVX-512 (an AVX2 one).
+AVX2_ENV = {"NUMBA_CPU_NAME": "haswell",
+            "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,"
+                                  "+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,"
+                                  "+ssse3,+xsave"}
+
+AVX2_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import lutsr
+    from lutsr._cpu import avx512bw_available
+    from lutsr._cpu.layered_plan import PreparedLayered
+    from lutsr.importers import import_shiftlut
+    from lutsr.reference import upscale_reference
+    assert not avx512bw_available()
+    lut = import_shiftlut(sys.argv[1])
+    assert not PreparedLayered(lut.stages[0]).lanes
+    img = np.random.default_rng(0).integers(0, 256, (9, 37, 3), dtype=np.uint8)
+    got = lutsr.upscale(img, lut, threads=2)
+    print(int((got != upscale_reference(img, lut)).sum()))
+""")
+
+
+def test_portable_kernels_compile_for_a_cpu_without_avx512():
+    """The portable kernels as a CPU without AVX-512 gets them: compiled for AVX2 alone (in a
+    new process), none of the lanes' intrinsics may be reached; still exact."""
+    folder = need(CONFORMANCE / "shiftlut" / "s2_x4_shift2")
+    env = {**os.environ, **AVX2_ENV, "LUTSR_PORTABLE_KERNEL": "0"}
+    done = subprocess.run([sys.executable, "-c", "import sys\n" + AVX2_SCRIPT, str(folder)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "0", done.stdout
+
+
+@pytest.mark.parametrize("order", ["simplex, layered", "layered, simplex", "layered, layered"])
+def test_mixed_simplex_and_layered_stages(order):
+    rng = np.random.default_rng(len(order))
+    simplex = {"simplex, layered": Stage(1, ("S",), (rng.integers(
+        -128, 128, (17**4, 1), dtype=np.int8),), 1, 0, "edge"),
+        "layered, simplex": random_lut(rng, 4, "srlut", 2).stages[0]}
+    stages = {
+        "simplex, layered": (simplex["simplex, layered"],
+                             random_layered_stage(rng, 1, r=2, max_shift=2)),
+        "layered, simplex": (random_layered_stage(rng, 2, r=2, max_shift=1),
+                             simplex["layered, simplex"]),
+        "layered, layered": (random_layered_stage(rng, 1, r=2, max_shift=2),
+                             random_layered_stage(rng, 1, r=1)),
+    }[order]
+    check(LUT(stages, interval=4, name=order), frames_of(rng, 1, 7, 13, 3))
+
+
+# --------------------------------------------------------------------------- the public API
+
+
+@pytest.fixture(scope="module")
+def layered_lut():
+    return random_layered_lut(np.random.default_rng(21), 2, max_shift=2)
+
+
+def test_upscale_shapes_views_and_out(layered_lut):
+    rng = np.random.default_rng(22)
+    lut = layered_lut
+    base = rng.integers(0, 256, (2, 12, 15, 4), dtype=np.uint8)
+    cases = {
+        "(H, W)": base[0, :, :, 0].copy(),
+        "(H, W, C)": base[0, :, :, :3].copy(),
+        "(N, H, W, C)": base,
+        "channel slice": base[:, :, :, 1:],
+        "every other pixel, flipped": base[0, ::-2, ::2],
+        "transposed": base[1].transpose(1, 0, 2),
+    }
+    for threads in (1, 2):
+        for what, img in cases.items():
+            want = upscale_reference(np.ascontiguousarray(img), lut)
+            assert_images_equal(lutsr.upscale(img, lut, threads=threads), want,
+                                f"{what}, {threads} threads")
+            # A strided preallocated output is written in place.
+            out = np.zeros(want.shape[:-1] + (want.shape[-1] * 2,), np.uint8)[..., ::2] \
+                if want.ndim == 3 else np.zeros(want.shape + (2,), np.uint8)[..., 0]
+            result = lutsr.upscale(img, lut, out=out, threads=threads)
+            assert result is out
+            assert_images_equal(out, want, f"{what}, out=, {threads} threads")
+
+
+def test_concurrent_calls_on_one_runner(layered_lut):
+    rng = np.random.default_rng(23)
+    frames = [frames_of(rng, 1, 9, 20, 3) for _ in range(4)]
+    wants = [upscale_reference(f, layered_lut) for f in frames]
+    runner = NumbaRunner(layered_lut, 2)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                assert_images_equal(run(runner, frames[i]), wants[i], f"thread {i}")
+        except AssertionError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_steady_state_allocates_nothing_per_frame(layered_lut):
+    """Rings, accumulators and the channel-planar frame of an interleaved output are built
+    with the first frame of a size and reused after."""
+    import tracemalloc
+
+    rng = np.random.default_rng(26)
+    runner = NumbaRunner(layered_lut, 2)
+    frames = frames_of(rng, 1, 40, 60, 3)
+    out = np.empty((1, 160, 240, 3), np.uint8)  # 115 kB, as the planar frame
+    runner.run(frames, out)
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        for _ in range(3):
+            runner.run(frames, out)
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - start < 16_000 and end - start < 8_000, (peak - start, end - start)
+
+
+def test_distinct_thread_counts_share_one_bounded_pool():
+    """Each distinct ``threads=`` value once started its own pool and left it behind (317
+    live threads after 32 values); the workers alive now are as many as the most helpers
+    running at once."""
+    lut = random_lut(np.random.default_rng(24), 6, "srlut", 2)
+    frames = frames_of(np.random.default_rng(25), 1, 40, 8, 1)
+    before = threading.active_count()
+    for _ in range(2):
+        for threads in range(2, 10):
+            run(NumbaRunner(lut, threads), frames)
+    # At most 8 helpers ever ran at once (threads = 9); one pool per value left 36.
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before + 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before + 8
+    assert runner_module._pool(1) is runner_module._pool(7)
+    huge = NumbaRunner(lut, 10**6)
+    assert huge.threads == runner_module.MAX_THREADS
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@pytest.mark.parametrize("inputs", [1, 4, 9, 16, 25])
+def test_rounding_is_half_to_even_over_every_sum(inputs):
+    """The kernels' rounding of ``T / (16 A)``, emulated as they compute it, over every ``T``:
+    the lanes in uint16 (multiply-high), the portable kernels in 64-bit integers."""
+    divisor = 16 * inputs
+    T = np.arange(-2048 * inputs, 2032 * inputs + 1)
+    t = T + divisor // 2 + 128 * divisor  # the sum plus the bias: never negative
+    want = round_half_even_div(T, divisor)
+    for bits in (16, 32):
+        magic = layered_plan.division_magic(divisor, 4096 * inputs, bits)
+        if bits == 16 and inputs > layered_plan.MAX_LANE_INPUTS:
+            continue  # such layers run the portable kernels
+        mul, shift = magic
+        if bits == 16:
+            assert t.min() >= 0 and t.max() < 2**16  # the int16 sum, read as uint16
+            q = ((t * mul) >> 16) >> (shift - 16)
+        else:
+            q = (t * mul) >> shift
+        tie = t == q * divisor
+        got = np.where(tie, q & ~1, q) - 128
+        assert np.array_equal(got, want), (inputs, bits)
+
+
+def test_rotated_offsets_match_rot90():
+    """A step (dy, dx) in ``np.rot90(plane, k)`` is :func:`rotate_offset` in the plane; the up
+    layer's channel ``o`` lands at block position ``dest[k, o]``."""
+    H, W = 9, 11
+    grid = np.arange(H * W).reshape(H, W)
+    for k in range(4):
+        rotated = np.rot90(grid, k)
+        for dy, dx in [(1, 0), (0, 1), (-2, 3)]:
+            i, j = 4, 4
+            y0, x0 = np.argwhere(grid == rotated[i, j])[0]
+            y1, x1 = np.argwhere(grid == rotated[i + dy, j + dx])[0]
+            assert (y1 - y0, x1 - x0) == layered_plan.rotate_offset(dy, dx, k)
+    perm = block_permutations(4)
+    dest = layered_plan.PreparedLayered(random_layered_stage(np.random.default_rng(0))).dest
+    assert all(perm[k, dest[k, o]] == o for k in range(4) for o in range(16))
