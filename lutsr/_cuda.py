@@ -2,7 +2,7 @@
 
 The arithmetic is :mod:`lutsr.reference`'s, bit for bit. As in the numba CPU
 kernels (:mod:`lutsr._cpu`), a rotation is never materialised: the 1-D index
-maps of :func:`lutsr._cpu.tap_indices` give every tap's source row and column
+maps of :func:`lutsr.indexmaps.tap_indices` give every tap's source row and column
 for every rotation, padding included. One GPU thread handles one input sample
 (pixel and channel) of a stage: it reads its taps for all 4 rotations and all
 patterns, does the simplex interpolation of each, and writes its own ``r x r``
@@ -41,8 +41,14 @@ import numpy as np
 from numba import cuda, int32
 
 from . import _cuda_layered
-from ._cpu import block_permutations, padded_index, stack_tables, tap_indices, window_indices
 from .arrays import as_frames, check_image, check_out
+from .indexmaps import (
+    block_permutations,
+    padded_index,
+    stack_tables,
+    tap_indices,
+    window_indices,
+)
 from .layered import LayeredStage
 from .model import (
     BASE_BITS,

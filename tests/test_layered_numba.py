@@ -30,8 +30,9 @@ from conftest import (
 
 import lutsr
 from lutsr import LUT, Stage
-from lutsr._cpu import NumbaRunner, avx512bw_available, block_permutations, layered_plan
+from lutsr._cpu import NumbaRunner, avx512bw_available, layered_plan
 from lutsr._cpu import runner as runner_module
+from lutsr.indexmaps import block_permutations
 from lutsr.layered import (
     HIGH_LEVELS,
     LOW_LEVELS,

@@ -29,13 +29,12 @@ from lutsr import LUT, Stage
 from lutsr._cpu import (
     NumbaRunner,
     avx512bw_available,
-    padded_index,
     power_of_two_rounding,
-    rotated_offsets,
     rounding_table,
-    tap_indices,
     vnni_available,
 )
+from lutsr._cpu.kernels import MARGIN
+from lutsr.indexmaps import padded_index, rotated_offsets, tap_indices
 from lutsr.model import grid_size
 from lutsr.reference import upscale_reference
 
@@ -122,7 +121,7 @@ def test_all_sides_padding_equals_every_rotations_own_padding(padding):
     for h in range(1, 9):
         for w in (1, 2, 3, 5, 8):
             rows, cols = tap_indices(stage, h, w)
-            prow, pcol = padded_index(h, padding), padded_index(w, padding)
+            prow, pcol = padded_index(h, padding, MARGIN), padded_index(w, padding, MARGIN)
             for p, pattern in enumerate(stage.patterns):
                 off = rotated_offsets(pattern)
                 for k in range(4):

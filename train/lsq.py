@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from lutsr._cpu import block_permutations, tap_indices
+from lutsr.indexmaps import block_permutations, tap_indices
 from lutsr.model import Stage, grid_size
 from lutsr.reference import learned_taps
 from train.data import output_blocks

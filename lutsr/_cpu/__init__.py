@@ -61,8 +61,8 @@ How a stage runs (see :class:`NumbaRunner`):
 
 The code is split by what it is:
 
-* :mod:`.indexing`: index maps and the rounding lookups, plain numpy (the
-  CUDA backend uses them too);
+* :mod:`lutsr.indexmaps` (outside this package, since the CUDA backend uses
+  it too): index maps, plain numpy; :mod:`.rounding`: the rounding lookups;
 * :mod:`.kernels`: the jitted kernels and the LLVM intrinsics they inline.
   They share one file on purpose: numba's on-disk cache of a jitted function
   is invalidated only when *its own* source file changes, so an intrinsic
@@ -113,28 +113,14 @@ def _import_numba_without_scipy_probe() -> None:
 
 _import_numba_without_scipy_probe()
 
-from .indexing import (  # noqa: E402 - after the probe above
-    padded_index,
-    power_of_two_rounding,
-    rotated_offsets,
-    rounding_table,
-    stack_tables,
-    tap_indices,
-    window_indices,
-)
-from .kernels import avx512bw_available, block_permutations, vnni_available  # noqa: E402
+from .kernels import avx512bw_available, vnni_available  # noqa: E402 - after the probe above
+from .rounding import power_of_two_rounding, rounding_table  # noqa: E402
 from .runner import NumbaRunner  # noqa: E402
 
 __all__ = [
     "NumbaRunner",
     "avx512bw_available",
-    "block_permutations",
-    "padded_index",
     "power_of_two_rounding",
-    "rotated_offsets",
     "rounding_table",
-    "stack_tables",
-    "tap_indices",
-    "window_indices",
     "vnni_available",
 ]

@@ -20,6 +20,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from ..indexmaps import block_permutations
 from ..model import BASE_RADIUS, BASE_SIDE, TAP_BITS
 
 _LLVM_MAJOR = _llvm.llvm_version_info[0]
@@ -34,12 +35,6 @@ MARGIN = max(2, BASE_RADIUS)
 
 #: Pixel pairs of one row of a linear base's window (the last pair's second pixel weighted 0).
 BASE_PAIRS = BASE_RADIUS + 1
-
-
-def block_permutations(r: int) -> np.ndarray:
-    """``perm[k, pos]``: the table column that lands at block position ``pos`` in rotation ``k``."""
-    block = np.arange(r * r).reshape(r, r)
-    return np.stack([np.rot90(block, -k).ravel() for k in range(4)]).astype(np.int64)
 
 
 @intrinsic

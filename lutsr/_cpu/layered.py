@@ -8,7 +8,7 @@ reproduce it bit for bit. How a stage runs (:func:`_layered_band`):
   every spatial offset rotated: a depthwise layer's 3x3 window positions and
   a pointwise layer's per-channel shifts (replicate padding commutes with the
   rotation: clamping an index is symmetric), and the up layer's outputs
-  permuted within each ``r x r`` block (:func:`~lutsr._cpu.block_permutations`).
+  permuted within each ``r x r`` block (:func:`~lutsr.indexmaps.block_permutations`).
   So the four rotations' outputs share one orientation and are summed in place.
 * **Integers only.** Each layer looks its inputs up in
   :func:`~lutsr.layered.expanded_tables` (``16 * Q``, exact int16) and sums

@@ -13,8 +13,9 @@ import threading
 
 import numpy as np
 
+from ..indexmaps import block_permutations
 from ..layered import HIGH_LEVELS, LOW_LEVELS, Q_BITS, WINDOW, LayeredStage, expanded_tables
-from .kernels import _write_rows, avx512bw_available, block_permutations
+from .kernels import _write_rows, avx512bw_available
 from .layered import _ROW_BLOCK, _TAPS, CHAINS, OUTS, VEC, _layered_band
 
 #: Set to True to run the portable kernels even where AVX-512BW is available

@@ -10,15 +10,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from ..indexmaps import padded_index, rotated_offsets, stack_tables
 from ..layered import LayeredStage
 from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
-from .indexing import (
-    padded_index,
-    power_of_two_rounding,
-    rotated_offsets,
-    rounding_table,
-    stack_tables,
-)
 from .kernels import (
     BASE_PAIRS,
     CHUNK,
@@ -31,6 +25,7 @@ from .kernels import (
     vnni_available,
 )
 from .layered_plan import LayeredPlan, PreparedLayered
+from .rounding import power_of_two_rounding, rounding_table
 
 #: Row bands per worker thread: more bands than threads balance the load when
 #: one core runs slower than the other (measured on a 2-vCPU VM: the pool
@@ -192,8 +187,8 @@ class _StagePlan:
     def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int,
                  shared_tap_planes: dict):
         wp = width + 2 * MARGIN
-        self.prow = padded_index(height, ps.padding)
-        self.pcol = padded_index(width, ps.padding)
+        self.prow = padded_index(height, ps.padding, MARGIN)
+        self.pcol = padded_index(width, ps.padding, MARGIN)
         self.tapoff = np.ascontiguousarray(ps.offsets[..., 0] * wp + ps.offsets[..., 1])
         edges = np.linspace(0, height, min(bands, height) + 1).round().astype(int)
         self.bands = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
