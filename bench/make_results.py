@@ -506,7 +506,7 @@ def _describe_cnns(cnns: dict[str, tuple[str, int]]) -> list[str]:
                 f"`{rel}` ({model.shape.features} channels, {len(model.shape.blocks)} blocks, "
                 f"{params:,} parameters); `train.rlfn`, run in torch on the CPU on RGB")
             continue
-        from train.export import load_net
+        from train.checkpoint import load_net
 
         net = load_net(path)
         saved = torch.load(path, weights_only=True)
@@ -520,7 +520,7 @@ def _describe_cnns(cnns: dict[str, tuple[str, int]]) -> list[str]:
             f"- `{label}`: the float pattern net of `{rel}` ({layout}{taps}; MLP width "
             f"{config.get('width')}, depth {config.get('depth')}; {params:,} parameters"
             f"{trained}), run in torch on the CPU, each channel through the net as the LUT "
-            "does (`train.export.load_cnn_method`); a LUT's first tables are sampled from such "
+            "does (`train.checkpoint.load_cnn_method`); a LUT's first tables are sampled from such "
             "a net (`net of X`: the net of the bundled LUT X, whose tables were then refitted "
             "and fine-tuned; README, `x4-sdy`)")
     return lines

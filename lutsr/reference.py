@@ -8,11 +8,11 @@ for one stage applied to one uint8 plane:
    (1 pixel for ``S``, 2 for ``D`` and ``Y``; ``w - 1`` for learned taps of
    window ``w``) with the stage's padding mode.
 2. For each pixel take the pattern's 4 pixels ``a, b, c, d`` (with learned
-   taps, the 4 integers of :func:`learned_taps` instead); the base row is
+   taps, the 4 integers of :func:`learned_taps` instead); the origin row is
    ``((a//q * L + b//q) * L + c//q) * L + d//q`` and the fractions are
    ``a % q`` etc.
 3. 4-D simplex interpolation: sort the fractions descending ``f1 >= ... >= f4``
-   and walk from the base vertex one grid step along each sorted dimension in
+   and walk from the origin vertex one grid step along each sorted dimension in
    turn; the five vertices get weights ``q-f1, f1-f2, f2-f3, f3-f4, f4``; the
    value is the weighted sum of table rows divided by ``q``.
 4. Row ``u*r + v`` of the ``r*r`` output goes to the pixel's output block at
@@ -104,13 +104,13 @@ def interpolate(pix: np.ndarray, table: np.ndarray, interval: int, r: int) -> np
     L = 2 ** (8 - interval) + 1
     H, W = pix.shape[1:]
     msb, frac = pix // q, pix % q                      # (4, H, W) each
-    base = ((msb[0] * L + msb[1]) * L + msb[2]) * L + msb[3]
+    origin = ((msb[0] * L + msb[1]) * L + msb[2]) * L + msb[3]
     strides = np.array([L**3, L**2, L, 1])
     order = np.argsort(-frac, axis=0, kind="stable")   # dims by descending fraction
     f = np.take_along_axis(frac, order, axis=0)
     weights = [q - f[0], f[0] - f[1], f[1] - f[2], f[2] - f[3], f[3]]
     tab = table.astype(np.int64)
-    vertex = base
+    vertex = origin
     acc = weights[0][..., None] * tab[vertex]
     for n in range(4):
         vertex = vertex + strides[order[n]]

@@ -266,7 +266,7 @@ class _Pipe:
                 pass
 
 
-class _Stage(threading.Thread):
+class _Worker(threading.Thread):
     """A pipeline thread that records its exception and cancels the others."""
 
     def __init__(self, name: str, target, cancel: threading.Event):
@@ -650,8 +650,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
             return upscale_frame_luma(frame, upscaler)
         return upscale_frame_rgb(frame, upscaler, colorspace)
 
-    reader = _Stage("read", read, cancel)
-    writer = _Stage("write", write, cancel)
+    reader = _Worker("read", read, cancel)
+    writer = _Worker("write", write, cancel)
     bar = _progress_bar(progress, _estimate_frames(inp, vin), desc)
     reader.start()
     writer.start()

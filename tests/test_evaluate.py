@@ -173,15 +173,15 @@ def test_nothing_to_evaluate_and_duplicate_names(ev, dataset, lut_file, capsys):
 
 
 def test_cnn_hook(ev, dataset, monkeypatch, capsys):
-    """--cnn calls train.export.load_cnn_method; without it the error says what is missing."""
-    monkeypatch.setitem(sys.modules, "train.export", None)   # makes the import fail
+    """--cnn calls train.checkpoint.load_cnn_method; without it the error says what is missing."""
+    monkeypatch.setitem(sys.modules, "train.checkpoint", None)   # makes the import fail
     assert ev.main(["--cnn", "ckpt.pt", "--datasets", str(dataset), "--scale", "4"]) == 2
     assert "--cnn needs torch" in capsys.readouterr().err
 
-    fake = types.ModuleType("train.export")
+    fake = types.ModuleType("train.checkpoint")
     fake.load_cnn_method = lambda path: ("cnn", 4 if path == "x4.pt" else 2,
                                          lambda lr: imresize(lr, 4))
-    monkeypatch.setitem(sys.modules, "train.export", fake)
+    monkeypatch.setitem(sys.modules, "train.checkpoint", fake)
     assert ev.main(["--cnn", "x4.pt", "--datasets", str(dataset), "--scale", "4"]) == 0
     assert "| cnn |" in capsys.readouterr().out
     assert ev.main(["--cnn", "x2.pt", "--datasets", str(dataset), "--scale", "4"]) == 2

@@ -159,7 +159,7 @@ def test_build_resumes_and_grows_from_a_lut(tmp_path):
 
 def test_build_tap_window(tmp_path):
     """``tap_window`` trains taps with the nets; the LUT and the net checkpoint carry them."""
-    from train.export import load_net
+    from train.checkpoint import load_net
 
     data = _images(tmp_path / "imgs", 2)
     lut, _ = _build(_quick(data, layout="mulut", tap_window=3,
@@ -317,7 +317,7 @@ def test_sampled_lut_reproduces_its_net_on_set5():
 
     from lutsr.metrics import psnr_y
     from lutsr.reference import upscale_reference
-    from train.export import load_net
+    from train.checkpoint import load_net
     from train.nets import to_lut
 
     folder = need(DATA / "test" / "Set5")

@@ -186,14 +186,14 @@ def cnn_method(spec: str, scale: int) -> tuple[str, Method]:
 
     ``spec`` is ``rlfn:PATH`` for an RLFN state dict (``train.rlfn.load_rlfn_method``),
     else a net checkpoint of ``tools/build_lut.py``, the network a LUT is sampled
-    from (``train.export.load_cnn_method``).
+    from (``train.checkpoint.load_cnn_method``).
     """
     rlfn = spec.startswith(RLFN_PREFIX)
     try:
         if rlfn:
             from train.rlfn import load_rlfn_method as load
         else:
-            from train.export import load_cnn_method as load
+            from train.checkpoint import load_cnn_method as load
     except ImportError as exc:
         raise ValueError(
             f"--cnn needs torch and the repository's train/ package "
@@ -391,7 +391,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bicubic", action="store_true", help="the MATLAB-bicubic baseline")
     p.add_argument("--cnn", nargs="+", action="extend", metavar="CHECKPOINT|rlfn:PATH",
                    help="full CNNs (need torch): net checkpoints of tools/build_lut.py "
-                        "(train.export), or rlfn:PATH for an RLFN state dict (train.rlfn)")
+                        "(train.checkpoint), or rlfn:PATH for an RLFN state dict (train.rlfn)")
     p.add_argument("--backend", default="auto", choices=lutsr.api.BACKENDS,
                    help="lutsr backend for the LUTs")
     p.add_argument("--gray", default="replicate", choices=GRAY_MODES,

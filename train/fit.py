@@ -61,7 +61,7 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
     """Adam on MSE with cosine decay; resumes from and writes ``checkpoint``.
 
     ``config`` (JSON-like) is stored in the checkpoint so the model can be
-    rebuilt from it alone (see :func:`train.export.load_net`).
+    rebuilt from it alone (see :func:`train.checkpoint.load_net`).
     Returns a dict of what was done: iterations, CPU seconds, final loss.
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr)

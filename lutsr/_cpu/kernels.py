@@ -88,10 +88,10 @@ def _pad_window(src, s_y, s_x, s_c, win, prow, pcol, y0, margin):
                     win[c, i, wp - 1 - j] = src[y_base + pcol[wp - 1 - j] * 3 + c]
             continue
         for c in range(n_ch):
-            base = y_base + c * s_c
+            row_at = y_base + c * s_c
             row = win[c, i]
             for j in range(wp):
-                row[j] = src[base + pcol[j] * s_x]
+                row[j] = src[row_at + pcol[j] * s_x]
 
 
 def _int32_op(name: str):
@@ -259,9 +259,9 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
         weights = context.make_array(base)(context, builder, base_val).data
         pixels = context.make_array(plane)(context, builder, plane_val).data
         rows_ary = context.make_array(rows)(context, builder, rows_val)
-        origin = context.cast(builder, at_val, signature.args[4], types.uint64)
+        pixel_at = context.cast(builder, at_val, signature.args[4], types.uint64)
         with cgutils.for_range(builder, builder.extract_value(rows_ary.shape, 0)) as loop:
-            row_at = builder.add(origin, builder.load(builder.gep(rows_ary.data, [loop.index])))
+            row_at = builder.add(pixel_at, builder.load(builder.gep(rows_ary.data, [loop.index])))
             row_ptr = builder.bitcast(builder.gep(pixels, [row_at]),
                                       ir.VectorType(ir.IntType(8), 8).as_pointer())
             row = builder.zext(builder.load(row_ptr, align=1), ir.VectorType(i16, 8))
@@ -341,7 +341,7 @@ def _store_rows(typingctx, total, dst, d, d_y, side):
         block = builder.load(builder.bitcast(ptr, ir.VectorType(elem, r * r).as_pointer()),
                              align=context.get_abi_sizeof(elem))
         data = builder.trunc(block, ir.VectorType(ir.IntType(8), r * r))
-        base = context.make_array(dst)(context, builder, dst_val).data
+        out_ptr = context.make_array(dst)(context, builder, dst_val).data
         d = context.cast(builder, d_val, signature.args[2], types.uint64)
         d_y = context.cast(builder, d_y_val, signature.args[3], types.uint64)
         row_t = ir.VectorType(ir.IntType(8), r)
@@ -349,7 +349,7 @@ def _store_rows(typingctx, total, dst, d, d_y, side):
             row = builder.shuffle_vector(data, ir.Constant(data.type, ir.Undefined), ir.Constant(
                 ir.VectorType(ir.IntType(32), r), list(range(u * r, u * r + r))))
             at = builder.add(d, builder.mul(d_y, ir.Constant(i64, u)))
-            builder.store(row, builder.bitcast(builder.gep(base, [at]), row_t.as_pointer()),
+            builder.store(row, builder.bitcast(builder.gep(out_ptr, [at]), row_t.as_pointer()),
                           align=1)
         return context.get_dummy_value()
 
@@ -407,7 +407,7 @@ def _gather_rows(typingctx, acc, tables, buf, at, n, side):
             builder.module, ir.FunctionType(vec, [ptrs_t, i32, ir.VectorType(ir.IntType(1), LANES),
                                                   vec]),
             f"llvm.masked.gather.v{LANES}i32.v{LANES}{_pointer_name(i32)}")
-        base = _splat(builder, wide, builder.ptrtoint(
+        tables_at = _splat(builder, wide, builder.ptrtoint(
             context.make_array(tables)(context, builder, tables_val).data, i64))
         bdata = context.make_array(buf)(context, builder, buf_val).data
         at = context.cast(builder, at_val, signature.args[3], types.uint64)
@@ -426,7 +426,7 @@ def _gather_rows(typingctx, acc, tables, buf, at, n, side):
         totals = [builder.load(slot, align=4) for slot in slots]
         for k in range(4):
             for g in range(5):
-                address = builder.add(base, builder.zext(row(k * 10 + g), wide))
+                address = builder.add(tables_at, builder.zext(row(k * 10 + g), wide))
                 words = builder.call(gather, [builder.inttoptr(address, ptrs_t),
                                               ir.Constant(i32, 1), mask, const(0)])
                 weight = row(k * 10 + 5 + g)
@@ -464,7 +464,7 @@ def _store_lanes(typingctx, values, dst, start, d_y, n, side):
         values_t = ir.VectorType(i32, width * r)
         data = builder.trunc(builder.load(builder.bitcast(ptr, values_t.as_pointer()), align=4),
                              ir.VectorType(i8, width * r))
-        base = context.make_array(dst)(context, builder, dst_val).data
+        out_ptr = context.make_array(dst)(context, builder, dst_val).data
         start = context.cast(builder, start_val, signature.args[2], types.uint64)
         d_y = context.cast(builder, d_y_val, signature.args[3], types.uint64)
         n_bytes = builder.mul(context.cast(builder, n_val, signature.args[4], types.int32),
@@ -475,8 +475,8 @@ def _store_lanes(typingctx, values, dst, start, d_y, n, side):
             row = builder.shuffle_vector(data, ir.Constant(data.type, ir.Undefined),
                                          ir.Constant(ir.VectorType(i32, width), order))
             at = builder.add(start, builder.mul(d_y, ir.Constant(i64, u)))
-            builder.call(store, [row, builder.bitcast(builder.gep(base, [at]), row_t.as_pointer()),
-                                 ir.Constant(i32, 1), mask])
+            target = builder.bitcast(builder.gep(out_ptr, [at]), row_t.as_pointer())
+            builder.call(store, [row, target, ir.Constant(i32, 1), mask])
         return context.get_dummy_value()
 
     return types.void(values, dst, start, d_y, n, side), codegen
@@ -683,10 +683,10 @@ def _accumulate(tables, buf, packed, n_pat, nx, rnd, low, shift_round, shift_bia
 
 
 @intrinsic
-def _vertex_lanes(typingctx, plane, taps, n, base, interval, strides, shift, buf, at):
+def _vertex_lanes(typingctx, plane, taps, n, table_at, interval, strides, shift, buf, at):
     """Pass 1 for 16 pixels of one (pattern, rotation): see :func:`_vertices`.
 
-    ``taps`` are the plane offsets of the first pixel's four taps, ``base``
+    ``taps`` are the plane offsets of the first pixel's four taps, ``table_at``
     the table's offset, ``strides`` (a 4-tuple) the table offsets of one grid
     step along a..d; writes ``buf[at + row * CHUNK + i]`` for rows 0..9.
     Lanes ``i >= n`` load nothing (masked loads) and store garbage (unread).
@@ -697,7 +697,8 @@ def _vertex_lanes(typingctx, plane, taps, n, base, interval, strides, shift, buf
         return None
 
     def codegen(context, builder, signature, args):
-        plane_val, taps_val, n_val, base_val, k_val, strides_val, shift_val, buf_val, at_val = args
+        (plane_val, taps_val, n_val, table_at_val, k_val, strides_val, shift_val, buf_val,
+         at_val) = args
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         vec, bytes_ = ir.VectorType(i32, LANES), ir.VectorType(i8, LANES)
         mask_t = ir.VectorType(ir.IntType(1), LANES)
@@ -725,7 +726,7 @@ def _vertex_lanes(typingctx, plane, taps, n, base, interval, strides, shift, buf
         q = builder.shl(const(1), k)
         frac = builder.sub(q, const(1))
         low = builder.sub(builder.shl(const(1), sh), const(1))
-        offset = scalar(base_val, signature.args[3])
+        offset = scalar(table_at_val, signature.args[3])
         keys = []
         for t in range(4):
             tap = context.cast(builder, builder.extract_value(taps_val, t), taps.dtype, types.int64)
@@ -759,16 +760,16 @@ def _vertex_lanes(typingctx, plane, taps, n, base, interval, strides, shift, buf
             builder.store(row, builder.bitcast(ptr, vec.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(plane, taps, n, base, interval, strides, shift, buf, at), codegen
+    return types.void(plane, taps, n, table_at, interval, strides, shift, buf, at), codegen
 
 
 @numba.njit(nogil=True, cache=True)
-def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
+def _vertices(plane, start, tapoff, table_offsets, nx, interval, strides, shift, buf):
     """Pass 1: simplex vertices and weights of ``nx`` pixels for every (pattern, rotation).
 
     ``plane[start + x + tapoff[j, t]]`` is tap ``t`` of pixel ``x`` in
     combination ``j``. Writes ``buf[(j * 10 + n) * CHUNK + x]``: rows ``n`` 0..4
-    are the offsets in the flat tables of the five vertices' rows (``tbase[j]``
+    are the offsets in the flat tables of the five vertices' rows (``table_offsets[j]``
     plus row index times ``r*r``), rows 5..9 their weights.
 
     Everything is int32 arithmetic: offsets wrap modulo 2**32 exactly as the
@@ -778,16 +779,16 @@ def _vertices(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
     """
     steps = (strides[0], strides[1], strides[2], strides[3])
     for j in range(tapoff.shape[0]):
-        base = np.int32(np.uint32(tbase[j]))
+        table_at = np.int32(np.uint32(table_offsets[j]))
         for x0 in range(0, nx, LANES):
             at = start + x0
             taps = (at + tapoff[j, 0], at + tapoff[j, 1], at + tapoff[j, 2], at + tapoff[j, 3])
-            _vertex_lanes(plane, taps, nx - x0, base, interval, steps, shift, buf,
+            _vertex_lanes(plane, taps, nx - x0, table_at, interval, steps, shift, buf,
                           j * 10 * CHUNK + x0)
 
 
 @numba.njit(nogil=True, cache=True)
-def _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift, buf):
+def _vertices_portable(plane, start, tapoff, table_offsets, nx, interval, strides, shift, buf):
     """:func:`_vertices` as a plain loop that LLVM vectorises for the CPU at hand.
 
     For CPUs without AVX-512BW, where the 16-lane masked byte loads of
@@ -814,10 +815,10 @@ def _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift
         r2 = plane[start + tapoff[j, 2]:start + tapoff[j, 2] + nx]
         r3 = plane[start + tapoff[j, 3]:start + tapoff[j, 3] + nx]
         out = buf[j * 10 * CHUNK:(j + 1) * 10 * CHUNK]
-        tb = np.int32(np.uint32(tbase[j]))
+        tb = np.int32(np.uint32(table_offsets[j]))
         for x in range(nx):
             a, b, c, d = np.int32(r0[x]), np.int32(r1[x]), np.int32(r2[x]), np.int32(r3[x])
-            base = _add(_add(tb, _mul(_shr(a, k), s0)),
+            origin = _add(_add(tb, _mul(_shr(a, k), s0)),
                         _add(_add(_mul(_shr(b, k), s1), _mul(_shr(c, k), s2)),
                              _mul(_shr(d, k), s3)))
             # Fraction in the high bits, the dimension's table stride in the
@@ -835,10 +836,10 @@ def _vertices_portable(plane, start, tapoff, tbase, nx, interval, strides, shift
             k1, k3 = max(t1, t3), min(t1, t3)
             k1, k2 = max(k1, k2), min(k1, k2)
             f1, f2, f3, f4 = _shr(k0, sh), _shr(k1, sh), _shr(k2, sh), _shr(k3, sh)
-            o1 = _add(base, _and(k0, low))
+            o1 = _add(origin, _and(k0, low))
             o2 = _add(o1, _and(k1, low))
             o3 = _add(o2, _and(k2, low))
-            out[x] = base
+            out[x] = origin
             out[CHUNK + x] = o1
             out[2 * CHUNK + x] = o2
             out[3 * CHUNK + x] = o3
@@ -880,12 +881,13 @@ def _add_base_lanes(typingctx, acc, shift, base, plane, at, rows, n, lanes):
         weights = context.make_array(base)(context, builder, base_val).data
         pixels = context.make_array(plane)(context, builder, plane_val).data
         rows_ary = context.make_array(rows)(context, builder, rows_val).data
-        origin = context.cast(builder, at_val, signature.args[4], types.uint64)
+        pixel_at = context.cast(builder, at_val, signature.args[4], types.uint64)
         n = context.cast(builder, n_val, signature.args[6], types.int32)
         whole = builder.icmp_signed("==", n, ir.Constant(i32, LANES))
         totals = [builder.shl(builder.load(slot, align=4), shift) for slot in slots]
         for a in range(BASE_SIDE):
-            row_at = builder.add(origin, builder.load(builder.gep(rows_ary, [ir.Constant(i64, a)])))
+            row_offset = builder.load(builder.gep(rows_ary, [ir.Constant(i64, a)]))
+            row_at = builder.add(pixel_at, row_offset)
             for b in range(BASE_SIDE):
                 ptr = builder.gep(pixels, [builder.add(row_at, ir.Constant(i64, b))])
                 with builder.if_else(whole) as (then, otherwise):
@@ -1040,7 +1042,7 @@ def _tap_lanes(typingctx, pairs, at, offsets, weights, out, out_at, blocks):
         offsets_ary = context.make_array(offsets)(context, builder, offsets_val)
         weights_ptr = builder.bitcast(
             context.make_array(weights)(context, builder, weights_val).data, i32.as_pointer())
-        origin = context.cast(builder, at_val, signature.args[1], types.int64)
+        pixel_at = context.cast(builder, at_val, signature.args[1], types.int64)
         accs = [cgutils.alloca_once(builder, vec) for _ in range(n_blocks)]
         for acc in accs:
             builder.store(_splat(builder, vec, ir.Constant(i32, 1 << (TAP_BITS - 1))), acc)
@@ -1048,7 +1050,7 @@ def _tap_lanes(typingctx, pairs, at, offsets, weights, out, out_at, blocks):
             offset = builder.load(builder.gep(offsets_ary.data, [loop.index]))
             w = builder.bitcast(_splat(builder, vec, builder.load(builder.gep(
                 weights_ptr, [loop.index]))), halves)
-            first = builder.add(origin, offset)
+            first = builder.add(pixel_at, offset)
             for b, acc in enumerate(accs):
                 ptr = builder.gep(packed, [builder.add(first, ir.Constant(i64, b * LANES))])
                 pixels = builder.load(builder.bitcast(ptr, halves.as_pointer()), align=4)
@@ -1147,7 +1149,7 @@ def _learned_tap_band(src, s_y, s_x, s_c, win, pairs, prow, pcol, y0, y1, offset
 
 @numba.njit(nogil=True, cache=True)
 def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
-                tables, tbase, tapoff, strides, shift, interval, buf, packed, rnd, low,
+                tables, table_offsets, tapoff, strides, shift, interval, buf, packed, rnd, low,
                 shift_round, shift_bias, rows, dst, d_y, d_x, d_c, block, side, lanes,
                 base, base_offsets, sum_shift, tap_planes):
     """Run one stage on source rows ``y0:y1``, all channels.
@@ -1162,7 +1164,7 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
         :func:`padded_index` of the input height and width.
     tables : 1-D int8
         The flattened :func:`stack_tables`.
-    tbase : (4 * P,) int64
+    table_offsets : (4 * P,) int64
         Offset in ``tables`` of the table of each (pattern, rotation).
     tapoff : (4 * P, 4) int64
         Offset of each tap in the flattened window, per (pattern, rotation); with
@@ -1217,10 +1219,11 @@ def _stage_band(src, s_y, s_x, s_c, win, prow, pcol, y0, y1,
                 else:
                     taps, tstart = tap_planes, (c * (len(prow) - 2 * MARGIN) + y) * width + x0
                 if lanes is None:  # no AVX-512BW: numba compiles this branch only
-                    _vertices_portable(taps, tstart, tapoff, tbase, nx, interval, strides, shift,
-                                       buf)
+                    _vertices_portable(taps, tstart, tapoff, table_offsets, nx, interval, strides,
+                                       shift, buf)
                 else:
-                    _vertices(taps, tstart, tapoff, tbase, nx, interval, strides, shift, buf)
+                    _vertices(taps, tstart, tapoff, table_offsets, nx, interval, strides, shift,
+                              buf)
                 at = (c * r * width + x0) * r
                 if r <= 2 and lanes is not None:
                     _accumulate_lanes(tables, buf, n_pat, nx, rnd, low, block[0], shift_round,

@@ -117,7 +117,7 @@ class _PreparedStage:
         # 3 bytes of padding: the r = 1 gathers read 4 bytes at a row's offset.
         self.tables = np.concatenate([tables.reshape(-1), np.zeros(3, np.int8)])
         # Offset of the table that (pattern p, rotation k) = combination p * 4 + k reads.
-        self.tbase = np.repeat(np.arange(len(stage.patterns), dtype=np.int64), 4) \
+        self.table_offsets = np.repeat(np.arange(len(stage.patterns), dtype=np.int64), 4) \
             * (stage.rows * rr)
         self.offsets = np.concatenate([rotated_offsets(p) for p in stage.patterns])  # (4P, 4, 2)
         self.strides = np.array([L**3 * rr, L**2 * rr, L * rr, rr], np.int64)
@@ -167,7 +167,7 @@ class _PreparedStage:
                                                           all_weights.reshape(-1, w * w))
             self.tap_margin = w - 1
             self.tap_weights.flags.writeable = False
-        for a in (self.tables, self.tbase, self.offsets, self.strides, self.rnd):
+        for a in (self.tables, self.table_offsets, self.offsets, self.strides, self.rnd):
             a.flags.writeable = False  # shared by every thread
 
 
@@ -337,8 +337,8 @@ class NumbaRunner:
                                       sp.tap_prow, sp.tap_pcol, y0, y1, sp.tap_offsets,
                                       ps.tap_weights, sp.tap_planes)
                 _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
-                            ps.tables, ps.tbase, sp.tapoff, ps.strides, ps.shift, ps.interval,
-                            sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
+                            ps.tables, ps.table_offsets, sp.tapoff, ps.strides, ps.shift,
+                            ps.interval, sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
                             ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
                             ps.lanes, ps.base, sp.base_offsets, ps.sum_shift,
                             None if sp.tap_planes is None else sp.tap_planes.reshape(-1))

@@ -1,4 +1,4 @@
-"""Rebuild a trained net from its checkpoint, e.g. as "the full CNN" baseline."""
+"""Nets saved by the build pipeline (`net.pt`): rebuilt, and run as the "full CNN" baseline."""
 
 from __future__ import annotations
 
