@@ -62,7 +62,7 @@ from .model import (
 )
 
 #: Input pixels a linear base reads per pixel (a global: local arrays need a constant size).
-_BASE_TAPS = BASE_SIDE * BASE_SIDE
+_BASE_PIXELS = BASE_SIDE * BASE_SIDE
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -120,7 +120,7 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
     acc = cuda.local.array(_MAX_BLOCK, int32)
     # Table row stride of each input dimension (a, b, c, d -> L**3 .. 1).
     dim_stride = cuda.local.array(4, int32)
-    window = cuda.local.array(_BASE_TAPS, int32)  # a linear base's input pixels
+    window = cuda.local.array(_BASE_PIXELS, int32)  # a linear base's input pixels
     tap = cuda.local.array(4, int32)  # a, b, c, d of one (pattern, rotation)
     dim_stride[3] = 1
     dim_stride[2] = grid
@@ -193,8 +193,8 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             u = pos // r
             v = pos - u * r
             total = acc[pos] << sum_shift
-            for t in range(_BASE_TAPS):
-                total += base[pos * _BASE_TAPS + t] * window[t]
+            for t in range(_BASE_PIXELS):
+                total += base[pos * _BASE_PIXELS + t] * window[t]
             # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
             half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
             value = ((total + half) >> BASE_BITS) + bias
