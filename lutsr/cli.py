@@ -34,10 +34,13 @@ from . import __version__, bundled
 from .api import BACKENDS, Upscaler, resolve_lut
 from .imageio import (
     IMAGE_FORMATS,
+    JPEG_SUBSAMPLING,
+    PNG_COMPRESSION,
     ImageError,
     atomic_output,
     image_format,
     read_image,
+    upscale_premultiplied,
     write_image,
 )
 
@@ -53,6 +56,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _png_level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"must be an integer 0-9, got {text}")
     return value
 
 
@@ -87,11 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Upscale images (PNG, JPEG, BMP, TIFF, WebP; gray, RGB, "
                                    "RGBA; 8 bits per channel). One input file and an output "
                                    "file name: that file. Several inputs or folders: OUT is a "
-                                   "folder and names are kept.")
+                                   "folder and names are kept. Alpha images are upscaled "
+                                   "premultiplied; the EXIF orientation is applied to the "
+                                   "pixels, and EXIF and the ICC profile are kept.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (one input) or folder")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (95)")
+    p.add_argument("--png-compression", type=_png_level, default=PNG_COMPRESSION,
+                   metavar="0-9",
+                   help=f"zlib level of PNG outputs ({PNG_COMPRESSION}: fast; Pillow's usual 6 "
+                        "makes files about 15%% smaller and writes them several times slower)")
+    p.add_argument("--jpeg-subsampling", choices=JPEG_SUBSAMPLING, default=None,
+                   help="chroma subsampling of JPEG outputs (default 4:2:0, libjpeg's)")
+    p.add_argument("--straight-alpha", action="store_true",
+                   help="upscale alpha images channel by channel, as stored, instead of "
+                        "premultiplied (colour of transparent pixels then bleeds into edges)")
     _add_lut_options(p)
     _add_output_options(p)
     p.set_defaults(func=cmd_image)
@@ -112,10 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="constant quality (default 18 for encoders that have CRF)")
     rate.add_argument("--bitrate", default=None, help="target bitrate, e.g. 8M or 2500k")
     p.add_argument("--pix-fmt", default=None,
-                   help="encoded pixel format (default: the input's 8-bit YUV layout, "
-                        "else yuv420p)")
+                   help="encoded pixel format (default: the input's YUV layout and bit depth "
+                        "when the encoder takes it, else yuv420p at that depth)")
     p.add_argument("--preset", default=None,
                    help="encoder preset (default 'fast' for libx264/libx265)")
+    p.add_argument("--allow-8bit", action="store_true",
+                   help="accept writing fewer bits than the input has (a 10-bit input "
+                        "is refused otherwise when the output would be 8-bit)")
     p.add_argument("--no-audio", action="store_true", help="do not copy audio streams")
     p.add_argument("--no-subtitles", action="store_true",
                    help="do not copy subtitle streams")
@@ -217,16 +244,29 @@ def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[P
     return pairs
 
 
-def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, overwrite: bool,
-                   quality: int) -> tuple:
+def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
+    """Upscale an image as read by :func:`lutsr.imageio.read_image`.
+
+    Gray + alpha and RGBA go through
+    :func:`lutsr.imageio.upscale_premultiplied` unless ``straight_alpha``, which
+    upscales every channel as stored.
+    """
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and not straight_alpha:
+        return upscale_premultiplied(upscaler.up, pixels)
+    return upscaler.up(pixels)
+
+
+def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
     pixels, info = read_image(src)
     fmt = image_format(dst)
     if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
                          "PNG, WebP or TIFF instead")
-    result = upscaler.up(pixels)
-    with atomic_output(dst, overwrite=overwrite, inputs=(src,)) as pending:
-        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, quality=quality)
+    result = upscale_pixels(upscaler, pixels, args.straight_alpha)
+    with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
+        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
+                    quality=args.quality, png_compression=args.png_compression,
+                    jpeg_subsampling=args.jpeg_subsampling)
     return pixels.shape, result.shape
 
 
@@ -246,7 +286,7 @@ def cmd_image(args) -> int:
     t0 = time.perf_counter()
     for src, dst in pairs:
         try:
-            _upscale_image(upscaler, src, dst, args.overwrite, args.quality)
+            _upscale_image(upscaler, src, dst, args)
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
@@ -286,7 +326,7 @@ def cmd_video(args) -> int:
         args.input, args.output, backend=args.backend, threads=args.threads,
         luma_only=args.luma_only, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
         pix_fmt=args.pix_fmt, preset=args.preset, audio=not args.no_audio,
-        subtitles=not args.no_subtitles, overwrite=args.overwrite,
+        subtitles=not args.no_subtitles, allow_8bit=args.allow_8bit, overwrite=args.overwrite,
         progress=_show_progress(args), upscaler=_upscaler(args))
     if not args.quiet:
         (w, h), (ow, oh) = report.input_size, report.output_size
@@ -304,13 +344,14 @@ def cmd_demo(args) -> int:
     with resources.as_file(sample) as path:
         pixels, info = read_image(path)
     t0 = time.perf_counter()
-    result = upscaler.up(pixels)  # the first call loads (or compiles) the kernels
+    result = upscale_pixels(upscaler, pixels)  # the first call loads (or compiles) the kernels
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = upscaler.up(pixels)
+    result = upscale_pixels(upscaler, pixels)
     warm = time.perf_counter() - t0
     with atomic_output(out, overwrite=args.overwrite) as pending:
-        write_image(pending.path, result, image_format(out), icc_profile=info.icc_profile)
+        write_image(pending.path, result, image_format(out), icc_profile=info.icc_profile,
+                    exif=info.exif)
     if not args.quiet:
         (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
         lut = upscaler.lut

@@ -12,13 +12,24 @@ with the GIL released, so on two cores the stages really run side by side.
 Two ways to upscale a frame:
 
 * RGB (default): the decoded frame is converted to RGB with its own colour
-  matrix and range, every channel goes through the LUT, and the result is
-  converted back to YUV with the same matrix and range.
+  matrix (BT.601, BT.709, BT.2020...) and range (limited or full), every
+  channel goes through the LUT, and the result is converted back to YUV with
+  the same matrix and range. Both conversions ask swscale for accurate
+  rounding and full-resolution chroma (:data:`TO_RGB_FLAGS`,
+  :data:`FROM_RGB_FLAGS`): its default fast path from subsampled YUV to RGB
+  darkens a photo by about one code value of mean luma.
 * Luma-only (:func:`upscale_frame_luma`): the decoded 8-bit YUV planes are
   used as they are. swscale resizes all planes bicubically, then the LUT's
   output replaces the luma plane. The LUT does a third of the RGB work (less
   still than that in time, as no RGB conversion is needed); the chroma, which
   the eye resolves far less sharply, is bicubic.
+
+Deeper than 8 bits (10-bit HEVC, say): the output keeps the input's depth
+when the encoder can write it, and the run is refused rather than written
+with fewer bits unless ``allow_8bit`` is given. The LUT sees the top 8 bits
+of each sample; the bits below are upscaled by linear interpolation and added
+(:func:`upscale_deep`), so flat areas and smooth gradients keep every bit and
+the LUT's detail is added on top.
 
 Kept from the input: frame timestamps (and so the frame rate, constant or
 variable), the rotation (display matrix), the pixel aspect ratio, colour
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import struct
 import sys
 import threading
@@ -60,6 +72,20 @@ LUMA_FORMATS = frozenset({
     "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
     "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "gray",
 })
+
+#: Planar YUV layouts deeper than 8 bits that both modes work on directly
+#: (little-endian samples in uint16, the value in the low bits).
+DEEP_FORMAT = re.compile(r"(yuv4[24][024]p|gray)(9|10|12|14|16)le")
+
+#: swscale flags from YUV to RGB: chroma upsampled bicubically to full
+#: resolution (``FULL_CHR_H_INT``) and accurate rounding (``ACCURATE_RND``).
+#: Without them the fast table path is used, which for 4:2:0 input shifts
+#: mean luma by -0.5 to -1.2 code values on a photo.
+TO_RGB_FLAGS = ("BICUBIC", "ACCURATE_RND", "FULL_CHR_H_INT")
+
+#: swscale flags from RGB to YUV: chroma computed from every RGB pixel
+#: (``FULL_CHR_H_INP``), then downsampled bicubically, with accurate rounding.
+FROM_RGB_FLAGS = ("BICUBIC", "ACCURATE_RND", "FULL_CHR_H_INP")
 
 #: Encoder presets used when none is given, for the encoders that have one.
 DEFAULT_PRESETS = {"libx264": "fast", "libx265": "fast"}
@@ -92,65 +118,172 @@ def _av():
 # One frame
 
 
-def plane_array(plane, channels: int = 1) -> np.ndarray:
-    """A uint8 view (no copy) of one plane of a PyAV video frame.
+def _flags(av, names: tuple[str, ...]):
+    """The swscale flags ``names`` as one PyAV ``Interpolation`` value."""
+    interp = av.video.reformatter.Interpolation
+    value = interp[names[0]]
+    for name in names[1:]:
+        value |= interp[name]
+    return value
+
+
+def plane_array(plane, channels: int = 1, dtype=np.uint8) -> np.ndarray:
+    """A view (no copy) of one plane of a PyAV video frame.
 
     Parameters
     ----------
     plane : av.video.plane.VideoPlane
     channels : int
-        Interleaved channels per pixel (3 for ``rgb24``, 1 for a YUV plane).
+        Interleaved channels per pixel (3 for ``rgb24`` and ``rgb48le``, 1 for
+        a YUV plane).
+    dtype : numpy dtype
+        ``np.uint8`` for 8-bit formats, ``np.uint16`` for deeper ones
+        (``yuv420p10le``, ``rgb48le``...; native byte order, i.e. little-endian
+        on every platform FFmpeg's ``le`` formats are used on here).
 
     Returns
     -------
-    ndarray of uint8, shape (H, W) or (H, W, channels)
+    ndarray of ``dtype``, shape (H, W) or (H, W, channels)
         Rows are ``plane.line_size`` bytes apart (FFmpeg pads them), so the
         view is usually not C-contiguous. Writable when the frame is.
     """
     buf = np.frombuffer(plane, np.uint8)
+    item = np.dtype(dtype).itemsize
     h, w = plane.height, plane.width
     if channels == 1:
-        return np.ndarray((h, w), np.uint8, buf, 0, (plane.line_size, 1))
-    return np.ndarray((h, w, channels), np.uint8, buf, 0, (plane.line_size, channels, 1))
+        return np.ndarray((h, w), dtype, buf, 0, (plane.line_size, item))
+    return np.ndarray((h, w, channels), dtype, buf, 0,
+                      (plane.line_size, channels * item, item))
 
 
-def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None):
+def format_depth(name: str) -> int:
+    """Bits per sample of an FFmpeg pixel format (8 for ``yuv420p``, 10 for ``yuv420p10le``)."""
+    return max(c.bits for c in _av().VideoFormat(name).components)
+
+
+def _upsample_linear(img: np.ndarray, s: int) -> np.ndarray:
+    """Linear interpolation by an integer factor, pixel centres aligned, edges replicated.
+
+    Parameters
+    ----------
+    img : ndarray of float32, shape (H, W) or (H, W, C)
+    s : int
+
+    Returns
+    -------
+    ndarray of float32, shape (s*H, s*W) or (s*H, s*W, C)
+        Output pixel ``o`` samples the input at ``(o + 0.5) / s - 0.5``; the
+        weights of each output pixel sum to one, so a constant stays constant.
+    """
+    for axis in (0, 1):
+        n = img.shape[axis]
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (1, 1)
+        padded = np.pad(img, pad, mode="edge")
+        centre = np.take(padded, range(1, n + 1), axis=axis)
+        phases = []
+        for p in range(s):
+            d = (2 * p + 1 - s) / (2 * s)  # offset of the sample from the input pixel
+            side = range(0, n) if d < 0 else range(2, n + 2)
+            phases.append(centre * np.float32(1 - abs(d))
+                          + np.take(padded, side, axis=axis) * np.float32(abs(d)))
+        img = np.stack(phases, axis=axis + 1)
+        shape = list(centre.shape)
+        shape[axis] = n * s
+        img = img.reshape(shape)
+    return img
+
+
+def upscale_deep(img: np.ndarray, upscaler: Upscaler, bits: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Upscale samples deeper than 8 bits: the LUT on the top 8, linear interpolation below.
+
+    Parameters
+    ----------
+    img : ndarray of uint16, shape (H, W) or (H, W, 3)
+        Samples in ``0 .. 2**bits - 1``.
+    upscaler : Upscaler
+    bits : int
+        Sample depth, 9 to 16.
+    out : ndarray of uint16, shape (s*H, s*W) or (s*H, s*W, 3), optional
+        Written in place (may be a strided view of a frame's plane).
+
+    Returns
+    -------
+    ndarray of uint16, ``scale`` times larger
+        ``LUT(hi) * 2**k + round(linear(lo))`` with ``k = bits - 8``,
+        ``hi = img >> k`` and ``lo = img - (hi << k)``. As linear
+        interpolation is linear, this equals ``linear(img) + 2**k *
+        (LUT(hi) - linear(hi))``: the smooth upscale of every bit plus the
+        detail the LUT adds over a smooth upscale of the top 8 bits. Where the
+        low bits are constant they come out exactly as they went in; the sum
+        never exceeds ``2**bits - 1``.
+    """
+    k = bits - 8
+    hi = (img >> k).astype(np.uint8)
+    lo = (img - (hi.astype(np.uint16) << k)).astype(np.float32)
+    result = upscaler.up(hi).astype(np.uint16) << k
+    # lo_up is in 0 .. 2**k - 1 (a convex combination), so the sum cannot overflow
+    result += np.rint(_upsample_linear(lo, upscaler.scale)).astype(np.uint16)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
+                      deep: bool = False):
     """Upscale every RGB channel of a decoded frame.
 
     Parameters
     ----------
     frame : av.VideoFrame
         Any pixel format; converted to RGB with its own range and with
-        ``colorspace`` as the colour matrix.
+        ``colorspace`` as the colour matrix (flags :data:`TO_RGB_FLAGS`).
     upscaler : Upscaler
     colorspace : int, optional
         FFmpeg ``AVColorSpace`` of the frame (default: the frame's tag;
         untagged means BT.601). See :func:`implied_colorspace`.
+    deep : bool
+        Convert to 16-bit RGB (``rgb48le``) instead of ``rgb24`` and upscale
+        with :func:`upscale_deep`, for inputs deeper than 8 bits.
 
     Returns
     -------
     av.VideoFrame
-        ``rgb24``, ``scale`` times larger, with the input's timestamp. The
-        caller converts it back to YUV (see :func:`to_output_format`).
+        ``rgb24`` (``rgb48le`` when ``deep``), ``scale`` times larger, with
+        the input's timestamp. The caller converts it back to YUV (see
+        :func:`to_output_format`).
     """
     av = _av()
-    rgb = frame.to_ndarray(format="rgb24", src_colorspace=colorspace)
+    fmt = "rgb48le" if deep else "rgb24"
+    rgb = frame.reformat(format=fmt, src_colorspace=colorspace,
+                         src_color_range=2 if _full_range(frame) else 1,
+                         interpolation=_flags(av, TO_RGB_FLAGS))
     s = upscaler.scale
-    out = av.VideoFrame(frame.width * s, frame.height * s, "rgb24")
-    upscaler.up(rgb, out=plane_array(out.planes[0], 3))  # written in place: no copy
+    out = av.VideoFrame(frame.width * s, frame.height * s, fmt)
+    if deep:
+        upscale_deep(plane_array(rgb.planes[0], 3, np.uint16), upscaler, 16,
+                     out=plane_array(out.planes[0], 3, np.uint16))
+    else:
+        upscaler.up(plane_array(rgb.planes[0], 3), out=plane_array(out.planes[0], 3))
     _copy_time(frame, out)
     return out
 
 
-def upscale_frame_luma(frame, upscaler: Upscaler):
+def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False):
     """Upscale the luma plane with the LUT and the chroma planes bicubically.
 
     Parameters
     ----------
     frame : av.VideoFrame
         8-bit planar YUV (see :data:`LUMA_FORMATS`) is used as it is; any
-        other format is converted to ``yuv420p`` first.
+        other format is converted to ``yuv420p`` first. With ``deep``, planar
+        YUV deeper than 8 bits (see :data:`DEEP_FORMAT`) is used as it is,
+        other formats are converted to ``yuv420p10le``, and the luma goes
+        through :func:`upscale_deep`.
     upscaler : Upscaler
+    deep : bool
 
     Returns
     -------
@@ -158,13 +291,21 @@ def upscale_frame_luma(frame, upscaler: Upscaler):
         Same pixel format as the (converted) input, ``scale`` times larger,
         with the input's timestamp and colour tags.
     """
-    if frame.format.name not in LUMA_FORMATS:
+    name = frame.format.name
+    if deep and not DEEP_FORMAT.fullmatch(name):
+        frame = frame.reformat(format="yuv420p10le")
+    elif not deep and name not in LUMA_FORMATS:
         frame = frame.reformat(format="yuv420p")
     s = upscaler.scale
     # swscale resizes every plane (with correct chroma siting); the luma it
     # computes is then overwritten by the LUT's.
     out = frame.reformat(frame.width * s, frame.height * s, interpolation="BICUBIC")
-    upscaler.up(plane_array(frame.planes[0]), out=plane_array(out.planes[0]))
+    if deep:
+        upscale_deep(plane_array(frame.planes[0], 1, np.uint16), upscaler,
+                     format_depth(frame.format.name),
+                     out=plane_array(out.planes[0], 1, np.uint16))
+    else:
+        upscaler.up(plane_array(frame.planes[0]), out=plane_array(out.planes[0]))
     _copy_time(frame, out)
     return out
 
@@ -188,6 +329,75 @@ def _full_range(frame_or_ctx) -> bool:
     return int(frame_or_ctx.color_range) == 2 or fmt.startswith("yuvj")
 
 
+#: Luma weights ``(Kr, Kb)`` of the colour matrices, by FFmpeg ``AVColorSpace``.
+_MATRIX_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114),
+                   7: (0.212, 0.087), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+
+_PLANAR_YUV = re.compile(r"yuv(420|422|444)p(?:(9|10|12|14|16)le)?")
+
+
+def rgb_to_full_range_yuv(frame, pix_fmt: str, colorspace: int):
+    """Convert an RGB frame to full-range planar YUV with exact, rounded arithmetic.
+
+    swscale's RGB to full-range YUV (FFmpeg 8.1) leaves mean chroma about 0.5
+    code values low whatever the flags, so full-range outputs are converted
+    here instead (limited range through swscale is unbiased).
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        ``rgb24`` or ``rgb48le``.
+    pix_fmt : str
+        ``yuv420p``, ``yuv422p`` or ``yuv444p``, optionally with a depth
+        suffix (``yuv420p10le``).
+    colorspace : int
+        FFmpeg ``AVColorSpace``, one of :data:`_MATRIX_WEIGHTS`.
+
+    Returns
+    -------
+    av.VideoFrame or None
+        ``pix_fmt``, tagged full range; None when this conversion does not
+        cover the formats or matrix (the caller then uses swscale).
+
+    Notes
+    -----
+    With ``n`` bits, ``Y = round(y * (2**n - 1))`` and ``C = round(c *
+    (2**n - 1) + 2**(n - 1))`` for ``y`` in 0..1 and ``c`` in -0.5..0.5.
+    Chroma is computed per pixel, then subsampled at MPEG-2/H.264's default
+    siting: horizontally co-sited with even luma columns (taps 1/4, 1/2, 1/4),
+    vertically between two rows (their mean). Both filters keep the mean.
+    """
+    m = _PLANAR_YUV.fullmatch(pix_fmt)
+    fmt = frame.format.name
+    if m is None or colorspace not in _MATRIX_WEIGHTS or fmt not in ("rgb24", "rgb48le"):
+        return None
+    bits = int(m.group(2) or 8)
+    deep = fmt == "rgb48le"
+    rgb = plane_array(frame.planes[0], 3, np.uint16 if deep else np.uint8).astype(np.float32)
+    rgb *= np.float32(1 / (65535 if deep else 255))
+    kr, kb = _MATRIX_WEIGHTS[colorspace]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    cb = (b - y) * np.float32(0.5 / (1 - kb))
+    cr = (r - y) * np.float32(0.5 / (1 - kr))
+    top = 2 ** bits - 1
+    chroma = []
+    for c in (cb, cr):
+        if m.group(1) in ("420", "422"):
+            padded = np.pad(c, ((0, 0), (1, 1)), mode="edge")
+            c = 0.25 * padded[:, 0:-2:2] + 0.5 * padded[:, 1:-1:2] + 0.25 * padded[:, 2::2]
+        if m.group(1) == "420":
+            c = 0.5 * (c[0::2] + c[1::2])
+        chroma.append(c * np.float32(top) + np.float32(2 ** (bits - 1)))
+    out = _av().VideoFrame(frame.width, frame.height, pix_fmt)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    for plane, values in zip(out.planes, (y * np.float32(top), *chroma), strict=True):
+        plane_array(plane, 1, dtype)[...] = np.clip(np.rint(values), 0, top)
+    out.colorspace, out.color_range = colorspace, 2
+    _copy_time(frame, out)
+    return out
+
+
 def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
     """Convert an upscaled frame to the encoder's pixel format, keeping the input's colours.
 
@@ -201,16 +411,27 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
         :func:`implied_colorspace`).
     full_range : bool
         Whether the input's YUV values are full range.
+
+    Notes
+    -----
+    Converted with :data:`FROM_RGB_FLAGS` (accurate rounding; chroma from
+    every RGB pixel), except RGB to full-range planar YUV, which goes through
+    :func:`rgb_to_full_range_yuv`.
     """
     if frame.format.name == pix_fmt:
         return frame
+    if full_range:
+        exact = rgb_to_full_range_yuv(frame, pix_fmt, colorspace)
+        if exact is not None:
+            return exact
     # 1 = MPEG (limited), 2 = JPEG (full): the numbers FFmpeg uses
     rng = 2 if full_range else 1
     src_range = None
-    if frame.format.name != "rgb24":
+    if not frame.format.name.startswith("rgb"):
         src_range = 2 if _full_range(frame) else 1
     out = frame.reformat(format=pix_fmt, src_colorspace=colorspace, dst_colorspace=colorspace,
-                         src_color_range=src_range, dst_color_range=rng)
+                         src_color_range=src_range, dst_color_range=rng,
+                         interpolation=_flags(_av(), FROM_RGB_FLAGS))
     _copy_time(frame, out)
     return out
 
@@ -403,7 +624,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   codec: str = "libx264", crf: float | None = None,
                   bitrate: str | int | None = None, pix_fmt: str | None = None,
                   preset: str | None = None, audio: bool = True, subtitles: bool = True,
-                  overwrite: bool = False, progress: bool = False,
+                  allow_8bit: bool = False, overwrite: bool = False, progress: bool = False,
                   upscaler: Upscaler | None = None) -> VideoReport:
     """Upscale a video file with a LUT model.
 
@@ -426,12 +647,17 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     bitrate : str or int, optional
         Target bitrate such as ``"8M"``; exclusive with ``crf``.
     pix_fmt : str, optional
-        Encoded pixel format. Default: the input's 8-bit YUV layout when the
-        encoder supports it (so ``yuv444p`` stays 4:4:4), else ``yuv420p``.
+        Encoded pixel format. Default: the input's YUV layout when the
+        encoder supports it (so ``yuv444p`` stays 4:4:4 and
+        ``yuv420p10le`` stays 10-bit), else ``yuv420p`` (``yuv420p10le`` for
+        an input deeper than 8 bits, when the encoder takes it).
     preset : str, optional
         Encoder speed preset (default :data:`DEFAULT_PRESETS`).
     audio, subtitles : bool
         Copy the audio / subtitle streams (all of them).
+    allow_8bit : bool
+        Accept writing fewer bits per sample than the input has (a 10-bit
+        input with an 8-bit-only encoder or ``pix_fmt``); refused otherwise.
     overwrite : bool
         Replace an existing ``dst``.
     progress : bool
@@ -449,7 +675,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         ``dst`` exists and ``overwrite`` is false.
     ValueError
         Bad options, no video stream, a stream the output container cannot
-        hold, ``dst`` is ``src``.
+        hold, ``dst`` is ``src``, an output shallower than the input without
+        ``allow_8bit``.
     av.error.FFmpegError
         The input cannot be decoded, or the encoder fails.
 
@@ -518,7 +745,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                     av, inp, vin, out, copies, upscaler, luma_only=luma_only,
                     encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
                     pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
-                    desc=src.name)
+                    desc=src.name, allow_8bit=allow_8bit)
             finally:
                 out.close()  # idempotent; the pending file is discarded on error
     finally:
@@ -539,18 +766,39 @@ def _choose_pix_fmt(encoder, vin, pix_fmt: str | None) -> str:
     decoded = vin.codec_context.format.name if vin.codec_context.format else ""
     # yuvj* is yuv* with a full-range tag; the tag is set on the stream instead.
     plain = decoded.replace("yuvj", "yuv")
-    if plain in LUMA_FORMATS and plain != "gray" and (not supported or plain in supported):
+    deep = DEEP_FORMAT.fullmatch(plain)
+    if ((plain in LUMA_FORMATS or deep) and not plain.startswith("gray")
+            and (not supported or plain in supported)):
         return plain
+    if decoded and format_depth(decoded) > 8:
+        # Keep the depth if the encoder can (e.g. yuv444p10le into libsvtav1).
+        for depth in range(format_depth(decoded), 17):
+            if f"yuv420p{depth}le" in supported:
+                return f"yuv420p{depth}le"
     return "yuv420p" if not supported or "yuv420p" in supported else supported[0]
 
 
+def _check_depth(vin, encoder, target_fmt: str, pix_fmt: str | None, allow_8bit: bool) -> bool:
+    """Refuse to lose bits silently; return whether to upscale deeper than 8 bits."""
+    decoded = vin.codec_context.format.name if vin.codec_context.format else ""
+    in_bits = format_depth(decoded) if decoded else 8
+    out_bits = format_depth(target_fmt)
+    if out_bits < in_bits and not allow_8bit:
+        why = f"--pix-fmt {pix_fmt}" if pix_fmt else f"{encoder.name} as {target_fmt}"
+        raise ValueError(f"the input is {in_bits}-bit ({decoded}) but would be written "
+                         f"{out_bits}-bit ({why}); pass --allow-8bit to accept the loss, or "
+                         "choose a deeper --pix-fmt or --codec (e.g. libx265)")
+    return in_bits > 8 and out_bits > 8
+
+
 def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, options, crf,
-                  bit_rate, pix_fmt, preset, out_size, progress, desc) -> int:
+                  bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit) -> int:
     """Set up the output streams, run the three stages, return the frames encoded."""
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     vout = out.add_stream(encoder.name, rate=rate)
     vout.width, vout.height = out_size
     target_fmt = _choose_pix_fmt(encoder, vin, pix_fmt)
+    deep = _check_depth(vin, encoder, target_fmt, pix_fmt, allow_8bit)
     w, h = out_size
     if ("420" in target_fmt and (w % 2 or h % 2)) or ("422" in target_fmt and w % 2):
         # Subsampled chroma needs even sizes (an x3 of an odd size is odd).
@@ -647,8 +895,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
 
     def upscale(frame):
         if luma_only:
-            return upscale_frame_luma(frame, upscaler)
-        return upscale_frame_rgb(frame, upscaler, colorspace)
+            return upscale_frame_luma(frame, upscaler, deep)
+        return upscale_frame_rgb(frame, upscaler, colorspace, deep)
 
     reader = _Worker("read", read, cancel)
     writer = _Worker("write", write, cancel)

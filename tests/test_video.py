@@ -248,18 +248,21 @@ def test_rgb_frames_are_the_lut_of_the_decoded_rgb(tmp_path, clips, lut_file):
     lut = lutsr.load(lut_file)
     upscaler = lutsr.Upscaler(lut, backend="reference")
     frames = decoded(clips["mp4"])[:3]
+    def to_rgb(frame):  # untagged SD: BT.601, limited range, accurate swscale
+        return frame.reformat(format="rgb24", src_colorspace=6, src_color_range=1,
+                              interpolation=video._flags(av, video.TO_RGB_FLAGS)).to_ndarray()
+
     for frame in frames:
         out = video.upscale_frame_rgb(frame, upscaler)
         assert (out.width, out.height, out.pts) == (2 * W, 2 * H, frame.pts)
-        assert_images_equal(out.to_ndarray(), upscale_reference(
-            frame.to_ndarray(format="rgb24"), lut), "rgb frame")
+        assert_images_equal(out.to_ndarray(), upscale_reference(to_rgb(frame), lut), "rgb frame")
     # End to end through 4:4:4 lossless YUV: only the YUV<->RGB rounding remains.
     dst = tmp_path / "out.mkv"
     assert run(clips["mp4"], dst, lut_file, "--crf", "0", "--pix-fmt", "yuv444p",
                "--no-audio") == 0
     for fin, fout in zip(frames, decoded(dst)[:3], strict=True):
-        want = upscale_reference(fin.to_ndarray(format="rgb24"), lut).astype(int)
-        diff = np.abs(fout.to_ndarray(format="rgb24").astype(int) - want)
+        want = upscale_reference(to_rgb(fin), lut).astype(int)
+        diff = np.abs(to_rgb(fout).astype(int) - want)
         assert diff.mean() < 1.0 and diff.max() <= 6, (diff.mean(), diff.max())
 
 
@@ -412,3 +415,213 @@ def _every_update(update):
         self._last = -1e9
         update(self, n)
     return wrapper
+
+
+# ---------------------------------------------------------------------------
+# Colour and bit depth
+
+
+class _Replicate:
+    """An upscaler that repeats each pixel s x s times: it keeps every mean exactly.
+
+    With it, any change of mean luma through ``upscale_video`` comes from the
+    colour conversions alone, which is what the drift tests measure.
+    """
+
+    scale = 2
+
+    def up(self, img, out=None):
+        big = np.repeat(np.repeat(img, 2, axis=0), 2, axis=1)
+        if out is None:
+            return big
+        out[...] = big
+        return out
+
+
+def _photo(size=(64, 48)) -> np.ndarray:
+    from PIL import Image
+    with Image.open(ROOT / "lutsr" / "samples" / "astronaut.png") as im:
+        return np.asarray(im.convert("RGB").resize(size, Image.BOX))
+
+
+def make_photo_clip(path: Path, pix_fmt: str, colorspace: int, color_range: int,
+                    frames: int = 2) -> Path:
+    """A lossless (x264 ``qp=0``) clip of a photo, converted with the tagged matrix and range."""
+    img = _photo()
+    h, w = img.shape[:2]
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=RATE)
+    vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+    vs.options = {"qp": "0", "preset": "ultrafast"}
+    vs.codec_context.colorspace, vs.codec_context.color_range = colorspace, color_range
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.roll(img, 5 * i, axis=1), format="rgb24")
+        frame = video.to_output_format(frame, pix_fmt, colorspace, color_range == 2)
+        frame.pts = i
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def _plane_means(path: Path) -> np.ndarray:
+    """Mean Y, Cb, Cr over all frames, in 8-bit code values (deeper formats scaled down)."""
+    means = []
+    for frame in decoded(path):
+        bits = video.format_depth(frame.format.name)
+        dtype = np.uint8 if bits == 8 else np.uint16
+        means.append([video.plane_array(p, 1, dtype).mean() / 2 ** (bits - 8)
+                      for p in frame.planes])
+    return np.mean(means, axis=0)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv420p10le"])
+@pytest.mark.parametrize(("colorspace", "color_range"), [(6, 1), (1, 1), (6, 2), (1, 2)],
+                         ids=["bt601-limited", "bt709-limited", "bt601-full", "bt709-full"])
+def test_rgb_mode_keeps_brightness_and_colour(tmp_path, pix_fmt, colorspace, color_range):
+    """RGB mode leaves mean luma and chroma within 0.15 code values on a lossless photo clip.
+
+    Guards against the YUV -> RGB -> YUV round trip shifting the picture: the
+    wrong matrix or range, truncating instead of rounding, or swscale's fast
+    4:2:0 -> RGB path (which darkened this clip by 0.7 to 1.1 code values).
+    Pixel replication keeps means exactly (and an area downscale of its output
+    is its input), so all the drift measured is the conversions'.
+    """
+    src = make_photo_clip(tmp_path / "in.mkv", pix_fmt, colorspace, color_range)
+    dst = tmp_path / "out.mkv"
+    video.upscale_video(src, dst, upscaler=_Replicate(), crf=0)
+    with av.open(str(dst)) as c:
+        cc = c.streams.video[0].codec_context
+        # the decoder names full-range 8-bit formats yuvj*
+        assert (cc.format.name.replace("yuvj", "yuv"), int(cc.colorspace),
+                int(cc.color_range)) == (pix_fmt, colorspace, color_range)
+    drift = _plane_means(dst) - _plane_means(src)
+    assert np.abs(drift).max() <= 0.15, f"mean Y, Cb, Cr drift {drift.round(3)}"
+
+
+def test_rgb_frames_use_the_tagged_matrix_and_range():
+    """4:4:4 frames convert to RGB as the BT.601/BT.709 equations say, to within one code value."""
+    rng = np.random.default_rng(1)
+    planes = rng.integers(16, 236, (3, 16, 16)).astype(np.uint8)
+    for colorspace, (kr, kb) in ((6, (0.299, 0.114)), (1, (0.2126, 0.0722))):
+        for full in (False, True):
+            frame = av.VideoFrame(16, 16, "yuv444p")
+            for p, values in zip(frame.planes, planes, strict=True):
+                video.plane_array(p)[:] = values
+            frame.color_range = 2 if full else 1
+            out = video.upscale_frame_rgb(frame, _Replicate(), colorspace)
+            y, u, v = planes.astype(float)
+            if full:
+                y, u, v = y / 255, (u - 128) / 255, (v - 128) / 255
+            else:
+                y, u, v = (y - 16) / 219, (u - 128) / 224, (v - 128) / 224
+            r, b = y + 2 * (1 - kr) * v, y + 2 * (1 - kb) * u
+            g = (y - kr * r - kb * b) / (1 - kr - kb)
+            want = np.clip(np.rint(np.stack([r, g, b], -1) * 255), 0, 255)
+            got = out.to_ndarray()[::2, ::2].astype(float)
+            assert np.abs(got - want).max() <= 1, (colorspace, full)
+
+
+def test_upsample_linear():
+    """Constants stay constant, ramps stay ramps, and each row matches np.interp."""
+    rng = np.random.default_rng(2)
+    img = rng.random((5, 7, 3)).astype(np.float32)
+    for s in (2, 3, 4):
+        up = video._upsample_linear(img, s)
+        assert up.shape == (5 * s, 7 * s, 3)
+        xs = np.clip((np.arange(7 * s) + 0.5) / s - 0.5, 0, 6)
+        ys = np.clip((np.arange(5 * s) + 0.5) / s - 0.5, 0, 4)
+        rows = np.stack([np.interp(xs, np.arange(7), img[i, :, 0]) for i in range(5)])
+        want = np.stack([np.interp(ys, np.arange(5), rows[:, j]) for j in range(7 * s)], 1)
+        np.testing.assert_allclose(up[..., 0], want, atol=1e-5)
+        const = np.full((4, 3), 2.0, np.float32)
+        assert np.all(np.rint(video._upsample_linear(const, s)) == 2)
+
+
+def test_upscale_deep_is_lut_on_top_bits_plus_low_bits():
+    lut = random_lut(np.random.default_rng(6), scale=2)
+    upscaler = lutsr.Upscaler(lut, backend="reference")
+    rng = np.random.default_rng(3)
+    hi = rng.integers(0, 256, (12, 10)).astype(np.uint16)
+    for low in (0, 1, 3):  # constant low bits come back exactly
+        got = video.upscale_deep(hi * 4 + low, upscaler, 10)
+        want = upscale_reference(hi.astype(np.uint8), lut).astype(np.uint16) * 4 + low
+        assert_images_equal(got, want, f"10-bit, low bits {low}")
+    img = rng.integers(0, 1024, (12, 10)).astype(np.uint16)
+    got = video.upscale_deep(img, upscaler, 10)
+    lo_up = video._upsample_linear((img & 3).astype(np.float32), 2)
+    want = upscale_reference((img >> 2).astype(np.uint8), lut).astype(float) * 4 + lo_up
+    assert got.dtype == np.uint16 and got.max() <= 1023
+    assert np.abs(got - want).max() <= 0.5
+
+
+def make_10bit_clip(path: Path, low: int = 2, frames: int = 2) -> Path:
+    """Lossless 10-bit x264 of moving bars whose luma samples all end in the bits ``low``."""
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=RATE)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p10le"
+    vs.options = {"qp": "0", "preset": "ultrafast"}
+    yy, xx = np.mgrid[0:H, 0:W]
+    for i in range(frames):
+        frame = av.VideoFrame(W, H, "yuv420p10le")
+        y = ((xx * 7 + yy * 3 + 11 * i) % 220 + 16) * 4 + low
+        video.plane_array(frame.planes[0], 1, np.uint16)[:] = y
+        for p, base in ((1, 300), (2, 700)):
+            video.plane_array(frame.planes[p], 1, np.uint16)[:] = base + xx[::2, ::2] * 5
+        frame.pts = i
+        for packet in vs.encode(frame):
+            out.mux(packet)
+    for packet in vs.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_10bit_luma_only_stays_10bit_and_exact(tmp_path, lut_file):
+    """Frames: Y is the LUT of the top 8 bits, the constant low bits come back exactly.
+
+    End to end (x264 10-bit has no lossless CRF) the output is 10-bit and close to that.
+    """
+    src = make_10bit_clip(tmp_path / "in10.mkv", low=2)
+    lut = lutsr.load(lut_file)
+    upscaler = lutsr.Upscaler(lut, backend="reference")
+    wants = []
+    for fin in decoded(src):
+        out = video.upscale_frame_luma(fin, upscaler, deep=True)
+        assert out.format.name == "yuv420p10le"
+        y = video.plane_array(fin.planes[0], 1, np.uint16)
+        wants.append(upscale_reference((y >> 2).astype(np.uint8), lut).astype(np.uint16) * 4 + 2)
+        assert_images_equal(video.plane_array(out.planes[0], 1, np.uint16), wants[-1],
+                            "10-bit Y")
+    dst = tmp_path / "out.mkv"
+    assert run(src, dst, lut_file, "--luma-only", "--crf", "0") == 0
+    for fout, want in zip(decoded(dst), wants, strict=True):
+        assert fout.format.name == "yuv420p10le"
+        diff = np.abs(video.plane_array(fout.planes[0], 1, np.uint16).astype(int) - want)
+        assert diff.mean() < 4, diff.mean()  # CRF 0 at 10 bits is lossy: under one 8-bit code
+
+
+def test_10bit_rgb_stays_10bit(tmp_path, lut_file):
+    src = make_10bit_clip(tmp_path / "in10.mkv")
+    dst = tmp_path / "out.mkv"
+    assert run(src, dst, lut_file) == 0
+    frames = decoded(dst)
+    assert {f.format.name for f in frames} == {"yuv420p10le"}
+    assert (frames[0].width, frames[0].height) == (2 * W, 2 * H)
+    low = video.plane_array(frames[0].planes[0], 1, np.uint16) & 3
+    assert len(np.unique(low)) == 4  # the low bits carry information, not zeros
+
+
+def test_10bit_never_silently_8bit(tmp_path, lut_file, capsys):
+    src = make_10bit_clip(tmp_path / "in10.mkv")
+    dst = tmp_path / "out.mkv"
+    assert run(src, dst, lut_file, "--pix-fmt", "yuv420p") == 1
+    err = capsys.readouterr().err
+    assert "10-bit" in err and "--allow-8bit" in err and not dst.exists()
+    webm = tmp_path / "out.webm"
+    assert run(src, webm, lut_file, "--codec", "libvpx-vp9") == 1
+    assert "libvpx-vp9" in capsys.readouterr().err and not webm.exists()
+    assert run(src, dst, lut_file, "--pix-fmt", "yuv420p", "--allow-8bit") == 0
+    assert {f.format.name for f in decoded(dst)} == {"yuv420p"}
