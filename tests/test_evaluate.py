@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import sys
 import types
 from pathlib import Path
@@ -209,3 +210,100 @@ def test_bundled_luts_keep_their_measured_set5_quality(name):
                         .convert("RGB"))
         scores.append(psnr_y(lutsr.upscale(lr, name), modcrop(hr, scale), scale))
     assert len(scores) == 5 and np.mean(scores) >= floor, np.mean(scores)
+
+
+# --------------------------------------------------------------------------- degraded inputs
+
+def test_degradations_are_deterministic_and_keep_shape_and_brightness():
+    """JPEG and H.264 round trips: same output twice, any size, gray stays gray, no drift."""
+    from train.degrade import parse
+
+    rgb = pytest.importorskip("skimage.data").astronaut()[:53, :47]  # odd sides: padded inside
+    gray = rgb[..., 1].copy()
+    for spec in ("jpeg:30", "jpeg:90", "h264:23", "h264:33"):
+        deg = parse(spec)
+        for img in (rgb, gray):
+            out = deg(img)
+            assert out.dtype == np.uint8 and out.shape == img.shape, spec
+            assert np.array_equal(out, deg(img)), f"{spec} is not deterministic"
+            assert 0 < np.abs(out.astype(int) - img).mean() < 12, spec
+            # Compression noise, no colour shift (h264:0 below checks the conversion exactly;
+            # on this tiny dark crop the codecs themselves move the mean by up to ~1 level).
+            assert abs(out.mean() - img.mean()) < 1.5, spec
+    # Harder compression loses more.
+    err = {s: np.abs(parse(s)(rgb).astype(int) - rgb).mean() for s in ("jpeg:20", "jpeg:90",
+                                                                       "h264:18", "h264:40")}
+    assert err["jpeg:20"] > err["jpeg:90"] and err["h264:40"] > err["h264:18"]
+
+
+def test_degradations_are_what_they_say():
+    """jpeg:Q is Pillow's own JPEG round trip; h264:0 (lossless x264) loses only the rounding."""
+    from train.degrade import jpeg, parse, rgb_to_yuv420, yuv420_to_rgb
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=50)
+    assert np.array_equal(jpeg(img, 50), np.asarray(Image.open(buf).convert("RGB")))
+    # The lossless codec: exactly the YUV 4:2:0 round trip.
+    y, cb, cr = rgb_to_yuv420(img)
+    assert np.array_equal(parse("h264:0")(img), yuv420_to_rgb(y, cb, cr))
+    gray = rng.integers(0, 256, (21, 17), dtype=np.uint8)
+    assert np.abs(parse("h264:0")(gray).astype(int) - gray).max() <= 1  # 219 levels for 256
+    # Flat chroma survives 4:2:0, so grays come back within a level.
+    flat = np.repeat(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2)
+    assert np.abs(yuv420_to_rgb(*rgb_to_yuv420(flat)).astype(int) - flat).max() <= 1
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("jpeg", "KIND:LEVEL"), ("jpeg:high", "KIND:LEVEL"), ("webp:50", "not one of"),
+    ("jpeg:0", "1..95"), ("jpeg:100", "1..95"), ("h264:52", "0..51")])
+def test_bad_degradation_specs(ev, dataset, spec, message, capsys):
+    with pytest.raises(ValueError, match=message):
+        ev.degradation(spec)
+    assert ev.main(["--bicubic", "--datasets", str(dataset), "--scale", "4",
+                    "--degrade", spec]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_degraded_lr(ev, dataset, hr_images):
+    """The methods see the degraded LR; the reference stays the clean HR."""
+    deg = ev.degradation("jpeg:30")
+    seen = []
+
+    def recorder(lr):
+        seen.append(lr.copy())
+        return imresize(lr, 4)
+    results = ev.evaluate({"bicubic": recorder}, [dataset], 4, progress=False, warmup=False,
+                          degrade=deg)
+    assert [r.degrade for r in results] == ["jpeg:30"] * 3
+    for r, lr in zip(results, seen):
+        hr = modcrop(hr_images[r.image], 4)
+        assert np.array_equal(lr, deg(imresize(hr, 1 / 4)))
+        assert r.psnr == pytest.approx(psnr_y(imresize(lr, 4), hr, 4))
+        assert r.psnr < expected_bicubic(hr_images[r.image], 4)[0]
+    assert ev.degradation("clean") is None
+
+
+def test_command_line_degrade_tables_and_csv(ev, dataset, lut_file, tmp_path, capsys):
+    table_csv, images = tmp_path / "r.csv", tmp_path / "sr"
+    code = ev.main(["--bicubic", "--lut", str(lut_file), "--datasets", str(dataset),
+                    "--scale", "4", "--backend", "reference", "--csv", str(table_csv),
+                    "--degrade", "clean", "jpeg:40", "--degrade", "h264:30",
+                    "--save-images", str(images)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "LR degraded by jpeg:40." in out and "LR degraded by h264:30." in out
+    assert "| method | clean | jpeg:40 | h264:30 |" in out.splitlines()
+    rows = list(csv.DictReader(table_csv.open()))
+    assert len(rows) == 3 * 2 * 3
+    for method in ("bicubic", "rand4"):
+        cells = []
+        for spec in ("clean", "jpeg:40", "h264:30"):
+            mine = [float(r["psnr"]) for r in rows
+                    if r["method"] == method and r["degrade"] == spec]
+            assert len(mine) == 3
+            cells.append(f"{np.mean(mine):.2f}")
+        assert f"| {method} | " + " | ".join(cells) + " |" in out.splitlines()
+    assert (images / "Tiny" / "rand4" / "h264:30" / "camera.png").is_file()
+    assert (images / "Tiny" / "bicubic" / "camera.png").is_file()  # clean: where it always was

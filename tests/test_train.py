@@ -496,3 +496,103 @@ def test_net_one_hot_taps_are_the_fixed_patterns():
         np.testing.assert_array_equal(_run(model, img, quantize=True),
                                       _run(plain, img, quantize=True))
 
+
+
+# --------------------------------------------------------------------------- degraded LR
+
+def _tables(lut) -> list[np.ndarray]:
+    return [t for s in lut.stages for t in (*s.tables, *([s.base] if s.base is not None else []))]
+
+
+def test_degrade_mix_draws_a_seeded_spread():
+    """Each LR image's degradation depends on the seed and its index alone; the share holds."""
+    from train.degrade import DegradeMix
+
+    mix = DegradeMix(jpeg=(30, 90), h264=(23, 33), share=0.75, seed=5)
+    draws = [mix.draw(i) for i in range(400)]
+    assert draws == [DegradeMix((30, 90), (23, 33), 0.75, 5).draw(i) for i in range(400)]
+    assert draws != [DegradeMix((30, 90), (23, 33), 0.75, 6).draw(i) for i in range(400)]
+    degraded = [d for d in draws if d is not None]
+    assert 0.68 < len(degraded) / len(draws) < 0.82
+    jpeg = {d.level for d in degraded if d.kind == "jpeg"}
+    h264 = {d.level for d in degraded if d.kind == "h264"}
+    assert min(jpeg) == 30 and max(jpeg) == 90 and len(jpeg) > 30
+    assert h264 == set(range(23, 34))
+    assert 0.4 < len([d for d in degraded if d.kind == "jpeg"]) / len(degraded) < 0.6
+    # Inactive: no range, or no share. Then the pairs are returned as they are.
+    from train.degrade import degrade_pairs
+
+    pairs = [(np.zeros((4, 4, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))]
+    for off in (DegradeMix(), DegradeMix(jpeg=(30, 40), share=0.0)):
+        assert not off.active
+        same, counts = degrade_pairs(pairs, off)
+        assert same[0][0] is pairs[0][0] and counts == {"clean": 1}
+
+
+@pytest.mark.parametrize("fields", [{}, {"base": "linear"}])
+def test_build_without_degradation_is_unchanged(tmp_path, fields):
+    """Degradation off gives the very tables of a build that never heard of it (share 0 too).
+
+    (Checked against the code before degradation existed on these quick builds and a mulut
+    one: the tables were byte for byte the same.)
+    """
+    data = _images(tmp_path / "imgs", 3)
+    plain, logged = _build(_quick(data, threads=1, **fields))
+    zero, _ = _build(_quick(data, threads=1, degrade_jpeg=(30, 40), degrade_share=0.0, **fields))
+    assert "degrade" not in plain.metadata and not any("degraded" in line for line in logged)
+    for a, b in zip(_tables(plain), _tables(zero), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_build_on_degraded_lr(tmp_path):
+    """Degraded LR reaches the fit (other tables), is recorded, and the held-out scores it."""
+    data = _images(tmp_path / "imgs", 4)
+    config = _quick(data, base="linear", val_every=4, scale_aug=(0.75,),
+                    val_degrade=("jpeg:30", "h264:28"))
+    clean, _ = _build(config)
+    lut, logged = _build(dataclasses.replace(config, degrade_jpeg=(20, 40),
+                                             degrade_h264=(30, 35), degrade_share=1.0))
+    meta = lut.metadata
+    counts = meta["degrade"]["counts"]
+    assert sum(counts.values()) == meta["training_pairs"] == 6
+    assert "clean" not in counts and any("degraded training LR" in x for x in logged)
+    assert set(meta["degrade"]["libraries"]) == {"pillow", "pyav", "libavcodec"}
+    assert meta["config"]["degrade_jpeg"] == (20, 40) and meta["config"]["degrade_share"] == 1.0
+    assert not all(np.array_equal(a, b) for a, b in zip(_tables(clean), _tables(lut)))
+    for m in (clean.metadata, meta):
+        scores = m["validation"]["psnr_y_degraded"]
+        assert set(scores) == {"jpeg:30", "h264:28"}
+        assert all(10 < v < m["validation"]["psnr_y"] for v in scores.values())
+
+
+def test_config_checks_degradations():
+    for fields, message in [
+            ({"degrade_jpeg": (90, 30)}, "LO <= HI"),
+            ({"degrade_jpeg": (0, 30)}, "1..95"),
+            ({"degrade_h264": (23, 60)}, "0..51"),
+            ({"degrade_h264": (23,)}, "two levels"),
+            ({"degrade_jpeg": (30, 90), "degrade_share": 1.5}, "0..1"),
+            ({"val_degrade": ("jpeg:30",), "val_every": 10, "degrade_share": 0.5}, None),
+            ({"val_degrade": ("gif:30",), "val_every": 10}, "not one of"),
+            ({"val_degrade": ("jpeg:30",)}, "--val-every")]:
+        if message is None:
+            check(BuildConfig(data=("d",), **fields))
+            continue
+        with pytest.raises(BuildError, match=message):
+            check(BuildConfig(data=("d",), **fields))
+
+
+def test_build_lut_degrade_flags():
+    """The command line's degradation flags set the fields of the same name."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import build_lut
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    config, _ = build_lut.parse_args(["--data", "d", "--out", "o.lutsr", "--degrade-jpeg", "30",
+                                      "90", "--degrade-h264", "23", "33", "--degrade-share",
+                                      "0.7", "--val-every", "10", "--val-degrade", "jpeg:50"])
+    assert (config.degrade_jpeg, config.degrade_h264, config.degrade_share,
+            config.val_degrade) == ((30, 90), (23, 33), 0.7, ("jpeg:50",))
+    off, _ = build_lut.parse_args(["--data", "d", "--out", "o.lutsr"])
+    assert (off.degrade_jpeg, off.degrade_h264, off.val_degrade) == ((), (), ())

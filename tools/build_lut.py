@@ -77,6 +77,18 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--val-every", type=int, metavar="N",
                    help="hold out every N-th image (sorted by path) and record the LUT's Y-PSNR "
                         "on them in its metadata (0: train on all)")
+    p.add_argument("--degrade-jpeg", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="degrade training LR by Pillow JPEG at a quality drawn in LO..HI (the HR "
+                        "targets stay clean)")
+    p.add_argument("--degrade-h264", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="degrade training LR by H.264 (libx264, one intra frame) at a CRF drawn in "
+                        "LO..HI")
+    p.add_argument("--degrade-share", type=float,
+                   help="with --degrade-jpeg/--degrade-h264, the share of training LR images "
+                        "degraded (the rest stay clean)")
+    p.add_argument("--val-degrade", nargs="+", metavar="SPEC",
+                   help="with --val-every, also record the held-out Y-PSNR on LR degraded by each "
+                        "of these (jpeg:Q, h264:CRF)")
     p.add_argument("--batch", type=int, help="patches per Adam step")
     p.add_argument("--patch", type=int,
                    help="LR patch side (every training image must be at least this big in LR)")
@@ -94,6 +106,8 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     out = Path(args.out)
     given = {f.name: getattr(args, f.name) for f in fields}
     config = BuildConfig(**{**given, "data": tuple(args.data), "scale_aug": tuple(args.scale_aug),
+                            **{k: tuple(given[k]) for k in ("degrade_jpeg", "degrade_h264",
+                                                            "val_degrade")},
                             "name": args.name or out.stem,
                             "checkpoint_dir": args.checkpoint_dir or f"{out}.ckpt"})
     if args.quick:

@@ -19,6 +19,14 @@ Example::
     python tools/evaluate.py --cnn rlfn:../shared/models/rlfn/rlfn_x4.pth \\
         --datasets ../shared/data/test/Set5 --scale 4
 
+    # compressed inputs: the LR JPEG-compressed (Pillow) or H.264-coded (libx264)
+    python tools/evaluate.py --lut x4 --bicubic --datasets ../shared/data/test/Set14 \\
+        --scale 4 --degrade clean jpeg:30 jpeg:70 h264:28
+
+``--degrade`` (``train/degrade.py``) compresses each LR input and decodes it
+back before the methods see it; the HR reference stays the clean image. Each
+degradation gets its own table, and with several a summary table follows.
+
 From Python, :func:`evaluate` takes any ``{name: callable}`` of methods, each
 mapping an LR uint8 ``(h, w, 3)`` or ``(h, w)`` image to the uint8 image
 ``scale`` times larger.
@@ -69,6 +77,7 @@ class ImageResult:
     ssim: float
     seconds: float
     lr_source: str  # "file" (LR_bicubic) or "imresize"
+    degrade: str = "clean"  # what the LR went through ("jpeg:30", "h264:28", ...)
 
 
 # --------------------------------------------------------------------------- images
@@ -241,7 +250,7 @@ def _check_output(method: str, sr, lr: np.ndarray, hr: np.ndarray, where: str) -
 
 def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
              gray: str = "replicate", save_images=None, progress: bool = True,
-             warmup: bool = True) -> list[ImageResult]:
+             warmup: bool = True, degrade=None) -> list[ImageResult]:
     """Run every method on every image of every dataset and score it.
 
     Parameters
@@ -263,6 +272,10 @@ def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
     warmup : bool
         Call each method once, untimed, on the first LR image, so one-off
         costs (numba compilation) stay out of the per-image times.
+    degrade : train.degrade.Degradation, optional
+        Compress each LR image and decode it back before the methods see it
+        (the HR reference stays clean); see :func:`degradation`. Images are
+        then saved under ``save_images/<dataset>/<method>/<degrade>/``.
 
     Returns
     -------
@@ -283,12 +296,15 @@ def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
         raise ValueError(f"two dataset folders share a name: {names}")
     from PIL import Image
 
+    label = "clean" if degrade is None else degrade.spec
     bar = _progress(sum(len(d.hr_paths) for d in found) * len(methods), progress)
     results = []
     try:
         for dataset in found:
             for hr_path in dataset.hr_paths:
                 lr, hr, source = load_pair(dataset, hr_path, scale)
+                if degrade is not None:
+                    lr = degrade(lr)
                 where = f"{dataset.name}/{hr_path.name}"
                 for method, fn in methods.items():
                     if warmup:
@@ -299,9 +315,12 @@ def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
                     _check_output(method, sr, lr, hr, where)
                     results.append(ImageResult(method, dataset.name, hr_path.name,
                                                psnr_y(sr, hr, scale, gray),
-                                               ssim_y(sr, hr, scale, gray), seconds, source))
+                                               ssim_y(sr, hr, scale, gray), seconds, source,
+                                               label))
                     if save_images is not None:
                         out_dir = Path(save_images) / dataset.name / method
+                        if degrade is not None:
+                            out_dir = out_dir / label
                         out_dir.mkdir(parents=True, exist_ok=True)
                         Image.fromarray(sr).save(out_dir / f"{hr_path.stem}.png")
                     bar.set_postfix_str(f"{dataset.name} {method}")
@@ -310,6 +329,21 @@ def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
     finally:
         bar.close()
     return results
+
+
+def degradation(spec: str):
+    """``"clean"``: None; ``"jpeg:Q"``, ``"h264:CRF"``: a :class:`train.degrade.Degradation`.
+
+    Raises
+    ------
+    ValueError
+        A malformed spec or an out-of-range level.
+    """
+    if spec.strip().lower() in ("clean", "none"):
+        return None
+    from train.degrade import parse  # numpy, Pillow and PyAV only: no torch
+
+    return parse(spec)
 
 
 # --------------------------------------------------------------------------- reports
@@ -324,13 +358,22 @@ def summarize(results: Iterable[ImageResult]) -> dict[tuple[str, str], tuple[flo
 
 
 def markdown_table(results: Sequence[ImageResult], scale: int, gray: str = "replicate") -> str:
-    """A Markdown table: one row per method, PSNR and SSIM columns per dataset."""
+    """A Markdown table: one row per method, PSNR and SSIM columns per dataset.
+
+    ``results`` must share one degradation (see :func:`degradation_table` for several).
+    """
     summary = summarize(results)
     methods = list(dict.fromkeys(r.method for r in results))
     datasets = list(dict.fromkeys(r.dataset for r in results))
     gray_text = {"replicate": "gray images replicated to RGB",
                  "luma": "gray images taken as Y"}[gray]
-    lines = [f"x{scale}: mean Y-PSNR (dB) / SSIM, BT.601 Y, {scale} px shaved, {gray_text}.",
+    degrades = {r.degrade for r in results}
+    if len(degrades) > 1:
+        raise ValueError(f"markdown_table: the results mix degradations {sorted(degrades)}; "
+                         "one table each")
+    lr_text = "" if degrades <= {"clean"} else f" LR degraded by {degrades.pop()}."
+    lines = [f"x{scale}: mean Y-PSNR (dB) / SSIM, BT.601 Y, {scale} px shaved, {gray_text}."
+             + lr_text,
              "",
              "| method | " + " | ".join(f"{d} PSNR | {d} SSIM" for d in datasets) + " |",
              "|---|" + "---:|---:|" * len(datasets)]
@@ -345,7 +388,31 @@ def markdown_table(results: Sequence[ImageResult], scale: int, gray: str = "repl
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("method", "dataset", "image", "scale", "psnr", "ssim", "seconds", "lr_source")
+def degradation_table(results: Sequence[ImageResult], scale: int) -> str:
+    """A Markdown table of mean Y-PSNR: one row per method, one column per degradation.
+
+    Each cell pools every image of every dataset (so a big dataset weighs more).
+    """
+    methods = list(dict.fromkeys(r.method for r in results))
+    degrades = list(dict.fromkeys(r.degrade for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        cells.setdefault((r.method, r.degrade), []).append(r.psnr)
+    count = len(cells[(methods[0], degrades[0])])
+    lines = [f"x{scale}: mean Y-PSNR (dB) of degraded LR, {' + '.join(datasets)} "
+             f"({count} images pooled).",
+             "",
+             "| method | " + " | ".join(degrades) + " |",
+             "|---|" + "---:|" * len(degrades)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{np.mean(cells[(m, d)]):.2f}"
+                                              for d in degrades) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ("method", "dataset", "image", "scale", "psnr", "ssim", "seconds", "lr_source",
+              "degrade")
 
 
 def write_csv(results: Iterable[ImageResult], path, scale: int) -> None:
@@ -356,7 +423,7 @@ def write_csv(results: Iterable[ImageResult], path, scale: int) -> None:
         for r in results:
             psnr = "inf" if math.isinf(r.psnr) else f"{r.psnr:.4f}"
             writer.writerow([r.method, r.dataset, r.image, scale, psnr, f"{r.ssim:.6f}",
-                             f"{r.seconds:.6f}", r.lr_source])
+                             f"{r.seconds:.6f}", r.lr_source, r.degrade])
 
 
 # --------------------------------------------------------------------------- command line
@@ -397,6 +464,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gray", default="replicate", choices=GRAY_MODES,
                    help="grayscale images: replicate to RGB (the protocol) or take as Y "
                         "(the older MATLAB scripts; reproduces the published Set14 bicubic)")
+    p.add_argument("--degrade", nargs="+", action="extend", metavar="SPEC",
+                   help="evaluate on LR compressed and decoded back: jpeg:Q (Pillow quality "
+                        "1..95), h264:CRF (libx264, 0..51) or clean; several give one table each "
+                        "and a summary")
     p.add_argument("--out", help="write the Markdown table here (it is always printed)")
     p.add_argument("--csv", help="write per-image scores here")
     p.add_argument("--save-images", metavar="DIR", help="write the outputs as PNG under DIR")
@@ -409,13 +480,18 @@ def main(argv=None) -> int:
     try:
         if args.scale < 1:
             raise ValueError(f"--scale must be a positive integer, got {args.scale}")
+        degrades = [degradation(spec) for spec in dict.fromkeys(args.degrade or ["clean"])]
         methods = build_methods(args)
-        results = evaluate(methods, args.datasets, args.scale, gray=args.gray,
-                           save_images=args.save_images, progress=not args.no_progress)
+        runs = [evaluate(methods, args.datasets, args.scale, gray=args.gray,
+                         save_images=args.save_images, progress=not args.no_progress,
+                         warmup=i == 0, degrade=d) for i, d in enumerate(degrades)]
     except (ValueError, TypeError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    table = markdown_table(results, args.scale, args.gray)
+    results = [r for run in runs for r in run]
+    table = "\n".join(markdown_table(run, args.scale, args.gray) for run in runs)
+    if len(runs) > 1:
+        table += "\n" + degradation_table(results, args.scale)
     print(table, end="")
     if args.out:
         Path(args.out).write_text(table)

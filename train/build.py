@@ -30,7 +30,8 @@ import lutsr
 from lutsr.metrics import psnr_y
 from train import data as tdata
 from train import fit, refit
-from train.config import BuildConfig, BuildError, check
+from train.config import BuildConfig, BuildError, check, degrade_mix, parse_degradation
+from train.degrade import degrade_pairs, library_versions
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout, to_lut
 
 
@@ -85,6 +86,11 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         train_files = [f for f in files if f not in skip]
         pairs = tdata.load_pairs(train_files, config.scale, min_size=config.patch,
                                  scale_aug=config.scale_aug, log=log)
+        mix = degrade_mix(config)
+        if mix.active:  # every later phase reads these LR images: nets, base, least squares
+            pairs, counts = degrade_pairs(pairs, mix)
+            meta["degrade"] = {"counts": counts, "libraries": library_versions()}
+            log(f"degraded training LR: {counts}")
         val_pairs = tdata.load_pairs(held_out, config.scale)
         sampler = fit.PatchSampler(pairs, config.scale, config.patch, seed=config.seed)
     except ValueError as exc:
@@ -158,6 +164,11 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
             "psnr_y_by_folder": {folder: round(float(np.mean(
                 [v for v, f in zip(scores, folders) if f == folder])), 4)
                 for folder in dict.fromkeys(folders)}}
+        if config.val_degrade:  # the same images, their LR compressed: the target stays clean
+            meta["validation"]["psnr_y_degraded"] = {
+                spec: round(float(np.mean([psnr_y(lutsr.upscale(deg(lr), val_lut), hr,
+                                                  config.scale) for lr, hr in val_pairs])), 4)
+                for spec, deg in ((s, parse_degradation(s)) for s in config.val_degrade)}
         log(f"validation: {meta['validation']}")
     return to_lut(layout, tables, config.interval, name=config.name, metadata=meta, base=base)
 

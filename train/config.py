@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from train.degrade import DegradeMix
+from train.degrade import parse as parse_degradation
+
 
 class BuildError(ValueError):
     """A build refused: its configuration, data or starting LUT cannot be used as given."""
@@ -75,6 +78,19 @@ class BuildConfig:
     val_every : int
         Hold out every N-th image (sorted by path) and record the LUT's
         Y-PSNR on them (0: train on all).
+    degrade_jpeg, degrade_h264 : tuple of int
+        ``()`` or ``(lo, hi)``: degrade the training LR (after the bicubic
+        downscale; the HR targets stay clean) by JPEG at a quality drawn in
+        lo..hi, or by H.264 at a CRF drawn in lo..hi (``train/degrade.py``).
+        With both, each degraded image draws one of the two evenly.
+    degrade_share : float
+        With a degradation given, the share of training LR images (scale
+        augmentation copies included, each drawn on its own) degraded; the
+        rest stay clean.
+    val_degrade : tuple of str
+        With ``val_every``, also record the held-out Y-PSNR on LR degraded by
+        each of these (``"jpeg:30"``, ``"h264:28"``): how to choose a mix
+        without the test sets.
     batch, patch : int
         Mini-batch size and LR patch side of the nets and fine-tuning (every
         training image must be at least ``patch`` pixels in LR).
@@ -113,6 +129,10 @@ class BuildConfig:
     lsq_no_flips: bool = False
     scale_aug: tuple[float, ...] = ()
     val_every: int = 0
+    degrade_jpeg: tuple[int, ...] = ()
+    degrade_h264: tuple[int, ...] = ()
+    degrade_share: float = 0.8
+    val_degrade: tuple[str, ...] = ()
     batch: int = 64
     patch: int = 16
     seed: int = 0
@@ -120,6 +140,12 @@ class BuildConfig:
     checkpoint_dir: str | None = None
     resume: bool = False
     name: str = ""
+
+
+def degrade_mix(config: BuildConfig) -> DegradeMix:
+    """How ``config`` degrades its training LR (inactive without a JPEG or H.264 range)."""
+    return DegradeMix(tuple(config.degrade_jpeg), tuple(config.degrade_h264),
+                      config.degrade_share, config.seed)
 
 
 def quick(config: BuildConfig) -> BuildConfig:
@@ -150,6 +176,14 @@ def check(config: BuildConfig) -> None:
         raise BuildError("--refine-stages needs --layout mulut and a value in 1..4")
     if config.resume and not config.checkpoint_dir:
         raise BuildError("--resume needs a checkpoint folder")
+    try:
+        degrade_mix(config)
+        for spec in config.val_degrade:
+            parse_degradation(spec)
+    except ValueError as exc:
+        raise BuildError(f"--degrade: {exc}") from None
+    if config.val_degrade and not config.val_every:
+        raise BuildError("--val-degrade scores the held-out images: it needs --val-every")
     if config.base == "linear":
         clashes = [flag for flag, on in (
             ("--layout mulut without --init", config.layout != "srlut" and not config.init),
