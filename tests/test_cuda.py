@@ -16,12 +16,9 @@ in the normal process.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
-import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from conftest import (
     with_base,
     with_taps,
 )
+from cudasim import check, run_cases, simulate
 
 import lutsr
 from lutsr import LUT, Stage
@@ -270,52 +268,14 @@ SIM_CASES = {
 }
 
 
-def _simulator_main() -> None:
-    """Run the cases in this (simulator) process; one JSON line each on stdout."""
-    import numba
-
-    assert numba.config.ENABLE_CUDASIM, "run this file with NUMBA_ENABLE_CUDASIM=1"
-    only = sys.argv[1:]  # optional case names, for debugging one case
-    for name, case in SIM_CASES.items():
-        if only and name not in only:
-            continue
-        start = time.perf_counter()
-        try:
-            with _launch_config():
-                case()
-            status, detail = "ok", ""
-        except pytest.skip.Exception as e:
-            status, detail = "skip", str(e)
-        except (Exception, pytest.fail.Exception):  # report and go on: every case gets a verdict
-            status, detail = "fail", traceback.format_exc()
-        print(json.dumps({"case": name, "status": status, "detail": detail,
-                          "seconds": round(time.perf_counter() - start, 2)}), flush=True)
-
-
 @pytest.fixture(scope="module")
 def sim_results():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            results[record["case"]] = record
-    return proc, results
+    return simulate(__file__)
 
 
 @pytest.mark.parametrize("case", list(SIM_CASES))
 def test_simulator(case, sim_results):
-    proc, results = sim_results
-    if case not in results:
-        pytest.fail(f"the simulator run gave no verdict for {case} (exit {proc.returncode}):\n"
-                    f"{proc.stderr[-3000:]}")
-    record = results[case]
-    if record["status"] == "skip":
-        pytest.skip(record["detail"])
-    assert record["status"] == "ok", record["detail"]
+    check(case, *sim_results)
 
 
 # --------------------------------------------------------------------------- no-GPU paths
@@ -462,4 +422,4 @@ def test_import_and_numpy_path_do_not_load_numba_cuda():
 
 
 if __name__ == "__main__":
-    _simulator_main()
+    run_cases(SIM_CASES, _launch_config)

@@ -17,13 +17,6 @@ every kernel for a real GPU run in the normal process.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import subprocess
-import sys
-import time
-import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,13 +28,12 @@ from conftest import (
     random_layered_stage,
     random_lut,
 )
+from cudasim import check, run_cases, simulate
 
 import lutsr
 from lutsr import LUT
 from lutsr.layered import MAX_SHIFT
 from lutsr.reference import upscale_reference
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- simulator cases
 # Each case runs in the simulator subprocess; it raises on failure and may
@@ -222,52 +214,14 @@ SIM_CASES = {
 }
 
 
-def _simulator_main() -> None:
-    """Run the cases in this (simulator) process; one JSON line each on stdout."""
-    import numba
-
-    assert numba.config.ENABLE_CUDASIM, "run this file with NUMBA_ENABLE_CUDASIM=1"
-    only = sys.argv[1:]  # optional case names, for debugging one case
-    for name, case in SIM_CASES.items():
-        if only and name not in only:
-            continue
-        start = time.perf_counter()
-        try:
-            with _launch_config():
-                case()
-            status, detail = "ok", ""
-        except pytest.skip.Exception as e:
-            status, detail = "skip", str(e)
-        except (Exception, pytest.fail.Exception):  # report and go on: every case gets a verdict
-            status, detail = "fail", traceback.format_exc()
-        print(json.dumps({"case": name, "status": status, "detail": detail,
-                          "seconds": round(time.perf_counter() - start, 2)}), flush=True)
-
-
 @pytest.fixture(scope="module")
 def sim_results():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            results[record["case"]] = record
-    return proc, results
+    return simulate(__file__)
 
 
 @pytest.mark.parametrize("case", list(SIM_CASES))
 def test_simulator(case, sim_results):
-    proc, results = sim_results
-    if case not in results:
-        pytest.fail(f"the simulator run gave no verdict for {case} (exit {proc.returncode}):\n"
-                    f"{proc.stderr[-3000:]}")
-    record = results[case]
-    if record["status"] == "skip":
-        pytest.skip(record["detail"])
-    assert record["status"] == "ok", record["detail"]
+    check(case, *sim_results)
 
 
 # --------------------------------------------------------------------------- host side
@@ -336,4 +290,4 @@ def test_kernels_compile_for_a_real_gpu(layout):
 
 
 if __name__ == "__main__":
-    _simulator_main()
+    run_cases(SIM_CASES, _launch_config)
