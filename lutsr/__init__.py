@@ -3,6 +3,7 @@
 The public API::
 
     lutsr.upscale(img, lut=None, *, out=None, backend="auto", threads=None)
+    lutsr.upscale_to(img, lut=None, *, size=(W, H) | outscale=S, backend="auto", threads=None)
     lutsr.Upscaler(lut=None, *, backend="auto", threads=None)
     lutsr.LUT, lutsr.Stage, lutsr.PATTERNS
     lutsr.load(path), lutsr.save(lut, path), lutsr.LUTFormatError
@@ -17,6 +18,7 @@ from .bundled import names as bundled_names
 from .fileformat import LUTFormatError, load, save
 from .importers import import_mulut, import_shiftlut, import_srlut
 from .model import LUT, PATTERNS, Stage
+from .outsize import upscale_to
 
 __version__ = "0.1.0"
 
@@ -34,4 +36,5 @@ __all__ = [
     "load_bundled",
     "save",
     "upscale",
+    "upscale_to",
 ]

@@ -3,12 +3,15 @@
 ::
 
     lutsr demo [-o OUT]                      upscale the bundled sample image
-    lutsr image IN [IN ...] -o OUT           files or folders of images
-    lutsr video IN -o OUT [--luma-only]      a video, audio and subtitles kept
+    lutsr image IN [IN ...] -o OUT           files or folders of images ("-": a pipe)
+    lutsr video IN -o OUT [--luma-only]      a video, audio and subtitles kept ("-": y4m pipes)
     lutsr info LUT                           describe a LUT model
     lutsr list                               the bundled LUT models
     lutsr convert FORMAT SRC -o OUT.lutsr    import published tables (shiftlut, srlut, mulut)
 
+``--outscale S`` / ``--size WxH`` give any output size (a LUT, then a resample);
+``--cluster ADDRESS`` sends one task per file to a Dask cluster
+(:mod:`lutsr.cluster`). What each command does is in :mod:`lutsr.commands`.
 Every output is written under a temporary name (or none) and appears only
 when complete; existing files are replaced only with ``--overwrite``; an
 input is never an output. Exit status: 0 on success, 1 on an error, 2 on bad
@@ -20,36 +23,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import math
 import os
 import signal
 import sys
 import threading
-import time
 import traceback
-from importlib import resources
-from pathlib import Path
 
 from . import __version__, bundled
-from .api import BACKENDS, Upscaler, resolve_lut
+from .api import BACKENDS
+from .commands import (
+    IMPORTERS,
+    CLIError,
+    _error,
+    cmd_convert,
+    cmd_demo,
+    cmd_image,
+    cmd_info,
+    cmd_list,
+    cmd_video,
+)
 from .imageio import (
     IMAGE_FORMATS,
     JPEG_SUBSAMPLING,
     PNG_COMPRESSION,
-    ImageError,
-    atomic_output,
-    image_format,
-    read_image,
-    upscale_premultiplied,
-    write_image,
 )
+from .outsize import parse_size
 
-#: The sample image ``lutsr demo`` upscales (inside the package).
-SAMPLE = "astronaut.png"
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+#: ``--format`` names of ``lutsr video`` (the same as :data:`lutsr.video.PIPE_FORMATS`;
+#: kept here so building the parser does not import PyAV).
+PIPE_FORMATS = ("mkv", "nut", "ts", "y4m")
 
 
 def _positive_int(text: str) -> int:
@@ -87,6 +90,34 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
                    help="no progress bar and no summary")
 
 
+def _outscale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=_outscale, default=None, metavar="S",
+                      help="output S times the input size (any S > 0, e.g. 3 or 1.5): the "
+                           "bundled LUT with the smallest factor at or above S (or --lut), then "
+                           "an exact resample (area when shrinking, Lanczos when growing)")
+    size.add_argument("--size", type=_size, default=None, metavar="WxH",
+                      help="output exactly W x H pixels (the aspect ratio may change), "
+                           "the same way")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lutsr`` command."""
     parser = argparse.ArgumentParser(
@@ -116,21 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--straight-alpha", action="store_true",
                    help="upscale alpha images channel by channel, as stored, instead of "
                         "premultiplied (colour of transparent pixels then bleeds into edges)")
+    p.add_argument("--format", choices=sorted(k[1:] for k in IMAGE_FORMATS), default=None,
+                   help="image format written to stdout with -o - (default: the input's "
+                        "format, PNG if lutsr cannot write it); IN and OUT may be - for a pipe")
+    _add_size_options(p)
     _add_lut_options(p)
     _add_output_options(p)
-    p.set_defaults(func=cmd_image)
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="one task per file on a Dask cluster: tcp://HOST:PORT of a running "
+                        "scheduler, or local:N for N worker processes here; outputs that "
+                        "exist are skipped (needs lutsr[cluster])")
+    p.set_defaults(func=_image)
 
     p = sub.add_parser("video", help="upscale a video file",
                        description="Upscale a video: decode, upscale, encode, and copy the "
                                    "audio and subtitle streams. Frame rate, timestamps and "
                                    "rotation are kept. The output suffix picks the container.")
     p.add_argument("input", metavar="IN")
+    p.add_argument("more_inputs", nargs="*", metavar="IN",
+                   help="more videos, with --cluster (OUT is then a folder)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output video (.mp4, .mkv, .mov, .webm, .avi, .ts, .m4v)")
+                   help="output video (.mp4, .mkv, .mov, .webm, .avi, .ts, .m4v, .y4m), or - "
+                        "for stdout with --format")
     p.add_argument("--luma-only", action="store_true",
                    help="LUT on the luma (Y) plane only, bicubic chroma: about 3x less LUT "
                         "work, no RGB conversion")
-    p.add_argument("--codec", default="libx264", help="FFmpeg video encoder (libx264)")
+    p.add_argument("--codec", default=None,
+                   help="FFmpeg video encoder (libx264; raw frames for y4m)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--crf", type=float, default=None,
                       help="constant quality (default 18 for encoders that have CRF)")
@@ -146,9 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="do not copy audio streams")
     p.add_argument("--no-subtitles", action="store_true",
                    help="do not copy subtitle streams")
+    p.add_argument("--format", choices=sorted(PIPE_FORMATS), default=None,
+                   help="output format instead of OUT's suffix; needed for -o - (stdout), e.g. "
+                        "y4m; IN may be - (stdin, format probed)")
+    p.add_argument("--input-size", type=_size, default=None, metavar="WxH",
+                   help="read IN as raw video frames of this size (no header; e.g. from "
+                        "ffmpeg -f rawvideo -), with --input-pix-fmt and --input-rate")
+    p.add_argument("--input-pix-fmt", default="yuv420p",
+                   help="pixel format of raw input (yuv420p)")
+    p.add_argument("--input-rate", default="25",
+                   help="frame rate of raw input, e.g. 25 or 30000/1001 (25)")
+    _add_size_options(p)
     _add_lut_options(p)
     _add_output_options(p)
-    p.set_defaults(func=cmd_video)
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="one task per file on a Dask cluster: tcp://HOST:PORT of a running "
+                        "scheduler, or local:N for N worker processes here; outputs that "
+                        "exist are skipped (needs lutsr[cluster])")
+    p.set_defaults(func=_video)
 
     p = sub.add_parser("demo", help="upscale the bundled sample image and time it",
                        description="Upscale a bundled 160x120 sample image with the bundled "
@@ -180,237 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------------
-# Commands
+def _image(args) -> int:
+    if args.cluster is not None:
+        from .cluster import cli_images
+
+        return cli_images(args)
+    return cmd_image(args)
 
 
-def _upscaler(args) -> Upscaler:
-    if args.lut is None and not bundled.names():
-        raise CLIError("no bundled default LUT is installed yet; pass --lut NAME|PATH")
-    return Upscaler(args.lut, backend=args.backend, threads=args.threads)
+def _video(args) -> int:
+    if args.cluster is not None:
+        from .cluster import cli_videos
 
-
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_FORMATS)
-    if not files:
-        raise CLIError(f"{folder}: no image files ({', '.join(sorted(IMAGE_FORMATS))})")
-    return files
-
-
-def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[Path, Path]]:
-    """Pair every input image with its output path, and check the pairs before any work.
-
-    One input file with an output that is not a folder: that output file.
-    Otherwise the output is a folder (created if missing) and every image
-    keeps its file name.
-
-    Raises
-    ------
-    CLIError
-        Missing inputs, empty folders, an unknown suffix, two inputs with one
-        output name, an input that is also an output, or existing outputs
-        without ``overwrite``.
-    """
-    paths = [Path(p) for p in inputs]
-    for p in paths:
-        if not p.exists():
-            raise CLIError(f"no such file or folder: {p}")
-    out = Path(output)
-    single = len(paths) == 1 and paths[0].is_file()
-    if single and not out.is_dir() and not output.endswith(("/", "\\")):
-        image_format(out)  # an unknown output suffix fails now, not after the work
-        pairs = [(paths[0], out)]
-    else:
-        if out.exists() and not out.is_dir():
-            raise CLIError(f"output {out} must be a folder for several inputs or a folder input")
-        files = [f for p in paths for f in (_image_files(p) if p.is_dir() else [p])]
-        pairs = [(f, out / f.name) for f in files]
-    names: dict[Path, Path] = {}
-    for src, dst in pairs:
-        if dst in names:
-            raise CLIError(f"{names[dst]} and {src} would both be written to {dst}")
-        names[dst] = src
-    inodes = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in pairs)}
-    for _, dst in pairs:
-        if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
-            raise CLIError(f"output {dst} is an input file; refusing to overwrite it")
-    if not overwrite:
-        existing = [str(dst) for _, dst in pairs if os.path.lexists(dst)]
-        if existing:
-            more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-            raise CLIError(f"output exists: {', '.join(existing[:3])}{more}; use --overwrite "
-                           "to replace")
-    return pairs
-
-
-def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
-    """Upscale an image as read by :func:`lutsr.imageio.read_image`.
-
-    Gray + alpha and RGBA go through
-    :func:`lutsr.imageio.upscale_premultiplied` unless ``straight_alpha``, which
-    upscales every channel as stored.
-    """
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and not straight_alpha:
-        return upscale_premultiplied(upscaler.up, pixels)
-    return upscaler.up(pixels)
-
-
-def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
-    pixels, info = read_image(src)
-    fmt = image_format(dst)
-    if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
-                         "PNG, WebP or TIFF instead")
-    result = upscale_pixels(upscaler, pixels, args.straight_alpha)
-    with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
-        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
-                    quality=args.quality, png_compression=args.png_compression,
-                    jpeg_subsampling=args.jpeg_subsampling)
-    return pixels.shape, result.shape
-
-
-def _show_progress(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
-
-
-def cmd_image(args) -> int:
-    pairs = plan_images(args.inputs, args.output, args.overwrite)
-    if not 1 <= args.quality <= 100:
-        raise CLIError(f"--quality must be in 1..100, got {args.quality}")
-    upscaler = _upscaler(args)
-    if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-    bar = _bar(len(pairs), _show_progress(args) and len(pairs) > 1)
-    failed = 0
-    t0 = time.perf_counter()
-    for src, dst in pairs:
-        try:
-            _upscale_image(upscaler, src, dst, args)
-        except (ImageError, OSError, ValueError) as exc:
-            failed += 1
-            _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
-        except MemoryError:
-            failed += 1
-            _error(f"{src}: out of memory upscaling it; no output was written")
-        bar.update(1)
-    bar.close()
-    done = len(pairs) - failed
-    if not args.quiet:
-        where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
-        print(f"wrote {done} image{'s' * (done != 1)} to {where} in "
-              f"{time.perf_counter() - t0:.2f} s" + (f"; {failed} failed" if failed else ""))
-    return 1 if failed else 0
-
-
-def _bar(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="image", disable=not enabled)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def cmd_video(args) -> int:
-    from .video import upscale_video
-
-    report = upscale_video(
-        args.input, args.output, backend=args.backend, threads=args.threads,
-        luma_only=args.luma_only, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
-        pix_fmt=args.pix_fmt, preset=args.preset, audio=not args.no_audio,
-        subtitles=not args.no_subtitles, allow_8bit=args.allow_8bit, overwrite=args.overwrite,
-        progress=_show_progress(args), upscaler=_upscaler(args))
-    if not args.quiet:
-        (w, h), (ow, oh) = report.input_size, report.output_size
-        kept = f"; copied {', '.join(report.copied_streams)}" if report.copied_streams else ""
-        mode = "luma-only" if report.luma_only else "RGB"
-        print(f"wrote {args.output}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
-              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    upscaler = _upscaler(args)
-    out = Path(args.output or f"lutsr-demo-x{upscaler.scale}.png")
-    sample = resources.files(__package__) / "samples" / SAMPLE
-    with resources.as_file(sample) as path:
-        pixels, info = read_image(path)
-    t0 = time.perf_counter()
-    result = upscale_pixels(upscaler, pixels)  # the first call loads (or compiles) the kernels
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = upscale_pixels(upscaler, pixels)
-    warm = time.perf_counter() - t0
-    with atomic_output(out, overwrite=args.overwrite) as pending:
-        write_image(pending.path, result, image_format(out), icc_profile=info.icc_profile,
-                    exif=info.exif)
-    if not args.quiet:
-        (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
-        lut = upscaler.lut
-        load = ", including loading the compiled kernels" if upscaler.backend == "numba" else ""
-        print(f"upscaled {SAMPLE} {w}x{h} -> {ow}x{oh} with LUT {lut.name or '(unnamed)'} "
-              f"({upscaler.backend}) in {warm * 1e3:.1f} ms (first call {first:.2f} s{load})")
-        print(f"wrote {out}")
-    return 0
-
-
-def cmd_info(args) -> int:
-    lut = resolve_lut(args.lut)
-    print(lut.describe())
-    if lut.metadata:
-        print(json.dumps(lut.metadata, indent=2, sort_keys=True, default=str))
-    else:
-        print("(no metadata)")
-    return 0
-
-
-def cmd_list(args) -> int:
-    names = bundled.names()
-    if not names:
-        print("no bundled LUTs are installed")
-        return 0
-    for name in names:
-        default = " (default)" if name == bundled.DEFAULT else ""
-        try:
-            summary = bundled.load_bundled(name).describe().splitlines()[0]
-        except ValueError as exc:  # a damaged install: say so, keep listing
-            summary = f"cannot load: {exc}"
-        print(f"{name}{default}: {summary}")
-    return 0
-
-
-#: ``lutsr convert`` formats and their importers (each takes the source, scale and name).
-IMPORTERS = {"shiftlut": "import_shiftlut", "srlut": "import_srlut", "mulut": "import_mulut"}
-
-
-def cmd_convert(args) -> int:
-    from . import importers
-    from .fileformat import to_bytes
-
-    importer = getattr(importers, IMPORTERS[args.format])
-    lut = importer(args.source, args.scale, name=args.name)
-    out = Path(args.output)
-    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending, \
-            open(pending.path, "wb") as fh:
-        fh.write(to_bytes(lut))
-    print(f"wrote {out}: {lut.describe().splitlines()[0]}")
-    return 0
+        return cli_videos(args, [args.input, *args.more_inputs])
+    return cmd_video(args)
 
 
 # ---------------------------------------------------------------------------
 # Entry point
-
-
-def _error(message: str) -> None:
-    print(f"lutsr: error: {message}", file=sys.stderr)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -31,6 +31,17 @@ of each sample; the bits below are upscaled by linear interpolation and added
 (:func:`upscale_deep`), so flat areas and smooth gradients keep every bit and
 the LUT's detail is added on top.
 
+Any output size (``outscale``, ``size``): the LUT's upscale is resampled by
+swscale to the exact size (:func:`resize_frame`: area averaging on an axis
+that shrinks, Lanczos on one that grows), in the frame's own pixel format
+and depth. Without an explicit LUT the bundled one is picked by
+:func:`lutsr.outsize.pick_lut`.
+
+Pipes: ``"-"`` as the input reads a stream from stdin (the format is probed:
+YUV4MPEG2, Matroska, NUT, MPEG-TS...), ``"-"`` as the output writes to stdout
+in the format named by ``format`` (:data:`PIPE_FORMATS`; ``"y4m"`` is
+uncompressed YUV4MPEG2, what ``ffmpeg -f yuv4mpegpipe -i -`` reads).
+
 Kept from the input: frame timestamps (and so the frame rate, constant or
 variable), the rotation (display matrix), the pixel aspect ratio, colour
 tags, container metadata, and every audio and subtitle stream (packets copied,
@@ -39,6 +50,7 @@ not re-encoded).
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import re
@@ -64,7 +76,16 @@ CONTAINERS = {
     ".webm": "webm",
     ".avi": "avi",
     ".ts": "mpegts",
+    ".y4m": "yuv4mpegpipe",
 }
+
+#: ``format`` names (``--format``) and their muxers; the ones that can be
+#: written to a pipe (no seeking back to patch a header).
+PIPE_FORMATS = {"y4m": "yuv4mpegpipe", "mkv": "matroska", "nut": "nut", "ts": "mpegts"}
+
+#: The encoder used when none is given, by muxer (YUV4MPEG2 holds raw frames,
+#: which FFmpeg passes to it as ``wrapped_avframe``); libx264 otherwise.
+DEFAULT_CODECS = {"yuv4mpegpipe": "wrapped_avframe"}
 
 #: 8-bit planar YUV layouts the luma-only mode works on directly; other
 #: decoded formats (10-bit, NV12...) are first converted to yuv420p.
@@ -310,6 +331,35 @@ def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False):
     return out
 
 
+def resize_frame(frame, size: tuple[int, int]):
+    """Resize a frame to exactly ``size`` with swscale, keeping its pixel format.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any format (``rgb24``, ``rgb48le``, planar YUV...).
+    size : (int, int)
+        Output ``(width, height)``.
+
+    Returns
+    -------
+    av.VideoFrame
+        Each axis resized by its own pass: ``AREA`` (averaging) when it
+        shrinks, ``LANCZOS`` when it grows, with accurate rounding; the
+        input's timestamp is kept.
+    """
+    av = _av()
+    out = frame
+    for w, h in ((size[0], frame.height), size):
+        if (w, h) == (out.width, out.height):
+            continue
+        kind = "LANCZOS" if w > out.width or h > out.height else "AREA"
+        out = out.reformat(w, h, interpolation=_flags(av, (kind, "ACCURATE_RND")))
+    if out is not frame:
+        _copy_time(frame, out)
+    return out
+
+
 def implied_colorspace(width: int, height: int, tagged: int) -> int:
     """The colour matrix (FFmpeg ``AVColorSpace``) a player assumes for a video.
 
@@ -538,6 +588,18 @@ class VideoReport:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
+def output_muxer(dst: str | os.PathLike, format: str | None) -> str:
+    """The FFmpeg muxer of an output: ``format`` (:data:`PIPE_FORMATS`) or ``dst``'s suffix."""
+    if format is not None:
+        if format not in PIPE_FORMATS:
+            raise ValueError(f"unknown output format {format!r}; use one of "
+                             f"{', '.join(sorted(PIPE_FORMATS))}")
+        return PIPE_FORMATS[format]
+    if str(dst) == "-":
+        raise ValueError("writing video to stdout needs --format (e.g. --format y4m)")
+    return container_format(dst)
+
+
 def container_format(path: str | os.PathLike) -> str:
     """The FFmpeg muxer for an output path, from its suffix (see :data:`CONTAINERS`)."""
     suffix = Path(path).suffix.lower()
@@ -621,26 +683,34 @@ class _PlainProgress:
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   backend: str = "auto", threads: int | None = None, luma_only: bool = False,
-                  codec: str = "libx264", crf: float | None = None,
+                  codec: str | None = None, crf: float | None = None,
                   bitrate: str | int | None = None, pix_fmt: str | None = None,
                   preset: str | None = None, audio: bool = True, subtitles: bool = True,
                   allow_8bit: bool = False, overwrite: bool = False, progress: bool = False,
-                  upscaler: Upscaler | None = None) -> VideoReport:
+                  upscaler: Upscaler | None = None, outscale: float | None = None,
+                  size: tuple[int, int] | None = None,
+                  format: str | None = None, input_size: tuple[int, int] | None = None,
+                  input_pix_fmt: str = "yuv420p", input_rate: str | float = 25) -> VideoReport:
     """Upscale a video file with a LUT model.
 
     Parameters
     ----------
-    src, dst : path
-        Input video (anything FFmpeg reads) and output file; the output's
-        suffix picks the container (see :data:`CONTAINERS`).
+    src, dst : path or "-"
+        Input video (anything FFmpeg reads; ``"-"``: stdin, format probed)
+        and output file (``"-"``: stdout, ``format`` required); the output's
+        suffix picks the container (see :data:`CONTAINERS`) unless ``format``
+        is given.
     lut : LUT, str, path or None
-        The model (see :class:`lutsr.Upscaler`); ignored if ``upscaler`` is given.
+        The model (see :class:`lutsr.Upscaler`); ignored if ``upscaler`` is
+        given. None with ``outscale`` or ``size``: the bundled LUT picked by
+        :func:`lutsr.outsize.pick_lut` (none for a downscale).
     backend, threads
         Passed to :class:`lutsr.Upscaler`.
     luma_only : bool
         LUT on the luma plane only, bicubic chroma (see the module docstring).
-    codec : str
-        FFmpeg encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mpeg4``...).
+    codec : str, optional
+        FFmpeg encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mpeg4``...);
+        default :data:`DEFAULT_CODECS` for the muxer, else ``libx264``.
     crf : float, optional
         Constant-quality factor, for encoders that have one (default
         :data:`DEFAULT_CRF` unless ``bitrate`` is given).
@@ -664,6 +734,18 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         Show a progress bar on stderr.
     upscaler : Upscaler, optional
         A ready :class:`lutsr.Upscaler` to use instead of building one.
+    outscale : float, optional
+        Output factor > 0 (e.g. 3 or 1.5): each side ``round(outscale *
+        side)``. The LUT's upscale is resized by :func:`resize_frame`.
+    size : (int, int), optional
+        Output ``(width, height)``; exclusive with ``outscale``.
+    format : str, optional
+        Output format name from :data:`PIPE_FORMATS` (``"y4m"``...); needed
+        when ``dst`` is ``"-"``, else the suffix decides.
+    input_size : (int, int), optional
+        Read ``src`` as raw frames of this ``(width, height)`` (no header,
+        e.g. ``ffmpeg -f rawvideo -``), in ``input_pix_fmt`` at ``input_rate``
+        frames per second (a number or a ratio such as ``"30000/1001"``).
 
     Returns
     -------
@@ -686,15 +768,23 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     :func:`lutsr.imageio.atomic_output`); on any error or interruption it is
     not created and ``src`` is never modified.
     """
+    from .outsize import output_size, pick_lut
+
     av = _av()
     t0 = time.perf_counter()
+    src_pipe, dst_pipe = str(src) == "-", str(dst) == "-"
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
+    if not src_pipe and not src.is_file():
         raise FileNotFoundError(f"no such video file: {src}")
-    muxer = container_format(dst)
-    check_output(dst, overwrite, (src,))
+    muxer = output_muxer(dst, format)
+    if not dst_pipe:
+        check_output(dst, overwrite, () if src_pipe else (src,))
     if crf is not None and bitrate is not None:
         raise ValueError("give either crf or bitrate, not both")
+    if outscale is not None and size is not None:
+        raise ValueError("give either outscale or size, not both")
+    if codec is None:
+        codec = DEFAULT_CODECS.get(muxer, "libx264")
     try:
         encoder = av.Codec(codec, "w")
     except Exception as exc:  # av.codec.codec.UnknownCodecError
@@ -710,50 +800,100 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         raise ValueError(f"encoder {codec} has no preset {preset!r}; choose one of "
                          f"{', '.join(KNOWN_PRESETS[encoder.name])}")
     bit_rate = parse_bitrate(bitrate) if bitrate is not None else None
-    if upscaler is None:
+    if outscale is not None:
+        output_size((1, 1), outscale=outscale)  # a bad factor fails before any reading
+    resized = outscale is not None or size is not None
+    if upscaler is None and not resized:
         upscaler = Upscaler(lut, backend=backend, threads=threads)
-    s = upscaler.scale
 
+    src_name = "stdin" if src_pipe else str(src)
+    demuxer, demux_options = None, None
+    if input_size is not None:
+        output_size((1, 1), size=input_size)  # two positive integers
+        try:
+            av.VideoFormat(input_pix_fmt)
+        except Exception as exc:  # av's ValueError names it badly
+            raise ValueError(f"unknown input pixel format {input_pix_fmt!r}") from exc
+        demuxer = "rawvideo"
+        demux_options = {"video_size": f"{input_size[0]}x{input_size[1]}",
+                         "pixel_format": input_pix_fmt, "framerate": str(input_rate)}
     try:
-        inp = av.open(str(src))
+        inp = av.open(sys.stdin.buffer if src_pipe else str(src), format=demuxer,
+                      options=demux_options)
     except av.error.FFmpegError as exc:
-        raise ValueError(f"{src}: cannot open as a video: {exc}") from exc
+        raise ValueError(f"{src_name}: cannot open as a video: {exc}") from exc
     try:
         vin = _pick_video_stream(av, inp)
         vin.thread_type = "AUTO"  # frame + slice threads in the decoder
         in_size = (vin.codec_context.width, vin.codec_context.height)
-        out_size = (in_size[0] * s, in_size[1] * s)
+        if resized:
+            out_size = output_size(in_size, outscale=outscale, size=size)
+            if upscaler is None:
+                if lut is None:
+                    lut = pick_lut(in_size, out_size)
+                if lut is not None:
+                    upscaler = Upscaler(lut, backend=backend, threads=threads)
+        else:
+            out_size = (in_size[0] * upscaler.scale, in_size[1] * upscaler.scale)
         copies = [st for st in inp.streams
                   if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
         copied_names = [f"{st.type}:{st.codec_context.name}" for st in copies]
 
-        with atomic_output(dst, overwrite=overwrite, inputs=(src,)) as pending:
-            out = av.open(pending.path, "w", format=muxer)
+        kind = f"{format} output" if format is not None else f"a {dst.suffix} file"
+
+        def write_to(target) -> int:
+            out = av.open(target, "w", format=muxer)
             try:
                 if encoder.canonical_name not in out.supported_codecs:
-                    raise ValueError(f"a {dst.suffix} file cannot hold {encoder.canonical_name} "
+                    raise ValueError(f"{kind} cannot hold {encoder.canonical_name} "
                                      "video; choose another --codec or container")
                 unsupported = [f"{st.type} stream #{st.index} ({st.codec_context.name})"
                                for st in copies
                                if st.codec_context.name not in out.supported_codecs]
                 if unsupported:
                     raise ValueError(
-                        f"a {dst.suffix} file cannot hold the input's "
+                        f"{kind} cannot hold the input's "
                         f"{', '.join(unsupported)}; choose another container (e.g. .mkv) or "
                         "drop those streams (--no-audio / --no-subtitles)")
-                frames = _run_pipeline(
+                return _run_pipeline(
                     av, inp, vin, out, copies, upscaler, luma_only=luma_only,
                     encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
                     pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
-                    desc=src.name, allow_8bit=allow_8bit)
+                    desc=src_name if src_pipe else src.name, allow_8bit=allow_8bit)
             finally:
                 out.close()  # idempotent; the pending file is discarded on error
+
+        if dst_pipe:
+            try:
+                frames = write_to(sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            except Exception as exc:
+                # PyAV reports a failed write as its own callback error; say what it was
+                if _caused_by(exc, BrokenPipeError):
+                    raise BrokenPipeError(errno.EPIPE, "the output pipe was closed by its "
+                                                       "reader") from None
+                raise
+        else:
+            with atomic_output(dst, overwrite=overwrite,
+                               inputs=() if src_pipe else (src,)) as pending:
+                frames = write_to(pending.path)
     finally:
         inp.close()
     return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
                        output_size=out_size,
                        copied_streams=copied_names,
                        luma_only=luma_only)
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception in its cause/context chain is a ``kind``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _choose_pix_fmt(encoder, vin, pix_fmt: str | None) -> str:
@@ -894,9 +1034,15 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
         out.close()
 
     def upscale(frame):
-        if luma_only:
-            return upscale_frame_luma(frame, upscaler, deep)
-        return upscale_frame_rgb(frame, upscaler, colorspace, deep)
+        if upscaler is None:  # a downscale: no LUT, swscale alone
+            big = frame
+        elif luma_only:
+            big = upscale_frame_luma(frame, upscaler, deep)
+        else:
+            big = upscale_frame_rgb(frame, upscaler, colorspace, deep)
+        if (big.width, big.height) != tuple(out_size):
+            big = resize_frame(big, out_size)
+        return big
 
     reader = _Worker("read", read, cancel)
     writer = _Worker("write", write, cancel)

@@ -7,6 +7,7 @@ used and no numba compilation is needed.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -625,3 +626,134 @@ def test_10bit_never_silently_8bit(tmp_path, lut_file, capsys):
     assert "libvpx-vp9" in capsys.readouterr().err and not webm.exists()
     assert run(src, dst, lut_file, "--pix-fmt", "yuv420p", "--allow-8bit") == 0
     assert {f.format.name for f in decoded(dst)} == {"yuv420p"}
+
+
+# ---------------------------------------------------------------------------
+# Any output size, and pipes
+
+
+def make_y4m(frames: int = 5, size=(W, H)) -> bytes:
+    """An uncompressed YUV4MPEG2 stream made by PyAV (no ffmpeg binary needed)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="yuv4mpegpipe") as out:
+        vs = out.add_stream("wrapped_avframe", rate=RATE)
+        vs.width, vs.height, vs.pix_fmt = *size, "yuv420p"
+        rng = np.random.default_rng(3)
+        for i in range(frames):
+            img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("opt, size", [(("--outscale", "3"), (96, 72)),
+                                       (("--size", "50x40"), (50, 40)),
+                                       (("--outscale", "0.5"), (16, 12))])
+def test_outscale_and_size(tmp_path, clips, lut_file, opt, size):
+    dst = tmp_path / "out.mkv"
+    assert run(clips["mkv"], dst, lut_file, "--luma-only", *opt) == 0
+    info = probe(dst)
+    assert info["size"] == size and info["frames"] == FRAMES
+
+
+def test_outscale_frames_are_the_lut_then_resized(tmp_path, clips, lut_file):
+    """x3 from an x2 LUT: the x2 upscale, resized by swscale (lossless output to compare)."""
+    dst, ref = tmp_path / "x3.mkv", tmp_path / "x2.mkv"
+    extra = ("--luma-only", "--codec", "ffv1", "--no-audio", "--no-subtitles")
+    assert run(clips["mkv"], dst, lut_file, "--outscale", "3", *extra) == 0
+    assert run(clips["mkv"], ref, lut_file, *extra) == 0
+    for got, x2 in zip(decoded(dst), decoded(ref), strict=True):
+        want = video.resize_frame(x2, (3 * W, 3 * H))
+        # The luma is the LUT's, resized; the chroma (bicubic from swscale, whose
+        # siting depends on frame tags a decoded file and a pipeline frame do not
+        # share) only has to be close.
+        luma = (slice(0, 3 * H),)
+        assert np.array_equal(got.to_ndarray()[luma], want.to_ndarray()[luma])
+        chroma = got.to_ndarray()[3 * H:].astype(int) - want.to_ndarray()[3 * H:]
+        assert np.abs(chroma).max() <= 8 and abs(chroma.mean()) < 0.5
+
+
+def test_odd_output_size_refused_in_one_line(tmp_path, clips, lut_file, capsys):
+    assert run(clips["mkv"], tmp_path / "o.mkv", lut_file, "--size", "51x40") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "odd" in err[0] and "yuv444p" in err[0]
+
+
+def test_y4m_pipe_round_trip(lut_file):
+    stream = make_y4m(frames=5)
+    done = subprocess.run(_cli("video", "-", "-o", "-", "--format", "y4m", "--lut", lut_file,
+                               "--backend", "reference", "--outscale", "3"),
+                          input=stream, capture_output=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"YUV4MPEG2 W96 H72 ")
+    assert b"5 frames 32x24 -> 96x72" in done.stderr  # the summary stays off the data
+    with av.open(io.BytesIO(done.stdout)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 5
+    assert {(f.width, f.height, f.format.name) for f in frames} == {(96, 72, "yuv420p")}
+
+
+def test_y4m_file_output(tmp_path, lut_file):
+    src = tmp_path / "in.y4m"
+    src.write_bytes(make_y4m(frames=2))
+    dst = tmp_path / "out.y4m"
+    assert run(src, dst, lut_file) == 0
+    assert probe(dst)["size"] == (2 * W, 2 * H) and probe(dst)["frames"] == 2
+
+
+def test_stdout_needs_a_format(lut_file, capsys):
+    assert main(["video", "-", "-o", "-", "--lut", str(lut_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lutsr: error: writing video to stdout needs --format (e.g. --format y4m)"]
+
+
+def test_broken_output_pipe_ends_in_one_line(lut_file):
+    """The reader of stdout goes away: no traceback, one line, no flush error at exit."""
+    stream = make_y4m(frames=25)  # 25 x 128x96 frames: far more than a pipe buffer
+    proc = subprocess.Popen(_cli("video", "-", "-o", "-", "--format", "y4m", "--lut",
+                                 lut_file, "--outscale", "4", "--backend", "reference"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    feeder = threading.Thread(target=lambda: _feed(proc.stdin, stream), daemon=True)
+    feeder.start()
+    assert proc.stdout.read(100).startswith(b"YUV4MPEG2")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = err.strip().splitlines()
+    assert lines == ["lutsr: error: the output pipe was closed by its reader before the end"]
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except BrokenPipeError:
+        pass
+
+
+def test_raw_video_pipe(lut_file):
+    """Headerless frames (as ``ffmpeg -f rawvideo -pix_fmt yuv420p -`` writes) in, y4m out."""
+    with av.open(io.BytesIO(make_y4m(frames=3))) as c:
+        raw = b"".join(bytes(p) for p in c.demux(video=0) if p.size)
+    assert len(raw) == 3 * W * H * 3 // 2
+    done = subprocess.run(_cli("video", "-", "-o", "-", "--format", "y4m", "--input-size",
+                               f"{W}x{H}", "--input-pix-fmt", "yuv420p", "--input-rate", "30",
+                               "--lut", lut_file, "--backend", "reference", "-q"),
+                          input=raw, capture_output=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"YUV4MPEG2 W64 H48 F30:1 ")
+    with av.open(io.BytesIO(done.stdout)) as c:
+        assert len(list(c.decode(video=0))) == 3
+
+
+def test_raw_video_bad_pix_fmt(lut_file, capsys):
+    assert main(["video", "-", "-o", "-", "--format", "y4m", "--input-size", "4x4",
+                 "--input-pix-fmt", "nonsense", "--lut", str(lut_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lutsr: error: unknown input pixel format 'nonsense'"]

@@ -1,0 +1,374 @@
+"""What the ``lutsr`` commands do (:mod:`lutsr.cli` parses the command line and calls them).
+
+Each ``cmd_*`` takes the parsed arguments and returns the exit status; user
+errors raise :class:`CLIError` (or ``ValueError``/``OSError``), which the entry
+point prints as one line. :mod:`lutsr.cluster` runs the per-file work of
+``image`` and ``video`` on Dask workers through the same functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+from importlib import resources
+from pathlib import Path
+
+from . import bundled
+from .api import Upscaler, resolve_lut
+from .imageio import (
+    IMAGE_FORMATS,
+    ImageError,
+    atomic_output,
+    image_format,
+    read_image,
+    upscale_premultiplied,
+    write_image,
+)
+from .outsize import output_size, upscale_to
+
+#: The sample image ``lutsr demo`` upscales (inside the package).
+SAMPLE = "astronaut.png"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _error(message: str) -> None:
+    print(f"lutsr: error: {message}", file=sys.stderr)
+
+
+def _upscaler(args) -> Upscaler:
+    if args.lut is None and not bundled.names():
+        raise CLIError("no bundled default LUT is installed yet; pass --lut NAME|PATH")
+    return Upscaler(args.lut, backend=args.backend, threads=args.threads)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_FORMATS)
+    if not files:
+        raise CLIError(f"{folder}: no image files ({', '.join(sorted(IMAGE_FORMATS))})")
+    return files
+
+
+def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[Path, Path]]:
+    """Pair every input image with its output path, and check the pairs before any work.
+
+    One input file with an output that is not a folder: that output file.
+    Otherwise the output is a folder (created if missing) and every image
+    keeps its file name.
+
+    Raises
+    ------
+    CLIError
+        Missing inputs, empty folders, an unknown suffix, two inputs with one
+        output name, an input that is also an output, or existing outputs
+        without ``overwrite``.
+    """
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            raise CLIError(f"no such file or folder: {p}")
+    out = Path(output)
+    single = len(paths) == 1 and paths[0].is_file()
+    if single and not out.is_dir() and not output.endswith(("/", "\\")):
+        image_format(out)  # an unknown output suffix fails now, not after the work
+        pairs = [(paths[0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"output {out} must be a folder for several inputs or a folder input")
+        files = [f for p in paths for f in (_image_files(p) if p.is_dir() else [p])]
+        pairs = [(f, out / f.name) for f in files]
+    names: dict[Path, Path] = {}
+    for src, dst in pairs:
+        if dst in names:
+            raise CLIError(f"{names[dst]} and {src} would both be written to {dst}")
+        names[dst] = src
+    inodes = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in pairs)}
+    for _, dst in pairs:
+        if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
+            raise CLIError(f"output {dst} is an input file; refusing to overwrite it")
+    if not overwrite:
+        existing = [str(dst) for _, dst in pairs if os.path.lexists(dst)]
+        if existing:
+            more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+            raise CLIError(f"output exists: {', '.join(existing[:3])}{more}; use --overwrite "
+                           "to replace")
+    return pairs
+
+
+def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
+    """Upscale an image as read by :func:`lutsr.imageio.read_image`.
+
+    Gray + alpha and RGBA go through
+    :func:`lutsr.imageio.upscale_premultiplied` unless ``straight_alpha``, which
+    upscales every channel as stored.
+    """
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and not straight_alpha:
+        return upscale_premultiplied(upscaler.up, pixels)
+    return upscaler.up(pixels)
+
+
+def _resized(args) -> bool:
+    return args.outscale is not None or args.size is not None
+
+
+def _fit_pixels(upscaler: Upscaler | None, pixels, args):
+    """:func:`upscale_pixels`, then to ``--outscale``/``--size`` when asked.
+
+    ``upscaler`` None (only with a size asked): the bundled LUT picked by
+    :func:`lutsr.outsize.pick_lut` for this image's size.
+    """
+    if not _resized(args):
+        return upscale_pixels(upscaler, pixels, args.straight_alpha)
+    target = output_size((pixels.shape[1], pixels.shape[0]), outscale=args.outscale,
+                         size=args.size)
+
+    def up(img):
+        return upscale_to(img, upscaler, size=target, backend=args.backend,
+                          threads=args.threads)
+
+    # premultiplied around LUT and resample together, so neither bleeds hidden colour
+    return upscale_pixels(types.SimpleNamespace(up=up), pixels, args.straight_alpha)
+
+
+def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
+    pixels, info = read_image(src)
+    fmt = image_format(dst)
+    if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
+                         "PNG, WebP or TIFF instead")
+    result = _fit_pixels(upscaler, pixels, args)
+    with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
+        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
+                    quality=args.quality, png_compression=args.png_compression,
+                    jpeg_subsampling=args.jpeg_subsampling)
+    return pixels.shape, result.shape
+
+
+def _show_progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _read_stdin_image():
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise CLIError("stdin is empty: no image to read")
+    # read_image takes a path; a private temporary file keeps its checks and metadata handling
+    with tempfile.TemporaryDirectory(prefix="lutsr-") as tmp:
+        path = Path(tmp) / "stdin"
+        path.write_bytes(data)
+        try:
+            return read_image(path)
+        except ImageError as exc:
+            raise ImageError(str(exc).replace(str(path), "stdin")) from None
+
+
+def _pipe_image(args) -> int:
+    """``lutsr image`` with ``-`` as the input or the output: one image through a pipe."""
+    if len(args.inputs) != 1:
+        raise CLIError("with - (a pipe) as input or output, give exactly one input")
+    src = args.inputs[0]
+    if src != "-" and not Path(src).is_file():
+        raise CLIError(f"no such image file: {src}")
+    if args.output != "-":
+        image_format(args.output)  # an unknown suffix fails before reading stdin
+    if not 1 <= args.quality <= 100:
+        raise CLIError(f"--quality must be in 1..100, got {args.quality}")
+    upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
+    t0 = time.perf_counter()
+    pixels, info = _read_stdin_image() if src == "-" else read_image(src)
+    if args.output != "-":
+        fmt = image_format(args.output)
+    elif args.format is not None:
+        fmt = IMAGE_FORMATS["." + args.format]
+    else:
+        fmt = info.format if info.format in IMAGE_FORMATS.values() else "PNG"
+    if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        raise ImageError("the image has an alpha channel, which JPEG cannot store; write "
+                         "PNG, WebP or TIFF instead")
+    result = _fit_pixels(upscaler, pixels, args)
+    options = dict(icc_profile=info.icc_profile, exif=info.exif, quality=args.quality,
+                   png_compression=args.png_compression,
+                   jpeg_subsampling=args.jpeg_subsampling)
+    if args.output == "-":
+        buf = io.BytesIO()  # encoded whole first: some writers seek, a pipe cannot
+        write_image(buf, result, fmt, **options)
+        try:
+            sys.stdout.buffer.write(buf.getvalue())
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            return _broken_pipe()
+    else:
+        with atomic_output(args.output, overwrite=args.overwrite,
+                           inputs=() if src == "-" else (src,)) as pending:
+            write_image(pending.path, result, fmt, **options)
+    if not args.quiet:
+        (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
+        print(f"wrote {'stdout' if args.output == '-' else args.output}: {w}x{h} -> {ow}x{oh} "
+              f"in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: say so in one line; no flush error at exit."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _error("the output pipe was closed by its reader before the end")
+    return 1
+
+
+def cmd_image(args) -> int:
+    if "-" in args.inputs or args.output == "-":
+        return _pipe_image(args)
+    pairs = plan_images(args.inputs, args.output, args.overwrite)
+    if not 1 <= args.quality <= 100:
+        raise CLIError(f"--quality must be in 1..100, got {args.quality}")
+    upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
+    if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    bar = _bar(len(pairs), _show_progress(args) and len(pairs) > 1)
+    failed = 0
+    t0 = time.perf_counter()
+    for src, dst in pairs:
+        try:
+            _upscale_image(upscaler, src, dst, args)
+        except (ImageError, OSError, ValueError) as exc:
+            failed += 1
+            _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
+        except MemoryError:
+            failed += 1
+            _error(f"{src}: out of memory upscaling it; no output was written")
+        bar.update(1)
+    bar.close()
+    done = len(pairs) - failed
+    if not args.quiet:
+        where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
+        print(f"wrote {done} image{'s' * (done != 1)} to {where} in "
+              f"{time.perf_counter() - t0:.2f} s" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _bar(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="image", disable=not enabled)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def cmd_video(args) -> int:
+    from .video import upscale_video
+
+    if args.more_inputs:
+        raise CLIError("several videos need --cluster ADDRESS (e.g. local:2) and a folder "
+                       "as OUT; or run lutsr video once per file")
+    upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
+    try:
+        report = upscale_video(
+            args.input, args.output, backend=args.backend, threads=args.threads,
+            luma_only=args.luma_only, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
+            pix_fmt=args.pix_fmt, preset=args.preset, audio=not args.no_audio,
+            subtitles=not args.no_subtitles, allow_8bit=args.allow_8bit,
+            overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
+            outscale=args.outscale, size=args.size, format=args.format,
+            input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
+            input_rate=args.input_rate)
+    except BrokenPipeError:
+        if args.output != "-":
+            raise
+        return _broken_pipe()
+    if not args.quiet:
+        (w, h), (ow, oh) = report.input_size, report.output_size
+        kept = f"; copied {', '.join(report.copied_streams)}" if report.copied_streams else ""
+        mode = "luma-only" if report.luma_only else "RGB"
+        where = "stdout" if args.output == "-" else args.output
+        print(f"wrote {where}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
+              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}",
+              file=sys.stderr if args.output == "-" else sys.stdout)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    upscaler = _upscaler(args)
+    out = Path(args.output or f"lutsr-demo-x{upscaler.scale}.png")
+    sample = resources.files(__package__) / "samples" / SAMPLE
+    with resources.as_file(sample) as path:
+        pixels, info = read_image(path)
+    t0 = time.perf_counter()
+    result = upscale_pixels(upscaler, pixels)  # the first call loads (or compiles) the kernels
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = upscale_pixels(upscaler, pixels)
+    warm = time.perf_counter() - t0
+    with atomic_output(out, overwrite=args.overwrite) as pending:
+        write_image(pending.path, result, image_format(out), icc_profile=info.icc_profile,
+                    exif=info.exif)
+    if not args.quiet:
+        (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
+        lut = upscaler.lut
+        load = ", including loading the compiled kernels" if upscaler.backend == "numba" else ""
+        print(f"upscaled {SAMPLE} {w}x{h} -> {ow}x{oh} with LUT {lut.name or '(unnamed)'} "
+              f"({upscaler.backend}) in {warm * 1e3:.1f} ms (first call {first:.2f} s{load})")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    lut = resolve_lut(args.lut)
+    print(lut.describe())
+    if lut.metadata:
+        print(json.dumps(lut.metadata, indent=2, sort_keys=True, default=str))
+    else:
+        print("(no metadata)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    names = bundled.names()
+    if not names:
+        print("no bundled LUTs are installed")
+        return 0
+    for name in names:
+        default = " (default)" if name == bundled.DEFAULT else ""
+        try:
+            summary = bundled.load_bundled(name).describe().splitlines()[0]
+        except ValueError as exc:  # a damaged install: say so, keep listing
+            summary = f"cannot load: {exc}"
+        print(f"{name}{default}: {summary}")
+    return 0
+
+
+#: ``lutsr convert`` formats and their importers (each takes the source, scale and name).
+IMPORTERS = {"shiftlut": "import_shiftlut", "srlut": "import_srlut", "mulut": "import_mulut"}
+
+
+def cmd_convert(args) -> int:
+    from . import importers
+    from .fileformat import to_bytes
+
+    importer = getattr(importers, IMPORTERS[args.format])
+    lut = importer(args.source, args.scale, name=args.name)
+    out = Path(args.output)
+    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending, \
+            open(pending.path, "wb") as fh:
+        fh.write(to_bytes(lut))
+    print(f"wrote {out}: {lut.describe().splitlines()[0]}")
+    return 0
+
+
