@@ -63,7 +63,7 @@ def test_output_size():
 
 
 @pytest.mark.parametrize("names, request_, expected", [
-    (["x2", "x4", "x4-sdy", "x2-s"], 3, "x4"),  # no native x3 yet: x4 then area
+    (["x2", "x4", "x4-sdy", "x2-s"], 3, "x4"),  # no native x3: x4 then area
     (["x2", "x3", "x4"], 3, "x3"),
     (["x2", "x4"], 2, "x2"),
     (["x2", "x4"], 1.01, "x2"),
@@ -187,12 +187,15 @@ def test_upscale_to_takes_an_upscaler(lut_file):
 
 
 def test_upscale_to_default_picks_bundled(monkeypatch):
-    if "x4" not in lutsr.bundled_names():
-        pytest.skip("no bundled x4")
+    if not {"x3", "x4"} <= set(lutsr.bundled_names()):
+        pytest.skip("no bundled x3 and x4")
     img = _img(6, 8)
+    # x3 is native; 3.5 takes x4 then area
+    assert np.array_equal(lutsr.upscale_to(img, outscale=3, backend="reference"),
+                          lutsr.upscale(img, "x3", backend="reference"))
     x4 = lutsr.upscale(img, "x4", backend="reference")
-    out = lutsr.upscale_to(img, outscale=3, backend="reference")
-    assert np.array_equal(out, outsize.resample(x4, (24, 18)))  # x4 then area to x3
+    out = lutsr.upscale_to(img, outscale=3.5, backend="reference")
+    assert np.array_equal(out, outsize.resample(x4, (28, 21)))
     # a downscale needs no LUT
     assert np.array_equal(lutsr.upscale_to(img, size=(4, 3)), outsize.resample(img, (4, 3)))
 
