@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("image", help="upscale image files or folders",
                        description="Upscale images (PNG, JPEG, BMP, TIFF, WebP; gray, RGB, "
-                                   "RGBA; 8 bits per channel). One input file and an output "
+                                   "RGBA; 8 bits per channel; GIF read, its single frame, "
+                                   "animated GIFs refused). One input file and an output "
                                    "file name: that file. Several inputs or folders: OUT is a "
                                    "folder and names are kept. Alpha images are upscaled "
                                    "premultiplied; the EXIF orientation is applied to the "
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (one input) or folder")
+    p.add_argument("--ext", choices=sorted(k[1:] for k in IMAGE_FORMATS), default=None,
+                   help="format of the images written to an output folder (default: each "
+                        "input's own; PNG for GIF inputs)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="include images in subfolders of folder inputs; the tree is "
+                        "mirrored in the output folder")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (95)")
     p.add_argument("--png-compression", type=_png_level, default=PNG_COMPRESSION,
                    metavar="0-9",

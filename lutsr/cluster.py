@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import commands
 from .model import LUT
 
 #: What ``--cluster`` accepts, for error messages.
@@ -150,8 +151,6 @@ def _one_line(src: str, exc: BaseException) -> str:
 
 def _image_task(lut_data: bytes, digest: str, options: dict, src: str, dst: str) -> str:
     """Upscale one image on a worker; return "" or the one-line error."""
-    from . import commands
-
     try:
         args = argparse.Namespace(**options)
         upscaler = None  # no LUT sent: lutsr picks a bundled one per image size, as locally
@@ -166,8 +165,6 @@ def _image_task(lut_data: bytes, digest: str, options: dict, src: str, dst: str)
 
 def _video_task(lut_data: bytes, digest: str, options: dict, src: str, dst: str) -> str:
     """Upscale one video on a worker with ``lutsr video``'s own code; return "" or the error."""
-    from . import commands
-
     try:
         args = argparse.Namespace(**options)
         if digest:  # Upscaler takes a LUT as well as a name
@@ -293,16 +290,12 @@ def _report(outcomes: list[Outcome], noun: str, where, seconds: float, quiet: bo
 
 def _lut(args) -> LUT | None:
     """The LUT a local run uses; None when it picks a bundled one per file size."""
-    from . import commands
-
     sized = getattr(args, "outscale", None) is not None or getattr(args, "size", None) is not None
     return commands._upscaler(args).lut if args.lut is not None or not sized else None
 
 
 def _show(args, total: int):
     """A progress bar on a terminal, and per-file error lines as they arrive."""
-    from . import commands
-
     bar = commands._bar(total, commands._show_progress(args) and total > 1)
 
     def on_outcome(outcome: Outcome) -> None:
@@ -314,12 +307,11 @@ def _show(args, total: int):
 
 def cli_images(args) -> int:
     """``lutsr image ... --cluster ADDRESS``: return the exit status."""
-    from . import commands
-
     parse_address(args.cluster)  # a bad address or no Dask fails before any work
     _distributed()
     # Existing outputs are not an error here: they are a finished earlier run.
-    pairs = commands.plan_images(args.inputs, args.output, overwrite=True)
+    pairs = commands.plan_images(args.inputs, args.output, overwrite=True, ext=args.ext,
+                                 recursive=args.recursive)
     if not 1 <= args.quality <= 100:
         raise commands.CLIError(f"--quality must be in 1..100, got {args.quality}")
     lut = _lut(args)

@@ -50,42 +50,89 @@ def _upscaler(args) -> Upscaler:
     return Upscaler(args.lut, backend=args.backend, threads=args.threads)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_FORMATS)
+#: Image suffixes read in folders but not written: a GIF is read as its single
+#: frame (an animated GIF is refused, see :func:`lutsr.imageio.read_image`) and
+#: written as PNG unless ``--ext`` says otherwise.
+READ_ONLY_FORMATS = {".gif": "GIF"}
+
+#: Suffixes of the files a folder input contributes.
+INPUT_SUFFIXES = frozenset({*IMAGE_FORMATS, *READ_ONLY_FORMATS})
+
+
+def _image_files(folder: Path, recursive: bool = False,
+                 skip: Path | None = None) -> list[tuple[Path, Path]]:
+    """The images in ``folder`` (and its subfolders if ``recursive``), with paths relative to it.
+
+    ``skip`` is a folder left out (the output folder, when it is inside).
+    """
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted((p for p in found if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
+                    and (skip is None or not p.resolve().is_relative_to(skip))),
+                   key=lambda p: p.relative_to(folder).parts)
     if not files:
-        raise CLIError(f"{folder}: no image files ({', '.join(sorted(IMAGE_FORMATS))})")
-    return files
+        where = f"{folder} or its subfolders" if recursive else str(folder)
+        raise CLIError(f"{where}: no image files ({', '.join(sorted(INPUT_SUFFIXES))})"
+                       + ("" if recursive else "; -r looks in subfolders too"))
+    return [(p, p.relative_to(folder)) for p in files]
 
 
-def plan_images(inputs: list[str], output: str, overwrite: bool) -> list[tuple[Path, Path]]:
+def _output_name(rel: Path, ext: str | None) -> Path:
+    """The output path (relative to the output folder) of an input image."""
+    if ext is not None:
+        return rel.with_suffix("." + ext)
+    if rel.suffix.lower() in READ_ONLY_FORMATS:
+        return rel.with_suffix(".png")
+    return rel
+
+
+def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | None = None,
+                recursive: bool = False) -> list[tuple[Path, Path]]:
     """Pair every input image with its output path, and check the pairs before any work.
 
     One input file with an output that is not a folder: that output file.
     Otherwise the output is a folder (created if missing) and every image
-    keeps its file name.
+    keeps its file name, with the suffix ``ext`` (``"png"``, ``"jpg"``...) if
+    given; a GIF becomes PNG by default, as GIF is not written. With
+    ``recursive`` the images in subfolders are included and the folder tree
+    is mirrored in the output (the output folder itself is skipped when it
+    is inside an input folder).
 
     Raises
     ------
     CLIError
-        Missing inputs, empty folders, an unknown suffix, two inputs with one
-        output name, an input that is also an output, or existing outputs
-        without ``overwrite``.
+        Missing inputs, empty folders, an unknown suffix, an output file name
+        (``out.png``) for several inputs or a folder, ``ext`` with a single
+        output file, two inputs with one output name, an input that is also
+        an output, or existing outputs without ``overwrite``.
     """
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.exists():
             raise CLIError(f"no such file or folder: {p}")
+    if ext is not None and "." + ext.lower().lstrip(".") not in IMAGE_FORMATS:
+        raise CLIError(f"--ext {ext}: lutsr writes "
+                       f"{', '.join(sorted(k[1:] for k in IMAGE_FORMATS))}")
+    ext = None if ext is None else ext.lower().lstrip(".")
     out = Path(output)
     single = len(paths) == 1 and paths[0].is_file()
     if single and not out.is_dir() and not output.endswith(("/", "\\")):
+        if ext is not None and out.suffix.lower() != "." + ext:
+            raise CLIError(f"--ext {ext} is for an output folder; the name {out} already "
+                           "picks the format (or end it with / to make it a folder)")
         image_format(out)  # an unknown output suffix fails now, not after the work
         pairs = [(paths[0], out)]
     else:
         if out.exists() and not out.is_dir():
             raise CLIError(f"output {out} must be a folder for several inputs or a folder input")
-        files = [f for p in paths for f in (_image_files(p) if p.is_dir() else [p])]
-        pairs = [(f, out / f.name) for f in files]
+        if not out.exists() and out.suffix.lower() in INPUT_SUFFIXES:
+            raise CLIError(f"output {out} looks like an image file, but "
+                           f"{'several inputs' if len(paths) > 1 else 'a folder input'} "
+                           "need an output folder; give a folder name (--ext picks the format)")
+        skip = out.resolve()
+        files = [f for p in paths
+                 for f in (_image_files(p, recursive, skip) if p.is_dir()
+                           else [(p, Path(p.name))])]
+        pairs = [(f, out / _output_name(rel, ext)) for f, rel in files]
     names: dict[Path, Path] = {}
     for src, dst in pairs:
         if dst in names:
@@ -146,6 +193,7 @@ def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
         raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
                          "PNG, WebP or TIFF instead")
     result = _fit_pixels(upscaler, pixels, args)
+    dst.parent.mkdir(parents=True, exist_ok=True)  # a subfolder mirrored with -r
     with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
         write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
                     quality=args.quality, png_compression=args.png_compression,
@@ -228,7 +276,8 @@ def _broken_pipe() -> int:
 def cmd_image(args) -> int:
     if "-" in args.inputs or args.output == "-":
         return _pipe_image(args)
-    pairs = plan_images(args.inputs, args.output, args.overwrite)
+    pairs = plan_images(args.inputs, args.output, args.overwrite, ext=args.ext,
+                        recursive=args.recursive)
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
@@ -288,7 +337,7 @@ def cmd_video(args) -> int:
             overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
             outscale=args.outscale, size=args.size, format=args.format,
             input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
-            input_rate=args.input_rate)
+            input_rate=args.input_rate, quiet=args.quiet)
     except BrokenPipeError:
         if args.output != "-":
             raise

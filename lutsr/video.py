@@ -45,11 +45,13 @@ uncompressed YUV4MPEG2, what ``ffmpeg -f yuv4mpegpipe -i -`` reads).
 Kept from the input: frame timestamps (and so the frame rate, constant or
 variable), the rotation (display matrix), the pixel aspect ratio, colour
 tags, container metadata, and every audio and subtitle stream (packets copied,
-not re-encoded).
+not re-encoded; except in WebM, which holds only Opus and Vorbis audio: other
+audio is re-encoded with libopus, and the video defaults to libvpx-vp9).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -84,8 +86,31 @@ CONTAINERS = {
 PIPE_FORMATS = {"y4m": "yuv4mpegpipe", "mkv": "matroska", "nut": "nut", "ts": "mpegts"}
 
 #: The encoder used when none is given, by muxer (YUV4MPEG2 holds raw frames,
-#: which FFmpeg passes to it as ``wrapped_avframe``); libx264 otherwise.
-DEFAULT_CODECS = {"yuv4mpegpipe": "wrapped_avframe"}
+#: which FFmpeg passes to it as ``wrapped_avframe``; WebM holds only VP8, VP9
+#: and AV1); libx264 otherwise.
+DEFAULT_CODECS = {"yuv4mpegpipe": "wrapped_avframe", "webm": "libvpx-vp9"}
+
+#: The audio encoder for muxers whose audio is re-encoded when the input's
+#: codec cannot go in them (WebM holds only Vorbis and Opus).
+AUDIO_TRANSCODE = {"webm": "libopus"}
+
+#: Codecs (FFmpeg codec names) the MPEG-TS muxer carries. It answers FFmpeg's
+#: "can you hold this codec" query only for its defaults (MPEG-2 video, MP2),
+#: so PyAV's ``supported_codecs`` would refuse H.264, HEVC, AAC...; this list
+#: is the muxer's own table of stream types.
+MPEGTS_CODECS = frozenset({
+    "mpeg1video", "mpeg2video", "mpeg4", "h264", "hevc", "vvc", "cavs", "dirac", "vc1",
+    "mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "truehd", "opus",
+    "s302m", "dvb_subtitle", "dvb_teletext",
+})
+
+#: Muxers that count frames instead of storing timestamps: their time base
+#: must be one frame, or the header's frame rate is the time base's (AVI
+#: would claim 600 fps).
+FRAME_COUNTED = frozenset({"avi"})
+
+#: Encoder options that quieten encoders printing their own log (not FFmpeg's).
+QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=error"}}
 
 #: 8-bit planar YUV layouts the luma-only mode works on directly; other
 #: decoded formats (10-bit, NV12...) are first converted to yuv420p.
@@ -626,6 +651,56 @@ def parse_bitrate(text: str | int) -> int:
     return value
 
 
+# Audio codecs WebM holds as they are.
+_WEBM_AUDIO = frozenset({"opus", "vorbis"})
+
+
+def _holds(out, muxer: str, codec_name: str) -> bool:
+    """Whether the output container can hold a stream of ``codec_name``."""
+    if muxer == "mpegts":
+        return codec_name in MPEGTS_CODECS
+    return codec_name in out.supported_codecs
+
+
+def open_encoder(av, name: str):
+    """An FFmpeg encoder by name, checked to be usable here.
+
+    A known encoder may still be unusable: a hardware one (``h264_nvenc``,
+    ``h264_qsv``...) fails to open without its GPU and driver. It is opened
+    on a small frame size now (256x256: above the hardware encoders' minimum
+    sizes), so that failure is one clear line before any work rather than an
+    errno at the first frame.
+
+    Raises
+    ------
+    ValueError
+        Unknown, not a video encoder, or not usable on this machine.
+    """
+    try:
+        encoder = av.Codec(name, "w")
+    except Exception as exc:  # av.codec.codec.UnknownCodecError
+        raise ValueError(f"unknown encoder {name!r}; try libx264") from exc
+    if encoder.type != "video":
+        raise ValueError(f"{name!r} is not a video encoder")
+    if name.endswith(_HARDWARE_SUFFIXES):
+        ctx = encoder.create()
+        ctx.width, ctx.height, ctx.time_base = 256, 256, Fraction(1, 25)
+        formats = [f.name for f in (encoder.video_formats or [])]
+        ctx.pix_fmt = "yuv420p" if "yuv420p" in formats or not formats else formats[0]
+        try:
+            ctx.open()
+        except Exception as exc:  # av.error.FFmpegError with an errno that says little
+            raise ValueError(f"encoder {name} is not usable here (it needs a hardware "
+                             "device and driver this machine does not offer); use a software "
+                             "encoder such as --codec libx264") from exc
+    return encoder
+
+
+# Hardware encoders, which need a device to open.
+_HARDWARE_SUFFIXES = ("_nvenc", "_qsv", "_vaapi", "_amf", "_v4l2m2m", "_videotoolbox",
+                      "_mf", "_vulkan", "_omx", "_rkmpp", "_mediacodec", "_d3d12va")
+
+
 def _private_options(codec) -> set[str]:
     return {o.name for o in codec.create().supported_options.private}
 
@@ -668,17 +743,36 @@ class _PlainProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.perf_counter()
-        if self.enabled and now - self._last > 0.5:
-            self._last = now
-            fps = self.n / max(now - self._t0, 1e-9)
-            eta = f", ETA {(self.total - self.n) / fps:.0f} s" if self.total and fps else ""
-            of = f"/{self.total}" if self.total else ""
-            sys.stderr.write(f"\r{self.desc}: {self.n}{of} frames, {fps:.1f} fps{eta}   ")
-            sys.stderr.flush()
+        if now - self._last > 0.5:
+            self.refresh(now)
+
+    def refresh(self, now: float | None = None) -> None:
+        """Rewrite the line now."""
+        if not self.enabled:
+            return
+        now = time.perf_counter() if now is None else now
+        self._last = now
+        fps = self.n / max(now - self._t0, 1e-9)
+        eta = f", ETA {(self.total - self.n) / fps:.0f} s" if self.total and fps else ""
+        of = f"/{self.total}" if self.total else ""
+        sys.stderr.write(f"\r{self.desc}: {self.n}{of} frames, {fps:.1f} fps{eta}   ")
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
+
+
+def _finish_bar(bar) -> None:
+    """Show the run as complete: the real frame count becomes the total.
+
+    The total is an estimate from the container's duration for MKV, MPEG-TS
+    and others without a frame count, so it may be off by a few percent
+    either way; a bar left at 95 % would look like a run that stopped early.
+    """
+    if bar.total != bar.n:
+        bar.total = bar.n
+    bar.refresh()
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
@@ -690,7 +784,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   upscaler: Upscaler | None = None, outscale: float | None = None,
                   size: tuple[int, int] | None = None,
                   format: str | None = None, input_size: tuple[int, int] | None = None,
-                  input_pix_fmt: str = "yuv420p", input_rate: str | float = 25) -> VideoReport:
+                  input_pix_fmt: str = "yuv420p", input_rate: str | float = 25,
+                  quiet: bool = False) -> VideoReport:
     """Upscale a video file with a LUT model.
 
     Parameters
@@ -746,6 +841,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         Read ``src`` as raw frames of this ``(width, height)`` (no header,
         e.g. ``ffmpeg -f rawvideo -``), in ``input_pix_fmt`` at ``input_rate``
         frames per second (a number or a ratio such as ``"30000/1001"``).
+    quiet : bool
+        Silence the encoders' own log lines (FFmpeg's log level is raised to
+        errors for the run, then restored; x265 is told the same).
 
     Returns
     -------
@@ -785,13 +883,12 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         raise ValueError("give either outscale or size, not both")
     if codec is None:
         codec = DEFAULT_CODECS.get(muxer, "libx264")
-    try:
-        encoder = av.Codec(codec, "w")
-    except Exception as exc:  # av.codec.codec.UnknownCodecError
-        raise ValueError(f"unknown or unavailable encoder {codec!r}") from exc
-    if encoder.type != "video":
-        raise ValueError(f"{codec!r} is not a video encoder")
-    options = _private_options(encoder)
+    if codec not in av.codecs_available and codec in DEFAULT_CODECS.values():
+        raise ValueError(f"{muxer} output needs the {codec} encoder, which this FFmpeg "
+                         "build lacks; choose another container (e.g. .mkv) or --codec")
+    encoder = open_encoder(av, codec)
+    with ffmpeg_log_level(av, True):  # listing the options warns of deprecated ones
+        options = _private_options(encoder)
     if crf is not None and "crf" not in options:
         raise ValueError(f"encoder {codec} has no CRF setting; use bitrate instead")
     if preset is not None and "preset" not in options:
@@ -838,28 +935,42 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         copies = [st for st in inp.streams
                   if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
         copied_names = [f"{st.type}:{st.codec_context.name}" for st in copies]
+        if muxer in AUDIO_TRANSCODE:  # named as written: see write_to
+            copied_names = [n if n.split(":")[1] in _WEBM_AUDIO or not n.startswith("audio")
+                            else f"{n} -> {AUDIO_TRANSCODE[muxer]}" for n in copied_names]
 
         kind = f"{format} output" if format is not None else f"a {dst.suffix} file"
 
         def write_to(target) -> int:
             out = av.open(target, "w", format=muxer)
             try:
-                if encoder.canonical_name not in out.supported_codecs:
+                if not _holds(out, muxer, encoder.canonical_name):
                     raise ValueError(f"{kind} cannot hold {encoder.canonical_name} "
                                      "video; choose another --codec or container")
+                audio_codec = AUDIO_TRANSCODE.get(muxer)
+                transcode = {st.index for st in copies if st.type == "audio"
+                             and audio_codec is not None
+                             and not _holds(out, muxer, st.codec_context.name)}
+                if transcode and audio_codec not in av.codecs_available:
+                    raise ValueError(f"{kind} needs the input's audio re-encoded with "
+                                     f"{audio_codec}, which this FFmpeg build lacks; use "
+                                     "--no-audio or another container (e.g. .mkv)")
                 unsupported = [f"{st.type} stream #{st.index} ({st.codec_context.name})"
-                               for st in copies
-                               if st.codec_context.name not in out.supported_codecs]
+                               for st in copies if st.index not in transcode
+                               and not _holds(out, muxer, st.codec_context.name)]
                 if unsupported:
                     raise ValueError(
                         f"{kind} cannot hold the input's "
                         f"{', '.join(unsupported)}; choose another container (e.g. .mkv) or "
                         "drop those streams (--no-audio / --no-subtitles)")
-                return _run_pipeline(
-                    av, inp, vin, out, copies, upscaler, luma_only=luma_only,
-                    encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
-                    pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
-                    desc=src_name if src_pipe else src.name, allow_8bit=allow_8bit)
+                with ffmpeg_log_level(av, quiet):
+                    return _run_pipeline(
+                        av, inp, vin, out, copies, upscaler, luma_only=luma_only,
+                        encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
+                        pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
+                        desc=src_name if src_pipe else src.name, allow_8bit=allow_8bit,
+                        transcode={i: audio_codec for i in transcode}, quiet=quiet,
+                        frame_counted=muxer in FRAME_COUNTED)
             finally:
                 out.close()  # idempotent; the pending file is discarded on error
 
@@ -883,6 +994,25 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                        output_size=out_size,
                        copied_streams=copied_names,
                        luma_only=luma_only)
+
+
+@contextlib.contextmanager
+def ffmpeg_log_level(av, quiet: bool):
+    """While the block runs, FFmpeg logs errors only when ``quiet`` (restored after).
+
+    PyAV forwards FFmpeg's log to Python only when a level is set (none by
+    default, and then nothing is printed); a level more verbose than errors
+    is lowered for the run.
+    """
+    logging = av.logging
+    before = logging.get_level()
+    if quiet and before is not None and before > logging.ERROR:
+        logging.set_level(logging.ERROR)
+    try:
+        yield
+    finally:
+        if logging.get_level() != before:
+            logging.set_level(before)
 
 
 def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
@@ -932,8 +1062,15 @@ def _check_depth(vin, encoder, target_fmt: str, pix_fmt: str | None, allow_8bit:
 
 
 def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, options, crf,
-                  bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit) -> int:
-    """Set up the output streams, run the three stages, return the frames encoded."""
+                  bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit,
+                  transcode=None, quiet=False, frame_counted=False) -> int:
+    """Set up the output streams, run the three stages, return the frames encoded.
+
+    ``transcode`` maps audio stream indices to the encoder that re-encodes
+    them (the others in ``copies`` are copied packet for packet);
+    ``frame_counted`` gives the video stream a time base of one frame.
+    """
+    transcode = transcode or {}
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     vout = out.add_stream(encoder.name, rate=rate)
     vout.width, vout.height = out_size
@@ -947,6 +1084,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
     vout.pix_fmt = target_fmt
     ctx_in, ctx_out = vin.codec_context, vout.codec_context
     time_base = vin.time_base or Fraction(1, 90000)
+    if frame_counted:
+        time_base = 1 / Fraction(rate)
     ctx_out.time_base = time_base
     vout.time_base = time_base
     if vin.sample_aspect_ratio:
@@ -969,12 +1108,23 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
         opts["crf"] = f"{crf if crf is not None else DEFAULT_CRF:g}"
         if encoder.name.startswith("libvpx"):
             ctx_out.bit_rate = 0  # libvpx's constant-quality mode
+    if quiet:
+        opts.update(QUIET_OPTIONS.get(encoder.name, {}))
     vout.options = opts
     for key in ("language", "title"):
         if key in vin.metadata:
             vout.metadata[key] = vin.metadata[key]
     out.metadata.update({k: v for k, v in inp.metadata.items() if k.lower() not in _STALE_TAGS})
-    copied = {st.index: out.add_stream_from_template(st) for st in copies}
+    copied = {st.index: out.add_stream_from_template(st) for st in copies
+              if st.index not in transcode}
+    recoders = {}  # stream index: (decoder context, output stream)
+    for st in copies:
+        if st.index in transcode:
+            ctx = st.codec_context
+            ast = out.add_stream(transcode[st.index], rate=48000)
+            ast.layout = ctx.layout.name if ctx.layout.nb_channels <= 2 else "stereo"
+            recoders[st.index] = (av.CodecContext.create(st.codec_context.name, "r"), ast)
+            recoders[st.index][0].extradata = ctx.extradata
 
     cancel = threading.Event()
     decoded, upscaled = _Pipe(cancel), _Pipe(cancel)
@@ -1005,11 +1155,17 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
             if item is _END:
                 break
             if isinstance(item, av.Packet):
-                item.stream = copied[item.stream_index]
-                if started:
-                    out.mux(item)
+                if item.stream_index in recoders:
+                    dec, ast = recoders[item.stream_index]
+                    packets = [p for f in dec.decode(item) for p in ast.encode(f)]
                 else:
-                    held.append(item)
+                    item.stream = copied[item.stream_index]
+                    packets = [item]
+                if started:
+                    for packet in packets:
+                        out.mux(packet)
+                else:
+                    held.extend(packets)
                 continue
             if not started:
                 # The display matrix goes in the header, which the first mux writes.
@@ -1031,6 +1187,11 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
             raise ValueError(f"{inp.name}: no video frames could be decoded")
         for packet in vout.encode(None):
             out.mux(packet)
+        for dec, ast in recoders.values():
+            for packet in [p for f in dec.decode(None) for p in ast.encode(f)]:
+                out.mux(packet)
+            for packet in ast.encode(None):
+                out.mux(packet)
         out.close()
 
     def upscale(frame):
@@ -1060,6 +1221,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
                 break
         while writer.is_alive():  # a timed join keeps Ctrl-C responsive
             writer.join(0.1)
+        if writer.error is None and reader.error is None:
+            _finish_bar(bar)
     except _CancelledError:
         pass  # a stage failed: its error is raised below
     except BaseException:

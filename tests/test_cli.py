@@ -264,3 +264,78 @@ def test_atomic_output_never_clobbers_a_file_that_appears(tmp_path, temp_kind):
             Path(pending.path).write_bytes(b"ours")
             target.write_bytes(b"theirs")  # another program wins the race
     assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["x.bin"]
+
+
+# ---------------------------------------------------------------------------
+# Folders: --ext, -r, GIF, and an output file name for several inputs (issue 31, item 5)
+
+
+def test_several_inputs_refuse_an_output_file_name(tmp_path, lut, capsys):
+    rng = np.random.default_rng(20)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(pixels(rng, 4, 4, 3)).save(tmp_path / name)
+    assert image_cli(lut, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "o.png") == 1
+    err = capsys.readouterr().err.strip()
+    assert "o.png" in err and "folder" in err and "\n" not in err
+    assert image_cli(lut, tmp_path, "-o", tmp_path / "o.jpg") == 1  # a folder input too
+    assert "folder" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.jpg").exists()
+
+
+def test_ext_recursive_and_gif(tmp_path, lut, capsys):
+    model, _ = lut
+    rng = np.random.default_rng(21)
+    src = tmp_path / "in"
+    (src / "sub" / "deep").mkdir(parents=True)
+    images = {"a.png": pixels(rng, 5, 6, 3), "sub/b.bmp": pixels(rng, 4, 3, 3)}
+    for name, img in images.items():
+        Image.fromarray(img).save(src / name)
+    palette = Image.fromarray(pixels(rng, 5, 4, 3)).convert("P")
+    palette.save(src / "sub" / "deep" / "c.gif")
+    images["sub/deep/c.gif"] = np.asarray(palette.convert("RGB"))
+
+    # without -r: the top folder only, suffixes kept
+    assert image_cli(lut, src, "-o", tmp_path / "flat") == 0
+    assert sorted(os.listdir(tmp_path / "flat")) == ["a.png"]
+
+    # -r mirrors the tree; --ext picks the format; lossless, so the pixels are exact
+    assert image_cli(lut, src, "-o", tmp_path / "tree", "-r", "--ext", "png") == 0
+    for name, img in images.items():
+        out = (tmp_path / "tree" / name).with_suffix(".png")
+        assert_images_equal(np.asarray(Image.open(out)), expected(img, model))
+
+    # a GIF becomes PNG by default; named GIFs are accepted too
+    assert image_cli(lut, src / "sub" / "deep" / "c.gif", src / "a.png", "-o",
+                     tmp_path / "named") == 0
+    assert sorted(os.listdir(tmp_path / "named")) == ["a.png", "c.png"]
+
+    # an output folder inside the input tree is not read back as input
+    assert image_cli(lut, src, "-o", src / "up", "-r") == 0
+    assert image_cli(lut, src, "-o", src / "up", "-r", "--overwrite") == 0
+    assert not (src / "up" / "up").exists()
+    assert sorted(p.relative_to(src / "up").as_posix() for p in (src / "up").rglob("*.*")) \
+        == ["a.png", "sub/b.bmp", "sub/deep/c.png"]
+
+
+def test_animated_gif_refused_others_written(tmp_path, lut, capsys):
+    rng = np.random.default_rng(22)
+    frames = [Image.fromarray(pixels(rng, 4, 4, 3)).convert("P") for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(pixels(rng, 4, 4, 3)).save(tmp_path / "still.png")
+    assert image_cli(lut, tmp_path, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "anim.gif" in err and "animated" in err
+    assert os.listdir(tmp_path / "out") == ["still.png"]
+
+
+def test_ext_usage(tmp_path, lut, capsys):
+    Image.fromarray(pixels(np.random.default_rng(23), 4, 4, 3)).save(tmp_path / "a.png")
+    # one file to one named file: the name already picks the format
+    assert image_cli(lut, tmp_path / "a.png", "-o", tmp_path / "o.png", "--ext", "jpg") == 1
+    assert "--ext" in capsys.readouterr().err
+    assert image_cli(lut, tmp_path / "a.png", "-o", tmp_path / "o.png", "--ext", "png") == 0
+    # a folder output (trailing /) takes --ext
+    assert image_cli(lut, tmp_path / "a.png", "-o", f"{tmp_path / 'd'}/", "--ext", "jpg") == 0
+    assert os.listdir(tmp_path / "d") == ["a.jpg"]
+    with pytest.raises(SystemExit):  # argparse: not a format lutsr writes
+        image_cli(lut, tmp_path, "-o", tmp_path / "x", "--ext", "gif")

@@ -757,3 +757,97 @@ def test_raw_video_bad_pix_fmt(lut_file, capsys):
                  "--input-pix-fmt", "nonsense", "--lut", str(lut_file)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["lutsr: error: unknown input pixel format 'nonsense'"]
+
+
+# ---------------------------------------------------------------------------
+# Containers, encoders and logs (issue 31, item 5)
+
+
+def test_mpegts_holds_h264_and_aac(tmp_path, clips, lut_file):
+    # FFmpeg's MPEG-TS muxer answers the codec query only for MPEG-2/MP2
+    assert run(clips["mp4"], tmp_path / "o.ts", lut_file) == 0
+    info = probe(tmp_path / "o.ts")
+    assert info["codecs"] == {"video": "h264", "audio": "aac"}
+    assert info["frames"] == FRAMES and info["size"] == (2 * W, 2 * H)
+
+
+def test_avi_header_has_the_input_frame_rate(tmp_path, clips, lut_file):
+    assert run(clips["mp4"], tmp_path / "o.avi", lut_file) == 0
+    with av.open(str(tmp_path / "o.avi")) as c:
+        v = c.streams.video[0]
+        assert v.average_rate == RATE and v.time_base == Fraction(1, RATE)
+        assert v.frames == FRAMES  # frame-counted: one index entry per frame, no 600 fps slots
+    assert probe(tmp_path / "o.avi")["frames"] == FRAMES
+
+
+@pytest.mark.skipif(not {"libvpx-vp9", "libopus"} <= av.codecs_available,
+                    reason="needs libvpx-vp9 and libopus")
+def test_webm_defaults_to_vp9_and_opus(tmp_path, clips, lut_file, capsys):
+    assert main(["video", str(clips["mp4"]), "-o", str(tmp_path / "o.webm"), "--lut",
+                 str(lut_file), "--backend", "reference"]) == 0
+    assert "audio:aac -> libopus" in capsys.readouterr().out
+    info = probe(tmp_path / "o.webm")
+    assert info["codecs"] == {"video": "vp9", "audio": "opus"}
+    assert info["frames"] == FRAMES
+    with av.open(str(tmp_path / "o.webm")) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert abs(samples - 48000 * FRAMES // RATE) < 2000  # about one second of sound
+
+
+def test_webm_without_its_encoders_is_one_line(tmp_path, clips, lut_file, capsys, monkeypatch):
+    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libopus"})
+    assert run(clips["mp4"], tmp_path / "o.webm", lut_file) == 1
+    err = capsys.readouterr().err.strip()
+    assert "libopus" in err and "--no-audio" in err and "\n" not in err
+    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libvpx-vp9"})
+    assert run(clips["mp4"], tmp_path / "o.webm", lut_file, "--no-audio") == 1
+    err = capsys.readouterr().err.strip()
+    assert "libvpx-vp9" in err and "\n" not in err
+    assert not (tmp_path / "o.webm").exists()
+
+
+@pytest.mark.parametrize("codec", ["h264_nvenc", "no_such_encoder"])
+def test_unusable_encoder_is_one_clear_line(tmp_path, clips, lut_file, capsys, codec):
+    assert run(clips["mp4"], tmp_path / "o.mp4", lut_file, "--codec", codec) == 1
+    err = capsys.readouterr().err.strip()
+    assert codec in err and "libx264" in err and "Errno" not in err and "\n" not in err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.skipif("libx265" not in av.codecs_available, reason="needs libx265")
+def test_quiet_silences_encoder_logs(tmp_path, clips, lut_file, capfd):
+    args = ["video", str(clips["mp4"]), "--lut", str(lut_file), "--backend", "reference",
+            "--codec", "libx265", "--no-audio"]
+    assert main([*args, "-o", str(tmp_path / "loud.mkv")]) == 0
+    assert "x265 [info]" in capfd.readouterr().err  # the test can see the log at all
+    assert main([*args, "-o", str(tmp_path / "quiet.mkv"), "-q"]) == 0
+    assert capfd.readouterr().err == ""
+
+
+def test_ffmpeg_log_level_lowered_and_restored(monkeypatch):
+    levels = []
+    monkeypatch.setattr(av.logging, "get_level", lambda: levels[-1] if levels else
+                        av.logging.INFO)
+    monkeypatch.setattr(av.logging, "set_level", levels.append)
+    with video.ffmpeg_log_level(av, quiet=True):
+        assert levels == [av.logging.ERROR]
+    assert levels[-1] == av.logging.INFO
+    levels.clear()
+    with video.ffmpeg_log_level(av, quiet=False):
+        pass
+    assert levels == []
+
+
+@pytest.mark.parametrize("estimate", [27, None], ids=["wrong", "unknown"])
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_ends_at_the_real_frame_count(tmp_path, clips, lut_file, capsys,
+                                               monkeypatch, estimate, with_tqdm):
+    # MKV and MPEG-TS have no frame count: the total is estimated from the duration
+    if not with_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setattr(video, "_estimate_frames", lambda *_: estimate)
+    video.upscale_video(clips["mkv"], tmp_path / "o.mkv", lutsr.load(lut_file),
+                        backend="reference", progress=True, luma_only=True)
+    last = capsys.readouterr().err.rstrip().split("\r")[-1]
+    assert f"{FRAMES}/{FRAMES}" in last
+    assert "27" not in last and (not with_tqdm or "100%" in last)
