@@ -305,6 +305,18 @@ def _show(args, total: int):
     return bar, on_outcome
 
 
+def _run_and_report(args, kind: str, pairs, lut, where: Path) -> int:
+    """Run ``pairs`` on ``args.cluster`` with a progress bar; report; return the exit status."""
+    bar, on_outcome = _show(args, len(pairs))
+    t0 = time.perf_counter()
+    try:
+        outcomes = run(args.cluster, kind, pairs, lut, vars(args), overwrite=args.overwrite,
+                       on_outcome=on_outcome)
+    finally:
+        bar.close()
+    return _report(outcomes, kind, where, time.perf_counter() - t0, args.quiet)
+
+
 def cli_images(args) -> int:
     """``lutsr image ... --cluster ADDRESS``: return the exit status."""
     parse_address(args.cluster)  # a bad address or no Dask fails before any work
@@ -317,15 +329,8 @@ def cli_images(args) -> int:
     lut = _lut(args)
     if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
         Path(args.output).mkdir(parents=True, exist_ok=True)
-    bar, on_outcome = _show(args, len(pairs))
-    t0 = time.perf_counter()
-    try:
-        outcomes = run(args.cluster, "image", pairs, lut, vars(args),
-                       overwrite=args.overwrite, on_outcome=on_outcome)
-    finally:
-        bar.close()
     where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
-    return _report(outcomes, "image", where, time.perf_counter() - t0, args.quiet)
+    return _run_and_report(args, "image", pairs, lut, where)
 
 
 def plan_videos(inputs: list[str], output: str) -> list[tuple[Path, Path]]:
@@ -373,11 +378,4 @@ def cli_videos(args, inputs: list[str]) -> int:
     pairs = plan_videos(inputs, args.output)
     lut = _lut(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    bar, on_outcome = _show(args, len(pairs))
-    t0 = time.perf_counter()
-    try:
-        outcomes = run(args.cluster, "video", pairs, lut, vars(args),
-                       overwrite=args.overwrite, on_outcome=on_outcome)
-    finally:
-        bar.close()
-    return _report(outcomes, "video", Path(args.output), time.perf_counter() - t0, args.quiet)
+    return _run_and_report(args, "video", pairs, lut, Path(args.output))

@@ -192,10 +192,13 @@ def _read(fh, size: int | None, source: str) -> LUT:
     rest = fh.read(declared + _HASH)
     _need(len(rest) == declared + _HASH and (size is not None or not fh.read(1)), source,
           "checksum mismatch: the file is corrupt or truncated")
-    body, digest = prefix + text + rest[:-_HASH], rest[-_HASH:]
-    _need(hashlib.sha256(body).digest() == digest, source,
+    tables = memoryview(rest)[:-_HASH]
+    digest = hashlib.sha256(prefix)
+    digest.update(text)
+    digest.update(tables)  # no copy of the tables section
+    _need(digest.digest() == rest[-_HASH:], source,
           "checksum mismatch: the file is corrupt or truncated")
-    return _build(header, memoryview(rest)[:-_HASH], source)
+    return _build(header, tables, source)
 
 
 def _need(cond: bool, source: str, what: str) -> None:
