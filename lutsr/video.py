@@ -164,12 +164,17 @@ def _av():
 # One frame
 
 
-def _flags(av, names: tuple[str, ...]):
-    """The swscale flags ``names`` as one PyAV ``Interpolation`` value."""
-    interp = av.video.reformatter.Interpolation
-    value = interp[names[0]]
-    for name in names[1:]:
-        value |= interp[name]
+# libswscale's flag bits (swscale.h, unchanged since FFmpeg 1.0). PyAV takes the
+# integer; its ``Interpolation`` enum names ACCURATE_RND and FULL_CHR_* only from 18.
+_SWS_FLAGS = {"AREA": 0x20, "BICUBIC": 0x4, "LANCZOS": 0x200, "FULL_CHR_H_INT": 0x2000,
+              "FULL_CHR_H_INP": 0x4000, "ACCURATE_RND": 0x40000}
+
+
+def _flags(names: tuple[str, ...]) -> int:
+    """The swscale flags ``names`` as the integer PyAV's ``reformat`` takes."""
+    value = 0
+    for name in names:
+        value |= _SWS_FLAGS[name]
     return value
 
 
@@ -305,7 +310,7 @@ def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
     fmt = "rgb48le" if deep else "rgb24"
     rgb = frame.reformat(format=fmt, src_colorspace=colorspace,
                          src_color_range=2 if _full_range(frame) else 1,
-                         interpolation=_flags(av, TO_RGB_FLAGS))
+                         interpolation=_flags(TO_RGB_FLAGS))
     s = upscaler.scale
     out = av.VideoFrame(frame.width * s, frame.height * s, fmt)
     if deep:
@@ -373,13 +378,12 @@ def resize_frame(frame, size: tuple[int, int]):
         shrinks, ``LANCZOS`` when it grows, with accurate rounding; the
         input's timestamp is kept.
     """
-    av = _av()
     out = frame
     for w, h in ((size[0], frame.height), size):
         if (w, h) == (out.width, out.height):
             continue
         kind = "LANCZOS" if w > out.width or h > out.height else "AREA"
-        out = out.reformat(w, h, interpolation=_flags(av, (kind, "ACCURATE_RND")))
+        out = out.reformat(w, h, interpolation=_flags((kind, "ACCURATE_RND")))
     if out is not frame:
         _copy_time(frame, out)
     return out
@@ -506,7 +510,7 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
         src_range = 2 if _full_range(frame) else 1
     out = frame.reformat(format=pix_fmt, src_colorspace=colorspace, dst_colorspace=colorspace,
                          src_color_range=src_range, dst_color_range=rng,
-                         interpolation=_flags(_av(), FROM_RGB_FLAGS))
+                         interpolation=_flags(FROM_RGB_FLAGS))
     _copy_time(frame, out)
     return out
 
@@ -519,7 +523,10 @@ def _copy_time(src, dst) -> None:
 
 def _display_matrix(frame) -> list[int] | None:
     """The frame's display matrix side data (rotation/flip), as 9 int32, or None."""
-    for side in frame.side_data:
+    container = frame.side_data
+    for entry in container:
+        # PyAV before 19 iterates over the side data itself, 19 over its types (keys).
+        side = entry if hasattr(entry, "type") else container[entry]
         if side.type.name == "DISPLAYMATRIX":
             raw = bytes(side)
             if len(raw) == 36:
@@ -701,8 +708,19 @@ _HARDWARE_SUFFIXES = ("_nvenc", "_qsv", "_vaapi", "_amf", "_v4l2m2m", "_videotoo
                       "_mf", "_vulkan", "_omx", "_rkmpp", "_mediacodec", "_d3d12va")
 
 
+# The options this module sets, of the encoders that have them (as PyAV 18 lists
+# them for FFmpeg 7), for PyAV 17, which cannot list an encoder's options.
+_KNOWN_OPTIONS = {"libx264": {"crf", "preset"}, "libx265": {"crf", "preset"},
+                  "libsvtav1": {"crf", "preset"}, "libvpx": {"crf"}, "libvpx-vp9": {"crf"},
+                  "libaom-av1": {"crf"}}
+
+
 def _private_options(codec) -> set[str]:
-    return {o.name for o in codec.create().supported_options.private}
+    """The encoder's own option names (on PyAV 17, those of :data:`_KNOWN_OPTIONS`)."""
+    options = getattr(codec.create(), "supported_options", None)
+    if options is None:
+        return _KNOWN_OPTIONS.get(codec.name, set())
+    return {o.name for o in options.private}
 
 
 def _pick_video_stream(av, container):

@@ -152,6 +152,26 @@ def test_mp4_frames_size_duration_audio_rotation(tmp_path, clips, lut_file, luma
     assert out["rotation"] == src["rotation"] == 90
 
 
+@pytest.mark.parametrize("name", ["mp4", "mkv"])
+def test_display_matrix_among_other_side_data(tmp_path, clips, lut_file, name):
+    # x264 writes its version in an unregistered SEI, which reaches every first
+    # frame as side data; only the mp4 also has a display matrix (a 90-degree turn).
+    # PyAV 19 iterates over the side data's types where older releases gave the data.
+    first = decoded(clips[name])[0]
+    types = {getattr(e, "type", e).name for e in first.side_data}
+    assert "SEI_UNREGISTERED" in types
+    matrix = video._display_matrix(first)
+    if name == "mp4":
+        assert types == {"SEI_UNREGISTERED", "DISPLAYMATRIX"}
+        # 16.16 fixed point cos/sin of the turn, then the 2.30 fixed-point w = 1
+        assert matrix == [0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30]
+    else:
+        assert "DISPLAYMATRIX" not in types and matrix is None
+    dst = tmp_path / f"out.{name}"
+    assert run(clips[name], dst, lut_file) == 0
+    assert probe(dst)["rotation"] == (90 if name == "mp4" else 0)
+
+
 @pytest.mark.parametrize("luma", [False, True], ids=["rgb", "luma"])
 def test_encoder_chooses_its_own_frame_types(tmp_path, clips, lut_file, luma):
     """The input (x264 ultrafast) has no B-frames; the output (preset fast) must have some.
@@ -251,7 +271,7 @@ def test_rgb_frames_are_the_lut_of_the_decoded_rgb(tmp_path, clips, lut_file):
     frames = decoded(clips["mp4"])[:3]
     def to_rgb(frame):  # untagged SD: BT.601, limited range, accurate swscale
         return frame.reformat(format="rgb24", src_colorspace=6, src_color_range=1,
-                              interpolation=video._flags(av, video.TO_RGB_FLAGS)).to_ndarray()
+                              interpolation=video._flags(video.TO_RGB_FLAGS)).to_ndarray()
 
     for frame in frames:
         out = video.upscale_frame_rgb(frame, upscaler)
@@ -850,4 +870,4 @@ def test_progress_ends_at_the_real_frame_count(tmp_path, clips, lut_file, capsys
                         backend="reference", progress=True, luma_only=True)
     last = capsys.readouterr().err.rstrip().split("\r")[-1]
     assert f"{FRAMES}/{FRAMES}" in last
-    assert "27" not in last and (not with_tqdm or "100%" in last)
+    assert "/27" not in last and (not with_tqdm or "100%" in last)
