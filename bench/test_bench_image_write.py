@@ -2,8 +2,9 @@
 
 A 1024x680 photo (four of scikit-image's sample photos, 512x340 crops at
 their own resolution, so real sensor noise and detail) upscaled x4 with the
-bundled ``x4`` LUT to 4096x2720, then encoded as PNG by Pillow at zlib levels
-1, 3, 6 and Pillow's default::
+bundled ``x4`` LUT to 4096x2720, then encoded as PNG: at level 1 (lutsr's
+default) by :func:`lutsr.png.encode_png`, and by Pillow at zlib levels 1, 3 and
+6 (``--png-compression 3`` and 6 use Pillow) and at Pillow's default::
 
     python -m pytest bench/test_bench_image_write.py --benchmark-only      # full
     python -m pytest bench/test_bench_image_write.py --benchmark-disable   # smoke: tiny, once
@@ -26,8 +27,9 @@ import pytest
 import lutsr
 from lutsr.imageio import PNG_COMPRESSION, write_image
 
-#: PNG levels measured; None is Pillow's default (zlib level 6).
-LEVELS = (1, 3, 6, None)
+#: PNG writers measured: a ``--png-compression`` level (1 is lutsr's encoder,
+#: others Pillow's), ``"pillow-1"`` Pillow at level 1, None Pillow's default (6).
+LEVELS = (1, "pillow-1", 3, 6, None)
 SMOKE_SIZE = (40, 64)
 
 
@@ -43,13 +45,14 @@ def photo_1024x680() -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([top, bottom], 0))
 
 
-def png_bytes(image: np.ndarray, level: int | None) -> int:
+def png_bytes(image: np.ndarray, level: int | str | None) -> int:
     """Encode ``image`` as PNG in memory (no disk in the timing); return its size in bytes."""
     buffer = io.BytesIO()
-    if level is None:  # Pillow's own default, as lutsr wrote before the option existed
+    if level is None or level == "pillow-1":  # Pillow's default, or what lutsr used at 1
         from PIL import Image
 
-        Image.fromarray(image).save(buffer, format="PNG")
+        options = {} if level is None else {"compress_level": 1}
+        Image.fromarray(image).save(buffer, format="PNG", **options)
     else:
         write_image(buffer, image, "PNG", png_compression=level)
     return buffer.tell()
@@ -102,7 +105,8 @@ def measure(lut: str, repeats: int = 3) -> list[dict]:
     rows.append({"what": f"upscale {lut}", "seconds": seconds, "bytes": None})
     for level in LEVELS:
         seconds, size = best(lambda level=level: png_bytes(upscaled, level))
-        name = "Pillow default (6)" if level is None else f"level {level}"
+        name = {None: "Pillow default (6)", "pillow-1": "Pillow level 1",
+                1: "level 1, lutsr's encoder"}.get(level, f"level {level}, Pillow")
         default = " (lutsr default)" if level == PNG_COMPRESSION else ""
         rows.append({"what": f"PNG write, {name}{default}", "seconds": seconds, "bytes": size})
     return rows

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .png import encode_png
+
 #: Image file suffixes the CLI reads and writes, with Pillow's format name.
 IMAGE_FORMATS = {
     ".png": "PNG",
@@ -282,8 +284,9 @@ def write_image(file, pixels: np.ndarray, format: str, *, icc_profile: bytes | N
     quality : int
         1..100, for JPEG and (lossy) WebP.
     png_compression : int
-        zlib level 0..9 of PNG files: 0 stores, 1 (the default) is the fast
-        path, 9 the smallest and slowest (Pillow's ``compress_level``).
+        zlib level 0..9 of PNG files: 1 (the default) is lutsr's own fast
+        encoder (:func:`lutsr.png.encode_png`), the others Pillow's
+        ``compress_level``: 0 stores, 9 is the smallest and slowest.
     jpeg_subsampling : {"4:4:4", "4:2:2", "4:2:0"} or None
         Chroma subsampling of JPEG files; None is libjpeg's default 4:2:0.
 
@@ -322,13 +325,26 @@ def write_image(file, pixels: np.ndarray, format: str, *, icc_profile: bytes | N
         options["subsampling"] = jpeg_subsampling
     if icc_profile and format in ICC_FORMATS:
         options["icc_profile"] = icc_profile
-    im = Image.fromarray(np.ascontiguousarray(pixels))  # the mode follows the channel count
     try:
         if exif and format in EXIF_FORMATS:
-            options["exif"] = _resized_exif(exif, im.width, im.height).tobytes()
+            height, width = pixels.shape[:2]
+            options["exif"] = _resized_exif(exif, width, height).tobytes()
+        if format == "PNG" and png_compression == 1:
+            _write_bytes(file, encode_png(pixels, icc_profile=options.get("icc_profile"),
+                                          exif=options.get("exif")))
+            return
+        im = Image.fromarray(np.ascontiguousarray(pixels))  # the mode follows the channel count
         im.save(file, format=format, **options)
     except (OSError, KeyError, ValueError, SyntaxError) as exc:
         raise ImageError(f"cannot write a {mode} image as {format}: {exc}") from exc
+
+
+def _write_bytes(file, data: bytes) -> None:
+    if hasattr(file, "write"):
+        file.write(data)
+    else:
+        with open(file, "wb") as f:
+            f.write(data)
 
 
 # ---------------------------------------------------------------------------

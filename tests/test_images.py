@@ -296,6 +296,42 @@ def test_png_compression_levels(tmp_path, lut_file):
                         np.asarray(Image.open(tmp_path / "o9.png")), "levels")
 
 
+@pytest.mark.parametrize("deflate", ["zlib-ng", "zlib"])
+def test_fast_png_encoder_round_trips_in_any_number_of_bands(monkeypatch, deflate):
+    # Bands forced small so that several threads each deflate a part; every
+    # result must be one valid zlib stream, read back exactly by Pillow and by
+    # OpenCV (libpng), which also check the chunks' CRCs and the Adler-32.
+    import zlib
+
+    import cv2
+
+    from lutsr import png
+
+    if deflate == "zlib":
+        monkeypatch.setattr(png, "_deflate", zlib)
+    else:
+        assert png._deflate.__name__ == "zlib_ng.zlib_ng"
+    monkeypatch.setattr(png, "_MIN_BAND_BYTES", 64)
+    rng = np.random.default_rng(3)
+    smooth = np.add.outer(np.arange(37), np.arange(23))[..., None] * [3, 5, 7, 11]
+    for shape, threads in [((1, 1), 4), ((1, 40), 3), ((40, 1), 3), ((37, 23, 2), 5),
+                           ((37, 23, 3), 2), ((37, 23, 4), 7), ((200, 150, 3), 1)]:
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        if shape[:2] == (37, 23):  # smooth rows too, which the Sub filter turns into runs
+            x[:20] = smooth[:20, :, :shape[2]].astype(np.uint8)
+        data = png.encode_png(x, threads=threads)
+        with Image.open(io.BytesIO(data)) as im:
+            assert_images_equal(np.asarray(im).reshape(x.shape), x, f"{shape} Pillow")
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if x.ndim == 3:  # OpenCV gives BGR(A), gray and alpha as BGRA
+            decoded = decoded[..., {2: [0, 3], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[x.shape[2]]]
+        assert_images_equal(decoded.reshape(x.shape), x, f"{shape} OpenCV")
+    for bad in (np.zeros((0, 4), np.uint8), np.zeros((4, 4, 5), np.uint8),
+                np.zeros((4, 4), np.uint16)):
+        with pytest.raises((TypeError, ValueError)):
+            png.encode_png(bad)
+
+
 def test_jpeg_subsampling(tmp_path, lut_file):
     from PIL import JpegImagePlugin
 
