@@ -9,7 +9,9 @@ torch = pytest.importorskip("torch")
 import lutsr  # noqa: E402
 from lutsr.layered import HIGH_LEVELS, table_entries  # noqa: E402
 from lutsr.reference import run_layered_stage  # noqa: E402
-from train.layered import LAYER_KINDS, LayeredNet  # noqa: E402
+from train.build import build  # noqa: E402
+from train.config import BuildConfig, BuildError, check, quick  # noqa: E402
+from train.layered import LAYER_KINDS, LayeredNet, spread_shifts  # noqa: E402
 from train.table_ops import table_sum  # noqa: E402
 
 
@@ -130,3 +132,69 @@ def test_training_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def _tiny_images(folder, n=3, size=(40, 32)):
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ["astronaut", "chelsea", "coffee"][:n]:
+        Image.fromarray(getattr(data, name)()).resize(size).save(folder / f"{name}.png")
+    return folder
+
+
+def test_quick_layered_build_samples_the_net_exactly(tmp_path):
+    """The CI-sized layered build: net trained, sampled every 4 levels (low bits: 2),
+    no fine-tuning, so the LUT's tables are the trained net's values at the sampled levels."""
+    config = quick(BuildConfig(data=(str(_tiny_images(tmp_path / "imgs")),), scale=2,
+                               layout="layered", table_steps=(4, 4, 2, 4), val_every=3,
+                               checkpoint_dir=str(tmp_path / "ck")))
+    config = BuildConfig(**{**config.__dict__, "finetune_iters": 0})
+    lut = build(config, log=lambda line: None)
+    (stage,) = lut.stages
+    assert lut.scale == 2 and stage.channels == 4 and len(stage.blocks) == 2
+    assert set(lut.metadata["phases"]) == {"data", "net", "sample"}
+    assert lut.metadata["validation"]["images"] == 1 and lut.metadata["cpu_seconds_total"] > 0
+    net = LayeredNet.random(2, 2, shifts=spread_shifts(2, 4, config.shift_radius))
+    net.load_state_dict(torch.load(tmp_path / "ck" / "net.pt", weights_only=True)["model"])
+    nets = [*net.dw, *net.pw, net.low, net.up]
+    layers = [*(dw for dw, _ in stage.blocks), *(pw for _, pw in stage.blocks), stage.low,
+              stage.up]
+    for layer_net, layer in zip(nets, layers, strict=True):
+        step = int(layer.steps.flat[0])
+        points = np.arange(0, layer_net.levels, step)
+        want = layer_net.expanded().detach().numpy()[..., points] * 16
+        got = lutsr.layered.expanded_tables(layer, layer_net.levels)[..., points]
+        assert np.array_equal(got, want)
+        assert (layer.shifts is None) == (layer_net.shifts is None)
+    # what runs is what the file holds
+    img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    again = lutsr.load(lutsr.save(lut, tmp_path / "l.lutsr"))
+    assert np.array_equal(lutsr.upscale(img, again), lutsr.upscale(img, lut, backend="reference"))
+
+
+def test_layered_build_fine_tunes_an_imported_stage(tmp_path):
+    rng = np.random.default_rng(2)
+    start = lutsr.LUT(stages=(random_layered_stage(rng, blocks=1, r=2),), name="imported")
+    path = lutsr.save(start, tmp_path / "imported.lutsr")
+    config = quick(BuildConfig(data=(str(_tiny_images(tmp_path / "imgs")),), scale=2,
+                               layout="layered", init=str(path)))
+    lut = build(config, log=lambda line: None)
+    assert lut.metadata["init"]["lut"] == "imported"
+    assert set(lut.metadata["phases"]) == {"data", "finetune"}
+    (old,), (new,) = start.stages, lut.stages
+    assert all(np.array_equal(a.steps, b.steps) for a, b in zip(old.layers, new.layers))
+    assert any(not np.array_equal(a.tables, b.tables) for a, b in zip(old.layers, new.layers))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"base": "linear"}, "--base linear"), ({"tap_window": 3}, "--tap-window"),
+    ({"lsq_iters": 5}, "--lsq-iters"), ({"table_steps": (4, 4, 4)}, "four steps"),
+    ({"table_steps": (4, 4, 3, 4)}, "four steps"), ({"blocks": 9}, "--blocks"),
+])
+def test_layered_build_refuses_what_it_does_not_do(fields, message):
+    with pytest.raises(BuildError, match=message):
+        check(BuildConfig(data=("d",), layout="layered", **{"lsq_iters": 0, **fields}))
+    with pytest.raises(BuildError, match="for --layout layered"):
+        check(BuildConfig(data=("d",), table_steps=(1, 1, 1, 1)))

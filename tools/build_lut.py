@@ -31,9 +31,16 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--data", nargs="+", required=True, help="folders of HR training images")
     p.add_argument("--out", required=True, help="output .lutsr file")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--layout", choices=("srlut", "mulut"),
+    p.add_argument("--layout", choices=("srlut", "mulut", "layered"),
                    help="srlut: one stage; mulut: refinement stage(s) at LR (--refine-stages) then "
-                        "the upscaling stage")
+                        "the upscaling stage; layered: a network of 1-D tables (ShiftLUT-like)")
+    p.add_argument("--blocks", type=int, help="a layered layout's depthwise+pointwise blocks")
+    p.add_argument("--table-steps", type=int, nargs=4, metavar=("DW", "PW", "LOW", "UP"),
+                   help="a layered layout: sample the trained tables every this many levels "
+                        "(per layer kind), then fine-tune them (default: every level)")
+    p.add_argument("--shift-radius", type=int,
+                   help="a layered layout: pointwise layers read channels shifted within this "
+                        "radius (0: none)")
     p.add_argument("--patterns", help="patterns of a mulut layout (S, D, Y)")
     p.add_argument("--refine-stages", type=int, metavar="N",
                    help="a mulut layout's stages at LR (r = 1) before the upscaling stage; with "
@@ -65,7 +72,8 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--finetune-freeze-last", action="store_true",
                    help="fine-tune only the earlier stages; the last stage keeps its tables (the "
                         "lsq phase refits it exactly afterwards): alternating optimisation")
-    p.add_argument("--lsq-iters", type=int, help="CG iterations (0: skip)")
+    p.add_argument("--lsq-iters", type=int,
+                   help="CG iterations (0: skip; default 40, and 0 for --layout layered)")
     p.add_argument("--lsq-prior", type=float,
                    help="pull of the least-squares fit toward the sampled tables")
     p.add_argument("--lsq-smooth", type=float, help="grid smoothness weight")
@@ -101,13 +109,16 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
                    help="tiny settings for CI (they replace the phase sizes given): a smoke "
                         "test of the whole pipeline")
     fields = dataclasses.fields(BuildConfig)
-    p.set_defaults(**{f.name: f.default for f in fields if f.default is not dataclasses.MISSING})
+    p.set_defaults(**{**{f.name: f.default for f in fields if f.default is not dataclasses.MISSING},
+                      "lsq_iters": None})
     args = p.parse_args(argv)
     out = Path(args.out)
     given = {f.name: getattr(args, f.name) for f in fields}
+    if given["lsq_iters"] is None:  # a layered stage has no least-squares phase
+        given["lsq_iters"] = 0 if args.layout == "layered" else BuildConfig.lsq_iters
     config = BuildConfig(**{**given, "data": tuple(args.data), "scale_aug": tuple(args.scale_aug),
                             **{k: tuple(given[k]) for k in ("degrade_jpeg", "degrade_h264",
-                                                            "val_degrade")},
+                                                            "val_degrade", "table_steps")},
                             "name": args.name or out.stem,
                             "checkpoint_dir": args.checkpoint_dir or f"{out}.ckpt"})
     if args.quick:

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 
 import lutsr
+from lutsr.layered import LayeredStage
 from lutsr.metrics import psnr_y
 from train import data as tdata
 from train import fit, refit
 from train.config import BuildConfig, BuildError, check, degrade_mix, parse_degradation
 from train.degrade import degrade_pairs, library_versions
+from train.layered import LAYER_KINDS, LayeredNet, spread_shifts
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout, to_lut
 
 
@@ -68,7 +70,7 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
     ckdir = _checkpoint_dir(config)
     layout = (srlut_layout(config.scale) if config.layout == "srlut"
               else mulut_layout(config.scale, config.patterns.upper(), config.refine_stages))
-    if not config.init:
+    if not config.init and config.layout != "layered":
         try:
             net = NetModel(layout, config.net_width, config.net_depth, config.tap_window)
         except ValueError as exc:
@@ -100,6 +102,15 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
     meta["phases"]["data"] = _seconds(t0)
     log(f"{len(train_files)} training images ({len(pairs)} with scale augmentation), "
         f"x{config.scale}, layout {config.layout}")
+
+    if config.layout == "layered":
+        stage = _layered_phases(config, sampler, ckdir, meta, log)
+        meta["cpu_seconds_total"] = _total_cpu(meta)
+        lut = lutsr.LUT(stages=(stage,), name=config.name, metadata=meta)
+        if val_pairs:
+            meta["validation"] = _validation(lut, config, names, held_out, val_pairs)
+            log(f"validation: {meta['validation']}")
+        return lut
 
     if config.init:
         layout, tables, meta["init"] = _init_tables(config.init, layout, config.interval)
@@ -150,27 +161,74 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         meta["phases"]["lsq"] = {"iterations": config.lsq_iters, "train_psnr": psnr,
                                  **_seconds(t0)}
 
-    # End to end from images: a LUT started from another one also cost what that one did.
-    meta["cpu_seconds_total"] = round(sum(p["cpu_seconds"] for p in meta["phases"].values())
-                                      + meta.get("init", {}).get("cpu_seconds_total", 0.0), 1)
+    meta["cpu_seconds_total"] = _total_cpu(meta)
     if val_pairs:
-        val_lut = to_lut(layout, tables, config.interval, base=base)
-        scores = [psnr_y(lutsr.upscale(lr, val_lut), hr, config.scale) for lr, hr in val_pairs]
-        # Per data folder too: folders of different kinds of image disagree.
-        folders = [next(name for d, name in zip(config.data, names) if Path(d) in f.parents)
-                   for f in held_out]
-        meta["validation"] = {
-            "images": len(val_pairs), "psnr_y": round(float(np.mean(scores)), 4),
-            "psnr_y_by_folder": {folder: round(float(np.mean(
-                [v for v, f in zip(scores, folders) if f == folder])), 4)
-                for folder in dict.fromkeys(folders)}}
-        if config.val_degrade:  # the same images, their LR compressed: the target stays clean
-            meta["validation"]["psnr_y_degraded"] = {
-                spec: round(float(np.mean([psnr_y(lutsr.upscale(deg(lr), val_lut), hr,
-                                                  config.scale) for lr, hr in val_pairs])), 4)
-                for spec, deg in ((s, parse_degradation(s)) for s in config.val_degrade)}
+        meta["validation"] = _validation(to_lut(layout, tables, config.interval, base=base),
+                                         config, names, held_out, val_pairs)
         log(f"validation: {meta['validation']}")
     return to_lut(layout, tables, config.interval, name=config.name, metadata=meta, base=base)
+
+
+def _total_cpu(meta: dict) -> float:
+    # End to end from images: a LUT started from another one also cost what that one did.
+    return round(sum(p["cpu_seconds"] for p in meta["phases"].values())
+                 + meta.get("init", {}).get("cpu_seconds_total", 0.0), 1)
+
+
+def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> LayeredStage:
+    """A layered stage's phases: its tables trained at every input level (``net``;
+    or an ``init`` LUT's), sampled every ``table_steps`` levels (``sample``), then
+    fine-tuned at those steps (``finetune``)."""
+    if config.init:
+        lut = _resolve(config.init)
+        if len(lut.stages) != 1 or not isinstance(lut.stages[0], LayeredStage) \
+                or lut.scale != config.scale:
+            raise BuildError(f"--init {config.init}: --layout layered starts from a LUT of "
+                             f"one layered stage at x{config.scale}")
+        net = LayeredNet.from_stage(lut.stages[0])
+        meta["init"] = {"lut": lut.name,
+                        "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
+                        "phases": lut.metadata.get("phases", {})}
+    else:
+        net = LayeredNet.random(config.scale, config.blocks,
+                                shifts=spread_shifts(config.blocks, config.scale**2,
+                                                     config.shift_radius),
+                                init_std=0.5, seed=config.seed)
+        if config.net_iters:
+            state = fit.optimise(net, sampler, config.net_iters, config.net_lr, config.batch,
+                                 _file(ckdir, "net.pt"), log=log, desc="net")
+            meta["phases"]["net"] = _phase(state)
+    if config.table_steps:
+        t0 = time.process_time()
+        net = net.resampled(dict(zip(LAYER_KINDS, config.table_steps, strict=True)))
+        meta["phases"]["sample"] = _seconds(t0)
+    if config.finetune_iters:
+        state = fit.optimise(net, sampler, config.finetune_iters, config.finetune_lr,
+                             config.batch, _file(ckdir, "finetune.pt"), log=log,
+                             desc="finetune")
+        meta["phases"]["finetune"] = _phase(state)
+    stage = net.to_stage()
+    log(f"layered stage: {stage.describe()}")
+    return stage
+
+
+def _validation(lut: lutsr.LUT, config: BuildConfig, names, held_out, val_pairs) -> dict:
+    """Y-PSNR of ``lut`` on the held-out images: overall, per data folder (folders of
+    different kinds of image disagree) and, with ``val_degrade``, on degraded LR."""
+    scores = [psnr_y(lutsr.upscale(lr, lut), hr, config.scale) for lr, hr in val_pairs]
+    folders = [next(name for d, name in zip(config.data, names) if Path(d) in f.parents)
+               for f in held_out]
+    result = {
+        "images": len(val_pairs), "psnr_y": round(float(np.mean(scores)), 4),
+        "psnr_y_by_folder": {folder: round(float(np.mean(
+            [v for v, f in zip(scores, folders) if f == folder])), 4)
+            for folder in dict.fromkeys(folders)}}
+    if config.val_degrade:  # the same images, their LR compressed: the target stays clean
+        result["psnr_y_degraded"] = {
+            spec: round(float(np.mean([psnr_y(lutsr.upscale(deg(lr), lut), hr, config.scale)
+                                       for lr, hr in val_pairs])), 4)
+            for spec, deg in ((s, parse_degradation(s)) for s in config.val_degrade)}
+    return result
 
 
 def data_names(folders) -> list[str]:
@@ -226,10 +284,7 @@ def _init_tables(source: str, layout, interval: int):
     and the last, and fewer between) gets them as pixel replication, the
     untrained nets' tables, inserted before its last stage.
     """
-    try:
-        lut = lutsr.api.resolve_lut(source)
-    except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
-        raise BuildError(f"--init {source}: {exc}") from None
+    lut = _resolve(source)
     if not all(isinstance(s, lutsr.Stage) for s in lut.stages):
         raise BuildError(f"--init {source}: it has layered stages, which the build does not "
                          "train")
@@ -249,3 +304,10 @@ def _init_tables(source: str, layout, interval: int):
     return ((*have[:k], *missing, have[-1]), tables,
             {"lut": lut.name, "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
              "phases": lut.metadata.get("phases", {})})
+
+
+def _resolve(source: str) -> lutsr.LUT:
+    try:
+        return lutsr.api.resolve_lut(source)
+    except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
+        raise BuildError(f"--init {source}: {exc}") from None

@@ -32,17 +32,29 @@ class BuildConfig:
     data : tuple of str
         Folders of HR training images (searched recursively).
     scale : {2, 3, 4}
-    layout : {"srlut", "mulut"}
+    layout : {"srlut", "mulut", "layered"}
         ``srlut``: one stage of pattern S. ``mulut``: ``refine_stages``
         stages at LR (r = 1) of ``patterns``, then the upscaling stage.
+        ``layered``: one layered stage (:class:`lutsr.LayeredStage`) of
+        ``blocks`` blocks over ``scale**2`` channels (phases net, sample,
+        finetune: see :func:`train.build.build`).
     patterns : str
         A mulut layout's patterns, from "S", "D", "Y".
     refine_stages : int
         A mulut layout's stages at LR, 1..4. With ``init`` of a LUT that
         has fewer, the missing ones are inserted before its last stage as
         pixel replication (a way to grow a trained model).
+    blocks : int
+        A layered layout's depthwise + pointwise blocks, 1..8.
+    table_steps : tuple of int
+        A layered layout: ``()`` keeps every table at every input level;
+        four steps (depthwise, pointwise, low-bit, up layers; 1, 2, 4, 8 or
+        16) sample the trained tables that coarsely, then fine-tune them.
+    shift_radius : int
+        A layered layout: its pointwise layers read each channel at a fixed
+        offset within this radius (:func:`train.layered.spread_shifts`; 0: none).
     interval : int
-        k: tables sample every ``2**k`` levels.
+        k: simplex tables sample every ``2**k`` levels.
     base : {"none", "linear"}
         ``linear``: the last stage adds a least-squares linear term over the
         5x5 input pixels around each pixel and its tables fit the residual
@@ -111,6 +123,9 @@ class BuildConfig:
     layout: str = "srlut"
     patterns: str = "SDY"
     refine_stages: int = 1
+    blocks: int = 2
+    table_steps: tuple[int, ...] = ()
+    shift_radius: int = 1
     interval: int = 4
     base: str = "none"
     init: str | None = None
@@ -156,6 +171,8 @@ def quick(config: BuildConfig) -> BuildConfig:
     """
     small = dict(net_iters=20, finetune_iters=10, lsq_iters=3, batch=4, patch=16, net_width=16,
                  net_depth=2, interval=max(config.interval, 6))
+    if config.layout == "layered":
+        small.update(lsq_iters=0, blocks=min(config.blocks, 2))
     if config.base == "linear":
         small.update(net_iters=0, finetune_iters=0)
     return dataclasses.replace(config, **small)
@@ -163,7 +180,8 @@ def quick(config: BuildConfig) -> BuildConfig:
 
 def check(config: BuildConfig) -> None:
     """Raise :class:`BuildError` if ``config`` asks for something the pipeline does not do."""
-    choices = {"scale": (2, 3, 4), "layout": ("srlut", "mulut"), "base": ("none", "linear")}
+    choices = {"scale": (2, 3, 4), "layout": ("srlut", "mulut", "layered"),
+               "base": ("none", "linear")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise BuildError(f"{key} {getattr(config, key)!r} is not one of {allowed}")
@@ -174,6 +192,24 @@ def check(config: BuildConfig) -> None:
     if config.refine_stages != 1 and (config.layout != "mulut"
                                       or not 1 <= config.refine_stages <= 4):
         raise BuildError("--refine-stages needs --layout mulut and a value in 1..4")
+    if config.layout == "layered":
+        clashes = [flag for flag, on in (
+            ("--base linear", config.base != "none"), ("--tap-window", config.tap_window),
+            ("--finetune-taps", config.finetune_taps),
+            ("--finetune-freeze-last", config.finetune_freeze_last),
+            ("--refine-stages", config.refine_stages != 1), ("--lsq-iters", config.lsq_iters))
+            if on]
+        if clashes:
+            raise BuildError(f"--layout layered trains its tables by gradient alone; it does not "
+                             f"combine with {', '.join(clashes)}")
+        if not 1 <= config.blocks <= 8 or not 0 <= config.shift_radius <= 3:
+            raise BuildError("--blocks must be in 1..8 and --shift-radius in 0..3")
+        if config.table_steps and (len(config.table_steps) != 4
+                                   or not set(config.table_steps) <= {1, 2, 4, 8, 16}):
+            raise BuildError("--table-steps takes four steps (depthwise, pointwise, low-bit, "
+                             "up), each 1, 2, 4, 8 or 16")
+    elif config.table_steps or config.blocks != 2 or config.shift_radius != 1:
+        raise BuildError("--blocks, --table-steps and --shift-radius are for --layout layered")
     if config.resume and not config.checkpoint_dir:
         raise BuildError("--resume needs a checkpoint folder")
     try:

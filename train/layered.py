@@ -144,6 +144,21 @@ def shift_channels(x: torch.Tensor, shifts: np.ndarray) -> torch.Tensor:
                         for c, (dy, dx) in enumerate(shifts.T.tolist())], 1)
 
 
+def spread_shifts(blocks: int, channels: int, radius: int) -> list:
+    """Fixed shifts for each block's pointwise layer: channel ``c`` of block ``b``
+    reads offset ``(c + 5 b) mod n`` of the ``n = (2 radius + 1)**2`` offsets within
+    ``radius``, nearest first, so each block and channel looks somewhere else
+    (ShiftLUT's way to widen what a pixel sees; its shifts are learned). None
+    per block for ``radius`` 0."""
+    if radius == 0:
+        return [None] * blocks
+    offsets = sorted(((dy, dx) for dy in range(-radius, radius + 1)
+                      for dx in range(-radius, radius + 1)),
+                     key=lambda o: (o[0] ** 2 + o[1] ** 2, o))
+    return [np.array([offsets[(c + 5 * b) % len(offsets)] for c in range(channels)]).T
+            for b in range(blocks)]
+
+
 #: Layer kinds of a layered stage, as :class:`LayeredNet` names its sampling steps.
 LAYER_KINDS = ("depthwise", "pointwise", "low", "up")
 
