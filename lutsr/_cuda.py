@@ -41,7 +41,7 @@ import numpy as np
 from numba import cuda, int32
 
 from . import _cuda_layered
-from .arrays import as_frames, check_image, check_out
+from .arrays import as_frames, check_image, check_out, self_overlapping
 from .indexmaps import (
     block_permutations,
     padded_index,
@@ -61,8 +61,17 @@ from .model import (
     sum_shift,
 )
 
+# The model's constants the kernels read, as literals of this file: numba's on-disk
+# cache keys on this file alone, so a kernel compiled with an older value of one
+# in model.py would be reused. Changing one there fails this import until the
+# copy here is changed too (which invalidates the cache).
+_K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS = 12, 5, 10
+if (_K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS) != (BASE_BITS, BASE_SIDE, TAP_BITS):
+    raise ImportError("lutsr/_cuda.py: update _K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS to "
+                      f"model.py's {BASE_BITS}, {BASE_SIDE}, {TAP_BITS}")
+
 #: Input pixels a linear base reads per pixel (a global: local arrays need a constant size).
-_BASE_PIXELS = BASE_SIDE * BASE_SIDE
+_BASE_PIXELS = _K_BASE_SIDE * _K_BASE_SIDE
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -139,7 +148,7 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
                         for e in range(taps.shape[2]):
                             total += taps[p, t, e] * int32(
                                 src[n, rows[0, k, e, y], cols[0, k, e, x], c])
-                        total = (total + (1 << (TAP_BITS - 1))) >> TAP_BITS
+                        total = (total + (1 << (_K_TAP_BITS - 1))) >> _K_TAP_BITS
                         if total < 0:
                             total = 0
                         elif total > 255:
@@ -185,10 +194,10 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
                 dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
             continue
         # The window's pixels, read once for all r*r outputs of this input pixel.
-        for a in range(BASE_SIDE):
+        for a in range(_K_BASE_SIDE):
             sy = base_rows[a, y]
-            for b in range(BASE_SIDE):
-                window[a * BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
+            for b in range(_K_BASE_SIDE):
+                window[a * _K_BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
         for pos in range(rr):
             u = pos // r
             v = pos - u * r
@@ -196,8 +205,8 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             for t in range(_BASE_PIXELS):
                 total += base[pos * _BASE_PIXELS + t] * window[t]
             # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
-            half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
-            value = ((total + half) >> BASE_BITS) + bias
+            half = (1 << (_K_BASE_BITS - 1)) - 1 + (((total >> _K_BASE_BITS) + bias) & 1)
+            value = ((total + half) >> _K_BASE_BITS) + bias
             if value < 0:
                 value = 0
             elif value > 255:
@@ -263,8 +272,8 @@ class _DeviceModel:
 
     @classmethod
     def upload(cls, lut: LUT) -> _DeviceModel:
-        # Synchronous uploads (no stream): the arrays are complete before any
-        # kernel, on any stream, can read them.
+        # Uploaded once for every stream that will read them, and followed by
+        # _uploaded(): a copy from pageable memory may return before it lands.
         device_stages = []
         for stage in lut.stages:
             if isinstance(stage, LayeredStage):
@@ -288,6 +297,7 @@ class _DeviceModel:
                 taps=cuda.to_device(np.zeros((1, 1, 1), np.int32) if stage.taps is None else
                                     stage.taps.reshape(*stage.taps.shape[:2], -1).astype(np.int32)),
             ))
+        _uploaded()
         return cls(tuple(lut.stages), tuple(device_stages))
 
     def tap_maps(self, height: int, width: int) -> list[tuple[object, ...]]:
@@ -321,10 +331,23 @@ class _DeviceModel:
                 maps.append(tuple(cuda.to_device(np.ascontiguousarray(a, np.int32))
                                   for a in (rows, cols, base_rows, base_cols)))
                 height, width = height * stage.r, width * stage.r
+            _uploaded()
             self.maps[key] = maps
             while len(self.maps) > MAP_CACHE_SIZE:
                 self.maps.popitem(last=False)
             return maps
+
+
+def _uploaded() -> None:
+    """Wait until the uploads just made have landed on the device.
+
+    ``cuda.to_device`` without a stream copies on the legacy default stream and,
+    from pageable host memory, may return once the data is staged, before it is
+    on the device; kernels on a caller's non-blocking stream (torch's, CuPy's)
+    do not wait for the legacy stream. The uploads are shared by every stream,
+    so the whole device is synchronised, once per model and frame size.
+    """
+    cuda.synchronize()
 
 
 # LUT -> {device id: _DeviceModel}: tables are uploaded once per device, shared
@@ -369,7 +392,7 @@ def _cupy():
         import cupy
     except ImportError as e:
         raise RuntimeError("this device array has no __cuda_array_interface__; reading it "
-                           "through DLPack needs CuPy (pip install cupy-cuda12x)") from e
+                           "through DLPack needs CuPy (pip install 'lutsr[gpu]')") from e
     return cupy
 
 
@@ -605,10 +628,10 @@ class CudaRunner:
         with cuda.gpus[device]:
             stream = _stream_of(img)
             if out is None:
-                out = _empty_like_kind(img, out_shape, device, stream)
+                out = given = _empty_like_kind(img, out_shape, device, stream)
                 out_desc = _interface(out)
             else:
-                out = _as_interface_array(out)
+                given, out = out, _as_interface_array(out)
                 out_desc = self._check_out(out, out_shape, desc, device)
 
             def alloc(shp):
@@ -618,7 +641,7 @@ class CudaRunner:
 
             self.run(_frames(img, desc), _frames(out, out_desc), stream=stream, device=device,
                      alloc=alloc)
-        return out
+        return given  # the caller's own object (not the CuPy view of a DLPack one)
 
     @staticmethod
     def _check_out(out, out_shape, img_desc: dict, device: int) -> dict:
@@ -627,6 +650,10 @@ class CudaRunner:
             raise ValueError(f"out has shape {tuple(desc['shape'])}, expected {out_shape}")
         if desc["data"][1]:
             raise ValueError("out is read-only")
+        strides = desc.get("strides") or _c_strides(tuple(desc["shape"]))
+        if self_overlapping(desc["shape"], strides):
+            raise ValueError(f"out has strides {tuple(strides)} under which elements share "
+                             "memory (e.g. cupy.broadcast_to): threads would race on them")
         if _device_of(out) != device:
             raise ValueError(f"out is on device {_device_of(out)}, img on device {device}")
         lo, hi = extent(desc)

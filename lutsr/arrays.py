@@ -40,6 +40,19 @@ def check_image(img, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
     return frames, out_shape
 
 
+def self_overlapping(shape, strides) -> bool:
+    """Whether two elements of an array with this shape and byte strides (itemsize 1)
+    can share memory: a zero stride, or an axis stepping less than the axes inside
+    it span (conservative: a strided layout that interleaves axes counts too)."""
+    span = 0
+    for n, stride in sorted(((n, abs(st)) for n, st in zip(shape, strides) if n > 1),
+                            key=lambda a: a[1]):
+        if stride <= span:
+            return True
+        span += (n - 1) * stride
+    return False
+
+
 def check_out(out, shape: tuple[int, ...], img: np.ndarray) -> np.ndarray:
     if type(out) is not np.ndarray:
         raise TypeError(f"out must be a numpy array, got {type(out).__name__}"
@@ -50,6 +63,9 @@ def check_out(out, shape: tuple[int, ...], img: np.ndarray) -> np.ndarray:
         raise ValueError(f"out has shape {out.shape}, expected {shape}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+    if self_overlapping(out.shape, out.strides):
+        raise ValueError(f"out has strides {out.strides} under which elements share memory "
+                         "(e.g. a broadcast view): writes to it would collide")
     if np.shares_memory(out, img):
         raise ValueError("out overlaps the input image")
     return out

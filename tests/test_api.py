@@ -90,6 +90,13 @@ def test_out_errors_name_the_problem(lut, rng):
     with pytest.raises(ValueError, match="overlaps"):
         lutsr.upscale(buffer[:5, :7], lut, out=buffer)
     assert buffer.sum() == 0  # nothing was written before the check
+    row = np.zeros(14 * 3, np.uint8)  # every output row the same memory: writes would collide
+    for strides in [(0, 3, 1), (42, 1, 1)]:
+        shared = np.lib.stride_tricks.as_strided(row, (10, 14, 3), strides, writeable=True)
+        for backend in ("numba", "reference"):
+            with pytest.raises(ValueError, match="share memory"):
+                lutsr.upscale(img, lut, out=shared, backend=backend)
+    assert row.sum() == 0
 
 
 # --------------------------------------------------------------------------- bad input

@@ -158,8 +158,16 @@ def _tables_uploaded_once_and_one_launch_per_stage():
         uploads.append(lut)
         return upload(cls, lut)
 
+    syncs = []  # (uploads so far, sizes of maps so far) at each wait for the uploads
+    sync = _cuda.cuda.synchronize
+
+    def counting_sync():
+        syncs.append(len(uploads))
+        sync()
+
     _cuda._DeviceModel.upload = classmethod(counting_upload)
     _cuda._stage_kernel = Spy()
+    _cuda.cuda.synchronize = counting_sync
     try:
         rng = np.random.default_rng(8)
         lut = random_lut(rng, 7, "mulut", 2)
@@ -173,7 +181,10 @@ def _tables_uploaded_once_and_one_launch_per_stage():
     finally:
         _cuda._DeviceModel.upload = classmethod(upload)
         _cuda._stage_kernel = kernel
+        _cuda.cuda.synchronize = sync
     assert len(uploads) == 1, f"tables uploaded {len(uploads)} times for one device"
+    # the device waited for the tables, then for each frame size's maps, and only then
+    assert syncs == [1, 1, 1], syncs
     assert sorted(_cuda._models[lut][0].maps) == [(4, 6), (5, 7)]
     assert len(launches) == 4 * len(lut.stages), f"{len(launches)} launches for 4 calls"
     blocks, threads = launches[0][0], launches[0][1]
@@ -208,6 +219,9 @@ def _device_errors():
         (ValueError, "shape", lambda: up(img, out=cuda.device_array((20, 27), np.uint8))),
         (TypeError, "uint8", lambda: up(img, out=cuda.device_array((20, 28), np.int16))),
         (ValueError, "overlaps", lambda: up(buf[:5, :7], out=buf)),
+        (ValueError, "share memory", lambda: up(img, out=cuda.to_device(  # a broadcast out
+            np.lib.stride_tricks.as_strided(np.zeros(28, np.uint8), (20, 28), (0, 1),
+                                            writeable=True)))),
         (TypeError, "both", lambda: up(np.zeros((5, 7), np.uint8), out=buf)),
         (TypeError, "both", lambda: up(img, out=np.zeros((20, 28), np.uint8))),
         (ValueError, "dimensions", lambda: up(cuda.to_device(np.zeros((1, 1, 5, 7, 1), np.uint8)))),
@@ -217,6 +231,39 @@ def _device_errors():
     for error, words, call in checks:
         with pytest.raises(error, match=words):
             call()
+
+
+def _dlpack_out_is_the_callers_object():
+    # A DLPack-only array (no __cuda_array_interface__) is read through a CuPy view;
+    # what comes back must be the caller's own out, not that view.
+    from numba import cuda
+
+    from lutsr import _cuda
+
+    class DLPackOnly:
+        def __init__(self, array):
+            self.array = array
+
+        def __dlpack_device__(self):
+            return (2, 0)  # kDLCUDA, device 0
+
+    class FakeCuPy:
+        @staticmethod
+        def from_dlpack(a):
+            return a.array
+
+    rng = np.random.default_rng(17)
+    lut = random_lut(rng, 7, "srlut", 2)
+    img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = DLPackOnly(cuda.device_array((10, 14, 3), np.uint8))
+    saved = _cuda._cupy
+    _cuda._cupy = lambda: FakeCuPy
+    try:
+        got = lutsr.upscale(DLPackOnly(cuda.to_device(img)), lut, out=out)
+    finally:
+        _cuda._cupy = saved
+    assert got is out
+    assert_images_equal(out.array.copy_to_host(), upscale_reference(img, lut), "dlpack out")
 
 
 def _golden(name, crop=None):
@@ -261,6 +308,7 @@ SIM_CASES = {
     "tables_once_one_launch_per_stage": _tables_uploaded_once_and_one_launch_per_stage,
     "auto_dispatch": _auto_dispatch,
     "device_errors": _device_errors,
+    "dlpack_out_is_the_callers_object": _dlpack_out_is_the_callers_object,
     "golden_srlut_s_x4_q16": _golden("srlut_s_x4_q16"),
     "golden_srlut_s_x2_q32": _golden("srlut_s_x2_q32"),
     "golden_mulut_sdy_x2_q32": _golden("mulut_sdy_x2_q32"),
