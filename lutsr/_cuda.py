@@ -416,12 +416,36 @@ def _as_interface_array(a):
 
 
 def _device_of(a) -> int:
+    """The device ``a``'s memory is on: DLPack says; for an array with only
+    ``__cuda_array_interface__`` (numba, PyCUDA, cuDF) the driver is asked about
+    its pointer, since the current device need not be its device."""
     if _SIMULATOR:
         return 0
     dev = getattr(a, "__dlpack_device__", None)
     if dev is not None:
         return int(dev()[1])
-    return int(cuda.get_current_device().id)
+    return _pointer_device(_interface(a)["data"][0])
+
+
+def _pointer_device(ptr: int) -> int:
+    """The ordinal of the device that holds ``ptr`` (``cuPointerGetAttribute``)."""
+    from numba.cuda.cudadrv import driver as drv
+
+    try:
+        if getattr(drv, "USE_NV_BINDING", False):
+            attr = drv.binding.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+            return int(drv.driver.cuPointerGetAttribute(attr, drv.binding.CUdeviceptr(ptr)))
+        from ctypes import byref, c_int
+
+        ordinal = c_int()
+        attr = drv.enums.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+        drv.driver.cuPointerGetAttribute(byref(ordinal), attr, ptr)
+        return ordinal.value
+    except Exception as exc:  # numba's driver internals differ between versions
+        if len(cuda.gpus) == 1:
+            return 0
+        raise RuntimeError("cannot tell which GPU this array is on (numba's driver did not "
+                           "answer); pass a CuPy array, a torch tensor or a DLPack array") from exc
 
 
 def _stream_of(a):
@@ -606,7 +630,7 @@ class CudaRunner:
             out = np.empty(out_shape, np.uint8)
         else:
             check_out(out, out_shape, img)
-        device = _device_of(None)
+        device = 0 if _SIMULATOR else int(cuda.get_current_device().id)
         d_out = cuda.device_array(as_frames(out).shape, np.uint8)
         self.run(cuda.to_device(np.ascontiguousarray(frames)), d_out, device=device)
         as_frames(out)[...] = d_out.copy_to_host()

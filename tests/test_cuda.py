@@ -396,6 +396,18 @@ class _Interface:
         self.__array_interface__, self.owner = desc, owner
 
 
+def test_interface_only_array_is_placed_by_its_pointer(monkeypatch):
+    # numba, PyCUDA and cuDF arrays say nothing of their device: the driver is
+    # asked about the pointer, not the current device assumed (several GPUs).
+    from lutsr import _cuda
+
+    asked = []
+    monkeypatch.setattr(_cuda, "_SIMULATOR", False)
+    monkeypatch.setattr(_cuda, "_pointer_device", lambda ptr: asked.append(ptr) or 1)
+    assert _cuda._device_of(_FakeDeviceArray()) == 1 and asked == [4096]
+    assert _cuda._device_of(_FakeDLPack(2)) == 0 and asked == [4096]  # DLPack says itself
+
+
 @pytest.mark.parametrize("index", [np.s_[:, :, 0], np.s_[:, :], np.s_[::-1, 1:], np.s_[None]])
 def test_frames_interface_is_the_nhwc_view(index):
     # The view the runner builds from __cuda_array_interface__ on a real GPU,
