@@ -461,6 +461,28 @@ def test_kernel_compiles_for_a_real_gpu(layout):
     assert ".entry" in ptx and "ld.global" in ptx
 
 
+def test_kernel_resources_from_compiled_code():
+    # bench/gpu_resources.py: registers, local memory and spills that ptxas reports
+    # for each kernel (recorded in bench/GPU.md). No kernel may spill registers.
+    import shutil
+
+    from numba.cuda.cudadrv import nvvm
+
+    if not nvvm.is_available() or shutil.which("ptxas") is None:
+        pytest.skip("needs NVVM and ptxas (a CUDA toolkit)")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gpu_resources import measure
+    finally:
+        sys.path.pop(0)
+    report = measure((9, 0))
+    assert set(report) == {"simplex stage", "layered: first", "layered: depthwise",
+                           "layered: pointwise", "layered: up"}
+    for name, r in report.items():
+        assert 0 < r["registers"] <= 255, (name, r)
+        assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (name, r)
+
+
 def test_import_and_numpy_path_do_not_load_numba_cuda():
     # Without CuPy or a GPU lutsr must import and run as before: the cuda
     # backend's numba.cuda import happens only when a GPU is asked for.
