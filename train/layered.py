@@ -12,8 +12,7 @@ runtime's exactly (``tests/test_train_layered.py``); what training adds is
 gradients:
 
 - a table's output with respect to its input is the slope of its linear
-  interpolation at the input level (the input's value stays the integer the
-  runtime sees; its gradient rides on a zero-valued term);
+  interpolation at the input level (:func:`train.table_ops.table_sum`);
 - rounding and int8 quantisation pass gradients straight through.
 
 Float32 is exact here: table values are multiples of 1/16 below 2**11 in
