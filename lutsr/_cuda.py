@@ -41,6 +41,7 @@ import numpy as np
 from numba import cuda, int32
 
 from . import _cuda_layered
+from . import model as _model
 from .arrays import as_frames, check_image, check_out, self_overlapping
 from .indexmaps import (
     block_permutations,
@@ -50,28 +51,18 @@ from .indexmaps import (
     window_indices,
 )
 from .layered import LayeredStage
-from .model import (
-    BASE_BITS,
-    BASE_RADIUS,
-    BASE_SIDE,
-    LUT,
-    TAP_BITS,
-    Stage,
-    grid_size,
-    sum_shift,
-)
+from .model import BASE_RADIUS, LUT, Stage, grid_size, sum_shift
 
 # The model's constants the kernels read, as literals of this file: numba's on-disk
 # cache keys on this file alone, so a kernel compiled with an older value of one
 # in model.py would be reused. Changing one there fails this import until the
 # copy here is changed too (which invalidates the cache).
-_K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS = 12, 5, 10
-if (_K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS) != (BASE_BITS, BASE_SIDE, TAP_BITS):
-    raise ImportError("lutsr/_cuda.py: update _K_BASE_BITS, _K_BASE_SIDE, _K_TAP_BITS to "
-                      f"model.py's {BASE_BITS}, {BASE_SIDE}, {TAP_BITS}")
+BASE_BITS, BASE_SIDE, TAP_BITS = 12, 5, 10
+if (BASE_BITS, BASE_SIDE, TAP_BITS) != (_model.BASE_BITS, _model.BASE_SIDE, _model.TAP_BITS):
+    raise ImportError("lutsr/_cuda.py: update BASE_BITS, BASE_SIDE, TAP_BITS to model.py's")
 
 #: Input pixels a linear base reads per pixel (a global: local arrays need a constant size).
-_BASE_PIXELS = _K_BASE_SIDE * _K_BASE_SIDE
+_BASE_PIXELS = BASE_SIDE * BASE_SIDE
 
 #: Threads per block along (columns, rows) of a stage's input. Tests patch it
 #: down so that the simulator runs multi-block grids.
@@ -148,7 +139,7 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
                         for e in range(taps.shape[2]):
                             total += taps[p, t, e] * int32(
                                 src[n, rows[0, k, e, y], cols[0, k, e, x], c])
-                        total = (total + (1 << (_K_TAP_BITS - 1))) >> _K_TAP_BITS
+                        total = (total + (1 << (TAP_BITS - 1))) >> TAP_BITS
                         if total < 0:
                             total = 0
                         elif total > 255:
@@ -194,10 +185,10 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
                 dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
             continue
         # The window's pixels, read once for all r*r outputs of this input pixel.
-        for a in range(_K_BASE_SIDE):
+        for a in range(BASE_SIDE):
             sy = base_rows[a, y]
-            for b in range(_K_BASE_SIDE):
-                window[a * _K_BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
+            for b in range(BASE_SIDE):
+                window[a * BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
         for pos in range(rr):
             u = pos // r
             v = pos - u * r
@@ -205,8 +196,8 @@ def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval,
             for t in range(_BASE_PIXELS):
                 total += base[pos * _BASE_PIXELS + t] * window[t]
             # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
-            half = (1 << (_K_BASE_BITS - 1)) - 1 + (((total >> _K_BASE_BITS) + bias) & 1)
-            value = ((total + half) >> _K_BASE_BITS) + bias
+            half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
+            value = ((total + half) >> BASE_BITS) + bias
             if value < 0:
                 value = 0
             elif value > 255:

@@ -50,13 +50,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda, int32
 
-from .layered import HIGH_LEVELS, LOW_LEVELS, MAX_CHANNELS, LayeredStage, expanded_tables
+from . import layered as _layered
+from .layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
 
 # MAX_CHANNELS as a literal of this file, for numba's on-disk cache (keyed on this
 # file alone; see lutsr/_cuda.py): changing it in layered.py fails this import.
-_K_MAX_CHANNELS = 32
-if _K_MAX_CHANNELS != MAX_CHANNELS:
-    raise ImportError(f"lutsr/_cuda_layered.py: update _K_MAX_CHANNELS to {MAX_CHANNELS}")
+MAX_CHANNELS = 32
+if MAX_CHANNELS != _layered.MAX_CHANNELS:
+    raise ImportError("lutsr/_cuda_layered.py: update MAX_CHANNELS to layered.py's")
 
 #: Threads per block (1-D, along the flat pixel index). Tests patch it down so
 #: that the simulator runs multi-block grids.
@@ -207,7 +208,7 @@ def _pointwise_kernel(src, dst, tables, shifts, planes, height, width):
     channels = src.shape[2]
     div = channels << 4  # 16ths of A = C inputs
     half = channels << 3
-    level = cuda.local.array(_K_MAX_CHANNELS, int32)
+    level = cuda.local.array(MAX_CHANNELS, int32)
     for z in range(cuda.blockIdx.z, planes * 4, cuda.gridDim.z):
         u = z >> 2
         k = z & 3
@@ -255,8 +256,8 @@ def _up_kernel(feat, dst, tables, dest, plane0, planes, r):
     rr = r * r
     i = s // width
     j = s - i * width
-    level = cuda.local.array(_K_MAX_CHANNELS, int32)
-    acc = cuda.local.array(_K_MAX_CHANNELS, int32)  # r*r = C <= MAX_CHANNELS
+    level = cuda.local.array(MAX_CHANNELS, int32)
+    acc = cuda.local.array(MAX_CHANNELS, int32)  # r*r = C <= MAX_CHANNELS
     for u in range(cuda.blockIdx.z, planes, cuda.gridDim.z):
         plane = plane0 + u
         n = plane // n_chan

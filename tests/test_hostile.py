@@ -311,3 +311,20 @@ def test_convert_refuses_bad_sources(capsys, tmp_path):
                            tmp_path / "m.lutsr")
     assert "missing.npy" in line
     assert not Path(tmp_path / "m.lutsr").exists()
+
+
+@pytest.mark.parametrize("module, owner, name", [
+    ("lutsr._cpu.kernels", "lutsr.model", "TAP_BITS"),
+    ("lutsr._cpu.layered", "lutsr.layered", "MAX_SHIFT"),
+    ("lutsr._cuda", "lutsr.model", "BASE_BITS"),
+    ("lutsr._cuda_layered", "lutsr.layered", "MAX_CHANNELS"),
+])
+def test_kernel_files_refuse_a_changed_model_constant(module, owner, name):
+    # numba's on-disk cache keys on a kernel's own file: a constant it reads from
+    # another module is a literal there, and a change on one side alone must fail
+    # the import rather than run kernels compiled with the old value.
+    code = (f"import importlib; m = importlib.import_module({owner!r}); "
+            f"setattr(m, {name!r}, getattr(m, {name!r}) + 1); import {module}")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "ImportError" in proc.stderr and name in proc.stderr

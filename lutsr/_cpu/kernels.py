@@ -20,8 +20,15 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .. import model as _model
 from ..indexmaps import block_permutations
-from ..model import BASE_RADIUS, BASE_SIDE, TAP_BITS
+
+# The model's constants these kernels read, as literals of this file: numba's on-disk
+# cache keys on a kernel's own file, so a kernel compiled with an older value would be
+# reused. Changing one in model.py fails this import until it is changed here too.
+BASE_RADIUS, BASE_SIDE, TAP_BITS = 2, 5, 10
+if (BASE_RADIUS, BASE_SIDE, TAP_BITS) != (_model.BASE_RADIUS, _model.BASE_SIDE, _model.TAP_BITS):
+    raise ImportError("lutsr/_cpu/kernels.py: copy model.py's BASE_RADIUS, BASE_SIDE, TAP_BITS")
 
 _LLVM_MAJOR = _llvm.llvm_version_info[0]
 

@@ -54,8 +54,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..layered import HIGH_LEVELS, MAX_SHIFT, WINDOW
+from .. import layered as _layered
 from .kernels import _pointer_name
+
+# layered.py's constants these kernels read, as literals of this file (numba's cache keys
+# on this file alone; see kernels.py): changing one there fails this import.
+HIGH_LEVELS, MAX_SHIFT, WINDOW = 64, 15, 3
+if (HIGH_LEVELS, MAX_SHIFT, WINDOW) != (_layered.HIGH_LEVELS, _layered.MAX_SHIFT, _layered.WINDOW):
+    raise ImportError("lutsr/_cpu/layered.py: copy layered.py's HIGH_LEVELS, MAX_SHIFT, WINDOW")
 
 #: int16 lanes per vector (one 512-bit register).
 VEC = 32
