@@ -48,7 +48,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import cuda, int32
+from numba import cuda, int32, uint32
 
 from . import layered as _layered
 from .layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
@@ -208,7 +208,6 @@ def _pointwise_kernel(src, dst, tables, shifts, planes, height, width):
     channels = src.shape[2]
     div = channels << 4  # 16ths of A = C inputs
     half = channels << 3
-    level = cuda.local.array(MAX_CHANNELS, int32)
     for z in range(cuda.blockIdx.z, planes * 4, cuda.gridDim.z):
         u = z >> 2
         k = z & 3
@@ -216,21 +215,48 @@ def _pointwise_kernel(src, dst, tables, shifts, planes, height, width):
         hk = height * width // wk
         y = s // wk
         x = s - y * wk
+        # The (at most MAX_CHANNELS = 32) input levels, four bytes to a word in eight scalars: an
+        # array indexed by the channel would live in local memory (bench/GPU.md).
+        w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = uint32(0)
         for c in range(channels):
             ry = y + shifts[0, c]
             ry = 0 if ry < 0 else hk - 1 if ry >= hk else ry
             rx = x + shifts[1, c]
             rx = 0 if rx < 0 else wk - 1 if rx >= wk else rx
-            level[c] = src[u, k, c, ry * wk + rx]
+            v = uint32(src[u, k, c, ry * wk + rx]) << uint32((c & 3) * 8)
+            j = c >> 2
+            if j == 0:
+                w0 |= v
+            elif j == 1:
+                w1 |= v
+            elif j == 2:
+                w2 |= v
+            elif j == 3:
+                w3 |= v
+            elif j == 4:
+                w4 |= v
+            elif j == 5:
+                w5 |= v
+            elif j == 6:
+                w6 |= v
+            else:
+                w7 |= v
         for o in range(channels):
             t = 0
+            own = 0
             for c in range(channels):
-                t += int32(tables[c, o, level[c]])
+                j = c >> 2
+                w = (w0 if j == 0 else w1 if j == 1 else w2 if j == 2 else w3 if j == 3 else
+                     w4 if j == 4 else w5 if j == 5 else w6 if j == 6 else w7)
+                level = int32((w >> uint32((c & 3) * 8)) & uint32(255))
+                t += int32(tables[c, o, level])
+                if c == o:
+                    own = level
             t += half
             q = t // div
             if t == q * div and q & 1:
                 q -= 1
-            q += level[o]
+            q += own
             dst[u, k, o, s] = 0 if q < 0 else 63 if q > 63 else q
 
 
