@@ -261,14 +261,17 @@ def _pointwise_kernel(src, dst, tables, shifts, planes, height, width):
 
 
 @cuda.jit(cache=True)
-def _up_kernel(feat, dst, tables, dest, plane0, planes, r):
+def _up_kernel(feat, dst, tables, source, plane0, planes, r):
     """The up layer, the 4 rotations summed, +128, clipped: into ``dst`` (N, H*r, W*r, Ci).
 
     ``feat`` (P, 4, C, H*W) uint8 levels; ``tables`` int16 (C, r*r, 64);
-    ``dest`` int32 (4, r*r): rotating rotation ``k``'s output block back sends
-    its position ``m`` to position ``dest[k, m]``. Thread ``s`` of block z
-    handles input pixel ``s`` (row-major, unrotated) of chunk plane z,
-    z + gridDim.z, ...
+    ``source`` int32 (4, r*r): output block position ``m`` takes rotation
+    ``k``'s table column ``source[k, m]`` (see :func:`block_sources`). Thread
+    ``s`` of block z handles input pixel ``s`` (row-major, unrotated) of chunk
+    plane z, z + gridDim.z, ...
+
+    Each output is summed over the rotations in one scalar, its levels read
+    where they lie (L1): arrays indexed at run time would live in local memory.
     """
     s = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     _, out_h, out_w, n_chan = dst.shape
@@ -279,59 +282,48 @@ def _up_kernel(feat, dst, tables, dest, plane0, planes, r):
     channels = feat.shape[2]
     div = channels << 4
     half = channels << 3
-    rr = r * r
     i = s // width
     j = s - i * width
-    level = cuda.local.array(MAX_CHANNELS, int32)
-    acc = cuda.local.array(MAX_CHANNELS, int32)  # r*r = C <= MAX_CHANNELS
+    # Where pixel (i, j) sits in np.rot90(plane, k), k = 0..3.
+    s0 = i * width + j
+    s1 = (width - 1 - j) * height + i
+    s2 = (height - 1 - i) * width + (width - 1 - j)
+    s3 = j * height + (height - 1 - i)
     for u in range(cuda.blockIdx.z, planes, cuda.gridDim.z):
         plane = plane0 + u
         n = plane // n_chan
         c = plane - n * n_chan
-        for m in range(rr):
-            acc[m] = 0
-        for k in range(4):
-            # Where pixel (i, j) sits in np.rot90(plane, k).
-            if k == 0:
-                sk = i * width + j
-            elif k == 1:
-                sk = (width - 1 - j) * height + i
-            elif k == 2:
-                sk = (height - 1 - i) * width + (width - 1 - j)
-            else:
-                sk = j * height + (height - 1 - i)
-            for ch in range(channels):
-                level[ch] = feat[u, k, ch, sk]
-            for m in range(rr):
+        for m in range(r * r):
+            acc = 0
+            for k in range(4):
+                sk = s0 if k == 0 else s1 if k == 1 else s2 if k == 2 else s3
+                col = source[k, m]
                 t = 0
                 for ch in range(channels):
-                    t += int32(tables[ch, m, level[ch]])
+                    t += int32(tables[ch, col, feat[u, k, ch, sk]])
                 t += half
                 q = t // div
                 if t == q * div and q & 1:
                     q -= 1
-                q += level[m] - 32
-                acc[dest[k, m]] += -128 if q < -128 else 127 if q > 127 else q
-        for m in range(rr):
-            q = acc[m] + 128
+                q += int32(feat[u, k, col, sk]) - 32
+                acc += -128 if q < -128 else 127 if q > 127 else q
+            q = acc + 128
             dst[n, i * r + m // r, j * r + m % r, c] = 0 if q < 0 else 255 if q > 255 else q
 
 
 # --------------------------------------------------------------------------- host side
 
 
-def block_destinations(r: int) -> np.ndarray:
-    """``dest`` int32 (4, r*r): where position ``m`` of rotation ``k``'s output block lands.
+def block_sources(r: int) -> np.ndarray:
+    """``source`` int32 (4, r*r): the table column of rotation ``k`` that lands on
+    output block position ``m`` once the plane is rotated back.
 
     Rotating a pixel-shuffled plane back by ``-k`` quarter turns moves each
-    ``r x r`` block whole and turns it in place: ``np.rot90`` of the block
-    of position indices says where each position goes.
+    ``r x r`` block whole and turns it in place: ``np.rot90`` of the block of
+    position indices says which position comes to each place.
     """
     positions = np.arange(r * r).reshape(r, r)
-    dest = np.empty((4, r * r), np.int32)
-    for k in range(4):
-        dest[k, np.rot90(positions, -k).ravel()] = np.arange(r * r)
-    return dest
+    return np.stack([np.rot90(positions, -k).ravel() for k in range(4)]).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -350,7 +342,7 @@ class DeviceLayeredStage:
     low: object  # int16 (9, C, 4)
     layers: tuple  # ((tables int16 (A, C, 64), shifts int32 (2, C) or None), ...)
     up: object  # int16 (C, r*r, 64)
-    dest: object  # int32 (4, r*r), see block_destinations
+    source: object  # int32 (4, r*r), see block_sources
 
 
 def upload(stage: LayeredStage) -> DeviceLayeredStage:
@@ -368,7 +360,7 @@ def upload(stage: LayeredStage) -> DeviceLayeredStage:
         layers.append((tables(pw), cuda.to_device(np.ascontiguousarray(shifts, np.int32))))
     return DeviceLayeredStage(
         r=stage.r, channels=stage.channels, first=tables(dw0), low=tables(stage.low, LOW_LEVELS),
-        layers=tuple(layers), up=tables(stage.up), dest=cuda.to_device(block_destinations(stage.r)))
+        layers=tuple(layers), up=tables(stage.up), source=cuda.to_device(block_sources(stage.r)))
 
 
 def chunk_planes(planes: int, channels: int, height: int, width: int) -> int:
@@ -412,4 +404,4 @@ def run_layered(src, dst, stage: DeviceLayeredStage, stream, alloc) -> None:
                                                                height, width)
             a, b = b, a
         _up_kernel[(bx, 1, min(count, MAX_GRID_Z)), (tx, 1, 1), stream](
-            a, dst, stage.up, stage.dest, plane0, count, stage.r)
+            a, dst, stage.up, stage.source, plane0, count, stage.r)

@@ -228,14 +228,14 @@ def test_simulator(case, sim_results):
 
 
 @pytest.mark.parametrize("r", [1, 2, 3, 4, 5])
-def test_block_destinations_rotate_pixel_shuffled_planes_back(r):
+def test_block_sources_rotate_pixel_shuffled_planes_back(r):
     # Guards the one permutation the up kernel relies on: pixel (i, j) sits at
     # a rotated place in np.rot90(plane, k), and its r x r output block, once
     # the whole rotated output is rotated back by -k, lands on (i, j)'s block
     # turned in place. Label every output value by (rotated pixel, m) and check.
-    from lutsr._cuda_layered import block_destinations
+    from lutsr._cuda_layered import block_sources
 
-    dest = block_destinations(r)
+    source = block_sources(r)
     H, W = 3, 5
     index = np.arange(H * W).reshape(H, W)
     for k in range(4):
@@ -244,8 +244,7 @@ def test_block_destinations_rotate_pixel_shuffled_planes_back(r):
         labels = (rotated[:, :, None] * r * r + np.arange(r * r)).reshape(hk, wk, r, r)
         out = np.rot90(labels.transpose(0, 2, 1, 3).reshape(hk * r, wk * r), -k)
         blocks = out.reshape(H, r, W, r).transpose(0, 2, 1, 3).reshape(H, W, r * r)
-        want = np.empty_like(blocks)
-        want[:, :, dest[k]] = index[:, :, None] * r * r + np.arange(r * r)
+        want = index[:, :, None] * r * r + source[k]  # position m holds column source[k, m]
         assert (blocks == want).all(), f"r={r} k={k}"
 
 
