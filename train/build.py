@@ -13,6 +13,10 @@ Phases, each optional and each recorded in the LUT's metadata with its CPU time:
    differentiable simplex interpolation (all stages jointly, train/nets.py);
 5. lsq: the last stage's tables refitted exactly by least squares over the
    whole training set, the earlier stages fixed (train/refit.py, train/lsq.py).
+
+A layered layout (one :class:`lutsr.LayeredStage`, train/layered.py) has its
+own phases: net (its tables trained at every input level), sample (every
+``table_steps`` levels) and finetune.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         pairs = tdata.load_pairs(train_files, config.scale, min_size=config.patch,
                                  scale_aug=config.scale_aug, log=log, skipped=small)
         if small:
-            train_files = [f for f in train_files if f not in set(small)]
+            train_files = [f for f in train_files if f not in small]
             meta["skipped_small"] = len(small)
             log(f"left out {len(small)} images smaller than {config.patch} LR pixels a side")
         mix = degrade_mix(config)
