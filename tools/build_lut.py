@@ -100,10 +100,6 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--batch", type=int, help="patches per Adam step")
     p.add_argument("--patch", type=int,
                    help="LR patch side (every training image must be at least this big in LR)")
-    p.add_argument("--skip-small", action="store_true",
-                   help="leave out training images smaller than a patch instead of refusing them")
-    p.add_argument("--loss-margin", type=int, metavar="M",
-                   help="LR pixels at each patch side left out of the training loss")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--checkpoint-dir", help="where phase checkpoints go (default: <out>.ckpt/)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints")

@@ -90,13 +90,8 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         held_out = files[::config.val_every] if config.val_every else []
         skip = set(held_out)
         train_files = [f for f in files if f not in skip]
-        small = [] if config.skip_small else None
         pairs = tdata.load_pairs(train_files, config.scale, min_size=config.patch,
-                                 scale_aug=config.scale_aug, log=log, skipped=small)
-        if small:
-            train_files = [f for f in train_files if f not in small]
-            meta["skipped_small"] = len(small)
-            log(f"left out {len(small)} images smaller than {config.patch} LR pixels a side")
+                                 scale_aug=config.scale_aug, log=log)
         mix = degrade_mix(config)
         if mix.active:  # every later phase reads these LR images: nets, base, least squares
             pairs, counts = degrade_pairs(pairs, mix)
@@ -205,8 +200,7 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
                                 init_std=0.5, seed=config.seed)
         if config.net_iters:
             state = fit.optimise(net, sampler, config.net_iters, config.net_lr, config.batch,
-                                 _file(ckdir, "net.pt"), log=log, desc="net",
-                                 margin=config.loss_margin * config.scale)
+                                 _file(ckdir, "net.pt"), log=log, desc="net")
             meta["phases"]["net"] = _phase(state)
     if config.table_steps:
         t0 = time.process_time()
@@ -215,7 +209,7 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
     if config.finetune_iters:
         state = fit.optimise(net, sampler, config.finetune_iters, config.finetune_lr,
                              config.batch, _file(ckdir, "finetune.pt"), log=log,
-                             desc="finetune", margin=config.loss_margin * config.scale)
+                             desc="finetune")
         meta["phases"]["finetune"] = _phase(state)
     stage = net.to_stage()
     log(f"layered stage: {stage.describe()}")

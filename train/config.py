@@ -106,12 +106,6 @@ class BuildConfig:
     batch, patch : int
         Mini-batch size and LR patch side of the nets and fine-tuning (every
         training image must be at least ``patch`` pixels in LR).
-    skip_small : bool
-        Leave out training images too small for a patch (their count goes in
-        the metadata) instead of refusing them.
-    loss_margin : int
-        LR pixels at each side of a patch left out of the training loss: their
-        context is padding (a layered stage sees a few pixels around each).
     seed : int
     threads : int or None
         torch threads (None: torch's default).
@@ -156,8 +150,6 @@ class BuildConfig:
     val_degrade: tuple[str, ...] = ()
     batch: int = 64
     patch: int = 16
-    skip_small: bool = False
-    loss_margin: int = 0
     seed: int = 0
     threads: int | None = None
     checkpoint_dir: str | None = None
@@ -218,8 +210,6 @@ def check(config: BuildConfig) -> None:
                              "up), each 1, 2, 4, 8 or 16")
     elif config.table_steps or config.blocks != 2 or config.shift_radius != 1:
         raise BuildError("--blocks, --table-steps and --shift-radius are for --layout layered")
-    if not 0 <= 2 * config.loss_margin < config.patch:
-        raise BuildError(f"--loss-margin must leave part of a {config.patch}-pixel patch")
     if config.resume and not config.checkpoint_dir:
         raise BuildError("--resume needs a checkpoint folder")
     try:

@@ -49,12 +49,11 @@ def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(),
-               log=None, skipped: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+               log=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR, HR) RGB pairs for the image files ``paths`` (see :func:`list_images`).
 
     Images whose LR side would be below ``min_size`` raise ValueError, naming
     the file: silently skipping them would train on less than asked for.
-    With a list ``skipped``, they are left out and their paths appended to it.
     ``scale_aug`` factors (e.g. 0.75, 0.5) add bicubic-downscaled copies of
     each HR image as further HR images (those too small for a patch are
     left out): more edges at more scales from the same photos. Each image's
@@ -65,9 +64,6 @@ def load_pairs(paths, scale: int, min_size: int = 0, scale_aug=(),
         hr = read_rgb(path)
         lr, hr_c = make_pairs(hr, scale)
         if min(lr.shape[:2]) < min_size:
-            if skipped is not None:
-                skipped.append(path)
-                continue
             raise ValueError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for "
                              f"{min_size}-pixel LR patches at x{scale}")
         pairs.append((lr, hr_c))

@@ -57,12 +57,8 @@ def cosine_lr(base: float, it: int, total: int, floor: float = 0.01) -> float:
 
 def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: float, batch: int,
              checkpoint: Path | None = None, every: int = 200, log=print, desc: str = "train",
-             config: dict | None = None, margin: int = 0) -> dict:
+             config: dict | None = None) -> dict:
     """Adam on MSE with cosine decay; resumes from and writes ``checkpoint``.
-
-    ``margin`` HR pixels at each side of the output patches stay out of the
-    loss: what a model computes there from padding is not what it computes
-    inside an image.
 
     ``config`` (JSON-like) is stored in the checkpoint so the model can be
     rebuilt from it alone (see :func:`train.checkpoint.load_net`).
@@ -93,11 +89,7 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, state["iteration"], iters)
         x, y = sampler.batch(batch)
-        pred = model(x)
-        if margin:
-            inner = (..., slice(margin, -margin), slice(margin, -margin))
-            pred, y = pred[inner], y[inner]
-        loss = torch.mean((pred - y) ** 2)
+        loss = torch.mean((model(x) - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
