@@ -48,7 +48,8 @@ def _threads_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="lutsr-png")
+            # long-lived, like the kernels' pool ("lutsr_N"); "lutsr-" names pipeline threads
+            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="lutsr_png")
     return _pool
 
 
