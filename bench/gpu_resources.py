@@ -7,7 +7,8 @@ H100), and ``ptxas -v`` reports what the hardware would allocate::
 
     python bench/gpu_resources.py [--cc 9.0]       # a Markdown table (bench/GPU.md)
 
-``tests/test_cuda.py`` runs it where NVVM and ``ptxas`` are present. A stack
+The compile tests (``tests/test_cuda*.py``) use these signatures; ``tests/test_cuda.py``
+runs the report where NVVM and ``ptxas`` are present. A stack
 frame above 0 bytes is local memory (an array indexed at run time, e.g. an
 accumulator), which every access pays for in L1/L2 traffic.
 """

@@ -219,3 +219,14 @@ def random_layered_stage(rng: np.random.Generator, blocks: int = 1, r: int = 4,
 def random_layered_lut(rng: np.random.Generator, blocks: int = 1, **kwargs) -> LUT:
     """A one-stage LUT holding :func:`random_layered_stage`."""
     return LUT(stages=(random_layered_stage(rng, blocks, **kwargs),), name="random-layered")
+
+
+def sample_images(folder: Path, n: int, size=(64, 48)) -> Path:
+    """``n`` (at most 4) of scikit-image's sample photos resized to ``size``, PNGs in ``folder``."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ["astronaut", "chelsea", "coffee", "rocket"][:n]:
+        Image.fromarray(getattr(data, name)()).resize(size).save(folder / f"{name}.png")
+    return folder

@@ -442,22 +442,14 @@ def test_kernel_compiles_for_a_real_gpu(layout):
     # only NVVM from a CUDA toolkit, no GPU, and catches what the simulator
     # cannot: untypable code, unsupported calls. "A": strided CuPy/torch views.
     from numba import cuda
-    from numba import types as t
     from numba.cuda.cudadrv import nvvm
 
-    from lutsr import _cuda
+    from bench.gpu_resources import kernel_signatures
 
     if not nvvm.is_available():
         pytest.skip("no NVVM (CUDA toolkit) to compile with")
-    image = t.Array(t.uint8, 4, layout)
-    sig = (image, image, t.Array(t.int8, 3, "C"), t.Array(t.int32, 4, "C"),
-           t.Array(t.int32, 4, "C"), t.Array(t.int32, 2, "C"), t.Array(t.uint8, 1, "C"),
-           t.int64, t.int64, t.int64, t.int64,
-           # the linear base: weights, row and column maps, sum shift, bias
-           t.Array(t.int32, 1, "C"), t.Array(t.int32, 2, "C"), t.Array(t.int32, 2, "C"),
-           t.int64, t.int64,
-           t.Array(t.int32, 3, "C"))  # learned tap weights
-    ptx, _ = cuda.compile_ptx(_cuda._stage_kernel.py_func, sig, cc=(9, 0))
+    kernel, sig = kernel_signatures(layout)["simplex stage"]
+    ptx, _ = cuda.compile_ptx(kernel, sig, cc=(9, 0))
     assert ".entry" in ptx and "ld.global" in ptx
 
 
@@ -470,11 +462,8 @@ def test_kernel_resources_from_compiled_code():
 
     if not nvvm.is_available() or shutil.which("ptxas") is None:
         pytest.skip("needs NVVM and ptxas (a CUDA toolkit)")
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from gpu_resources import measure
-    finally:
-        sys.path.pop(0)
+    from bench.gpu_resources import measure
+
     report = measure((9, 0))
     assert set(report) == {"simplex stage", "layered: first", "layered: depthwise",
                            "layered: pointwise", "layered: up"}

@@ -267,25 +267,16 @@ def test_kernels_compile_for_a_real_gpu(layout):
     # (min, max), which need a driver to compile. "A": strided input/output
     # views (CuPy/torch) and feature buffers from a caller's allocator.
     from numba import cuda
-    from numba import types as t
     from numba.cuda.cudadrv import nvvm
 
-    from lutsr import _cuda_layered as L
+    from bench.gpu_resources import kernel_signatures
 
     if not nvvm.is_available():
         pytest.skip("no NVVM (CUDA toolkit) to compile with")
-    image, feat = t.Array(t.uint8, 4, layout), t.Array(t.uint8, 4, layout)
-    tables, small = t.Array(t.int16, 3, "C"), t.Array(t.int32, 2, "C")
-    i64 = t.int64
-    signatures = {
-        L._first_kernel: (image, feat, tables, tables, i64, i64),
-        L._depthwise_kernel: (feat, feat, tables, i64, i64, i64),
-        L._pointwise_kernel: (feat, feat, tables, small, i64, i64, i64),
-        L._up_kernel: (feat, image, tables, small, i64, i64, i64),
-    }
-    for kernel, sig in signatures.items():
-        ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
-        assert ".entry" in ptx and "ld.global" in ptx, kernel.py_func.__name__
+    for name, (kernel, sig) in kernel_signatures(layout).items():
+        if name.startswith("layered"):
+            ptx, _ = cuda.compile_ptx(kernel, sig, cc=(9, 0))
+            assert ".entry" in ptx and "ld.global" in ptx, name
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_lut, with_taps
+from conftest import assert_images_equal, random_lut, sample_images, with_taps
 
 torch = pytest.importorskip("torch")
 
@@ -71,16 +71,6 @@ def test_untrained_mulut_net_replicates_pixels():
     assert_images_equal(_run(net, img).astype(np.uint8), expected)
 
 
-def _images(folder: Path, n: int, size=(64, 48)):
-    from PIL import Image
-    from skimage import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ["astronaut", "chelsea", "coffee", "rocket"][:n]:
-        Image.fromarray(getattr(data, name)()).resize(size).save(folder / f"{name}.png")
-    return folder
-
-
 def _quick(data, **fields) -> BuildConfig:
     """The CI-sized configuration of ``--quick`` on the folder ``data``, at x2 unless told."""
     return quick(BuildConfig(data=(str(data),), **{"scale": 2, **fields}))
@@ -94,7 +84,7 @@ def _build(config: BuildConfig):
 
 def test_build_lut_command_line(tmp_path):
     """The one end-to-end run of tools/build_lut.py: flags in, a loadable .lutsr file out."""
-    data = _images(tmp_path / "imgs", 3)
+    data = sample_images(tmp_path / "imgs", 3)
     out = tmp_path / "m.lutsr"
 
     def run(*args):
@@ -122,7 +112,7 @@ def test_build_lut_command_line(tmp_path):
 
 def test_build_resumes_and_grows_from_a_lut(tmp_path):
     """A resumed build continues its checkpoints; ``init`` continues from a LUT."""
-    data = _images(tmp_path / "imgs", 3)
+    data = sample_images(tmp_path / "imgs", 3)
     ckpt = tmp_path / "m.ckpt"
     lut, _ = _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt), name="m"))
     assert len(lut.stages) == 2 and lut.metadata["images"] == 3
@@ -161,7 +151,7 @@ def test_build_tap_window(tmp_path):
     """``tap_window`` trains taps with the nets; the LUT and the net checkpoint carry them."""
     from train.checkpoint import load_net
 
-    data = _images(tmp_path / "imgs", 2)
+    data = sample_images(tmp_path / "imgs", 2)
     lut, _ = _build(_quick(data, layout="mulut", tap_window=3,
                            checkpoint_dir=str(tmp_path / "ckpt")))
     net = load_net(tmp_path / "ckpt" / "net.pt")
@@ -184,7 +174,7 @@ def test_build_init_keeps_learned_taps(tmp_path):
     start = with_taps(to_lut(layout, NetModel(layout, 8, 1).sample_tables(6), 6),
                       np.random.default_rng(3), window=3)
     lutsr.save(start, tmp_path / "taps.lutsr")
-    data = _images(tmp_path / "imgs", 2)
+    data = sample_images(tmp_path / "imgs", 2)
     lut, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "taps.lutsr")))
     assert set(lut.metadata["phases"]) == {"data", "finetune", "lsq"}
     for before, after in zip(start.stages, lut.stages, strict=True):
@@ -270,7 +260,7 @@ def test_build_refuses_bad_data(tmp_path):
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(BuildError, match="broken.png"):
         _build(_quick(bad))
-    small = _images(tmp_path / "small", 1, size=(20, 20))
+    small = sample_images(tmp_path / "small", 1, size=(20, 20))
     with pytest.raises(BuildError, match="too small"):
         _build(_quick(small, patch=16))
     with pytest.raises(BuildError, match="does not exist"):
@@ -439,7 +429,7 @@ def test_fit_linear_base_recovers_a_linear_target():
 
 def test_build_linear_base(tmp_path):
     """base="linear": a one-stage LUT with a base whose table fits the residual."""
-    data = _images(tmp_path / "imgs", 3)
+    data = sample_images(tmp_path / "imgs", 3)
     lut, _ = _build(_quick(data, base="linear"))
     stage = lut.stages[0]
     assert stage.base is not None
@@ -463,7 +453,7 @@ def test_build_linear_base(tmp_path):
 def test_build_linear_base_over_earlier_stages(tmp_path):
     """base="linear" with ``init`` of a two-stage LUT: stage 1 kept, the last stage refitted
     over a base, its divisor 3 raised to 4 (a base needs q * divisor a power of two)."""
-    data = _images(tmp_path / "imgs", 3)
+    data = sample_images(tmp_path / "imgs", 3)
     start, _ = _build(_quick(data, layout="mulut"))
     lutsr.save(start, tmp_path / "m.lutsr")
     lut, _ = _build(_quick(data, layout="mulut", init=str(tmp_path / "m.lutsr"),
@@ -536,7 +526,7 @@ def test_build_without_degradation_is_unchanged(tmp_path, fields):
     (Checked against the code before degradation existed on these quick builds and a mulut
     one: the tables were byte for byte the same.)
     """
-    data = _images(tmp_path / "imgs", 3)
+    data = sample_images(tmp_path / "imgs", 3)
     plain, logged = _build(_quick(data, threads=1, **fields))
     zero, _ = _build(_quick(data, threads=1, degrade_jpeg=(30, 40), degrade_share=0.0, **fields))
     assert "degrade" not in plain.metadata and not any("degraded" in line for line in logged)
@@ -546,7 +536,7 @@ def test_build_without_degradation_is_unchanged(tmp_path, fields):
 
 def test_build_on_degraded_lr(tmp_path):
     """Degraded LR reaches the fit (other tables), is recorded, and the held-out scores it."""
-    data = _images(tmp_path / "imgs", 4)
+    data = sample_images(tmp_path / "imgs", 4)
     config = _quick(data, base="linear", val_every=4, scale_aug=(0.75,),
                     val_degrade=("jpeg:30", "h264:28"))
     clean, _ = _build(config)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_layered_stage
+from conftest import assert_images_equal, random_layered_stage, sample_images
 
 torch = pytest.importorskip("torch")
 
@@ -134,20 +134,10 @@ def test_training_steps_lower_the_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def _tiny_images(folder, n=3, size=(40, 32)):
-    from PIL import Image
-    from skimage import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ["astronaut", "chelsea", "coffee"][:n]:
-        Image.fromarray(getattr(data, name)()).resize(size).save(folder / f"{name}.png")
-    return folder
-
-
 def test_quick_layered_build_samples_the_net_exactly(tmp_path):
     """The CI-sized layered build: net trained, sampled every 4 levels (low bits: 2),
     no fine-tuning, so the LUT's tables are the trained net's values at the sampled levels."""
-    config = quick(BuildConfig(data=(str(_tiny_images(tmp_path / "imgs")),), scale=2,
+    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
                                layout="layered", table_steps=(4, 4, 2, 4), val_every=3,
                                checkpoint_dir=str(tmp_path / "ck")))
     config = BuildConfig(**{**config.__dict__, "finetune_iters": 0})
@@ -178,7 +168,7 @@ def test_layered_build_fine_tunes_an_imported_stage(tmp_path):
     rng = np.random.default_rng(2)
     start = lutsr.LUT(stages=(random_layered_stage(rng, blocks=1, r=2),), name="imported")
     path = lutsr.save(start, tmp_path / "imported.lutsr")
-    config = quick(BuildConfig(data=(str(_tiny_images(tmp_path / "imgs")),), scale=2,
+    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
                                layout="layered", init=str(path)))
     lut = build(config, log=lambda line: None)
     assert lut.metadata["init"]["lut"] == "imported"
