@@ -33,14 +33,14 @@ def kernel_signatures(layout: str = "A") -> dict:
     from lutsr import _cuda_layered as L
 
     image, i64 = t.Array(t.uint8, 4, layout), t.int64
-    stage = (image, image, t.Array(t.int8, 3, "C"), t.Array(t.int32, 4, "C"),
-             t.Array(t.int32, 4, "C"), t.Array(t.int32, 2, "C"), t.Array(t.uint8, 1, "C"),
-             i64, i64, i64, i64,
+    stage = (image, image, t.Array(t.int32, 3, "C"), t.Array(t.int32, 4, "C"),
+             t.Array(t.int32, 4, "C"), t.Array(t.uint8, 1, "C"), i64, i64, i64,
              t.Array(t.int32, 1, "C"), t.Array(t.int32, 2, "C"), t.Array(t.int32, 2, "C"),
              i64, i64, t.Array(t.int32, 3, "C"))
     tables, small = t.Array(t.int16, 3, "C"), t.Array(t.int32, 2, "C")
     return {
-        "simplex stage": (_cuda._stage_kernel.py_func, stage),
+        **{f"simplex stage, r = {r}": (_cuda.stage_kernel(r).py_func, stage)
+           for r in (1, 2, 3, 4, 8)},
         "layered: first": (L._first_kernel.py_func, (image, image, tables, tables, i64, i64)),
         "layered: depthwise": (L._depthwise_kernel.py_func, (image, image, tables, i64, i64, i64)),
         "layered: pointwise": (L._pointwise_kernel.py_func,

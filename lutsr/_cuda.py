@@ -29,6 +29,7 @@ only when a device array or ``backend="cuda"`` is used.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -43,13 +44,7 @@ from numba import cuda, int32
 from . import _cuda_layered
 from . import model as _model
 from .arrays import as_frames, check_image, check_out, self_overlapping
-from .indexmaps import (
-    block_permutations,
-    padded_index,
-    stack_tables,
-    tap_indices,
-    window_indices,
-)
+from .indexmaps import padded_index, table_words, tap_indices, window_indices
 from .layered import LayeredStage
 from .model import BASE_RADIUS, LUT, Stage, grid_size, sum_shift
 
@@ -74,9 +69,6 @@ MAX_GRID_Z = 65535
 #: Image sizes whose tap index maps stay uploaded per device and model.
 MAP_CACHE_SIZE = 8
 
-# Largest output block a thread accumulates: r <= 8 (see Stage).
-_MAX_BLOCK = 64
-
 _SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 
 # DLPack device types that are device memory (kDLCUDA, kDLCUDAManaged).
@@ -86,123 +78,166 @@ _DLPACK_CUDA = (2, 13)
 # --------------------------------------------------------------------------- kernels
 
 
-@cuda.jit(cache=True)
-def _stage_kernel(src, dst, tables, rows, cols, dest, rounding, s_min, interval, grid, r,
-                  base, base_rows, base_cols, sum_shift, bias, taps):
-    """One stage: ``src`` (N, H, W, C) uint8 -> ``dst`` (N, H*r, W*r, C) uint8.
+@functools.cache
+def stage_kernel(r: int):
+    """The kernel of a simplex stage with upscale factor ``r`` (compiled once per ``r``).
 
-    ``tables`` (P, L**4, r*r) int8; ``rows`` (P, 4, 4, H) and ``cols``
-    (P, 4, 4, W) int32 from :func:`tap_indices`; ``dest`` (4, r*r) int32, the
-    block position table column m lands on in rotation k (the inverse of
-    :func:`block_permutations`); ``rounding`` uint8 maps ``sum - s_min`` to the
-    stage output. Thread (x, y, z) handles input pixel (y, x) of planes
-    z, z + gridDim.z, ...
+    ``r`` is a compile-time constant of each kernel (a closure variable, part
+    of numba's cache key), so every loop over the ``r*r`` block positions
+    unrolls and the accumulator stays in registers: no array in the kernel is
+    indexed at run time (``bench/gpu_resources.py`` checks the compiled code
+    for local memory).
 
-    With a linear base, ``sum_shift`` >= 0 and ``base`` (r*r*25,) int32 holds its
-    weights, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the padded
-    source index of offsets -2..2; the output is then rounded in integers with
-    ``bias``. Without one, ``sum_shift`` is -1 and those arrays are dummies.
+    The kernel maps ``src`` (N, H, W, C) uint8 to ``dst`` (N, H*r, W*r, C)
+    uint8. ``words`` (P, L**4, ceil(r*r / 4)) int32 are the tables with each
+    row padded to whole words (:func:`lutsr.indexmaps.table_words`), read a
+    word (four table columns) per load; ``rows`` (P, 4, 4, H) and ``cols``
+    (P, 4, 4, W) int32 come from :func:`tap_indices`; ``rounding`` uint8 maps
+    ``sum - s_min`` to the stage output. Thread (x, y, z) handles input pixel
+    (y, x) of planes z, z + gridDim.z, ...
+
+    With a linear base, ``sum_shift`` >= 0 and ``base`` (r*r*25,) int32 holds
+    its weights, ``base_rows`` (5, H) and ``base_cols`` (5, W) int32 the
+    padded source index of offsets -2..2; the output is then rounded in
+    integers with ``bias``. Without one, ``sum_shift`` is -1 and those arrays
+    are dummies.
 
     With learned taps, ``taps`` (P, 4, w*w) int32 holds their weights and
     ``rows`` / ``cols`` are :func:`window_indices` as (1, 4, w*w, H) and
-    (1, 4, w*w, W) (4-D, so one compiled kernel serves both); without, ``taps``
-    is a (1, 1, 1) dummy.
+    (1, 4, w*w, W) (4-D, so one compiled kernel serves both); without,
+    ``taps`` is a (1, 1, 1) dummy.
     """
-    x, y, z = cuda.grid(3)
-    n_img, height, width, channels = src.shape
-    if x >= width or y >= height:
-        return
-    n_pat = tables.shape[0]
-    learned = taps.shape[1] == 4  # else the (1, 1, 1) dummy
-    q = 1 << interval
-    mask = q - 1
-    rr = r * r
-    acc = cuda.local.array(_MAX_BLOCK, int32)
-    # Table row stride of each input dimension (a, b, c, d -> L**3 .. 1).
-    dim_stride = cuda.local.array(4, int32)
-    window = cuda.local.array(_BASE_PIXELS, int32)  # a linear base's input pixels
-    tap = cuda.local.array(4, int32)  # a, b, c, d of one (pattern, rotation)
-    dim_stride[3] = 1
-    dim_stride[2] = grid
-    dim_stride[1] = grid * grid
-    dim_stride[0] = grid * grid * grid
-    for plane in range(z, n_img * channels, cuda.gridDim.z):
-        n = plane // channels
-        c = plane - n * channels
-        for pos in range(rr):
-            acc[pos] = 0
-        for k in range(4):
-            for p in range(n_pat):
-                for t in range(4):
-                    if learned:  # (inline: a device function would need a driver to compile)
-                        total = 0
-                        for e in range(taps.shape[2]):
-                            total += taps[p, t, e] * int32(
-                                src[n, rows[0, k, e, y], cols[0, k, e, x], c])
-                        total = (total + (1 << (TAP_BITS - 1))) >> TAP_BITS
-                        if total < 0:
-                            total = 0
-                        elif total > 255:
-                            total = 255
-                        tap[t] = total
+    if not 1 <= r <= 8:
+        raise ValueError(f"no stage kernel for r = {r}")
+    R, RR, WORDS = r, r * r, (r * r + 3) // 4
+
+    @cuda.jit(cache=True)
+    def kernel(src, dst, words, rows, cols, rounding, s_min, interval, grid, base, base_rows,
+               base_cols, sum_shift, bias, taps):
+        x, y, z = cuda.grid(3)
+        n_img, height, width, channels = src.shape
+        if x >= width or y >= height:
+            return
+        n_pat = words.shape[0]
+        learned = taps.shape[1] == 4  # else the (1, 1, 1) dummy
+        q = 1 << interval
+        mask = q - 1
+        grid2 = grid * grid
+        grid3 = grid2 * grid
+        # Indexed only by unrolled loops' counters: registers, not local memory.
+        acc = cuda.local.array(RR, int32)  # per output position (u * r + v)
+        val = cuda.local.array(RR, int32)  # one interpolation, per table column
+        tap = cuda.local.array(4, int32)  # a, b, c, d of one (pattern, rotation)
+        for plane in range(z, n_img * channels, cuda.gridDim.z):
+            n = plane // channels
+            c = plane - n * channels
+            for pos in range(RR):
+                acc[pos] = 0
+            for k in range(4):
+                for p in range(n_pat):
+                    for t in range(4):
+                        if learned:  # (inline: a device function would need a driver to compile)
+                            total = int32(0)
+                            for e in range(taps.shape[2]):
+                                total += taps[p, t, e] * int32(
+                                    src[n, rows[0, k, e, y], cols[0, k, e, x], c])
+                            total = (total + (1 << (TAP_BITS - 1))) >> TAP_BITS
+                            if total < 0:
+                                total = 0
+                            elif total > 255:
+                                total = 255
+                            tap[t] = total
+                        else:
+                            tap[t] = int32(src[n, rows[p, k, t, y], cols[p, k, t, x], c])
+                    v0, v1, v2, v3 = tap[0], tap[1], tap[2], tap[3]
+                    i0 = (((v0 >> interval) * grid + (v1 >> interval)) * grid
+                          + (v2 >> interval)) * grid + (v3 >> interval)
+                    # Fraction in the high bits, dimension in the low two: sorting
+                    # the keys descending sorts the dimensions by fraction. Ties
+                    # order differently from the reference's stable argsort, which
+                    # only moves a vertex whose weight is zero.
+                    k0 = ((v0 & mask) << 2) | 0
+                    k1 = ((v1 & mask) << 2) | 1
+                    k2 = ((v2 & mask) << 2) | 2
+                    k3 = ((v3 & mask) << 2) | 3
+                    if k0 < k1:
+                        k0, k1 = k1, k0
+                    if k2 < k3:
+                        k2, k3 = k3, k2
+                    if k0 < k2:
+                        k0, k2 = k2, k0
+                    if k1 < k3:
+                        k1, k3 = k3, k1
+                    if k1 < k2:
+                        k1, k2 = k2, k1
+                    f1, f2, f3, f4 = k0 >> 2, k1 >> 2, k2 >> 2, k3 >> 2
+                    # One grid step along dimension d (a..d) is grid**(3 - d) rows.
+                    d = k0 & 3
+                    i1 = i0 + (grid3 if d == 0 else grid2 if d == 1 else grid if d == 2 else 1)
+                    d = k1 & 3
+                    i2 = i1 + (grid3 if d == 0 else grid2 if d == 1 else grid if d == 2 else 1)
+                    d = k2 & 3
+                    i3 = i2 + (grid3 if d == 0 else grid2 if d == 1 else grid if d == 2 else 1)
+                    d = k3 & 3
+                    i4 = i3 + (grid3 if d == 0 else grid2 if d == 1 else grid if d == 2 else 1)
+                    w0, w1, w2, w3, w4 = q - f1, f1 - f2, f2 - f3, f3 - f4, f4
+                    for j in range(WORDS):
+                        a0, a1, a2 = words[p, i0, j], words[p, i1, j], words[p, i2, j]
+                        a3, a4 = words[p, i3, j], words[p, i4, j]
+                        for b in range(4):
+                            m = 4 * j + b
+                            if m < RR:  # byte b of a word, sign-extended: table column m
+                                s = 8 * b
+                                val[m] = (w0 * ((((a0 >> s) & 255) ^ 128) - 128)
+                                          + w1 * ((((a1 >> s) & 255) ^ 128) - 128)
+                                          + w2 * ((((a2 >> s) & 255) ^ 128) - 128)
+                                          + w3 * ((((a3 >> s) & 255) ^ 128) - 128)
+                                          + w4 * ((((a4 >> s) & 255) ^ 128) - 128))
+                    # Rotating the block back: column perm[k, pos] of
+                    # block_permutations lands at position pos = (u, v). One
+                    # branch per rotation keeps every index a constant.
+                    if k == 0:
+                        for pos in range(RR):
+                            acc[pos] += val[pos]
+                    elif k == 1:
+                        for pos in range(RR):
+                            u, v = pos // R, pos % R
+                            acc[pos] += val[(R - 1 - v) * R + u]
+                    elif k == 2:
+                        for pos in range(RR):
+                            acc[pos] += val[RR - 1 - pos]
                     else:
-                        tap[t] = int32(src[n, rows[p, k, t, y], cols[p, k, t, x], c])
-                v0, v1, v2, v3 = tap[0], tap[1], tap[2], tap[3]
-                i0 = (((v0 >> interval) * grid + (v1 >> interval)) * grid
-                      + (v2 >> interval)) * grid + (v3 >> interval)
-                # Fraction in the high bits, dimension in the low two: sorting
-                # the keys descending sorts the dimensions by fraction. Ties
-                # order differently from the reference's stable argsort, which
-                # only moves a vertex whose weight is zero.
-                k0 = ((v0 & mask) << 2) | 0
-                k1 = ((v1 & mask) << 2) | 1
-                k2 = ((v2 & mask) << 2) | 2
-                k3 = ((v3 & mask) << 2) | 3
-                if k0 < k1:
-                    k0, k1 = k1, k0
-                if k2 < k3:
-                    k2, k3 = k3, k2
-                if k0 < k2:
-                    k0, k2 = k2, k0
-                if k1 < k3:
-                    k1, k3 = k3, k1
-                if k1 < k2:
-                    k1, k2 = k2, k1
-                f1, f2, f3, f4 = k0 >> 2, k1 >> 2, k2 >> 2, k3 >> 2
-                i1 = i0 + dim_stride[k0 & 3]
-                i2 = i1 + dim_stride[k1 & 3]
-                i3 = i2 + dim_stride[k2 & 3]
-                i4 = i3 + dim_stride[k3 & 3]
-                w0, w1, w2, w3, w4 = q - f1, f1 - f2, f2 - f3, f3 - f4, f4
-                for m in range(rr):
-                    # Rotating the block back sends table column m to dest[k, m].
-                    acc[dest[k, m]] += (w0 * int32(tables[p, i0, m]) + w1 * int32(tables[p, i1, m])
-                                        + w2 * int32(tables[p, i2, m])
-                                        + w3 * int32(tables[p, i3, m])
-                                        + w4 * int32(tables[p, i4, m]))
-        if sum_shift < 0:
-            for pos in range(rr):
-                dst[n, y * r + pos // r, x * r + pos % r, c] = rounding[acc[pos] - s_min]
-            continue
-        # The window's pixels, read once for all r*r outputs of this input pixel.
-        for a in range(BASE_SIDE):
-            sy = base_rows[a, y]
-            for b in range(BASE_SIDE):
-                window[a * BASE_SIDE + b] = src[n, sy, base_cols[b, x], c]
-        for pos in range(rr):
-            u = pos // r
-            v = pos - u * r
-            total = acc[pos] << sum_shift
-            for t in range(_BASE_PIXELS):
-                total += base[pos * _BASE_PIXELS + t] * window[t]
-            # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
-            half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
-            value = ((total + half) >> BASE_BITS) + bias
-            if value < 0:
-                value = 0
-            elif value > 255:
-                value = 255
-            dst[n, y * r + u, x * r + v, c] = value
+                        for pos in range(RR):
+                            u, v = pos // R, pos % R
+                            acc[pos] += val[v * R + R - 1 - u]
+            if sum_shift < 0:
+                for pos in range(RR):
+                    u, v = pos // R, pos % R
+                    dst[n, y * R + u, x * R + v, c] = rounding[acc[pos] - s_min]
+                continue
+            # int32 suffices: |sum| << sum_shift and the 25 int16 weights times 255 stay
+            # below 2**31 (as in lutsr._cpu).
+            for pos in range(RR):
+                acc[pos] = acc[pos] << sum_shift
+            for a in range(BASE_SIDE):
+                sy = base_rows[a, y]
+                for b in range(BASE_SIDE):
+                    pixel = int32(src[n, sy, base_cols[b, x], c])
+                    for pos in range(RR):
+                        acc[pos] += base[pos * _BASE_PIXELS + a * BASE_SIDE + b] * pixel
+            for pos in range(RR):
+                u, v = pos // R, pos % R
+                total = acc[pos]
+                # Round half to even after the (integer) bias, as lutsr._cpu's _round_shift.
+                half = (1 << (BASE_BITS - 1)) - 1 + (((total >> BASE_BITS) + bias) & 1)
+                value = ((total + half) >> BASE_BITS) + bias
+                if value < 0:
+                    value = 0
+                elif value > 255:
+                    value = 255
+                dst[n, y * R + u, x * R + v, c] = value
+
+    return kernel
 
 
 # --------------------------------------------------------------------------- tables
@@ -237,8 +272,7 @@ class _DeviceStage:
     """One stage's constant arrays, uploaded to one device."""
 
     r: int
-    tables: object  # int8 (P, L**4, r*r)
-    dest: object  # int32 (4, r*r), inverse of block_permutations
+    words: object  # int32 (P, L**4, ceil(r*r / 4)), see table_words
     rounding: object  # uint8, see rounding_table
     s_min: int
     base: object  # int32 (r*r*25,), or a dummy (1,) without a base
@@ -276,9 +310,7 @@ class _DeviceModel:
                 rounding_table(stage, lut.interval)
             device_stages.append(_DeviceStage(
                 r=stage.r,
-                tables=cuda.to_device(stack_tables(stage)),
-                dest=cuda.to_device(
-                    np.argsort(block_permutations(stage.r), axis=1).astype(np.int32)),
+                words=cuda.to_device(table_words(stage)),
                 rounding=cuda.to_device(rounding),
                 s_min=s_min,
                 base=cuda.to_device(stage.base.reshape(-1).astype(np.int32) if has_base
@@ -362,10 +394,10 @@ def _launch_stage(src, dst, stage: _DeviceStage, maps, interval: int, stream) ->
     rows, cols, base_rows, base_cols = maps
     tx, ty = THREADS_PER_BLOCK
     blocks = (math.ceil(w / tx), math.ceil(h / ty), min(n * c, MAX_GRID_Z))
-    _stage_kernel[blocks, (tx, ty, 1), stream](
-        src, dst, stage.tables, rows, cols, stage.dest, stage.rounding, stage.s_min,
-        interval, grid_size(interval), stage.r, stage.base, base_rows, base_cols,
-        stage.sum_shift, stage.bias, stage.taps)
+    stage_kernel(stage.r)[blocks, (tx, ty, 1), stream](
+        src, dst, stage.words, rows, cols, stage.rounding, stage.s_min, interval,
+        grid_size(interval), stage.base, base_rows, base_cols, stage.sum_shift, stage.bias,
+        stage.taps)
 
 
 # --------------------------------------------------------------------------- array kinds

@@ -74,6 +74,22 @@ def stack_tables(stage: Stage) -> np.ndarray:
     return np.ascontiguousarray(np.stack(stage.tables))
 
 
+def table_words(stage: Stage) -> np.ndarray:
+    """The stage's tables with each row zero-padded to whole 32-bit words, as words.
+
+    Returns
+    -------
+    ndarray of int32, shape (P, L**4, ceil(r*r / 4))
+        Byte ``m`` of a row (table column ``m``) is bits ``8 (m % 4)`` and up of
+        word ``m // 4``, little-endian whatever the host's byte order.
+    """
+    tables = stack_tables(stage)
+    words = -(-tables.shape[2] // 4)
+    padded = np.zeros((*tables.shape[:2], 4 * words), np.int8)
+    padded[..., :tables.shape[2]] = tables
+    return padded.view("<i4").astype(np.int32)
+
+
 def rotated_offsets(pattern: str) -> np.ndarray:
     """Tap offsets of ``pattern`` in every rotation, in unrotated coordinates.
 

@@ -147,12 +147,15 @@ def _tables_uploaded_once_and_one_launch_per_stage():
 
     uploads, launches = [], []
     upload = _cuda._DeviceModel.upload.__func__
-    kernel = _cuda._stage_kernel
+    kernel = _cuda.stage_kernel
 
     class Spy:  # records each launch configuration, then launches
+        def __init__(self, compiled):
+            self.compiled = compiled
+
         def __getitem__(self, config):
             launches.append(config)
-            return kernel[config]
+            return self.compiled[config]
 
     def counting_upload(cls, lut):
         uploads.append(lut)
@@ -166,7 +169,7 @@ def _tables_uploaded_once_and_one_launch_per_stage():
         sync()
 
     _cuda._DeviceModel.upload = classmethod(counting_upload)
-    _cuda._stage_kernel = Spy()
+    _cuda.stage_kernel = lambda r: Spy(kernel(r))
     _cuda.cuda.synchronize = counting_sync
     try:
         rng = np.random.default_rng(8)
@@ -180,7 +183,7 @@ def _tables_uploaded_once_and_one_launch_per_stage():
         first(cuda.to_device(np.ascontiguousarray(img[:, :4, :6])))
     finally:
         _cuda._DeviceModel.upload = classmethod(upload)
-        _cuda._stage_kernel = kernel
+        _cuda.stage_kernel = kernel
         _cuda.cuda.synchronize = sync
     assert len(uploads) == 1, f"tables uploaded {len(uploads)} times for one device"
     # the device waited for the tables, then for each frame size's maps, and only then
@@ -301,6 +304,7 @@ SIM_CASES = {
                                               "reflect", seed=15, taps=5),
     "srlut_x3_k7_taps3_base": _random_case("srlut", 7, [(4, 5, 2)], 3, "edge", seed=16,
                                            base=True, taps=3),
+    "srlut_x8_k7_rgb": _random_case("srlut", 7, [(1, 1), (3, 4, 3)], 8, seed=17),
     "ties_and_two_patterns": _ties_and_two_patterns,
     "extreme_models": _extreme_models,
     "out_and_strided_views": _out_and_strided_views,
@@ -435,6 +439,22 @@ def test_extent_covers_exactly_the_bytes():
         assert extent(a.__array_interface__) == (min(addresses), max(addresses)), index
 
 
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 8])
+def test_table_words_hold_the_rows_little_endian(scale):
+    # The kernels read table column m as byte m % 4 of word m // 4, sign-extended.
+    from lutsr.indexmaps import stack_tables, table_words
+
+    rng = np.random.default_rng(scale)
+    stage = random_lut(rng, 7, "mulut", scale).stages[-1]  # r = scale
+    words = table_words(stage)
+    tables = stack_tables(stage)
+    assert words.dtype == np.int32 and words.shape == (*tables.shape[:2], -(-scale**2 // 4))
+    m = np.arange(4 * words.shape[2])
+    columns = ((words[..., m // 4] >> (8 * (m % 4))) & 255 ^ 128) - 128  # the kernels' decoding
+    np.testing.assert_array_equal(columns[..., :scale**2], tables)
+    assert not columns[..., scale**2:].any()  # the padding is zeros
+
+
 @pytest.mark.parametrize("layout", ["C", "A"])
 def test_kernel_compiles_for_a_real_gpu(layout):
     # The simulator runs the kernel as Python; numba's real CUDA compiler types
@@ -448,9 +468,10 @@ def test_kernel_compiles_for_a_real_gpu(layout):
 
     if not nvvm.is_available():
         pytest.skip("no NVVM (CUDA toolkit) to compile with")
-    kernel, sig = kernel_signatures(layout)["simplex stage"]
-    ptx, _ = cuda.compile_ptx(kernel, sig, cc=(9, 0))
-    assert ".entry" in ptx and "ld.global" in ptx
+    for name, (kernel, sig) in kernel_signatures(layout).items():
+        if name.startswith("simplex stage"):
+            ptx, _ = cuda.compile_ptx(kernel, sig, cc=(9, 0))
+            assert ".entry" in ptx and "ld.global" in ptx, name
 
 
 def test_kernel_resources_from_compiled_code():
@@ -465,11 +486,16 @@ def test_kernel_resources_from_compiled_code():
     from bench.gpu_resources import measure
 
     report = measure((9, 0))
-    assert set(report) == {"simplex stage", "layered: first", "layered: depthwise",
-                           "layered: pointwise", "layered: up"}
+    assert set(report) == {*(f"simplex stage, r = {r}" for r in (1, 2, 3, 4, 8)),
+                           "layered: first", "layered: depthwise", "layered: pointwise",
+                           "layered: up"}
     for name, r in report.items():
         assert 0 < r["registers"] <= 255, (name, r)
         assert r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0, (name, r)
+        # No local memory: accumulators and small arrays live in registers. Only
+        # r = 8 (no published model) keeps its 64 accumulators in memory.
+        if name != "simplex stage, r = 8":
+            assert r["stack_frame_bytes"] == 0, (name, r)
 
 
 def test_import_and_numpy_path_do_not_load_numba_cuda():
