@@ -505,14 +505,17 @@ def _check_device_array(a, what: str) -> dict:
 def frames_interface(desc: dict) -> dict:
     """The array interface of an (N, H, W, C) view of an (H, W), (H, W, C) or (N, H, W, C) one.
 
-    Added axes have length 1 and stride 0; the ``stream`` entry is dropped
-    because the runner enqueues on that stream itself (so no host sync).
+    Added axes have length 1 and the strides C order would give them, so a
+    C-contiguous image stays C-contiguous to numba (one compiled kernel per
+    layout; stride 0 would make every 2-D or 3-D image non-contiguous). The
+    ``stream`` entry is dropped because the runner enqueues on that stream
+    itself (so no host sync).
     """
     shape = tuple(desc["shape"])
     lead, trail = {2: (1, 1), 3: (1, 0), 4: (0, 0)}[len(shape)]
-    strides = desc.get("strides") or _c_strides(shape)
+    strides = tuple(desc.get("strides") or _c_strides(shape))
     view = dict(desc, shape=(1,) * lead + shape + (1,) * trail,
-                strides=(0,) * lead + tuple(strides) + (0,) * trail, version=3)
+                strides=(shape[0] * strides[0],) * lead + strides + (1,) * trail, version=3)
     view.pop("stream", None)
     return view
 

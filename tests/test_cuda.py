@@ -412,7 +412,8 @@ def test_interface_only_array_is_placed_by_its_pointer(monkeypatch):
     assert _cuda._device_of(_FakeDLPack(2)) == 0 and asked == [4096]  # DLPack says itself
 
 
-@pytest.mark.parametrize("index", [np.s_[:, :, 0], np.s_[:, :], np.s_[::-1, 1:], np.s_[None]])
+@pytest.mark.parametrize("index", [np.s_[:, :, 0], np.s_[0], np.s_[:, :], np.s_[::-1, 1:],
+                                   np.s_[None]])
 def test_frames_interface_is_the_nhwc_view(index):
     # The view the runner builds from __cuda_array_interface__ on a real GPU,
     # checked here on numpy's identical interface: wrong strides would read
@@ -424,6 +425,12 @@ def test_frames_interface_is_the_nhwc_view(index):
     view = np.asarray(_Interface(frames_interface(a.__array_interface__), a))
     nhwc = a[None, :, :, None] if a.ndim == 2 else a[None] if a.ndim == 3 else a
     assert view.shape == nhwc.shape and (view == nhwc).all()
+    # a contiguous image stays contiguous to numba (it compiles one kernel per layout)
+    from numba.cuda.cudadrv.dummyarray import Array
+
+    desc = frames_interface(a.__array_interface__)
+    assert Array.from_desc(0, desc["shape"], desc["strides"], 1).is_c_contig == \
+        a.flags.c_contiguous
 
 
 def test_extent_covers_exactly_the_bytes():
