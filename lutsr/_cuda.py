@@ -85,8 +85,9 @@ def stage_kernel(r: int):
     ``r`` is a compile-time constant of each kernel (a closure variable, part
     of numba's cache key), so every loop over the ``r*r`` block positions
     unrolls and the accumulator stays in registers: no array in the kernel is
-    indexed at run time (``bench/gpu_resources.py`` checks the compiled code
-    for local memory).
+    indexed at run time. ``bench/gpu_resources.py`` reads the compiled code:
+    no local memory up to ``r = 4``; for ``r = 8`` NVVM does not unroll the
+    64 positions and the accumulator is in local memory.
 
     The kernel maps ``src`` (N, H, W, C) uint8 to ``dst`` (N, H*r, W*r, C)
     uint8. ``words`` (P, L**4, ceil(r*r / 4)) int32 are the tables with each
