@@ -178,6 +178,30 @@ def test_layered_build_fine_tunes_an_imported_stage(tmp_path):
     assert any(not np.array_equal(a.tables, b.tables) for a, b in zip(old.layers, new.layers))
 
 
+def test_deepened_net_runs_unchanged_and_grows_by_init(tmp_path):
+    # Identity blocks appended: the same output; a build with --init and more
+    # --blocks trains them, and fewer blocks than the LUT's is refused.
+    rng = np.random.default_rng(3)
+    start = lutsr.LUT(stages=(random_layered_stage(rng, blocks=1, r=2, max_shift=1),),
+                      name="imported")
+    deep = LayeredNet.from_stage(start.stages[0]).deepened(3).to_stage()
+    assert len(deep.blocks) == 3
+    img = rng.integers(0, 256, (11, 9, 2), dtype=np.uint8)
+    assert_images_equal(lutsr.upscale(img, lutsr.LUT(stages=(deep,), name="deep")),
+                        lutsr.upscale(img, start), "deepened")
+    path = lutsr.save(start, tmp_path / "imported.lutsr")
+    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
+                               layout="layered", init=str(path), blocks=2))
+    (grown,) = build(config, log=lambda line: None).stages
+    assert len(grown.blocks) == 2 and grown.blocks[1][1].shifts is None
+    assert grown.blocks[1][0].tables.any()  # trained away from zero
+    with pytest.raises(BuildError, match="would drop"):
+        build(quick(BuildConfig(data=config.data, scale=2, layout="layered",
+                                init=str(lutsr.save(lutsr.LUT(stages=(deep,), name="d"),
+                                                    tmp_path / "d.lutsr")), blocks=2)),
+              log=lambda line: None)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"base": "linear"}, "--base linear"), ({"tap_window": 3}, "--tap-window"),
     ({"lsq_iters": 5}, "--lsq-iters"), ({"table_steps": (4, 4, 4)}, "four steps"),

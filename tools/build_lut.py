@@ -34,7 +34,9 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--layout", choices=("srlut", "mulut", "layered"),
                    help="srlut: one stage; mulut: refinement stage(s) at LR (--refine-stages) then "
                         "the upscaling stage; layered: a network of 1-D tables (ShiftLUT-like)")
-    p.add_argument("--blocks", type=int, help="a layered layout's depthwise+pointwise blocks")
+    p.add_argument("--blocks", type=int,
+                   help="a layered layout's depthwise+pointwise blocks (2; with --init its LUT's, "
+                        "more appends identity blocks to train)")
     p.add_argument("--table-steps", type=int, nargs=4, metavar=("DW", "PW", "LOW", "UP"),
                    help="a layered layout: sample the trained tables every this many levels "
                         "(per layer kind), then fine-tune them (default: every level)")

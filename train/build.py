@@ -190,13 +190,18 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
             raise BuildError(f"--init {config.init}: --layout layered starts from a LUT of "
                              f"one layered stage at x{config.scale}")
         net = LayeredNet.from_stage(lut.stages[0])
+        if config.blocks:
+            if config.blocks < len(net.dw):
+                raise BuildError(f"--init {config.init} has {len(net.dw)} blocks: --blocks "
+                                 f"{config.blocks} would drop some")
+            net = net.deepened(config.blocks)
         meta["init"] = {"lut": lut.name,
                         "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
                         "phases": lut.metadata.get("phases", {})}
     else:
-        net = LayeredNet.random(config.scale, config.blocks,
-                                shifts=spread_shifts(config.blocks, config.scale**2,
-                                                     config.shift_radius),
+        blocks = config.blocks or 2
+        net = LayeredNet.random(config.scale, blocks,
+                                shifts=spread_shifts(blocks, config.scale**2, config.shift_radius),
                                 init_std=0.5, seed=config.seed)
         if config.net_iters:
             state = fit.optimise(net, sampler, config.net_iters, config.net_lr, config.batch,

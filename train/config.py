@@ -44,8 +44,11 @@ class BuildConfig:
         A mulut layout's stages at LR, 1..4. With ``init`` of a LUT that
         has fewer, the missing ones are inserted before its last stage as
         pixel replication (a way to grow a trained model).
-    blocks : int
-        A layered layout's depthwise + pointwise blocks, 1..8.
+    blocks : int or None
+        A layered layout's depthwise + pointwise blocks, 1..8 (default 2;
+        with ``init``, its LUT's). More than an ``init`` LUT has appends
+        identity blocks (zero tables, unshifted) after its own, a way to
+        grow a trained stage before fine-tuning it.
     table_steps : tuple of int
         A layered layout: ``()`` keeps every table at every input level;
         four steps (depthwise, pointwise, low-bit, up layers; 1, 2, 4, 8 or
@@ -123,7 +126,7 @@ class BuildConfig:
     layout: str = "srlut"
     patterns: str = "SDY"
     refine_stages: int = 1
-    blocks: int = 2
+    blocks: int | None = None
     table_steps: tuple[int, ...] = ()
     shift_radius: int = 1
     interval: int = 4
@@ -172,7 +175,7 @@ def quick(config: BuildConfig) -> BuildConfig:
     small = dict(net_iters=20, finetune_iters=10, lsq_iters=3, batch=4, patch=16, net_width=16,
                  net_depth=2, interval=max(config.interval, 6))
     if config.layout == "layered":
-        small.update(lsq_iters=0, blocks=min(config.blocks, 2))
+        small.update(lsq_iters=0, blocks=config.blocks and min(config.blocks, 2))
     if config.base == "linear":
         small.update(net_iters=0, finetune_iters=0)
     return dataclasses.replace(config, **small)
@@ -202,13 +205,13 @@ def check(config: BuildConfig) -> None:
         if clashes:
             raise BuildError(f"--layout layered trains its tables by gradient alone; it does not "
                              f"combine with {', '.join(clashes)}")
-        if not 1 <= config.blocks <= 8 or not 0 <= config.shift_radius <= 3:
+        if not 1 <= (config.blocks or 2) <= 8 or not 0 <= config.shift_radius <= 3:
             raise BuildError("--blocks must be in 1..8 and --shift-radius in 0..3")
         if config.table_steps and (len(config.table_steps) != 4
                                    or not set(config.table_steps) <= {1, 2, 4, 8, 16}):
             raise BuildError("--table-steps takes four steps (depthwise, pointwise, low-bit, "
                              "up), each 1, 2, 4, 8 or 16")
-    elif config.table_steps or config.blocks != 2 or config.shift_radius != 1:
+    elif config.table_steps or config.blocks is not None or config.shift_radius != 1:
         raise BuildError("--blocks, --table-steps and --shift-radius are for --layout layered")
     if config.resume and not config.checkpoint_dir:
         raise BuildError("--resume needs a checkpoint folder")

@@ -233,6 +233,22 @@ class LayeredNet(nn.Module):
                           [again(pw, "pointwise") for pw in self.pw],
                           again(self.low, "low"), again(self.up, "up"))
 
+    def deepened(self, blocks: int) -> LayeredNet:
+        """This network with identity blocks appended up to ``blocks``: zero tables at
+        every level and no shifts, so its output is unchanged until they are trained."""
+        c, area = self.r * self.r, WINDOW * WINDOW
+
+        def zeros(inputs):
+            return torch.zeros(inputs, c, table_entries(1, HIGH_LEVELS))
+
+        extra = range(blocks - len(self.dw))
+        return LayeredNet(
+            self.r, [*self.dw, *(TableLayerNet("depthwise", zeros(area), np.ones((area, c)),
+                                               HIGH_LEVELS) for _ in extra)],
+            [*self.pw, *(TableLayerNet("pointwise", zeros(c), np.ones((c, c)), HIGH_LEVELS)
+                         for _ in extra)],
+            self.low, self.up)
+
     def rotation(self, plane: torch.Tensor) -> torch.Tensor:
         """The network on (B, 1, H, W) levels: (B, 1, H*r, W*r) in -128..127."""
         x = plane - 128
