@@ -2,7 +2,8 @@
 
 The targets, 480x270 RGB upscaled x4 to 1920x1080 with 2 threads, per frame:
 ShiftLUT-S (1 block) median <= 60 ms, ShiftLUT-M (2 blocks) <= 100 ms,
-ShiftLUT-L (8 blocks) <= 400 ms. The models have random tables of the
+ShiftLUT-L (8 blocks) <= 400 ms; bundled layered LUTs (``x4-layered``)
+<= 100 ms, timed with their own tables. The ShiftLUT models have random tables of the
 published shapes (``r = 4``, 16 channels, random steps, every pointwise layer
 shifted within +-2 as in ``../shared/conformance/shiftlut/s2_x4_shift2``):
 the kernels' cost depends on the shapes only, not on the values. Run::
@@ -38,13 +39,24 @@ except ImportError:  # run as a script
     from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
     from bench.test_bench_runtime import THREADS, cubic, lut_upscale, timed
 
+import lutsr  # noqa: E402
+from lutsr.layered import LayeredStage  # noqa: E402
+
 #: Per-frame targets (ms) at 480x270 RGB -> 1920x1080, 2 threads.
-TARGETS_MS = {"ShiftLUT-S": 60, "ShiftLUT-M": 100, "ShiftLUT-L": 400}
+TARGETS_MS = {"ShiftLUT-S": 60, "ShiftLUT-M": 100, "ShiftLUT-L": 400, "x4-layered": 100}
+
+#: The bundled layered LUTs, timed with their trained tables.
+BUNDLED = [name for name in lutsr.bundled_names()
+           if all(isinstance(s, LayeredStage) for s in lutsr.load_bundled(name).stages)]
 
 
-@pytest.fixture(scope="module", params=list(SHIFTLUT_BLOCKS))
+def _model(name: str) -> lutsr.LUT:
+    return lutsr.load_bundled(name) if name in BUNDLED else random_shiftlut(name)
+
+
+@pytest.fixture(scope="module", params=[*SHIFTLUT_BLOCKS, *BUNDLED])
 def layered_model(request):
-    return request.param, random_shiftlut(request.param)
+    return request.param, _model(request.param)
 
 
 GROUP = "layered x4 480x270 RGB -> 1920x1080 (astronaut)"
@@ -72,8 +84,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     frame = photo_frame(*SIZES["480x270"])
     cases = {"cv2 INTER_CUBIC": cubic(frame)}
-    for name in SHIFTLUT_BLOCKS:
-        lut = random_shiftlut(name)
+    for name in [*SHIFTLUT_BLOCKS, *BUNDLED]:
+        lut = _model(name)
         cases[f"{name}, {THREADS} threads"] = lut_upscale(lut, frame)
         cases[f"{name}, 1 thread"] = lut_upscale(lut, frame, 1)
     times = {name: [] for name in cases}
