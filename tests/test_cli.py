@@ -205,6 +205,8 @@ def test_info_and_list(tmp_path, lut, capsys):
     if "x4-sdy-taps" in names:
         assert ("3 stage(s) (SDY (learned taps) then SDY (learned taps) then SDY (learned taps))"
                 in listed)
+    if "x4-layered" in names:
+        assert "x4-layered: LUT x4-layered: x4, 1 stage(s) (layered)" in listed
     if "x4" in names:
         assert "x4 (default): LUT x4: x4, interval 4 (q=16, L=17), 1 stage(s) (S + linear base)" \
             in listed
