@@ -1,5 +1,7 @@
 """Training layered stages: the torch network is the runtime exactly; its gradients."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import assert_images_equal, random_layered_stage, sample_images
@@ -134,13 +136,17 @@ def test_training_steps_lower_the_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def _images(tmp_path):
+    return sample_images(tmp_path / "imgs", 3, (40, 32))
+
+
 def test_quick_layered_build_samples_the_net_exactly(tmp_path):
     """The CI-sized layered build: net trained, sampled every 4 levels (low bits: 2),
     no fine-tuning, so the LUT's tables are the trained net's values at the sampled levels."""
-    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
+    config = quick(BuildConfig(data=(str(_images(tmp_path)),), scale=2,
                                layout="layered", table_steps=(4, 4, 2, 4), val_every=3,
                                checkpoint_dir=str(tmp_path / "ck")))
-    config = BuildConfig(**{**config.__dict__, "finetune_iters": 0})
+    config = dataclasses.replace(config, finetune_iters=0)
     lut = build(config, log=lambda line: None)
     (stage,) = lut.stages
     assert lut.scale == 2 and stage.channels == 4 and len(stage.blocks) == 2
@@ -168,7 +174,7 @@ def test_layered_build_fine_tunes_an_imported_stage(tmp_path):
     rng = np.random.default_rng(2)
     start = lutsr.LUT(stages=(random_layered_stage(rng, blocks=1, r=2),), name="imported")
     path = lutsr.save(start, tmp_path / "imported.lutsr")
-    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
+    config = quick(BuildConfig(data=(str(_images(tmp_path)),), scale=2,
                                layout="layered", init=str(path)))
     lut = build(config, log=lambda line: None)
     assert lut.metadata["init"]["lut"] == "imported"
@@ -190,7 +196,7 @@ def test_deepened_net_runs_unchanged_and_grows_by_init(tmp_path):
     assert_images_equal(lutsr.upscale(img, lutsr.LUT(stages=(deep,), name="deep")),
                         lutsr.upscale(img, start), "deepened")
     path = lutsr.save(start, tmp_path / "imported.lutsr")
-    config = quick(BuildConfig(data=(str(sample_images(tmp_path / "imgs", 3, (40, 32))),), scale=2,
+    config = quick(BuildConfig(data=(str(_images(tmp_path)),), scale=2,
                                layout="layered", init=str(path), blocks=2))
     (grown,) = build(config, log=lambda line: None).stages
     assert len(grown.blocks) == 2 and grown.blocks[1][1].shifts is None

@@ -35,7 +35,14 @@ from lutsr.layered import LayeredStage
 from lutsr.metrics import psnr_y
 from train import data as tdata
 from train import fit, refit
-from train.config import BuildConfig, BuildError, check, degrade_mix, parse_degradation
+from train.config import (
+    DEFAULT_BLOCKS,
+    BuildConfig,
+    BuildError,
+    check,
+    degrade_mix,
+    parse_degradation,
+)
 from train.degrade import degrade_pairs, library_versions
 from train.layered import LAYER_KINDS, LayeredNet, spread_shifts
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout, to_lut
@@ -191,15 +198,15 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
                              f"one layered stage at x{config.scale}")
         net = LayeredNet.from_stage(lut.stages[0])
         if config.blocks:
-            if config.blocks < len(net.dw):
-                raise BuildError(f"--init {config.init} has {len(net.dw)} blocks: --blocks "
-                                 f"{config.blocks} would drop some")
-            net = net.deepened(config.blocks)
+            try:
+                net = net.deepened(config.blocks)
+            except ValueError as exc:
+                raise BuildError(f"--init {config.init}: {exc}") from None
         meta["init"] = {"lut": lut.name,
                         "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
                         "phases": lut.metadata.get("phases", {})}
     else:
-        blocks = config.blocks or 2
+        blocks = config.blocks or DEFAULT_BLOCKS
         net = LayeredNet.random(config.scale, blocks,
                                 shifts=spread_shifts(blocks, config.scale**2, config.shift_radius),
                                 init_std=0.5, seed=config.seed)

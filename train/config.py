@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from train.degrade import DegradeMix
 from train.degrade import parse as parse_degradation
 
+#: A new layered stage's blocks when ``blocks`` is not given.
+DEFAULT_BLOCKS = 2
+
 
 class BuildError(ValueError):
     """A build refused: its configuration, data or starting LUT cannot be used as given."""
@@ -205,7 +208,7 @@ def check(config: BuildConfig) -> None:
         if clashes:
             raise BuildError(f"--layout layered trains its tables by gradient alone; it does not "
                              f"combine with {', '.join(clashes)}")
-        if not 1 <= (config.blocks or 2) <= 8 or not 0 <= config.shift_radius <= 3:
+        if not 1 <= (config.blocks or DEFAULT_BLOCKS) <= 8 or not 0 <= config.shift_radius <= 3:
             raise BuildError("--blocks must be in 1..8 and --shift-radius in 0..3")
         if config.table_steps and (len(config.table_steps) != 4
                                    or not set(config.table_steps) <= {1, 2, 4, 8, 16}):

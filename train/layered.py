@@ -235,7 +235,11 @@ class LayeredNet(nn.Module):
 
     def deepened(self, blocks: int) -> LayeredNet:
         """This network with identity blocks appended up to ``blocks``: zero tables at
-        every level and no shifts, so its output is unchanged until they are trained."""
+        every level and no shifts, so its output is unchanged until they are trained.
+
+        Raises ValueError for fewer blocks than it has."""
+        if blocks < len(self.dw):
+            raise ValueError(f"it has {len(self.dw)} blocks: {blocks} would drop some")
         c, area = self.r * self.r, WINDOW * WINDOW
 
         def zeros(inputs):
