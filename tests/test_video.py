@@ -7,6 +7,7 @@ used and no numba compilation is needed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -364,20 +365,21 @@ def test_subprocess_run(tmp_path, clips, lut_file):
     assert probe(dst)["frames"] == FRAMES
 
 
-def _wait_for_open_output(proc: subprocess.Popen, folder: Path, timeout: float = 20) -> None:
-    """Block until ``proc`` holds an output file in ``folder`` open (it is mid-run)."""
-    deadline = time.monotonic() + timeout
+def _wait_for_written_output(proc: subprocess.Popen, folder: Path,
+                             hang_guard: float = 600) -> None:
+    """Block until ``proc`` holds an output file in ``folder`` open with some frames written
+    in it (it is mid-run). ``hang_guard`` only stops a run that hangs: a loaded machine may
+    take long to get there, and the wait ends as soon as it does."""
+    deadline = time.monotonic() + hang_guard
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
-        try:
-            targets = [os.readlink(f"/proc/{proc.pid}/fd/{fd}")
-                       for fd in os.listdir(f"/proc/{proc.pid}/fd")]
-        except OSError:
-            targets = []
-        if any(t.startswith(str(folder)) for t in targets):
-            return
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+                path = f"/proc/{proc.pid}/fd/{fd}"
+                if os.readlink(path).startswith(str(folder)) and os.stat(path).st_size > 0:
+                    return
         time.sleep(0.05)
-    raise AssertionError("the run never opened its output")
+    raise AssertionError("the run never wrote to its output")
 
 
 def _has_tmpfile(folder: Path) -> bool:
@@ -395,15 +397,18 @@ def test_killed_subprocess_leaves_nothing(tmp_path, lut_file, sig):
     before = src.read_bytes()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.Popen(_cli("video", src, "-o", out_dir / "x.mp4", "--lut", lut_file,
-                                 "--backend", "reference"),
+    # A run started in the background by a script (`pytest &`) inherits SIGINT ignored, and
+    # Python keeps it so: the child would not stop. Give it Ctrl-C's handler back.
+    cli = [sys.executable, "-c", "import signal, sys; from lutsr.cli import main; "
+           "signal.signal(signal.SIGINT, signal.default_int_handler); sys.exit(main())"]
+    proc = subprocess.Popen([*cli, "video", src, "-o", out_dir / "x.mp4", "--lut", lut_file,
+                             "--backend", "reference"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env())
     try:
-        _wait_for_open_output(proc, out_dir)
-        time.sleep(0.3)  # let it write some frames
+        _wait_for_written_output(proc, out_dir)
         proc.send_signal(sig)
-        code = proc.wait(timeout=20)
+        code = proc.wait(timeout=600)  # a hang guard: it ends as soon as the run does
     finally:
         proc.kill()
     left = os.listdir(out_dir)
