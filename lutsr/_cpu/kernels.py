@@ -513,6 +513,18 @@ def avx512bw_available() -> bool:
     return {"+avx512f", "+avx512bw"} <= _target_features()
 
 
+def avx2_available() -> bool:
+    """Whether numba compiles for a CPU with AVX2 (and so the AVX2 kernels of layered stages).
+
+    Like :func:`avx512bw_available`, it reads the features numba targets
+    (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` apply), and
+    ``LUTSR_PORTABLE_KERNEL=1`` turns it off.
+    """
+    if os.environ.get("LUTSR_PORTABLE_KERNEL", "0") not in ("", "0"):
+        return False
+    return "+avx2" in _target_features()
+
+
 @functools.cache
 def _target_features() -> frozenset[str]:
     """The ``+feature`` / ``-feature`` flags numba compiles for (about 1 ms to ask LLVM)."""

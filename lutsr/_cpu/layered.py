@@ -93,16 +93,20 @@ class _Lanes:
     hi, bias)``, numba tuples (None: no rounding).
     """
 
-    def __init__(self, context, builder, signature, args, magic: int | None, epi: int | None):
+    def __init__(self, context, builder, signature, args, magic: int | None, epi: int | None,
+                 lanes: int = VEC):
         self.context, self.builder = context, builder
         self.sig, self.args = signature.args, args
         self.i64 = ir.IntType(64)
-        self.vec = ir.VectorType(ir.IntType(16), VEC)
+        self.vec = ir.VectorType(ir.IntType(16), lanes)
         module = builder.module
-        self.permute = cgutils.get_or_insert_function(
-            module, ir.FunctionType(self.vec, [self.vec] * 3), "llvm.x86.avx512.vpermi2var.hi.512")
+        if lanes == VEC:
+            self.permute = cgutils.get_or_insert_function(
+                module, ir.FunctionType(self.vec, [self.vec] * 3),
+                "llvm.x86.avx512.vpermi2var.hi.512")
         self.mulhi = cgutils.get_or_insert_function(
-            module, ir.FunctionType(self.vec, [self.vec] * 2), "llvm.x86.avx512.pmulhu.w.512")
+            module, ir.FunctionType(self.vec, [self.vec] * 2),
+            "llvm.x86.avx512.pmulhu.w.512" if lanes == VEC else "llvm.x86.avx2.pmulhu.w")
 
         def field(index, i):
             value = builder.extract_value(args[index], i)
@@ -115,7 +119,7 @@ class _Lanes:
             self.bias = builder.sub(bias, self.const(128))  # d = q - 128: see :meth:`finish`
 
     def const(self, c):
-        return ir.Constant(self.vec, [c] * VEC)
+        return ir.Constant(self.vec, [c] * self.vec.count)
 
     def int64(self, index):
         """Argument ``index`` as an i64."""
@@ -332,6 +336,230 @@ def _finish_lanes(typingctx, acc, at, stride, dst, d_at, n, side):
     return types.void(acc, at, stride, dst, d_at, n, side), codegen
 
 
+#: int16 lanes per AVX2 vector (one 256-bit register).
+VEC2 = 16
+
+#: Table slices of a 64-entry table for ``vpshufb`` (16 entries each).
+_SLICES = HIGH_LEVELS // 16
+
+
+def _unpack_mask(size: int, high: bool) -> list[int]:
+    """The i16 shuffle mask of an in-lane unpack (low or high halves) of elements of ``size``
+    i16 each, of two 16 x i16 vectors (``vpunpck{l,h}{wd,dq,qdq}``)."""
+    per_lane = 8 // size
+    half = per_lane // 2
+    mask = []
+    for lane in range(2):
+        for j in range(half):
+            src = lane * per_lane + (half if high else 0) + j
+            for side in (0, VEC2):
+                mask += [side + src * size + e for e in range(size)]
+    return mask
+
+
+def _transpose(builder, rows):
+    """The 16 columns of 16 ``<16 x i16>`` rows: three rounds of in-lane unpacks (each an
+    8 x 8 transpose per 128-bit lane), then one 128-bit lane move per column (64 shuffles)."""
+    i32 = ir.IntType(32)
+    # Each vector's labels (row, column), tracked to build the last round's masks.
+    vecs = [(row, [(i, j) for j in range(VEC2)]) for i, row in enumerate(rows)]
+
+    def unpack(a, b, size, high):
+        mask = _unpack_mask(size, high)
+        labels = [(a[1] + b[1])[m] for m in mask]
+        return (builder.shuffle_vector(a[0], b[0], ir.Constant(ir.VectorType(i32, VEC2), mask)),
+                labels)
+
+    for size, pairs in ((1, [(2 * k, 2 * k + 1) for k in range(8)]),
+                        (2, [(4 * m + j, 4 * m + j + 2) for m in range(4) for j in (0, 1)]),
+                        (4, [(8 * g + j, 8 * g + j + 4) for g in range(2) for j in range(4)])):
+        out = [None] * VEC2
+        for n, (p, q) in enumerate(pairs):
+            out[2 * n] = unpack(vecs[p], vecs[q], size, False)
+            out[2 * n + 1] = unpack(vecs[p], vecs[q], size, True)
+        vecs = out
+    where = {label: (v, lane) for v, (_, labels) in enumerate(vecs)
+             for lane, label in enumerate(labels)}
+    columns = []
+    for j in range(VEC2):
+        found = [where[(i, j)] for i in range(VEC2)]
+        sources = sorted({v for v, _ in found})
+        assert len(sources) == 2, sources  # two 128-bit halves from two vectors
+        mask = [sources.index(v) * VEC2 + lane for v, lane in found]
+        columns.append(builder.shuffle_vector(vecs[sources[0]][0], vecs[sources[1]][0],
+                                              ir.Constant(ir.VectorType(i32, VEC2), mask)))
+    return columns
+
+
+@intrinsic
+def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1, res2, magic,
+                        epi, out, out_base, accumulate, x, block):
+    """A layer whose inputs are the same for every output, at 16 pixels from ``x`` (AVX2).
+
+    The layers of :func:`_shared_inputs_portable`, the same arguments but
+    ``tables`` laid out ``(n, A, 64, 16)`` (``C <= 16`` outputs padded to 16):
+    per pixel and input, the input's value picks one row of the 16 outputs'
+    entries, added to the pixel's int16 sums by one ``vpaddw`` from memory (16
+    lookups). The 16 pixels' sums are transposed (:func:`_transpose`) to one
+    vector per output, then rounded as the AVX-512 lanes do (:class:`_Lanes`).
+    """
+    if not (isinstance(work, types.Array) and isinstance(block, types.UniTuple)):
+        return None
+    n_ch = block.count
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=VEC2)
+        b, i64, i16 = builder, lanes.i64, ir.IntType(16)
+        work_d, tab_d, off_d, r1_d, r2_d, out_d, dst_d = (lanes.data(i)
+                                                          for i in (0, 1, 4, 6, 7, 10, 11))
+        tab_at, x = lanes.int64(2), lanes.int64(13)
+        start = b.add(lanes.int64(5), x)
+        sums = [cgutils.alloca_once_value(b, lanes.const(0)) for _ in range(VEC2)]
+        with cgutils.for_range(b, lanes.int64(3)) as loop:
+            at = b.add(b.load(b.gep(off_d, [loop.index])), start)
+            row = b.add(tab_at, b.mul(loop.index, ir.Constant(i64, HIGH_LEVELS * VEC2)))
+            for i in range(VEC2):
+                value = b.load(b.gep(work_d, [b.add(at, ir.Constant(i64, i))]))
+                # 0..63, but the mask keeps a stray value in padding from reading off the table.
+                value = b.zext(b.and_(value, ir.Constant(i16, HIGH_LEVELS - 1)), i64)
+                entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
+                b.store(b.add(b.load(sums[i]), entry), sums[i])
+        columns = _transpose(b, [b.load(s) for s in sums])
+        accumulate = context.cast(b, args[12], signature.args[12], types.boolean)
+        zero = lanes.const(0)
+        for o in range(n_ch):
+            channel = ir.Constant(i64, o)
+            first = b.load(b.gep(r1_d, [channel]))
+            second = b.load(b.gep(r2_d, [channel]))
+            has_second = b.icmp_signed(">=", second, ir.Constant(i64, 0))
+            second = lanes.load(work_d, b.select(has_second, second, first), x)
+            residuals = [lanes.load(work_d, first, x), b.select(has_second, second, zero)]
+            target = lanes.at(out_d, b.load(b.gep(dst_d, [channel])), x)
+            lanes.finish(columns[o], residuals, target, accumulate)
+        return context.get_dummy_value()
+
+    return types.void(work, tables, tab_at, n_in, a_off, base, res1, res2, magic, epi, out,
+                      out_base, accumulate, x, block), codegen
+
+
+@intrinsic
+def _control_planes(typingctx, work, at, planes, p_at, p_stride, n_vec):
+    """The ``vpshufb`` controls of ``32 * n_vec`` int16 values from ``work[at]`` (0..63).
+
+    Plane ``s`` (bytes from ``planes[p_at + s * p_stride]``) holds ``(v ^ 16 s)
+    + 0x70``: the value's low 4 bits, and bit 7 set (a zero from ``vpshufb``)
+    unless ``v`` is in slice ``s`` (``16 s <= v < 16 s + 16``).
+    """
+    if not (isinstance(work, types.Array) and isinstance(planes, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=None, epi=None, lanes=VEC2)
+        b, i64, i8 = builder, lanes.i64, ir.IntType(8)
+        work_d, planes_d = lanes.data(0), lanes.data(2)
+        at, p_at, p_stride = lanes.int64(1), lanes.int64(3), lanes.int64(4)
+        bytes_t = ir.VectorType(i8, VEC)
+        both = ir.Constant(ir.VectorType(ir.IntType(32), VEC), list(range(VEC)))
+        with cgutils.for_range(b, lanes.int64(5)) as loop:
+            x = b.mul(loop.index, ir.Constant(i64, VEC))
+            values = b.shuffle_vector(lanes.load(work_d, at, x), lanes.load(work_d, at, x, VEC2),
+                                      both)
+            values = b.trunc(values, bytes_t)
+            for s in range(_SLICES):
+                control = b.add(b.xor(values, ir.Constant(bytes_t, [16 * s] * VEC)),
+                                ir.Constant(bytes_t, [0x70] * VEC))
+                target = b.gep(planes_d, [b.add(b.add(p_at, b.mul(p_stride, ir.Constant(
+                    i64, s))), x)])
+                b.store(control, b.bitcast(target, bytes_t.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(work, at, planes, p_at, p_stride, n_vec), codegen
+
+
+@intrinsic
+def _depthwise_avx2(typingctx, planes, p_off, p_stride, tables, tab_at, tab_step, work, res_at,
+                    magic, epi, out, out_at, n_vec):
+    """One output channel of a depthwise layer over ``32 * n_vec`` pixels (AVX2).
+
+    What :func:`_depthwise_lanes` computes (one residual, at ``work[res_at]``),
+    its input read as the ``vpshufb`` controls of :func:`_control_planes` (tap
+    ``a`` at ``planes[p_off[a]]``) and its tables laid out as byte planes:
+    each 64-entry table's low bytes, then its high bytes (``tables`` viewed as
+    bytes, table ``a`` at ``2 * (tab_at + a * tab_step)``). Per tap and 32
+    pixels: 8 ``vpshufb`` (4 slices x 2 bytes), ORed, then widened to int16 by
+    two byte unpacks, whose in-lane order (pixels 0-7, 16-23 and 8-15,
+    24-31) is undone once per 9 taps.
+    """
+    if not (isinstance(work, types.Array) and isinstance(planes, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=VEC2)
+        b, i64, i8, i32 = builder, lanes.i64, ir.IntType(8), ir.IntType(32)
+        bytes_t, slice_t = ir.VectorType(i8, VEC), ir.VectorType(i8, 16)
+        pshufb = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(bytes_t, [bytes_t, bytes_t]), "llvm.x86.avx2.pshuf.b")
+        planes_d, off_d, work_d, out_d = lanes.data(0), lanes.data(1), lanes.data(6), lanes.data(10)
+        tab_b = b.bitcast(lanes.data(3), i8.as_pointer())
+        p_stride, tab_at, tab_step = lanes.int64(2), lanes.int64(4), lanes.int64(5)
+        res_at, out_at = lanes.int64(7), lanes.int64(11)
+        twice = ir.Constant(ir.VectorType(i32, VEC), [j % 16 for j in range(VEC)])
+        tables, offs = [], []
+        for a in range(_TAPS):
+            at = b.mul(b.add(tab_at, b.mul(tab_step, ir.Constant(i64, a))), ir.Constant(i64, 2))
+            slices = []
+            for k in range(2 * _SLICES):  # low bytes' slices, then high bytes'
+                ptr = b.bitcast(b.gep(tab_b, [b.add(at, ir.Constant(i64, 16 * k))]),
+                                slice_t.as_pointer())
+                part = b.load(ptr, align=1)
+                slices.append(b.shuffle_vector(part, ir.Constant(slice_t, ir.Undefined), twice))
+            tables.append(slices)
+            base = b.load(b.gep(off_d, [ir.Constant(i64, a)]))
+            offs.append([b.add(base, b.mul(p_stride, ir.Constant(i64, s)))
+                         for s in range(_SLICES)])
+        low = ir.Constant(ir.VectorType(i32, VEC), _unpack_bytes(False))
+        high = ir.Constant(ir.VectorType(i32, VEC), _unpack_bytes(True))
+        with cgutils.for_range(b, lanes.int64(12)) as loop:
+            x = b.mul(loop.index, ir.Constant(i64, VEC))
+            halves = [[], []]
+            for a in range(_TAPS):
+                controls = [b.load(b.bitcast(b.gep(planes_d, [b.add(offs[a][s], x)]),
+                                             bytes_t.as_pointer()), align=1)
+                            for s in range(_SLICES)]
+                parts = []
+                for plane in range(2):
+                    looked = [b.call(pshufb, [tables[a][plane * _SLICES + s], controls[s]])
+                              for s in range(_SLICES)]
+                    parts.append(b.or_(b.or_(looked[0], looked[1]), b.or_(looked[2], looked[3])))
+                for h, mask in enumerate((low, high)):
+                    halves[h].append(b.bitcast(b.shuffle_vector(parts[0], parts[1], mask),
+                                               lanes.vec))
+            for h in range(2):
+                while len(halves[h]) > 1:  # a tree: short dependency chains
+                    halves[h] = [b.add(halves[h][j], halves[h][j + 1]) if j + 1 < len(halves[h])
+                                 else halves[h][j] for j in range(0, len(halves[h]), 2)]
+            first, second = halves[0][0], halves[1][0]
+            for h, order in enumerate((list(range(8)) + list(range(16, 24)),
+                                       list(range(8, 16)) + list(range(24, 32)))):
+                total = b.shuffle_vector(first, second,
+                                         ir.Constant(ir.VectorType(i32, VEC2), order))
+                xh = b.add(x, ir.Constant(i64, h * VEC2))
+                lanes.finish(total, [lanes.load(work_d, res_at, xh)],
+                             lanes.at(out_d, out_at, xh), None)
+        return context.get_dummy_value()
+
+    return types.void(planes, p_off, p_stride, tables, tab_at, tab_step, work, res_at, magic,
+                      epi, out, out_at, n_vec), codegen
+
+
+def _unpack_bytes(high: bool) -> list[int]:
+    """The byte shuffle mask of ``vpunpck{l,h}bw`` of two 32-byte vectors: per 128-bit lane,
+    bytes 0-7 (or 8-15) of the first interleaved with the second's."""
+    start = 8 if high else 0
+    return [side + lane * 16 + start + j for lane in range(2) for j in range(8)
+            for side in (0, VEC)]
+
+
 @numba.njit(nogil=True, cache=True)
 def _depthwise_portable(work, tables, tab_at, tab_step, a_off, o_base, res1, magic, epi, out,
                         out_at, width):
@@ -495,12 +723,13 @@ def _pointwise_row(work, tables, tab_at, tab_step, n_a, a_off, out_base, n_ch, m
 @numba.njit(nogil=True, cache=True)
 def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win, shifts, dest,
                ring_rows, row_at, margin, wp, wr, work, acc, offs, sums, block, outs,
-               chains):
+               chains, planes):
     """Row ``y`` of layer ``layer`` (0 = low bits, 1 = block 0's depthwise, ..., last = up)
     in rotation ``k``: computes every tap's offset, then each output channel.
 
     ``tables`` is the pair of layouts ``(n, a_max, C, 64)`` and, for the
-    portable kernels, ``(n, a_max, 64, C)`` (see
+    portable kernels, ``(n, a_max, 64, C)``; for the AVX2 kernels (``planes``
+    not None) ``(n, a_max, C, 2, 64)`` bytes and ``(n, a_max, 64, 16)`` (see
     :class:`~.layered_plan.PreparedLayered`).
     """
     n_ch = dest.shape[1]
@@ -548,28 +777,52 @@ def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, 
     tab_at = layer * a_max * n_ch * HIGH_LEVELS
     tab_step = n_ch * HIGH_LEVELS
     by_output, by_input = tables
-    if chains is None:  # with chains None, numba compiles this branch only
-        if layer >= 2 and is_dw[layer]:  # each output reads its own channel
+    # Numba prunes an `x is None` branch only where x is None: chains is None for the
+    # portable and AVX2 kernels, planes is None but for AVX2, and each CPU compiles only
+    # the kernels it can run.
+    if chains is None:
+        if planes is None:
+            if layer >= 2 and is_dw[layer]:  # each output reads its own channel
+                for o in range(n_ch):
+                    _depthwise_portable(work, by_output, tab_at + o * HIGH_LEVELS, tab_step,
+                                        a_off, o_base[o], res1[o], mg, ep, out, out_base[o],
+                                        width)
+            else:
+                _shared_inputs_portable(work, by_input, tab_at, n_a, a_off, o_base[0], res1,
+                                        res2, mg, ep, out, out_base, accumulate, width, block,
+                                        sums)
+        else:  # AVX2
+            if layer >= 2 and is_dw[layer]:  # each output reads its own channel
+                p_off = offs[8]
+                for a in range(n_a):
+                    p_off[a] = (win[k, a, 0] + 1) * _SLICES * wp + VEC + win[k, a, 1]
+                for o in range(n_ch):
+                    for j in range(WINDOW):
+                        yy = min(max(y + j - 1, 0), height - 1)
+                        _control_planes(work, o_base[o] + row_at[src, yy], planes,
+                                        j * _SLICES * wp, wp, wp // VEC)
+                    _depthwise_avx2(planes, p_off, wp, by_output, tab_at + o * HIGH_LEVELS,
+                                    tab_step, work, res1[o], mg, ep, out, out_base[o], wr // VEC)
+            else:
+                rows_at = layer * a_max * VEC2 * HIGH_LEVELS
+                for x in range(0, wr, VEC2):
+                    _shared_inputs_avx2(work, by_input, rows_at, n_a, a_off, o_base[0], res1, res2,
+                                        mg, ep, out, out_base, accumulate, x, block)
+    else:  # AVX-512
+        if layer == 1:  # block 0's depthwise layer also adds the low-bit layer's output
             for o in range(n_ch):
-                _depthwise_portable(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off,
-                                    o_base[o], res1[o], mg, ep, out, out_base[o], width)
+                _depthwise_lanes(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off,
+                                 o_base[o], res2[o], mg, ep, out, out_base[o], wr // VEC)
+        elif is_dw[layer]:
+            for o in range(n_ch):
+                _depthwise_lanes(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off,
+                                 o_base[o], None, mg, ep, out, out_base[o], wr // VEC)
+        elif n_ch % len(outs) == 0:
+            _pointwise_row(work, by_output, tab_at, tab_step, n_a, a_off, out_base, n_ch, mg, ep,
+                           out, accumulate, wr, outs, chains)
         else:
-            _shared_inputs_portable(work, by_input, tab_at, n_a, a_off, o_base[0], res1, res2,
-                                    mg, ep, out, out_base, accumulate, width, block, sums)
-    elif layer == 1:  # block 0's depthwise layer also adds the low-bit layer's output
-        for o in range(n_ch):
-            _depthwise_lanes(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off, o_base[o],
-                             res2[o], mg, ep, out, out_base[o], wr // VEC)
-    elif is_dw[layer]:
-        for o in range(n_ch):
-            _depthwise_lanes(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off, o_base[o],
-                             None, mg, ep, out, out_base[o], wr // VEC)
-    elif n_ch % len(outs) == 0:
-        _pointwise_row(work, by_output, tab_at, tab_step, n_a, a_off, out_base, n_ch, mg, ep, out,
-                       accumulate, wr, outs, chains)
-    else:
-        _pointwise_row(work, by_output, tab_at, tab_step, n_a, a_off, out_base, n_ch, mg, ep, out,
-                       accumulate, wr, (0,), chains)
+            _pointwise_row(work, by_output, tab_at, tab_step, n_a, a_off, out_base, n_ch, mg, ep,
+                           out, accumulate, wr, (0,), chains)
     if not last and layer > 0:
         rows = ring_rows[layer + 1]
         _fill_margins(work, row_at[layer + 1, y], n_ch, rows * wp, width, margin)
@@ -578,7 +831,7 @@ def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, 
 @numba.njit(nogil=True, cache=True)
 def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is_dw, magic, epi,
                   win, shifts, dest, reach, ring_rows, row_at, margin, wp, wr, work, acc, offs,
-                  sums, dst, d_y, d_x, dst_at, side, block, outs, chains):
+                  sums, dst, d_y, d_x, dst_at, side, block, outs, chains, planes):
     """One channel of a layered stage for input rows ``y0:y1``: output rows ``r*y0:r*y1``.
 
     Parameters
@@ -623,8 +876,11 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
         :func:`_finish_lanes`.
     block : tuple of ``C`` zeros
         The channels, a compile-time constant for :func:`_shared_inputs_portable`.
-    outs, chains : tuples of zeros, and None for the portable kernel
+    outs, chains : tuples of zeros, and None for the portable and AVX2 kernels
         Output channels and vectors per call of :func:`_pointwise_lanes`.
+    planes : 1-D uint8, or None
+        For the AVX2 kernels (None: the others), scratch for the ``vpshufb``
+        controls of 3 rows (:func:`_control_planes`), ``3 * 4 * wp`` bytes.
     """
     n_ch = dest.shape[1]
     n = n_in.shape[0]
@@ -662,10 +918,10 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
                 if s == 1:
                     _layer_row(0, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win,
                                shifts, dest, ring_rows, row_at, margin, wp, wr, work, acc,
-                               offs, sums, block, outs, chains)
+                               offs, sums, block, outs, chains, planes)
                 _layer_row(s, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win,
                            shifts, dest, ring_rows, row_at, margin, wp, wr, work, acc, offs,
-                           sums, block, outs, chains)
+                           sums, block, outs, chains, planes)
                 if s < n - 1 or k < 3:
                     continue
                 at = (y - y0) * n_ch * wr

@@ -15,13 +15,17 @@ import numpy as np
 
 from ..indexmaps import block_permutations
 from ..layered import HIGH_LEVELS, LOW_LEVELS, Q_BITS, WINDOW, LayeredStage, expanded_tables
-from .kernels import _write_rows, avx512bw_available
-from .layered import _ROW_BLOCK, _TAPS, CHAINS, OUTS, VEC, _layered_band
+from .kernels import _write_rows, avx2_available, avx512bw_available
+from .layered import _ROW_BLOCK, _SLICES, _TAPS, CHAINS, OUTS, VEC, VEC2, _layered_band
 
-#: Set to True to run the portable kernels even where AVX-512BW is available
+#: Set to True to run the portable kernels even where AVX-512BW or AVX2 is available
 #: (read when a stage is prepared; for tests and comparisons). The environment
 #: variable ``LUTSR_PORTABLE_KERNEL=1`` does the same for every numba kernel.
 PORTABLE = False
+
+#: Set to True to run the AVX2 kernels even where AVX-512BW is available (read when a
+#: stage is prepared; for tests and comparisons).
+AVX2 = False
 
 #: Most inputs a layer may have for the 16-bit lanes: ``16 * 2048`` is the
 #: largest sum that int16 holds (and ``t`` of :func:`division_magic`, uint16).
@@ -69,7 +73,9 @@ class PreparedLayered:
     permutation, and the reach of each pipeline step (see
     :func:`~.layered._layered_band`). ``lanes`` says whether the AVX-512
     kernels run (the CPU has AVX-512BW, every layer has at most
-    :data:`MAX_LANE_INPUTS` inputs, :data:`PORTABLE` is off).
+    :data:`MAX_LANE_INPUTS` inputs, :data:`PORTABLE` and :data:`AVX2` are
+    off); ``avx2`` whether the AVX2 kernels run instead (the same, but the CPU
+    has AVX2 and not AVX-512BW, or :data:`AVX2` is set).
     """
 
     def __init__(self, stage: LayeredStage):
@@ -130,9 +136,12 @@ class PreparedLayered:
         self.ring_channels = np.full(n, n_ch, np.int64)
         self.ring_channels[0] = 2
         self.margin = int(max(1, np.abs(self.shifts).max(initial=0)))
-        self.lanes = lanes and not PORTABLE and avx512bw_available()
+        self.lanes = lanes and not PORTABLE and not AVX2 and avx512bw_available()
+        self.avx2 = lanes and not PORTABLE and not self.lanes and avx2_available()
         if self.lanes:  # unused: an empty array keeps one numba signature
             self.tables_by_input = self.tables[:0]
+        if self.avx2:
+            self.tables, self.tables_by_input = _avx2_layouts(tables)
         for a in (self.tables, self.tables_by_input, self.n_in, self.is_dw, self.magic,
                   self.epi, self.win, self.shifts, self.dest, self.reach, self.ring_rows):
             a.flags.writeable = False
@@ -140,6 +149,25 @@ class PreparedLayered:
     def halo(self) -> int:
         """Most rows a band's first output row reaches up or down, over all layers."""
         return int(self.reach.sum(axis=1).max())
+
+
+def _avx2_layouts(tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The AVX2 kernels' two layouts of ``tables`` ``(n, A, C, 64)`` int16, each flat int16.
+
+    For :func:`~.layered._depthwise_avx2`, each 64-entry table's low bytes then its high
+    bytes (``(n, A, C, 2, 64)`` bytes, the same size); for
+    :func:`~.layered._shared_inputs_avx2`, one row of every output's entry per input and
+    value, ``(n, A, 64, 16)``, zeros past the ``C`` outputs.
+    """
+    n, a_max, n_ch, levels = tables.shape
+    planes = tables.view(np.uint8).reshape(n, a_max, n_ch, levels, 2)  # little-endian pairs
+    by_output = _aligned_zeros(tables.size, np.int16)
+    by_output.view(np.uint8)[:] = planes.transpose(0, 1, 2, 4, 3).reshape(-1)
+    rows = np.zeros((n, a_max, levels, VEC2), np.int16)
+    rows[..., :n_ch] = tables.transpose(0, 1, 3, 2)
+    by_input = _aligned_zeros(rows.size, np.int16)
+    by_input[:] = rows.reshape(-1)
+    return by_output, by_input
 
 
 def _aligned_zeros(size: int, dtype) -> np.ndarray:
@@ -206,8 +234,9 @@ class LayeredPlan:
         n_ch = self.ps.dest.shape[1]
         return (_aligned_zeros(self.work_size + VEC, np.int16),
                 _aligned_zeros(self.band_rows * n_ch * self.wr + VEC, np.int16),
-                np.zeros((8, max(len(self.ps.n_in), n_ch, WINDOW * WINDOW)), np.int64),
-                np.zeros(max(self.wr, n_ch * _ROW_BLOCK), np.int64))
+                np.zeros((9, max(len(self.ps.n_in), n_ch, WINDOW * WINDOW)), np.int64),
+                np.zeros(max(self.wr, n_ch * _ROW_BLOCK), np.int64),
+                _aligned_zeros(WINDOW * _SLICES * self.wp, np.uint8) if self.ps.avx2 else None)
 
     def run(self, parallel, src, s_y, s_x, s_c, dst, d_y, d_x, d_c) -> None:
         """Run the stage from the span ``src`` into the span ``dst`` (see :mod:`.runner`).
@@ -239,7 +268,7 @@ class LayeredPlan:
         c, (y0, y1) = self.tasks[task]
         ps = self.ps
         scratch = self._scratch()
-        work, acc, offs, sums = scratch
+        work, acc, offs, sums, planes = scratch
         try:
             _layered_band(src, s_y, s_x, c * s_c, self.height, self.width, y0, y1,
                           (ps.tables, ps.tables_by_input),
@@ -247,7 +276,7 @@ class LayeredPlan:
                           ps.reach, ps.ring_rows, self.row_at, ps.margin, self.wp, self.wr,
                           work, acc, offs, sums, dst, d_y, d_x, c * d_c, (0,) * ps.r,
                           (0,) * (ps.r * ps.r), (0,) * OUTS,
-                          (0,) * CHAINS if ps.lanes else None)
+                          (0,) * CHAINS if ps.lanes else None, planes)
         finally:
             with self._lock:
                 self._free.append(scratch)

@@ -1,0 +1,218 @@
+"""Layered LUTs on each numba path, on the same frame in the same run, beside OpenCV's bicubic.
+
+The paths: **AVX-512** (this process, where the CPU has AVX-512BW), the
+**AVX2 build** (a child process whose numba compiles for an AVX2-only CPU,
+``haswell`` with every AVX-512 feature off, and its own numba cache: the
+code an AVX2 machine runs, executed natively here) and **portable**
+(this process, :data:`lutsr._cpu.layered_plan.PORTABLE` set). Models: the
+ShiftLUT-S/-M/-L shapes with random tables (``bench/conftest.py``) and the
+bundled ``x4-layered``; 480x270 RGB -> 1920x1080 at 2 threads. The child
+takes commands on a pipe, so a round of the script mode runs every case of
+every path one after another (robust to the load changing). Run::
+
+    python bench/test_bench_layered_paths.py [--rounds 10] [--no-portable]
+    python -m pytest bench/test_bench_layered_paths.py --benchmark-only \
+        --benchmark-columns=min,median,max,rounds
+    python -m pytest bench/test_bench_layered_paths.py --benchmark-disable   # smoke
+
+A case of the AVX2 build is timed in the child (its own clock), the pytest
+cases around a pipe round trip (tens of microseconds more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    from .conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
+    from .test_bench_runtime import THREADS, cubic, lut_upscale
+except ImportError:  # run as a script, or as the child
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
+    from bench.test_bench_runtime import THREADS, cubic, lut_upscale
+
+import lutsr  # noqa: E402
+from lutsr._cpu import avx512bw_available, layered_plan  # noqa: E402
+
+#: What numba targets in the child: an AVX2 CPU without AVX-512 (Haswell's features).
+AVX2_BUILD_ENV = {
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": (
+        "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+lzcnt,+mmx,"
+        "+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
+        "+xsaveopt,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vbmi,-avx512vnni"),
+}
+
+MODELS = [*SHIFTLUT_BLOCKS, "x4-layered"]
+
+GROUP = "layered paths x4 480x270 RGB -> 1920x1080 (astronaut)"
+
+
+def _model(name: str) -> lutsr.LUT:
+    return lutsr.load_bundled(name) if name == "x4-layered" else random_shiftlut(name)
+
+
+def local_case(name: str, frame, portable: bool = False):
+    """The upscale of ``frame`` by model ``name`` in this process (a callable; compiled by a
+    first call here), on the portable kernels when ``portable``."""
+    saved = layered_plan.PORTABLE
+    layered_plan.PORTABLE = portable
+    try:
+        fn = lut_upscale(_model(name), frame)  # the kernels are chosen here
+    finally:
+        layered_plan.PORTABLE = saved
+    fn()
+    return fn
+
+
+class AVX2Build:
+    """A child process running the AVX2 build: ``time(case)`` runs one case there, returns
+    its seconds (timed in the child)."""
+
+    def __init__(self):
+        env = {**os.environ, **AVX2_BUILD_ENV, "LUTSR_PORTABLE_KERNEL": "0",
+               "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "lutsr-numba-avx2-build")}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--child"], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.paths = self._ask("paths")
+
+    def _ask(self, command: str):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the AVX2 build's process ended (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def time(self, case: str) -> float:
+        return self._ask(case)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _child() -> None:
+    """The child's loop: ``paths`` answers which kernels its layered stages run; a case name
+    (a model, or ``cv2``) runs it once (compiled on first use) and answers its seconds."""
+    frame = photo_frame(*SIZES["480x270"])
+    cases = {}
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "paths":
+            ps = layered_plan.PreparedLayered(_model("ShiftLUT-S").stages[0])
+            answer = {"avx512bw": avx512bw_available(), "lanes": ps.lanes, "avx2": ps.avx2}
+        else:
+            if command not in cases:
+                cases[command] = (cubic(frame) if command == "cv2"
+                                  else local_case(command, frame))
+                cases[command]()
+            t = time.perf_counter()
+            cases[command]()
+            answer = time.perf_counter() - t
+        print(json.dumps(answer), flush=True)
+
+
+# --------------------------------------------------------------------------- pytest-benchmark
+
+
+@pytest.fixture(scope="module")
+def avx2_build():
+    build = AVX2Build()
+    assert build.paths == {"avx512bw": False, "lanes": False, "avx2": True}, build.paths
+    yield build
+    build.close()
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_cv2_cubic(benchmark, frame_480x270):
+    benchmark.pedantic(cubic(frame_480x270), rounds=20, iterations=1, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group=GROUP)
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("path", ["AVX-512", "AVX2 build", "portable"])
+def test_layered_path(benchmark, frame_480x270, avx2_build, model, path):
+    if path == "AVX-512" and not avx512bw_available():
+        pytest.skip("no AVX-512BW here")
+    if path == "AVX2 build":
+        avx2_build.time(model)  # compile (or load from the child's cache)
+        fn = lambda: avx2_build.time(model)  # noqa: E731
+    else:
+        fn = local_case(model, frame_480x270, portable=path == "portable")
+    benchmark.extra_info.update(model=model, path=path, threads=THREADS)
+    rounds = 3 if path == "portable" else 20
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+# --------------------------------------------------------------------------- script mode
+
+
+def main(argv=None) -> None:
+    """Interleaved rounds of every case; a Markdown table of medians and ratios."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--no-portable", action="store_true",
+                        help="leave the portable path out (about 10x slower than the others)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child()
+        return
+    frame = photo_frame(*SIZES["480x270"])
+    build = AVX2Build()
+    if build.paths != {"avx512bw": False, "lanes": False, "avx2": True}:
+        raise SystemExit(f"the child did not select the AVX2 kernels: {build.paths}")
+    paths = (["AVX-512"] if avx512bw_available() else []) + ["AVX2 build"]
+    paths += [] if args.no_portable else ["portable"]
+    cases = {("cv2 INTER_CUBIC", "here"): cubic(frame),
+             ("cv2 INTER_CUBIC", "AVX2 build"): lambda: build.time("cv2")}
+    for model in MODELS:
+        for path in paths:
+            if path == "AVX2 build":
+                build.time(model)  # compile or load before timing
+                cases[model, path] = lambda m=model: build.time(m)
+            else:
+                cases[model, path] = local_case(model, frame, portable=path == "portable")
+    times = {case: [] for case in cases}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for case, fn in cases.items():
+            if case[1] == "AVX2 build":
+                times[case].append(fn())
+            else:
+                t = time.perf_counter()
+                fn()
+                times[case].append(time.perf_counter() - t)
+        load.append(os.getloadavg()[0])
+    build.close()
+    med = {case: statistics.median(ts) * 1e3 for case, ts in times.items()}
+    print(f"480x270 RGB -> 1920x1080, {THREADS} threads, {args.rounds} interleaved rounds; "
+          f"load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs\n")
+    print("cv2 INTER_CUBIC: " + ", ".join(
+        f"{med['cv2 INTER_CUBIC', p]:.2f} ms ({p})" for p in ("here", "AVX2 build")) + "\n")
+    ref = paths[0]
+    print("| model | " + " | ".join(f"{p} ms" for p in paths) + " | "
+          + " | ".join(f"{p} / {ref}" for p in paths[1:]) + " | x bicubic |")
+    print("|---" * (1 + 2 * len(paths)) + "|")
+    bicubic = med["cv2 INTER_CUBIC", "here"]
+    for model in MODELS:
+        row = [f"{med[model, p]:.1f}" for p in paths]
+        row += [f"{med[model, p] / med[model, ref]:.2f}" for p in paths[1:]]
+        row.append(" / ".join(f"{med[model, p] / bicubic:.0f}" for p in paths))
+        print(f"| {model} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
