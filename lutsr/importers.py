@@ -3,12 +3,20 @@
 Files come from the internet, so nothing here unpickles, and every ``.npy``
 (alone or inside an ``.npz``) has its header read and its declared size
 checked against what the model can need, and against the bytes actually
-present, before any data is read (:mod:`lutsr.npyio`).
+present, before any data is read (:mod:`lutsr.npyio`). Only regular files are
+opened (a FIFO or ``/dev/zero`` is refused, not read), each read is bounded,
+and every failure is a ValueError naming the file.
+
+Tables are int8 in the model; a file may store them as any integer or float
+dtype (the ShiftLUT authors' smaller models store float32) as long as every
+value is a whole number in range: NaN, infinities, fractions and values out of
+range are refused, never rounded or wrapped.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import re
 import zipfile
@@ -30,7 +38,7 @@ from .layered import (
     table_entries,
 )
 from .model import INTERVALS, LUT, Stage, grid_size
-from .npyio import load_npy, read_npy
+from .npyio import load_npy, open_regular, read_npy
 
 #: Most elements an SR-LUT or MuLUT table can hold: interval 1 (``L = 129``)
 #: with ``r = 8`` (64 outputs). Bigger declared shapes are refused unread.
@@ -40,8 +48,57 @@ MAX_TABLE_ELEMENTS = grid_size(min(INTERVALS)) ** 4 * 64
 MAX_JSON_BYTES = 1 << 22
 
 #: Largest ShiftLUT ``.npz`` accepted (the biggest legal one, 1024 tables of at
-#: most 64 entries, is under 1 MB): bounds what opening its listing costs.
+#: most 64 entries, is under 1 MB even stored as float64): bounds what opening its
+#: listing costs.
 MAX_NPZ_BYTES = 1 << 24
+
+#: The dtype kinds a table or offset file may store its whole numbers in (signed,
+#: unsigned, float); bool and complex are refused.
+_WHOLE_KINDS = "iuf"
+
+
+def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
+    """``array`` as int64 if every value is a whole number in ``lo..hi``, else a ValueError.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Of any integer or float dtype (float ``-0.0`` is 0).
+    lo, hi : int
+        The range every value must lie in.
+    what : str
+        Names the array in the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, the same shape and values.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``what``: a dtype that is not integer or float, a NaN,
+        an infinity, a fraction, or a value outside ``lo..hi``. The range is
+        checked in Python integers before any cast, so a uint64 ``2**64-1``
+        or an int64 ``-2**63`` cannot wrap into range.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in _WHOLE_KINDS:
+        raise ValueError(f"{what}: dtype {array.dtype}, want integers (int8, or whole numbers "
+                         "stored as another integer or a float dtype)")
+    if array.size == 0:
+        return array.astype(np.int64)
+    if array.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(array) | (array != np.trunc(array))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = f" at index {index[0] if len(index) == 1 else index}"
+            raise ValueError(f"{what}: {array[index]}{where} is not a whole number")
+    low, high = int(array.min()), int(array.max())
+    if low < lo or high > hi:
+        raise ValueError(f"{what}: values outside {lo}..{hi} (from {low} to {high})")
+    return array.astype(np.int64)
 
 def _interval_for_rows(rows: int, what: str) -> int:
     for k in INTERVALS:
@@ -50,24 +107,26 @@ def _interval_for_rows(rows: int, what: str) -> int:
     raise ValueError(f"{what}: {rows} rows is not L**4 for any L = 2**(8-k) + 1")
 
 
-def _as_int8_table(array, r: int, what: str) -> np.ndarray:
+def _as_int8_table(array, what: str, r: int) -> np.ndarray:
     array = np.asarray(array)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{what}: tables must be integer (int8), got {array.dtype}")
+    if array.dtype.kind not in _WHOLE_KINDS:  # before the shape: says what is wrong first
+        whole_numbers(array, -128, 127, what)
     if array.ndim == 4 and array.shape[1:] == (1, r, r):
         array = array.reshape(array.shape[0], r * r)
     if array.ndim != 2 or array.shape[1] != r * r:
         raise ValueError(f"{what}: expected shape (L**4, {r * r}) or (L**4, 1, {r}, {r}), "
                          f"got {array.shape}")
-    if array.size and (array.min() < -128 or array.max() > 127):
-        raise ValueError(f"{what}: values outside int8 range [-128, 127]")
-    return np.ascontiguousarray(array, np.int8)
+    if array.dtype == np.int8:
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(whole_numbers(array, -128, 127, what), np.int8)
 
 
-def _load_array(path_or_array, what: str) -> np.ndarray:
+def _load_array(path_or_array, what: str) -> tuple[np.ndarray, str]:
+    """The array, and ``what`` naming its file when it was read from one."""
     if isinstance(path_or_array, (str, os.PathLike)):
-        return load_npy(path_or_array, MAX_TABLE_ELEMENTS, what)
-    return path_or_array
+        return (load_npy(path_or_array, MAX_TABLE_ELEMENTS, what),
+                f"{what} ({path_or_array})")
+    return path_or_array, what
 
 
 def import_srlut(path_or_array, scale: int, *, name: str = "") -> LUT:
@@ -88,7 +147,8 @@ def import_srlut(path_or_array, scale: int, *, name: str = "") -> LUT:
     LUT
         One stage: pattern ``S``, ``r = scale``, divisor 1, bias 0, reflect padding.
     """
-    table = _as_int8_table(_load_array(path_or_array, "SR-LUT table"), scale, "SR-LUT table")
+    array, what = _load_array(path_or_array, "SR-LUT table")
+    table = _as_int8_table(array, what, scale)
     interval = _interval_for_rows(table.shape[0], "SR-LUT table")
     stage = Stage(r=scale, patterns=("S",), tables=(table,), divisor=1, bias=0, padding="reflect")
     return LUT(stages=(stage,), interval=interval, name=name or f"srlut-s-x{scale}",
@@ -96,6 +156,19 @@ def import_srlut(path_or_array, scale: int, *, name: str = "") -> LUT:
 
 
 _MULUT_KEY = re.compile(r"s([12])_([sdy])$", re.IGNORECASE)
+
+
+def _mulut_files(folder: Path) -> dict[str, Path]:
+    """A MuLUT folder's ``*_s{stage}_{pattern}.npy`` files by key (``s1_s`` ... ``s2_y``)."""
+    found = {}
+    for path in sorted(folder.glob("*.npy")):
+        m = re.search(r"s([12])_([sdy])\.npy$", path.name, re.IGNORECASE)
+        if m:
+            key = f"s{m.group(1)}_{m.group(2).lower()}"
+            if key in found:
+                raise ValueError(f"MuLUT tables: two files for {key} in {folder}")
+            found[key] = path
+    return found
 
 
 def import_mulut(tables, scale: int, *, name: str = "") -> LUT:
@@ -122,15 +195,7 @@ def import_mulut(tables, scale: int, *, name: str = "") -> LUT:
         folder = Path(tables)
         if not folder.is_dir():
             raise ValueError(f"MuLUT tables: {folder} is not a directory")
-        found = {}
-        for path in sorted(folder.glob("*.npy")):
-            m = re.search(r"s([12])_([sdy])\.npy$", path.name, re.IGNORECASE)
-            if m:
-                key = f"s{m.group(1)}_{m.group(2).lower()}"
-                if key in found:
-                    raise ValueError(f"MuLUT tables: two files for {key} in {folder}")
-                found[key] = path
-        tables = found
+        tables = _mulut_files(folder)
     if not isinstance(tables, dict):
         raise TypeError("tables must be a directory or a dict of arrays")
     norm = {}
@@ -143,8 +208,8 @@ def import_mulut(tables, scale: int, *, name: str = "") -> LUT:
     if missing:
         raise ValueError(f"MuLUT tables: missing {missing}")
     stage_tables = {
-        s: tuple(_as_int8_table(_load_array(norm[f"s{s}_{p}"], f"s{s}_{p}"),
-                                1 if s == 1 else scale, f"MuLUT table s{s}_{p}")
+        s: tuple(_as_int8_table(*_load_array(norm[f"s{s}_{p}"], f"MuLUT table s{s}_{p}"),
+                                1 if s == 1 else scale)
                  for p in "sdy")
         for s in (1, 2)
     }
@@ -169,11 +234,14 @@ _LAYER_FILE = re.compile(r"(DW|PW)(0|[1-9][0-9]*)_MSB\.(npz|json)")
 
 
 def _read_json(path: Path) -> dict:
+    fp, _ = open_regular(path, MAX_JSON_BYTES)
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ValueError(f"{size} bytes, more than the {MAX_JSON_BYTES} a layer needs")
-        meta = json.loads(path.read_bytes())
+        with fp:
+            # Bounded even if the file grows after its size was checked.
+            text = fp.read(MAX_JSON_BYTES + 1)
+        if len(text) > MAX_JSON_BYTES:
+            raise ValueError(f"more than the {MAX_JSON_BYTES} bytes a layer needs")
+        meta = json.loads(text)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc}") from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
@@ -226,11 +294,9 @@ def _read_tables(path: Path, steps: np.ndarray, levels: int) -> np.ndarray:
     need = np.vectorize(lambda s: table_entries(int(s), levels))(steps)
     tables = np.zeros((inputs, outputs, int(need.max())), np.int8)
     want = {f"i{a}o{o}" for a in range(inputs) for o in range(outputs)}
+    fp, _ = open_regular(path, MAX_NPZ_BYTES)
     try:
-        size = path.stat().st_size
-        if size > MAX_NPZ_BYTES:
-            raise ValueError(f"{size} bytes, more than the {MAX_NPZ_BYTES} a layer needs")
-        with zipfile.ZipFile(path) as archive:
+        with fp, zipfile.ZipFile(fp) as archive:
             members = archive.infolist()
             names = [m.filename for m in members]
             # Checked before any member is read: a listing is bounded by the file's size,
@@ -246,20 +312,24 @@ def _read_tables(path: Path, steps: np.ndarray, levels: int) -> np.ndarray:
             for member in members:
                 key = member.filename[:-4]
                 a, o = (int(v) for v in key[1:].split("o"))
-                with archive.open(member) as fp:
-                    table = read_npy(fp, member.file_size, int(need[a, o]), f"table {key}")
-                if table.dtype.kind not in "iu":
-                    raise ValueError(f"table {key} must be integer (int8), got {table.dtype}")
+                try:
+                    with archive.open(member) as member_fp:
+                        table = read_npy(member_fp, member.file_size, int(need[a, o]),
+                                         f"table {key}")
+                except (RuntimeError, NotImplementedError) as exc:
+                    # zipfile's words for an encrypted member, or a compression
+                    # method it lacks (AES is method 99)
+                    raise ValueError(f"table {key} cannot be read: {exc}") from None
                 if table.shape != (need[a, o],):
                     raise ValueError(f"table {key} has shape {table.shape}, step {steps[a, o]} "
                                      f"over {levels} levels needs ({need[a, o]},)")
-                if table.size and (table.min() < -128 or table.max() > 127):
-                    raise ValueError(f"table {key} has values outside int8 range [-128, 127]")
-                tables[a, o, :need[a, o]] = table
+                tables[a, o, :need[a, o]] = whole_numbers(table, -128, 127, f"table {key}")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc}") from None
-    except (ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+    except (ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except (RuntimeError, NotImplementedError) as exc:  # e.g. "zip file version 25.5"
+        raise ValueError(f"{path}: not a readable zip file ({exc})") from None
     return tables
 
 
@@ -298,21 +368,16 @@ def _count_blocks(folder: Path) -> int:
 
 
 def _read_offsets(path: Path, blocks: int, channels: int) -> np.ndarray:
-    """``offset.npy``: integer ``(n, 2, C)`` per pointwise layer, ``n >= min(B, 8)``."""
-    if not path.is_file():
+    """``offset.npy``: whole numbers ``(n, 2, C)`` per pointwise layer, ``n >= min(B, 8)``."""
+    if not os.path.lexists(path):
         raise ValueError(f"{path}: missing file")
     offsets = load_npy(path, MAX_BLOCKS * 2 * MAX_CHANNELS, "ShiftLUT offsets")
     needed = min(blocks, SHIFTED_LAYERS)
-    if offsets.dtype.kind not in "iu":
-        raise ValueError(f"{path}: offsets must be integers, got {offsets.dtype}")
     if offsets.ndim != 3 or offsets.shape[1:] != (2, channels) or offsets.shape[0] < needed:
         raise ValueError(f"{path}: shape {offsets.shape}, want (n, 2, {channels}) with "
                          f"n >= {needed} (the script shifts the first min(B, "
                          f"{SHIFTED_LAYERS}) pointwise layers)")
-    if offsets.size and np.abs(offsets.astype(np.int64)).max() > MAX_SHIFT:
-        raise ValueError(f"{path}: offsets must lie within +-{MAX_SHIFT}, got "
-                         f"{offsets.min()}..{offsets.max()}")
-    return offsets.astype(np.int8)
+    return whole_numbers(offsets, -MAX_SHIFT, MAX_SHIFT, f"{path}: offsets").astype(np.int8)
 
 
 def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
@@ -363,7 +428,7 @@ def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
     blocks = _count_blocks(folder)
     for stem in ("DW0_LSB", "UP_MSB"):
         for ext in ("npz", "json"):
-            if not (folder / f"{stem}.{ext}").is_file():
+            if not os.path.lexists(folder / f"{stem}.{ext}"):
                 raise ValueError(f"ShiftLUT folder {folder}: missing file {stem}.{ext}")
     taps = WINDOW * WINDOW
     # DW0 first: a scale that does not fit the folder shows as its OUT mismatch.
@@ -382,3 +447,34 @@ def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
         up=_read_layer(folder, "UP_MSB", "pointwise", channels, channels))
     return LUT(stages=(stage,), name=name or f"shiftlut-s{blocks - 1}-x{scale}",
                metadata={"source": "import_shiftlut", "blocks": blocks})
+
+
+#: The fixed names of a ShiftLUT folder besides its ``DW{i}_MSB`` / ``PW{i}_MSB`` layers.
+_SHIFTLUT_FIXED = ("DW0_LSB.npz", "DW0_LSB.json", "UP_MSB.npz", "UP_MSB.json", "offset.npy")
+
+
+def files_read(importer: str, source) -> list[Path]:
+    """The files an importer reads from ``source``: what a command must never write over.
+
+    Parameters
+    ----------
+    importer : {"import_shiftlut", "import_srlut", "import_mulut"}
+    source : str or path
+        What the importer was given: a ShiftLUT or MuLUT folder, or an SR-LUT
+        ``.npy`` file.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folder members the importer opens (those whose names it looks for,
+        whatever else the folder holds), or the file itself.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        return [source]
+    if importer == "import_mulut":
+        return list(_mulut_files(source).values())
+    if importer == "import_shiftlut":
+        return sorted(path for path in source.iterdir()
+                      if _LAYER_FILE.fullmatch(path.name) or path.name in _SHIFTLUT_FIXED)
+    return [source]

@@ -123,8 +123,10 @@ class TableLayer:
             shifts = np.asarray(self.shifts)
             if self.kind != "pointwise":
                 raise ValueError("only pointwise layers have shifts")
+            # The range is checked in Python integers: a cast first would wrap a uint64
+            # 2**64-1 to -1, and abs() of an int64 -2**63 overflows to itself.
             if (shifts.shape != (2, inputs) or shifts.dtype.kind not in "iu"
-                    or np.abs(shifts.astype(np.int64)).max() > MAX_SHIFT):
+                    or not -MAX_SHIFT <= int(shifts.min()) <= int(shifts.max()) <= MAX_SHIFT):
                 raise ValueError(f"layer shifts must be integers of shape (2, {inputs}) within "
                                  f"+-{MAX_SHIFT}, got {shifts.dtype} {shifts.shape}")
             object.__setattr__(self, "shifts", np.ascontiguousarray(shifts, np.int8))
@@ -203,6 +205,10 @@ class LayeredStage:
         self.low.check_levels(LOW_LEVELS, "low-bit layer")
         if self.up.kind != "pointwise" or self.up.inputs != channels or self.up.shifts is not None:
             raise ValueError(f"the up layer must be pointwise over {channels} channels, no shifts")
+        if self.up.outputs != self.r * self.r:
+            # Every backend writes exactly r*r outputs per pixel (the pixel shuffle).
+            raise ValueError(f"the up layer has {self.up.outputs} outputs; r = {self.r} needs "
+                             f"r*r = {self.r * self.r}")
         self.up.check_levels(HIGH_LEVELS, "up layer")
 
     @property

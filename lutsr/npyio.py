@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import tokenize
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -56,8 +58,13 @@ def read_npy(fp, available: int, max_elements: int, what: str) -> np.ndarray:
             shape, fortran, dtype = npy_format.read_array_header_2_0(fp)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, TypeError, SyntaxError) as exc:
-        raise ValueError(f"{what}: not a readable .npy file ({exc})") from None
+    except (ValueError, TypeError, SyntaxError, OverflowError, tokenize.TokenError,
+            RecursionError, MemoryError) as exc:
+        # The header is at most numpy's 10,000 bytes; a MemoryError or RecursionError here
+        # is Python's parser refusing its nesting (thousands of "-" or "("), not a real
+        # shortage of memory. numpy retokenizes a header it cannot parse (TokenError).
+        raise ValueError(f"{what}: not a readable .npy file "
+                         f"({str(exc) or 'its header is nested too deeply'})") from None
     if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS:
         raise ValueError(f"{what}: dtype {dtype} is refused (numeric arrays only; objects "
                          "would need unpickling)")
@@ -84,12 +91,64 @@ def read_npy(fp, available: int, max_elements: int, what: str) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def load_npy(path, max_elements: int, what: str) -> np.ndarray:
-    """Read a ``.npy`` file with :func:`read_npy`; every failure is a ValueError
-    naming ``what`` and the path (``cannot read ...``)."""
+_FILE_TYPES = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe (FIFO)",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path, max_bytes: int | None = None):
+    """Open ``path`` for binary reading if it is a regular file of at most ``max_bytes``.
+
+    A table file from the internet may be a symbolic link to ``/dev/zero`` (read
+    forever) or a FIFO (``open`` blocks until a writer comes): the file is
+    opened without blocking and checked on its descriptor, so nothing is read
+    from anything but a regular file, and nothing changes between check and read.
+
+    Parameters
+    ----------
+    path : str or path
+    max_bytes : int or None
+        Largest size accepted; None for no limit (the caller bounds its reads).
+
+    Returns
+    -------
+    tuple of (binary file object, int)
+        The open file (the caller closes it) and its size in bytes.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``: it cannot be opened, is not a regular file, or is
+        larger than ``max_bytes``.
+    """
     try:
-        with open(path, "rb") as fp:
-            return read_npy(fp, os.fstat(fp.fileno()).st_size, max_elements, str(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_TYPES.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise ValueError(f"{path}: is {kind}, not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ValueError(f"{path}: {info.st_size} bytes, more than the {max_bytes} "
+                             "such a file can need")
+        return os.fdopen(fd, "rb"), info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def load_npy(path, max_elements: int, what: str) -> np.ndarray:
+    """Read a regular ``.npy`` file (see :func:`open_regular`) with :func:`read_npy`; every
+    failure is a ValueError naming ``what`` and the path (``cannot read ...``)."""
+    try:
+        fp, size = open_regular(path)
+    except ValueError as exc:
+        raise ValueError(f"{what}: cannot read {exc}") from None
+    try:
+        with fp:
+            return read_npy(fp, size, max_elements, str(path))
     except OSError as exc:
         raise ValueError(f"{what}: cannot read {path}: {exc}") from None
     except ValueError as exc:

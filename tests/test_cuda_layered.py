@@ -211,6 +211,7 @@ SIM_CASES = {
     "numpy_round_trip": _numpy_round_trip,
     "golden_s2_x4_shift2": _golden("s2_x4_shift2", ("pixel", "row", "col", "noise")),
     "golden_s0_x4_gray": _golden("s0_x4", ("gray",)),
+    "golden_s1_x4_float32": _golden("s1_x4_float32", ("pixel", "noise")),
 }
 
 

@@ -43,7 +43,7 @@ from lutsr.reference import (
 )
 
 SHIFTLUT = CONFORMANCE / "shiftlut"
-FOLDERS = ["s0_x4", "s1_x4", "s2_x4_shift2"]
+FOLDERS = ["s0_x4", "s1_x4", "s1_x4_float32", "s2_x4_shift2"]
 INPUTS = ["photo", "noise", "gray", "row", "col", "pixel"]
 
 
@@ -404,10 +404,10 @@ CORRUPTIONS = {
         r"UP_MSB.npz: table i0o1 has shape \(1, "),
     "outside int8": (lambda f: _rewrite_npz(
         f / "DW1_MSB.npz", lambda a: _set(a, "i1o1", np.full(a["i1o1"].shape, 200, np.int16))),
-        "DW1_MSB.npz: table i1o1 has values outside int8"),
-    "float table": (lambda f: _rewrite_npz(
-        f / "DW0_LSB.npz", lambda a: _set(a, "i0o0", a["i0o0"].astype(np.float32))),
-        "DW0_LSB.npz: table i0o0 must be integer"),
+        "DW1_MSB.npz: table i1o1: values outside -128..127"),
+    "fractional table": (lambda f: _rewrite_npz(
+        f / "DW0_LSB.npz", lambda a: _set(a, "i0o0", a["i0o0"].astype(np.float32) + 0.5)),
+        "DW0_LSB.npz: table i0o0: .* is not a whole number"),
     "object table": (lambda f: _rewrite_npz(
         f / "DW0_MSB.npz", lambda a: _set(a, "i0o0", np.array([None] * 3, object))),
         "DW0_MSB.npz: table i0o0: dtype object is refused"),
@@ -439,10 +439,10 @@ CORRUPTIONS = {
                      "offset.npy: shape \\(2, 2, 9\\)"),
     "offset rows": (lambda f: np.save(f / "offset.npy", np.zeros((1, 2, 16), np.int32)),
                     "offset.npy: shape .*n >= 2"),
-    "offset float": (lambda f: np.save(f / "offset.npy", np.zeros((2, 2, 16), np.float32)),
-                     "offset.npy: offsets must be integers"),
+    "offset fraction": (lambda f: np.save(f / "offset.npy", np.full((2, 2, 16), 0.5)),
+                        "offset.npy: offsets: 0.5 .* is not a whole number"),
     "offset range": (lambda f: np.save(f / "offset.npy", np.full((2, 2, 16), -16, np.int32)),
-                     "offset.npy: offsets must lie within"),
+                     "offset.npy: offsets: values outside -15..15"),
     "offset huge": (lambda f: (f / "offset.npy").write_bytes(_npy_bytes(HUGE)),
                     "offset.npy: declares shape"),
     "offset empty": (lambda f: (f / "offset.npy").write_bytes(b""), "offset.npy: not a readable"),

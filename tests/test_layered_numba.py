@@ -46,7 +46,7 @@ from lutsr.reference import round_half_even_div, upscale_reference
 #: Kernels to test: the portable one, and the AVX-512 one where the CPU has it.
 KERNELS = ["portable", "avx512"] if avx512bw_available() else ["portable"]
 
-GOLDEN = ["s0_x4", "s1_x4", "s2_x4_shift2"]
+GOLDEN = ["s0_x4", "s1_x4", "s1_x4_float32", "s2_x4_shift2"]
 
 
 @contextlib.contextmanager
