@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="do not copy audio streams")
     p.add_argument("--no-subtitles", action="store_true",
                    help="do not copy subtitle streams")
+    p.add_argument("--no-alpha", action="store_true",
+                   help="drop the input's alpha channel (the colour stored under transparent "
+                        "pixels then shows); without it, alpha is kept, and an output that "
+                        "cannot hold it is refused")
+    p.add_argument("--straight-alpha", action="store_true",
+                   help="upscale alpha videos channel by channel, as stored, instead of "
+                        "premultiplied (needed with --luma-only)")
     p.add_argument("--format", choices=sorted(PIPE_FORMATS), default=None,
                    help="output format instead of OUT's suffix; needed for -o - (stdout), e.g. "
                         "y4m; IN may be - (stdin, format probed)")

@@ -337,7 +337,8 @@ def cmd_video(args) -> int:
             overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
             outscale=args.outscale, size=args.size, format=args.format,
             input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
-            input_rate=args.input_rate, quiet=args.quiet)
+            input_rate=args.input_rate, quiet=args.quiet, alpha=not args.no_alpha,
+            straight_alpha=args.straight_alpha)
     except BrokenPipeError:
         if args.output != "-":
             raise
@@ -346,6 +347,8 @@ def cmd_video(args) -> int:
         (w, h), (ow, oh) = report.input_size, report.output_size
         kept = f"; copied {', '.join(report.copied_streams)}" if report.copied_streams else ""
         mode = "luma-only" if report.luma_only else "RGB"
+        if report.turned:  # stored sizes above; --size gives the displayed ones
+            mode += f", displayed {h}x{w} -> {oh}x{ow}"
         where = "stdout" if args.output == "-" else args.output
         print(f"wrote {where}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
               f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}",
@@ -414,10 +417,7 @@ def cmd_convert(args) -> int:
     importer = getattr(importers, IMPORTERS[args.format])
     lut = importer(args.source, args.scale, name=args.name)
     out = Path(args.output)
-    # Every file the import read, not only the folder named: `-o FOLDER/DW0_MSB.json
-    # --overwrite` would replace one of the tables it was made from.
-    inputs = (args.source, *importers.files_read(IMPORTERS[args.format], args.source))
-    with atomic_output(out, overwrite=args.overwrite, inputs=inputs) as pending, \
+    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending, \
             open(pending.path, "wb") as fh:
         fh.write(to_bytes(lut))
     print(f"wrote {out}: {lut.describe().splitlines()[0]}")

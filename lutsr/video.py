@@ -35,7 +35,20 @@ Any output size (``outscale``, ``size``): the LUT's upscale is resampled by
 swscale to the exact size (:func:`resize_frame`: area averaging on an axis
 that shrinks, Lanczos on one that grows), in the frame's own pixel format
 and depth. Without an explicit LUT the bundled one is picked by
-:func:`lutsr.outsize.pick_lut`.
+:func:`lutsr.outsize.pick_lut`. A ``size`` is the displayed size, as for
+images (whose EXIF rotation is applied first): a clip whose display matrix
+turns it a quarter turn has its stored frames sized height by width.
+
+Alpha (``rgba`` PNG or QuickTime Animation, ``yuva420p`` FFV1, ``C444alpha``
+y4m...) is kept when the output's pixel format holds it (by default one that
+does is picked, :func:`alpha_pix_fmt`), and the run is refused otherwise
+unless ``alpha=False`` drops it. RGB mode upscales it as images are
+(:func:`lutsr.imageio.upscale_premultiplied`): the frame is converted to RGBA,
+premultiplied, upscaled on all four channels and resized, then
+unpremultiplied (:func:`upscale_frame_alpha`); ``straight_alpha`` upscales
+the channels as stored. Luma-only mode works on YUV planes, which cannot be
+premultiplied: it runs the alpha plane through the LUT as stored, and only
+when ``straight_alpha`` says so.
 
 Pipes: ``"-"`` as the input reads a stream from stdin (the format is probed:
 YUV4MPEG2, Matroska, NUT, MPEG-TS...), ``"-"`` as the output writes to stdout
@@ -53,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import queue
 import re
@@ -67,7 +81,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import Upscaler
-from .imageio import atomic_output, check_output
+from .imageio import atomic_output, check_output, premultiply, unpremultiply
 
 #: Output suffixes and the FFmpeg muxer each one uses.
 CONTAINERS = {
@@ -122,6 +136,16 @@ LUMA_FORMATS = frozenset({
 #: Planar YUV layouts deeper than 8 bits that both modes work on directly
 #: (little-endian samples in uint16, the value in the low bits).
 DEEP_FORMAT = re.compile(r"(yuv4[24][024]p|gray)(9|10|12|14|16)le")
+
+#: Planar YUV + alpha layouts the luma-only mode works on directly, at 8 bits
+#: and deeper; other formats with alpha are first converted to ``yuva420p``
+#: (``yuva420p10le`` when deep).
+LUMA_ALPHA_FORMAT = re.compile(r"yuva4[24][024]p")
+DEEP_ALPHA_FORMAT = re.compile(r"yuva4[24][024]p(9|10|12|14|16)le")
+
+#: The formats with alpha that muxers of raw frames hold (their encoder,
+#: ``wrapped_avframe``, lists none): y4m's only one is ``C444alpha``.
+RAW_ALPHA_FORMATS = {"yuv4mpegpipe": ("yuva444p",)}
 
 #: swscale flags from YUV to RGB: chroma upsampled bicubically to full
 #: resolution (``FULL_CHR_H_INT``) and accurate rounding (``ACCURATE_RND``).
@@ -251,12 +275,12 @@ def upscale_deep(img: np.ndarray, upscaler: Upscaler, bits: int,
 
     Parameters
     ----------
-    img : ndarray of uint16, shape (H, W) or (H, W, 3)
+    img : ndarray of uint16, shape (H, W) or (H, W, C)
         Samples in ``0 .. 2**bits - 1``.
     upscaler : Upscaler
     bits : int
         Sample depth, 9 to 16.
-    out : ndarray of uint16, shape (s*H, s*W) or (s*H, s*W, 3), optional
+    out : ndarray of uint16, shape (s*H, s*W) or (s*H, s*W, C), optional
         Written in place (may be a strided view of a frame's plane).
 
     Returns
@@ -322,7 +346,134 @@ def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
     return out
 
 
-def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False):
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether an FFmpeg pixel format has an alpha channel (``rgba``, ``yuva420p``, ``ya8``...).
+
+    A palette format (``pal8``) counts as without: its alpha, if any, is in
+    the palette, which swscale does not turn into an alpha plane here.
+    """
+    fmt = _av().VideoFormat(pix_fmt)
+    return not fmt.has_palette and len(fmt.components) in (2, 4)
+
+
+def alpha_pix_fmt(decoded: str, supported: list[str], muxer: str) -> str | None:
+    """The encoded pixel format that keeps the alpha of an input decoded as ``decoded``.
+
+    Parameters
+    ----------
+    decoded : str
+        The input's pixel format (with alpha, e.g. ``rgba`` or ``yuva420p``).
+    supported : list of str
+        The encoder's pixel formats; empty for an encoder that takes any
+        (``wrapped_avframe``), which the muxer then limits
+        (:data:`RAW_ALPHA_FORMATS`).
+    muxer : str
+
+    Returns
+    -------
+    str or None
+        ``decoded`` itself when allowed; else the format with alpha closest
+        to it: as many channels (no gray + alpha for colour), at least as
+        deep, RGB for RGB and YUV for YUV, the same chroma subsampling, the
+        nearest depth, in that order of precedence, ties to the encoder's
+        order. None when no allowed format has alpha.
+    """
+    if not supported:
+        supported = list(RAW_ALPHA_FORMATS.get(muxer, (decoded,)))
+    av = _av()
+    src, bits = av.VideoFormat(decoded), format_depth(decoded)
+
+    def layout(name):
+        m = re.search(r"4[24][024]", name)
+        return m.group() if m else None
+
+    def rank(name):
+        fmt, depth = av.VideoFormat(name), format_depth(name)
+        return (name != decoded, len(fmt.components) != len(src.components), depth < bits,
+                fmt.is_rgb != src.is_rgb, layout(name) != layout(decoded), abs(depth - bits))
+
+    return min((n for n in supported if has_alpha(n)), key=rank, default=None)
+
+
+def _premultiply(pixels: np.ndarray) -> np.ndarray:
+    """:func:`lutsr.imageio.premultiply`, also for 16-bit samples (the same rounding)."""
+    if pixels.dtype == np.uint8:
+        return premultiply(pixels)
+    wide = pixels.astype(np.uint64)
+    # c * a / 65535 is never halfway between integers (65535 is odd): exact rounding
+    wide[..., :-1] = (wide[..., :-1] * wide[..., -1:] + 32767) // 65535
+    return wide.astype(np.uint16)
+
+
+def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
+    """:func:`lutsr.imageio.unpremultiply`, also for 16-bit samples (the same rounding)."""
+    if pixels.dtype == np.uint8:
+        return unpremultiply(pixels)
+    wide = pixels.astype(np.uint64)
+    a = wide[..., -1:]
+    colour = (2 * 65535 * wide[..., :-1] + a) // np.maximum(2 * a, 1)
+    wide[..., :-1] = np.where(a == 0, 0, np.minimum(colour, 65535))
+    return wide.astype(np.uint16)
+
+
+def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
+                        colorspace: int | None = None, deep: bool = False,
+                        straight: bool = False):
+    """Upscale a frame with alpha in RGBA, premultiplied through the LUT and the resize.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any format with alpha (see :func:`has_alpha`); converted to ``rgba``
+        (``rgba64le`` when ``deep``) as :func:`upscale_frame_rgb` converts to
+        RGB (the alpha is copied as it is).
+    upscaler : Upscaler or None
+        None: no LUT, only the resize (a downscale).
+    size : (int, int)
+        Output ``(width, height)``; the LUT's upscale is resized to it by
+        :func:`resize_frame` when it differs.
+    colorspace : int, optional
+        FFmpeg ``AVColorSpace`` of the frame (default: its tag).
+    deep : bool
+        16 bits per channel, upscaled by :func:`upscale_deep`.
+    straight : bool
+        Upscale and resize the four channels as stored, not premultiplied.
+
+    Returns
+    -------
+    av.VideoFrame
+        ``rgba`` (``rgba64le`` when ``deep``) of ``size``, straight alpha,
+        with the input's timestamp: :func:`lutsr.imageio.upscale_premultiplied`
+        of the RGBA frame, with the resize inside the premultiplied part, so
+        the colour that transparent pixels hide bleeds into no visible one.
+    """
+    av = _av()
+    fmt, dtype = ("rgba64le", np.uint16) if deep else ("rgba", np.uint8)
+    rgba = frame.reformat(format=fmt, src_colorspace=colorspace,
+                          src_color_range=2 if _full_range(frame) else 1,
+                          interpolation=_flags(TO_RGB_FLAGS))
+    pixels = plane_array(rgba.planes[0], 4, dtype)
+    if not straight:
+        pixels = _premultiply(pixels)
+    s = 1 if upscaler is None else upscaler.scale
+    big = av.VideoFrame(rgba.width * s, rgba.height * s, fmt)
+    target = plane_array(big.planes[0], 4, dtype)
+    if upscaler is None:
+        target[...] = pixels
+    elif deep:
+        upscale_deep(pixels, upscaler, 16, out=target)
+    else:
+        upscaler.up(pixels, out=target)
+    if (big.width, big.height) != tuple(size):
+        big = resize_frame(big, size)
+    if not straight:
+        view = plane_array(big.planes[0], 4, dtype)
+        view[...] = _unpremultiply(view)
+    _copy_time(frame, big)
+    return big
+
+
+def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False, alpha: bool = False):
     """Upscale the luma plane with the LUT and the chroma planes bicubically.
 
     Parameters
@@ -335,6 +486,11 @@ def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False):
         through :func:`upscale_deep`.
     upscaler : Upscaler
     deep : bool
+    alpha : bool
+        Keep the alpha plane and upscale it with the LUT too, as stored (straight):
+        planar YUV with alpha (:data:`LUMA_ALPHA_FORMAT`, :data:`DEEP_ALPHA_FORMAT`)
+        is used as it is, other formats are converted to ``yuva420p``
+        (``yuva420p10le`` when ``deep``).
 
     Returns
     -------
@@ -343,20 +499,24 @@ def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False):
         with the input's timestamp and colour tags.
     """
     name = frame.format.name
-    if deep and not DEEP_FORMAT.fullmatch(name):
+    if alpha:
+        if not (DEEP_ALPHA_FORMAT if deep else LUMA_ALPHA_FORMAT).fullmatch(name):
+            frame = frame.reformat(format="yuva420p10le" if deep else "yuva420p")
+    elif deep and not DEEP_FORMAT.fullmatch(name):
         frame = frame.reformat(format="yuv420p10le")
     elif not deep and name not in LUMA_FORMATS:
         frame = frame.reformat(format="yuv420p")
     s = upscaler.scale
     # swscale resizes every plane (with correct chroma siting); the luma it
-    # computes is then overwritten by the LUT's.
+    # computes is then overwritten by the LUT's (alpha's too: plane 3).
     out = frame.reformat(frame.width * s, frame.height * s, interpolation="BICUBIC")
-    if deep:
-        upscale_deep(plane_array(frame.planes[0], 1, np.uint16), upscaler,
-                     format_depth(frame.format.name),
-                     out=plane_array(out.planes[0], 1, np.uint16))
-    else:
-        upscaler.up(plane_array(frame.planes[0]), out=plane_array(out.planes[0]))
+    for p in (0, 3) if alpha else (0,):
+        if deep:
+            upscale_deep(plane_array(frame.planes[p], 1, np.uint16), upscaler,
+                         format_depth(frame.format.name),
+                         out=plane_array(out.planes[p], 1, np.uint16))
+        else:
+            upscaler.up(plane_array(frame.planes[p]), out=plane_array(out.planes[p]))
     _copy_time(frame, out)
     return out
 
@@ -495,10 +655,13 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
     -----
     Converted with :data:`FROM_RGB_FLAGS` (accurate rounding; chroma from
     every RGB pixel), except RGB to full-range planar YUV, which goes through
-    :func:`rgb_to_full_range_yuv`.
+    :func:`rgb_to_full_range_yuv`; RGBA to planar YUV with alpha goes through
+    :func:`_rgba_to_yuva`.
     """
     if frame.format.name == pix_fmt:
         return frame
+    if frame.format.name in _RGBA_FORMATS and LUMA_ALPHA_FORMAT.match(pix_fmt):
+        return _rgba_to_yuva(frame, pix_fmt, colorspace, full_range)
     if full_range:
         exact = rgb_to_full_range_yuv(frame, pix_fmt, colorspace)
         if exact is not None:
@@ -511,6 +674,35 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
     out = frame.reformat(format=pix_fmt, src_colorspace=colorspace, dst_colorspace=colorspace,
                          src_color_range=src_range, dst_color_range=rng,
                          interpolation=_flags(FROM_RGB_FLAGS))
+    _copy_time(frame, out)
+    return out
+
+
+#: The packed RGBA formats of :func:`upscale_frame_alpha`, and the same without alpha.
+_RGBA_FORMATS = {"rgba": "rgb24", "rgba64le": "rgb48le"}
+
+
+def _rgba_to_yuva(frame, pix_fmt: str, colorspace: int, full_range: bool):
+    """RGBA to planar YUV with alpha: the colour as from RGB, the alpha rescaled exactly.
+
+    swscale's RGBA to YUVA moves some alpha values by one (FFmpeg 8.1); this
+    keeps an 8-bit alpha as it is (and rounds it to the nearest value at
+    other depths), and the colour exactly as :func:`to_output_format` makes
+    it without alpha.
+    """
+    rgb = frame.reformat(format=_RGBA_FORMATS[frame.format.name])  # drops alpha, exact
+    colour = to_output_format(rgb, pix_fmt.replace("yuva", "yuv", 1), colorspace, full_range)
+    out = _av().VideoFrame(frame.width, frame.height, pix_fmt)
+    bits = format_depth(pix_fmt)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    for p in range(3):
+        plane_array(out.planes[p], 1, dtype)[...] = plane_array(colour.planes[p], 1, dtype)
+    src_deep = frame.format.name == "rgba64le"
+    alpha = plane_array(frame.planes[0], 4, np.uint16 if src_deep else np.uint8)[..., 3]
+    top, src_top = 2 ** bits - 1, 65535 if src_deep else 255
+    plane_array(out.planes[3], 1, dtype)[...] = (
+        alpha if top == src_top else np.rint(alpha * (top / src_top)))
+    out.colorspace, out.color_range = colorspace, 2 if full_range else 1
     _copy_time(frame, out)
     return out
 
@@ -532,6 +724,50 @@ def _display_matrix(frame) -> list[int] | None:
             if len(raw) == 36:
                 return list(struct.unpack("=9i", raw))
     return None
+
+
+def quarter_turned(matrix: list[int] | None, metadata) -> bool:
+    """Whether a video is displayed turned by 90 or 270 degrees (its width and height swap).
+
+    Parameters
+    ----------
+    matrix : list of 9 int or None
+        The display matrix of its frames (:func:`_display_matrix`).
+    metadata : mapping
+        The stream's tags; the legacy ``rotate`` tag (clockwise degrees) is
+        used when there is no matrix.
+    """
+    if matrix is not None:
+        # [a b u; c d v; x y w], 16.16 fixed point: a quarter turn has a = d = 0
+        return abs(matrix[0]) < abs(matrix[1])
+    try:
+        return round(float(metadata.get("rotate", 0))) % 180 == 90
+    except ValueError:
+        return False
+
+
+def demuxed(inp, vin, copies):
+    """The decoded frames of ``vin`` and the packets of the ``copies`` streams, in demux order.
+
+    Yields
+    ------
+    av.VideoFrame or av.Packet
+    """
+    for packet in inp.demux([vin, *copies]):
+        if packet.stream.index == vin.index:
+            yield from vin.decode(packet)  # the final empty packet flushes the decoder
+        elif packet.dts is not None and packet.size:  # skip demuxer flush packets
+            yield packet
+
+
+def _peek_frame(av, items):
+    """The first video frame of ``items`` (None if none) and an iterator of all of them."""
+    head = []
+    for item in items:
+        head.append(item)
+        if not isinstance(item, av.Packet):
+            return item, itertools.chain(head, items)
+    return None, iter(head)
 
 
 # ---------------------------------------------------------------------------
@@ -605,6 +841,9 @@ class VideoReport:
     copied_streams : list of str
         The audio and subtitle streams copied, e.g. ``["audio:aac", "subtitle:mov_text"]``.
     luma_only : bool
+    turned : bool
+        The video is displayed turned a quarter turn: its displayed sizes are
+        the sizes above, height by width.
     """
 
     frames: int
@@ -613,6 +852,7 @@ class VideoReport:
     output_size: tuple[int, int]
     copied_streams: list[str] = field(default_factory=list)
     luma_only: bool = False
+    turned: bool = False
 
     @property
     def fps(self) -> float:
@@ -803,7 +1043,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   size: tuple[int, int] | None = None,
                   format: str | None = None, input_size: tuple[int, int] | None = None,
                   input_pix_fmt: str = "yuv420p", input_rate: str | float = 25,
-                  quiet: bool = False) -> VideoReport:
+                  quiet: bool = False, alpha: bool = True,
+                  straight_alpha: bool = False) -> VideoReport:
     """Upscale a video file with a LUT model.
 
     Parameters
@@ -851,7 +1092,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         Output factor > 0 (e.g. 3 or 1.5): each side ``round(outscale *
         side)``. The LUT's upscale is resized by :func:`resize_frame`.
     size : (int, int), optional
-        Output ``(width, height)``; exclusive with ``outscale``.
+        Output ``(width, height)`` as displayed (a clip turned a quarter turn
+        by its display matrix is stored ``height x width``); exclusive with
+        ``outscale``.
     format : str, optional
         Output format name from :data:`PIPE_FORMATS` (``"y4m"``...); needed
         when ``dst`` is ``"-"``, else the suffix decides.
@@ -862,6 +1105,15 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     quiet : bool
         Silence the encoders' own log lines (FFmpeg's log level is raised to
         errors for the run, then restored; x265 is told the same).
+    alpha : bool
+        Keep the input's alpha channel, if it has one (see the module
+        docstring): in ``pix_fmt`` when it has alpha, else in the closest
+        format with alpha the encoder takes (:func:`alpha_pix_fmt`); refused
+        when there is none. False drops it (the colour stored under
+        transparent pixels then shows).
+    straight_alpha : bool
+        Upscale alpha videos channel by channel as stored instead of
+        premultiplied; required with ``luma_only`` for an alpha kept.
 
     Returns
     -------
@@ -940,9 +1192,18 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     try:
         vin = _pick_video_stream(av, inp)
         vin.thread_type = "AUTO"  # frame + slice threads in the decoder
+        copies = [st for st in inp.streams
+                  if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
+        # The display matrix (which sizes are displayed) comes with the first frame.
+        with ffmpeg_log_level(av, quiet):
+            first, items = _peek_frame(av, demuxed(inp, vin, copies))
+        turned = quarter_turned(None if first is None else _display_matrix(first), vin.metadata)
         in_size = (vin.codec_context.width, vin.codec_context.height)
         if resized:
-            out_size = output_size(in_size, outscale=outscale, size=size)
+            # --size is the displayed size (as for images, after EXIF rotation)
+            shown = output_size(in_size[::-1] if turned else in_size, outscale=outscale,
+                                size=size)
+            out_size = shown[::-1] if turned else shown
             if upscaler is None:
                 if lut is None:
                     lut = pick_lut(in_size, out_size)
@@ -950,8 +1211,6 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                     upscaler = Upscaler(lut, backend=backend, threads=threads)
         else:
             out_size = (in_size[0] * upscaler.scale, in_size[1] * upscaler.scale)
-        copies = [st for st in inp.streams
-                  if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
         copied_names = [f"{st.type}:{st.codec_context.name}" for st in copies]
         if muxer in AUDIO_TRANSCODE:  # named as written: see write_to
             copied_names = [n if n.split(":")[1] in _WEBM_AUDIO or not n.startswith("audio")
@@ -983,7 +1242,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                         "drop those streams (--no-audio / --no-subtitles)")
                 with ffmpeg_log_level(av, quiet):
                     return _run_pipeline(
-                        av, inp, vin, out, copies, upscaler, luma_only=luma_only,
+                        av, inp, vin, out, copies, upscaler, items=items, luma_only=luma_only,
+                        alpha=alpha, straight_alpha=straight_alpha,
                         encoder=encoder, options=options, crf=crf, bit_rate=bit_rate,
                         pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
                         desc=src_name if src_pipe else src.name, allow_8bit=allow_8bit,
@@ -1011,7 +1271,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
                        output_size=out_size,
                        copied_streams=copied_names,
-                       luma_only=luma_only)
+                       luma_only=luma_only, turned=turned)
 
 
 @contextlib.contextmanager
@@ -1044,6 +1304,46 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
     return False
 
 
+def _alpha_target(vin, encoder, pix_fmt: str | None, muxer: str, *, alpha: bool,
+                  luma_only: bool, straight_alpha: bool) -> str | None:
+    """The encoded pixel format that keeps the input's alpha; None when there is none to keep.
+
+    Raises
+    ------
+    ValueError
+        The input has alpha and ``alpha`` is true, but the output cannot hold
+        it (``pix_fmt``, the encoder or the muxer), or ``luma_only`` without
+        ``straight_alpha`` (YUV planes cannot be premultiplied).
+    """
+    decoded = vin.codec_context.format.name if vin.codec_context.format else ""
+    if not alpha or not decoded or not has_alpha(decoded):
+        return None
+    supported = [f.name for f in (encoder.video_formats or [])]
+    raw = RAW_ALPHA_FORMATS.get(muxer, ()) if not supported else ()
+    if pix_fmt is not None and raw and pix_fmt not in raw:
+        shown = {v: k for k, v in PIPE_FORMATS.items()}.get(muxer, muxer)
+        raise ValueError(f"the input has alpha ({decoded}), which {shown} output holds only "
+                         f"as {' or '.join(raw)}; use that --pix-fmt, or pass --no-alpha to "
+                         "drop the alpha")
+    if pix_fmt is not None and not has_alpha(pix_fmt):
+        closest = alpha_pix_fmt(decoded, supported, muxer)
+        hint = (f"choose one that has (e.g. --pix-fmt {closest})" if closest
+                else "choose an encoder that keeps it (e.g. --codec ffv1)")
+        raise ValueError(f"the input has alpha ({decoded}) but --pix-fmt {pix_fmt} has none; "
+                         f"{hint}, or pass --no-alpha to drop the alpha")
+    target = (_choose_pix_fmt(encoder, vin, pix_fmt) if pix_fmt is not None
+              else alpha_pix_fmt(decoded, supported, muxer))
+    if target is None:
+        raise ValueError(f"the input has alpha ({decoded}), which {encoder.name} cannot store; "
+                         "choose an encoder that keeps it (e.g. --codec ffv1 in .mkv, or "
+                         "--codec png in .mkv or .mov), or pass --no-alpha to drop the alpha")
+    if luma_only and not straight_alpha:
+        raise ValueError("--luma-only cannot premultiply the input's alpha (it works on YUV "
+                         "planes): add --straight-alpha to upscale the alpha plane with the "
+                         "LUT as stored, leave out --luma-only, or pass --no-alpha")
+    return target
+
+
 def _choose_pix_fmt(encoder, vin, pix_fmt: str | None) -> str:
     supported = [f.name for f in (encoder.video_formats or [])]
     if pix_fmt is not None:
@@ -1053,7 +1353,8 @@ def _choose_pix_fmt(encoder, vin, pix_fmt: str | None) -> str:
         return pix_fmt
     decoded = vin.codec_context.format.name if vin.codec_context.format else ""
     # yuvj* is yuv* with a full-range tag; the tag is set on the stream instead.
-    plain = decoded.replace("yuvj", "yuv")
+    # yuva* here is an alpha the caller drops: its layout is kept without it.
+    plain = decoded.replace("yuvj", "yuv").replace("yuva", "yuv")
     deep = DEEP_FORMAT.fullmatch(plain)
     if ((plain in LUMA_FORMATS or deep) and not plain.startswith("gray")
             and (not supported or plain in supported)):
@@ -1079,20 +1380,27 @@ def _check_depth(vin, encoder, target_fmt: str, pix_fmt: str | None, allow_8bit:
     return in_bits > 8 and out_bits > 8
 
 
-def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, options, crf,
-                  bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit,
-                  transcode=None, quiet=False, frame_counted=False) -> int:
+def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, encoder, options,
+                  crf, bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit,
+                  transcode=None, quiet=False, frame_counted=False, alpha=True,
+                  straight_alpha=False) -> int:
     """Set up the output streams, run the three stages, return the frames encoded.
 
-    ``transcode`` maps audio stream indices to the encoder that re-encodes
-    them (the others in ``copies`` are copied packet for packet);
-    ``frame_counted`` gives the video stream a time base of one frame.
+    ``items`` are the video frames and the packets of ``copies``, in demux
+    order (:func:`demuxed`); ``transcode`` maps audio stream indices to the
+    encoder that re-encodes them (the others in ``copies`` are copied packet
+    for packet); ``frame_counted`` gives the video stream a time base of one
+    frame; ``alpha`` keeps the input's alpha (see :func:`_alpha_target`).
     """
     transcode = transcode or {}
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     vout = out.add_stream(encoder.name, rate=rate)
     vout.width, vout.height = out_size
-    target_fmt = _choose_pix_fmt(encoder, vin, pix_fmt)
+    alpha_fmt = _alpha_target(vin, encoder, pix_fmt, out.format.name, alpha=alpha,
+                              luma_only=luma_only, straight_alpha=straight_alpha)
+    target_fmt = alpha_fmt or _choose_pix_fmt(encoder, vin, pix_fmt)
+    if alpha_fmt in RAW_ALPHA_FORMATS.get(out.format.name, ()):
+        out.options["strict"] = "-1"  # y4m's C444alpha is not in its official set
     deep = _check_depth(vin, encoder, target_fmt, pix_fmt, allow_8bit)
     w, h = out_size
     if ("420" in target_fmt and (w % 2 or h % 2)) or ("422" in target_fmt and w % 2):
@@ -1151,17 +1459,16 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
 
     def read() -> None:
         count = 0
-        for packet in inp.demux([vin, *copies]):
-            if packet.stream.index == vin.index:
-                for frame in vin.decode(packet):
-                    if count == 0:
-                        state["matrix"] = _display_matrix(frame)
-                    if frame.pts is None:  # e.g. raw .h264: number the frames
-                        frame.pts, frame.time_base = count, fallback_tb
-                    count += 1
-                    decoded.put(frame)
-            elif packet.dts is not None and packet.size:  # skip demuxer flush packets
-                decoded.put(packet)
+        for frame in items:
+            if isinstance(frame, av.Packet):
+                decoded.put(frame)
+                continue
+            if count == 0:
+                state["matrix"] = _display_matrix(frame)
+            if frame.pts is None:  # e.g. raw .h264: number the frames
+                frame.pts, frame.time_base = count, fallback_tb
+            count += 1
+            decoded.put(frame)
         decoded.put(_END)
 
     def write() -> None:
@@ -1213,10 +1520,13 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, luma_only, encoder, op
         out.close()
 
     def upscale(frame):
+        if alpha_fmt is not None and not luma_only:  # premultiplied around LUT and resize
+            return upscale_frame_alpha(frame, upscaler, out_size, colorspace, deep,
+                                       straight=straight_alpha)
         if upscaler is None:  # a downscale: no LUT, swscale alone
             big = frame
         elif luma_only:
-            big = upscale_frame_luma(frame, upscaler, deep)
+            big = upscale_frame_luma(frame, upscaler, deep, alpha=alpha_fmt is not None)
         else:
             big = upscale_frame_rgb(frame, upscaler, colorspace, deep)
         if (big.width, big.height) != tuple(out_size):
