@@ -417,7 +417,10 @@ def cmd_convert(args) -> int:
     importer = getattr(importers, IMPORTERS[args.format])
     lut = importer(args.source, args.scale, name=args.name)
     out = Path(args.output)
-    with atomic_output(out, overwrite=args.overwrite, inputs=(args.source,)) as pending, \
+    # Every file the import read, not only the folder named: `-o FOLDER/DW0_MSB.json
+    # --overwrite` would replace one of the tables it was made from.
+    inputs = (args.source, *importers.files_read(IMPORTERS[args.format], args.source))
+    with atomic_output(out, overwrite=args.overwrite, inputs=inputs) as pending, \
             open(pending.path, "wb") as fh:
         fh.write(to_bytes(lut))
     print(f"wrote {out}: {lut.describe().splitlines()[0]}")
