@@ -49,8 +49,7 @@ def resolve_lut(lut) -> LUT:
         if isinstance(lut, str) and lut in bundled.names():
             return bundled.load_bundled(lut)
         if not os.path.exists(lut):
-            raise ValueError(f"no bundled LUT named {str(lut)!r} and no such file; "
-                             f"bundled: {bundled.names()}")
+            raise ValueError(bundled.unknown_name(lut, file_too=True))
         return load(lut)
     raise TypeError(f"lut must be a LUT, a bundled name, a path or None, got {type(lut).__name__}")
 

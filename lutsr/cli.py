@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 
 from . import __version__, bundled
 from .api import BACKENDS
@@ -36,6 +37,7 @@ from .commands import (
     IMPORTERS,
     CLIError,
     _error,
+    _warn,
     cmd_convert,
     cmd_demo,
     cmd_image,
@@ -88,6 +90,16 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
                    help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary")
+
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output exists (to resume an interrupted run), "
+                        "instead of refusing to start; with or without --cluster")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="one task per file on a Dask cluster: tcp://HOST:PORT of a running "
+                        "scheduler, or local:N for N worker processes here; existing outputs "
+                        "are refused as without it (needs lutsr[cluster])")
 
 
 def _outscale(text: str) -> float:
@@ -161,10 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_options(p)
     _add_lut_options(p)
     _add_output_options(p)
-    p.add_argument("--cluster", metavar="ADDRESS", default=None,
-                   help="one task per file on a Dask cluster: tcp://HOST:PORT of a running "
-                        "scheduler, or local:N for N worker processes here; outputs that "
-                        "exist are skipped (needs lutsr[cluster])")
+    _add_cluster_options(p)
     p.set_defaults(func=_image)
 
     p = sub.add_parser("video", help="upscale a video file",
@@ -217,10 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_options(p)
     _add_lut_options(p)
     _add_output_options(p)
-    p.add_argument("--cluster", metavar="ADDRESS", default=None,
-                   help="one task per file on a Dask cluster: tcp://HOST:PORT of a running "
-                        "scheduler, or local:N for N worker processes here; outputs that "
-                        "exist are skipped (needs lutsr[cluster])")
+    _add_cluster_options(p)
     p.set_defaults(func=_video)
 
     p = sub.add_parser("demo", help="upscale the bundled sample image and time it",
@@ -285,14 +291,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``lutsr`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "overwrite", False) and getattr(args, "skip_existing", False):
+        parser.error("give --overwrite (redo existing outputs) or --skip-existing (keep "
+                     "them), not both")
     debug = args.debug or os.environ.get("LUTSR_DEBUG", "") not in ("", "0")
     # SIGTERM ends the run like Ctrl-C, so temporary outputs are cleaned up.
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # any warning a library gives is one lutsr line, not Python's file:line + source
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         _error("interrupted; no partial output was written")
         return 130
@@ -313,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """:func:`warnings.showwarning` for the CLI: ``lutsr: warning: <the message>``."""
+    _warn(" ".join(str(message).split()) or category.__name__)
 
 
 def _traceback(debug: bool) -> None:

@@ -321,8 +321,9 @@ def cli_images(args) -> int:
     """``lutsr image ... --cluster ADDRESS``: return the exit status."""
     parse_address(args.cluster)  # a bad address or no Dask fails before any work
     _distributed()
-    # Existing outputs are not an error here: they are a finished earlier run.
-    pairs = commands.plan_images(args.inputs, args.output, overwrite=True, ext=args.ext,
+    # Existing outputs are refused as in a local run; --skip-existing resumes a run.
+    pairs = commands.plan_images(args.inputs, args.output,
+                                 overwrite=args.overwrite or args.skip_existing, ext=args.ext,
                                  recursive=args.recursive)
     if not 1 <= args.quality <= 100:
         raise commands.CLIError(f"--quality must be in 1..100, got {args.quality}")
@@ -376,6 +377,8 @@ def cli_videos(args, inputs: list[str]) -> int:
         raise ClusterError("--format is for pipes; with --cluster each output keeps its "
                            "input's name and suffix, which picks the container")
     pairs = plan_videos(inputs, args.output)
+    if not (args.overwrite or args.skip_existing):  # as a local run, and as images
+        commands.refuse_existing([dst for _, dst in pairs])
     lut = _lut(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     return _run_and_report(args, "video", pairs, lut, Path(args.output))

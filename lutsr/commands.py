@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import sys
 import tempfile
 import time
@@ -30,10 +31,14 @@ from .imageio import (
     upscale_premultiplied,
     write_image,
 )
-from .outsize import output_size, upscale_to
+from .outsize import ResizePlan, output_size, plan_resize, upscale_to
 
 #: The sample image ``lutsr demo`` upscales (inside the package).
 SAMPLE = "astronaut.png"
+
+#: The most bytes ``lutsr image -`` reads from stdin (512 MiB): a bound on the memory and
+#: disk an endless or wrong stream can take. A larger image is read from its file by name.
+STDIN_LIMIT = 512 * 2**20
 
 
 class CLIError(Exception):
@@ -42,6 +47,11 @@ class CLIError(Exception):
 
 def _error(message: str) -> None:
     print(f"lutsr: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    """One line on stderr about something done anyway (printed with ``-q`` too)."""
+    print(f"lutsr: warning: {message}", file=sys.stderr)
 
 
 def _upscaler(args) -> Upscaler:
@@ -60,20 +70,33 @@ INPUT_SUFFIXES = frozenset({*IMAGE_FORMATS, *READ_ONLY_FORMATS})
 
 
 def _image_files(folder: Path, recursive: bool = False,
-                 skip: Path | None = None) -> list[tuple[Path, Path]]:
+                 skip: Path | None = None) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """The images in ``folder`` (and its subfolders if ``recursive``), with paths relative to it.
 
-    ``skip`` is a folder left out (the output folder, when it is inside).
+    ``skip`` is a folder left out (the output folder, when it is inside). Also
+    returns the other files found (not an image suffix lutsr reads, or not a
+    regular file), which the caller must not pass over in silence.
     """
     found = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted((p for p in found if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
-                    and (skip is None or not p.resolve().is_relative_to(skip))),
-                   key=lambda p: p.relative_to(folder).parts)
+    files, others = [], []
+    for p in found:
+        if p.is_dir() or (skip is not None and p.resolve().is_relative_to(skip)):
+            continue
+        (files if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES else others).append(p)
+    files.sort(key=lambda p: p.relative_to(folder).parts)
+    others.sort(key=lambda p: p.relative_to(folder).parts)
     if not files:
         where = f"{folder} or its subfolders" if recursive else str(folder)
         raise CLIError(f"{where}: no image files ({', '.join(sorted(INPUT_SUFFIXES))})"
+                       + (f"; not read: {_some(others)}" if others else "")
                        + ("" if recursive else "; -r looks in subfolders too"))
-    return [(p, p.relative_to(folder)) for p in files]
+    return [(p, p.relative_to(folder)) for p in files], others
+
+
+def _some(paths: list, shown: int = 3) -> str:
+    """The first few of ``paths`` and how many more, for a one-line message."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(map(str, paths[:shown])) + more
 
 
 def _output_name(rel: Path, ext: str | None) -> Path:
@@ -96,6 +119,9 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
     ``recursive`` the images in subfolders are included and the folder tree
     is mirrored in the output (the output folder itself is skipped when it
     is inside an input folder).
+
+    Files in an input folder that lutsr does not read (``.avif``, ``.txt``...)
+    are left out with one warning line on stderr that counts and names them.
 
     Raises
     ------
@@ -129,9 +155,18 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
                            f"{'several inputs' if len(paths) > 1 else 'a folder input'} "
                            "need an output folder; give a folder name (--ext picks the format)")
         skip = out.resolve()
-        files = [f for p in paths
-                 for f in (_image_files(p, recursive, skip) if p.is_dir()
-                           else [(p, Path(p.name))])]
+        files, others = [], []
+        for p in paths:
+            if p.is_dir():
+                found, left = _image_files(p, recursive, skip)
+                files += found
+                others += left
+            else:
+                files.append((p, Path(p.name)))
+        if others:
+            suffixes = sorted({f.suffix.lower() or "no suffix" for f in others})
+            _warn(f"skipped {len(others)} file{'s' * (len(others) != 1)} that lutsr does not "
+                  f"read ({', '.join(suffixes)}): {_some(others)}")
         pairs = [(f, out / _output_name(rel, ext)) for f, rel in files]
     names: dict[Path, Path] = {}
     for src, dst in pairs:
@@ -143,12 +178,20 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
         if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
             raise CLIError(f"output {dst} is an input file; refusing to overwrite it")
     if not overwrite:
-        existing = [str(dst) for _, dst in pairs if os.path.lexists(dst)]
-        if existing:
-            more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-            raise CLIError(f"output exists: {', '.join(existing[:3])}{more}; use --overwrite "
-                           "to replace")
+        refuse_existing([dst for _, dst in pairs])
     return pairs
+
+
+def refuse_existing(outputs: list) -> None:
+    """Raise :class:`CLIError` naming the ``outputs`` that exist (with or without ``--cluster``).
+
+    The caller skips this with ``--overwrite`` (redo them) or ``--skip-existing``
+    (keep them: resume an earlier run).
+    """
+    existing = [dst for dst in outputs if os.path.lexists(dst)]
+    if existing:
+        raise CLIError(f"output exists: {_some(existing)}; use --overwrite to replace, or "
+                       "--skip-existing to keep what exists and do the rest")
 
 
 def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
@@ -167,38 +210,53 @@ def _resized(args) -> bool:
     return args.outscale is not None or args.size is not None
 
 
-def _fit_pixels(upscaler: Upscaler | None, pixels, args):
+def resize_plan(upscaler: Upscaler | None, args, in_size: tuple[int, int],
+                out_size: tuple[int, int]) -> ResizePlan:
+    """What ``--outscale``/``--size`` does to one input: the LUT (as ``--lut`` named it), then
+    the resample. ``upscaler`` None: the bundled LUT :func:`lutsr.outsize.pick_lut` picks."""
+    if upscaler is None:
+        return plan_resize(in_size, out_size)
+    name = args.lut if isinstance(args.lut, str) else upscaler.lut.name or "(unnamed)"
+    return plan_resize(in_size, out_size, name, upscaler.scale)
+
+
+def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
     """:func:`upscale_pixels`, then to ``--outscale``/``--size`` when asked.
 
     ``upscaler`` None (only with a size asked): the bundled LUT picked by
-    :func:`lutsr.outsize.pick_lut` for this image's size.
+    :func:`lutsr.outsize.pick_lut` for this image's size. Returns the result
+    and its :class:`lutsr.outsize.ResizePlan` (None without a size asked).
     """
     if not _resized(args):
-        return upscale_pixels(upscaler, pixels, args.straight_alpha)
-    target = output_size((pixels.shape[1], pixels.shape[0]), outscale=args.outscale,
-                         size=args.size)
+        return upscale_pixels(upscaler, pixels, args.straight_alpha), None
+    in_size = (pixels.shape[1], pixels.shape[0])
+    target = output_size(in_size, outscale=args.outscale, size=args.size)
 
     def up(img):
         return upscale_to(img, upscaler, size=target, backend=args.backend,
                           threads=args.threads)
 
     # premultiplied around LUT and resample together, so neither bleeds hidden colour
-    return upscale_pixels(types.SimpleNamespace(up=up), pixels, args.straight_alpha)
+    result = upscale_pixels(types.SimpleNamespace(up=up), pixels, args.straight_alpha)
+    return result, resize_plan(upscaler, args, in_size, target)
 
 
 def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
+    """Upscale one image file; return the input and output shapes and the resize plan."""
     pixels, info = read_image(src)
+    for line in info.warnings:
+        _warn(line)
     fmt = image_format(dst)
     if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
                          "PNG, WebP or TIFF instead")
-    result = _fit_pixels(upscaler, pixels, args)
+    result, plan = _fit_pixels(upscaler, pixels, args)
     dst.parent.mkdir(parents=True, exist_ok=True)  # a subfolder mirrored with -r
     with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
         write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
                     quality=args.quality, png_compression=args.png_compression,
                     jpeg_subsampling=args.jpeg_subsampling)
-    return pixels.shape, result.shape
+    return pixels.shape, result.shape, plan
 
 
 def _show_progress(args) -> bool:
@@ -206,17 +264,28 @@ def _show_progress(args) -> bool:
 
 
 def _read_stdin_image():
-    data = sys.stdin.buffer.read()
-    if not data:
-        raise CLIError("stdin is empty: no image to read")
+    """The image on stdin, read into a private temporary file of at most :data:`STDIN_LIMIT`."""
+    stdin, limit = sys.stdin.buffer, STDIN_LIMIT
     # read_image takes a path; a private temporary file keeps its checks and metadata handling
     with tempfile.TemporaryDirectory(prefix="lutsr-") as tmp:
         path = Path(tmp) / "stdin"
-        path.write_bytes(data)
+        size = 0
+        with open(path, "wb") as fh:
+            while chunk := stdin.read(min(2**20, limit + 1 - size)):
+                size += len(chunk)
+                if size > limit:
+                    raise CLIError(f"stdin holds more than {limit // 2**20} MiB, the most "
+                                   "lutsr image reads from a pipe; give the file's name "
+                                   "instead of -")
+                fh.write(chunk)
+        if size == 0:
+            raise CLIError("stdin is empty: no image to read")
         try:
-            return read_image(path)
+            pixels, info = read_image(path)
         except ImageError as exc:
             raise ImageError(str(exc).replace(str(path), "stdin")) from None
+        info.warnings = [line.replace(str(path), "stdin") for line in info.warnings]
+        return pixels, info
 
 
 def _pipe_image(args) -> int:
@@ -228,6 +297,12 @@ def _pipe_image(args) -> int:
         raise CLIError(f"no such image file: {src}")
     if args.output != "-":
         image_format(args.output)  # an unknown suffix fails before reading stdin
+        if getattr(args, "skip_existing", False) and not args.overwrite \
+                and os.path.lexists(args.output):
+            if not args.quiet:
+                print(f"wrote 0 images; 1 skipped (output exists): {args.output}",
+                      file=sys.stderr)
+            return 0
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
@@ -242,7 +317,9 @@ def _pipe_image(args) -> int:
     if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         raise ImageError("the image has an alpha channel, which JPEG cannot store; write "
                          "PNG, WebP or TIFF instead")
-    result = _fit_pixels(upscaler, pixels, args)
+    for line in info.warnings:
+        _warn(line)
+    result, plan = _fit_pixels(upscaler, pixels, args)
     options = dict(icc_profile=info.icc_profile, exif=info.exif, quality=args.quality,
                    png_compression=args.png_compression,
                    jpeg_subsampling=args.jpeg_subsampling)
@@ -250,8 +327,7 @@ def _pipe_image(args) -> int:
         buf = io.BytesIO()  # encoded whole first: some writers seek, a pipe cannot
         write_image(buf, result, fmt, **options)
         try:
-            sys.stdout.buffer.write(buf.getvalue())
-            sys.stdout.buffer.flush()
+            write_stdout(buf.getbuffer())
         except BrokenPipeError:
             return _broken_pipe()
     else:
@@ -260,9 +336,33 @@ def _pipe_image(args) -> int:
             write_image(pending.path, result, fmt, **options)
     if not args.quiet:
         (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
+        if plan is not None:
+            print(f"resized: {plan.describe()}", file=sys.stderr)
         print(f"wrote {'stdout' if args.output == '-' else args.output}: {w}x{h} -> {ow}x{oh} "
               f"in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
+
+
+def write_stdout(data) -> None:
+    """Write all of ``data`` to stdout, or raise :class:`BrokenPipeError`.
+
+    ``sys.stdout.buffer`` is the raw file when Python runs unbuffered
+    (``PYTHONUNBUFFERED=1``, ``python -u``), whose ``write`` may write only part
+    of the data and say so in its return value (a pipe whose reader left after
+    the first 64 KiB): the rest is written in a loop, so a short write is
+    never taken for success.
+    """
+    out = sys.stdout.buffer
+    view = memoryview(data).cast("B")
+    while view:
+        written = out.write(view)
+        if written is None:  # a non-blocking stdout that is full: wait, as a blocking one
+            select.select([], [out], [])
+            continue
+        if written == 0:
+            raise BrokenPipeError("stdout accepted no more data")
+        view = view[written:]
+    out.flush()
 
 
 def _broken_pipe() -> int:
@@ -276,19 +376,28 @@ def _broken_pipe() -> int:
 def cmd_image(args) -> int:
     if "-" in args.inputs or args.output == "-":
         return _pipe_image(args)
-    pairs = plan_images(args.inputs, args.output, args.overwrite, ext=args.ext,
-                        recursive=args.recursive)
+    skip_existing = getattr(args, "skip_existing", False)
+    pairs = plan_images(args.inputs, args.output, args.overwrite or skip_existing,
+                        ext=args.ext, recursive=args.recursive)
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
     if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
         Path(args.output).mkdir(parents=True, exist_ok=True)
-    bar = _bar(len(pairs), _show_progress(args) and len(pairs) > 1)
+    where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
+    todo = pairs
+    if skip_existing and not args.overwrite:  # as --cluster does: resume an earlier run
+        todo = [(src, dst) for src, dst in pairs if not os.path.lexists(dst)]
+    bar = _bar(len(todo), _show_progress(args) and len(todo) > 1)
     failed = 0
+    plans: dict[str, int] = {}
     t0 = time.perf_counter()
-    for src, dst in pairs:
+    for src, dst in todo:
         try:
-            _upscale_image(upscaler, src, dst, args)
+            *_, plan = _upscale_image(upscaler, src, dst, args)
+            if plan is not None:  # one line for one image, the steps counted for several
+                key = plan.describe() if len(pairs) == 1 else plan.summary()
+                plans[key] = plans.get(key, 0) + 1
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             _error(str(exc) if str(src) in str(exc) else f"{src}: {exc}")
@@ -297,11 +406,16 @@ def cmd_image(args) -> int:
             _error(f"{src}: out of memory upscaling it; no output was written")
         bar.update(1)
     bar.close()
-    done = len(pairs) - failed
+    done, skipped = len(todo) - failed, len(pairs) - len(todo)
     if not args.quiet:
-        where = pairs[0][1] if len(pairs) == 1 else Path(args.output)
+        if plans:
+            print("resized: " + "; ".join(
+                key if len(pairs) == 1 else f"{key} ({n} image{'s' * (n != 1)})"
+                for key, n in plans.items()))
         print(f"wrote {done} image{'s' * (done != 1)} to {where} in "
-              f"{time.perf_counter() - t0:.2f} s" + (f"; {failed} failed" if failed else ""))
+              f"{time.perf_counter() - t0:.2f} s"
+              + (f"; {skipped} skipped (output exists)" if skipped else "")
+              + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
 
 
@@ -327,6 +441,11 @@ def cmd_video(args) -> int:
     if args.more_inputs:
         raise CLIError("several videos need --cluster ADDRESS (e.g. local:2) and a folder "
                        "as OUT; or run lutsr video once per file")
+    if getattr(args, "skip_existing", False) and args.output != "-" \
+            and os.path.lexists(args.output) and not args.overwrite:
+        if not args.quiet:
+            print(f"wrote 0 videos; 1 skipped (output exists): {args.output}")
+        return 0
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
     try:
         report = upscale_video(
@@ -337,8 +456,7 @@ def cmd_video(args) -> int:
             overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
             outscale=args.outscale, size=args.size, format=args.format,
             input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
-            input_rate=args.input_rate, quiet=args.quiet, alpha=not args.no_alpha,
-            straight_alpha=args.straight_alpha)
+            input_rate=args.input_rate, quiet=args.quiet)
     except BrokenPipeError:
         if args.output != "-":
             raise
@@ -350,9 +468,13 @@ def cmd_video(args) -> int:
         if report.turned:  # stored sizes above; --size gives the displayed ones
             mode += f", displayed {h}x{w} -> {oh}x{ow}"
         where = "stdout" if args.output == "-" else args.output
+        stream = sys.stderr if args.output == "-" else sys.stdout
+        if _resized(args):  # in displayed sizes, as --size gives them
+            turned = getattr(report, "turned", False)
+            sizes = ((h, w), (oh, ow)) if turned else ((w, h), (ow, oh))
+            print(f"resized: {resize_plan(upscaler, args, *sizes).describe()}", file=stream)
         print(f"wrote {where}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
-              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}",
-              file=sys.stderr if args.output == "-" else sys.stdout)
+              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}", file=stream)
     return 0
 
 

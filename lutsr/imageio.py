@@ -25,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import tempfile
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,11 @@ class ImageInfo:
     orientation : int
         The EXIF orientation the file had (1..8; 1 when absent), applied to
         the pixels.
+    warnings : list of str
+        One line for each thing Pillow warned about while reading (a damaged
+        EXIF block, which is then dropped; an image above Pillow's
+        decompression-bomb threshold...), each starting with the path. The
+        warnings themselves are not re-issued: the CLI prints these lines.
     """
 
     mode: str
@@ -115,6 +122,7 @@ class ImageInfo:
     converted: str = ""
     exif: bytes | None = None
     orientation: int = 1
+    warnings: list[str] = field(default_factory=list)
 
 
 def _pil():
@@ -128,6 +136,11 @@ def _pil():
     return Image, ImageOps
 
 
+# Pillow raw modes of 15/16-bit *pixels* holding 5- or 6-bit samples (RGB565, RGB555 BMPs):
+# decoded to 8 bits per sample without loss, unlike ";16B", "I;16", "L;16"... (16-bit samples).
+_PACKED_RAWMODE = re.compile(r"[RGBAX]{3,4};1[56]")
+
+
 def _sample_bits(im) -> int:
     """Bits per sample as stored, which Pillow's mode hides for 16-bit RGB(A)."""
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
@@ -135,7 +148,9 @@ def _sample_bits(im) -> int:
     for tile in im.tile or ():
         args = tile.args if hasattr(tile, "args") else tile[3]
         rawmode = args[0] if isinstance(args, tuple) and args else args
-        if isinstance(rawmode, str) and (";16" in rawmode or ";32" in rawmode):
+        if not isinstance(rawmode, str) or _PACKED_RAWMODE.fullmatch(rawmode):
+            continue
+        if ";16" in rawmode or ";32" in rawmode:
             return 16 if ";16" in rawmode else 32
     return 8
 
@@ -162,12 +177,43 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     ImageError
         Not an image, a damaged file, an animated image, or a 16/32-bit image:
         lutsr's LUTs map 8-bit values, so deeper images are refused rather
-        than silently truncated.
+        than silently truncated. A damaged EXIF block is not an error: it is
+        dropped (the orientation is then 1) and said in ``info.warnings``.
+        Packed 16-bit pixels of 5 or 6 bits per sample (RGB565 BMP) are read
+        as 8-bit RGB.
     """
-    Image, ImageOps = _pil()
+    Image, _ = _pil()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    # Pillow's warnings become lines of info.warnings: Python's warning text (file, line
+    # number, source line) on stderr says nothing a user can act on.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels, info = _read_image(Image, path)
+    for line in (_warning_line(path, w.message) for w in caught):
+        # once each; a damaged EXIF block is already one line of its own
+        if not any(line.removeprefix(f"{path}: ") in seen for seen in info.warnings):
+            info.warnings.append(line)
+    return pixels, info
+
+
+def _warning_line(path: Path, message: Warning) -> str:
+    """One line for a warning Pillow gave while reading ``path``."""
+    from PIL import Image
+
+    text = " ".join(str(message).split())
+    if isinstance(message, Image.DecompressionBombWarning):
+        return (f"{path}: a very large image, above Pillow's decompression-bomb threshold "
+                f"of {Image.MAX_IMAGE_PIXELS} pixels; read anyway, its upscale needs a lot "
+                "of memory")
+    return f"{path}: {text}"
+
+
+def _read_image(Image, path: Path) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` without the warnings' handling."""
+    from PIL import ImageOps
+
     try:
         with Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
@@ -182,8 +228,11 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
             info = ImageInfo(mode=im.mode, format=im.format or "",
                              icc_profile=im.info.get("icc_profile"))
             im.load()
-            info.exif, info.orientation = _upright_exif(im)
-            im = ImageOps.exif_transpose(im)
+            info.exif, info.orientation, note = _upright_exif(im)
+            if note:
+                info.warnings.append(f"{path}: {note}")
+            if info.orientation != 1:  # not after damage: Pillow would read the damaged block
+                im = ImageOps.exif_transpose(im)
             if im.mode not in _NATIVE:
                 if im.mode not in _CONVERT:
                     raise ImageError(f"{path}: unsupported image mode {im.mode}")
@@ -205,11 +254,30 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     return np.ascontiguousarray(pixels), info
 
 
-def _upright_exif(im) -> tuple[bytes | None, int]:
-    """The EXIF block of an opened image with orientation 1, and the orientation it had."""
+def _upright_exif(im) -> tuple[bytes | None, int, str]:
+    """The EXIF block of an opened image with orientation 1, the orientation it had, and a note.
+
+    The note is empty, or says why the EXIF is not copied. A block Pillow
+    cannot parse, or parses only with a warning (a truncated directory), is
+    dropped whole, its orientation too (``(None, 1, note)``): the values of a
+    damaged block cannot be trusted, and copying half of it would write a
+    damaged block again.
+    """
     from PIL import Image
 
-    original = im.getexif()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if im.info.get("exif") is not None:
+                # parsed here, not only by getexif(): a JPEG's block is parsed (and
+                # warned about) when the file is opened, and getexif() returns that
+                Image.Exif().load(im.info["exif"])
+            original = im.getexif()
+            damage = " ".join(str(caught[0].message).split()) if caught else ""
+        except Exception as exc:  # noqa: BLE001 - any parse failure of the block is damage
+            damage = " ".join(str(exc).split()) or type(exc).__name__
+    if damage:
+        return None, 1, f"damaged EXIF data ignored (not copied, no rotation applied): {damage}"
     orientation = original.get(_ORIENTATION, 1)
     if not isinstance(orientation, int) or not 1 <= orientation <= 8:
         orientation = 1  # Pillow's exif_transpose ignores invalid values too
@@ -221,11 +289,11 @@ def _upright_exif(im) -> tuple[bytes | None, int]:
             for tag in _TIFF_LAYOUT_TAGS & set(exif):
                 del exif[tag]
         if not len(exif):
-            return None, orientation
+            return None, orientation, ""
         exif[_ORIENTATION] = 1
-        return exif.tobytes(), orientation
-    except Exception:  # noqa: BLE001 - a damaged EXIF block costs the metadata, not the image
-        return None, orientation
+        return exif.tobytes(), orientation, ""
+    except Exception as exc:  # noqa: BLE001 - a damaged EXIF block costs the metadata, not the image
+        return None, orientation, f"EXIF data not copied, it cannot be written back: {exc}"
 
 
 def _icc_fits(profile: bytes, mode: str) -> bool:

@@ -38,12 +38,17 @@ from __future__ import annotations
 import functools
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import bundled
 
-__all__ = ["family", "output_size", "parse_size", "pick_lut", "resample", "upscale_to"]
+__all__ = ["MAX_SIDE", "ResizePlan", "family", "output_size", "parse_size", "pick_lut",
+           "plan_resize", "resample", "upscale_to"]
+
+#: The largest output side, in pixels: Pillow's and libavcodec's sizes are C ``int``.
+MAX_SIDE = 2**31 - 1
 
 _FAMILY = re.compile(r"x(\d+)")
 
@@ -74,7 +79,8 @@ def output_size(in_size: tuple[int, int], *, outscale: float | None = None,
     ------
     ValueError
         Both or neither given, a factor that is not finite and positive, a
-        size that is not two positive integers.
+        size that is not two positive integers, an output side above
+        :data:`MAX_SIDE`.
     """
     if (outscale is None) == (size is None):
         raise ValueError("give exactly one of outscale and size")
@@ -82,11 +88,19 @@ def output_size(in_size: tuple[int, int], *, outscale: float | None = None,
         if (len(size) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
                                       and n > 0 for n in size)):
             raise ValueError(f"size must be two positive integers (width, height), got {size!r}")
+        if max(size) > MAX_SIDE:
+            raise ValueError(f"size {size[0]}x{size[1]} is too large: each side must be at "
+                             f"most {MAX_SIDE} pixels")
         return int(size[0]), int(size[1])
     if isinstance(outscale, bool) or not isinstance(outscale, (int, float, np.number)) \
             or not math.isfinite(outscale) or outscale <= 0:
         raise ValueError(f"outscale must be a finite number > 0, got {outscale!r}")
-    return tuple(max(1, math.floor(outscale * n + 0.5)) for n in in_size)
+    # in floats first: a huge factor gives an infinite or out-of-range side, not an int overflow
+    sides = [outscale * n + 0.5 for n in in_size]
+    if not all(side < MAX_SIDE + 1 for side in sides):
+        raise ValueError(f"outscale {outscale:g} is too large: it makes a {in_size[0]}x"
+                         f"{in_size[1]} input more than {MAX_SIDE} pixels a side")
+    return tuple(max(1, math.floor(side)) for side in sides)
 
 
 def family() -> dict[int, str]:
@@ -119,6 +133,90 @@ def pick_lut(in_size: tuple[int, int], out_size: tuple[int, int]) -> str | None:
         raise ValueError("no bundled x2/x4 LUT is installed; pass lut= (--lut) explicitly")
     at_least = [s for s in luts if s >= need]
     return luts[min(at_least) if at_least else max(luts)]
+
+
+@dataclass(frozen=True)
+class ResizePlan:
+    """What an upscale to any size does: which LUT, then which resample.
+
+    Attributes
+    ----------
+    in_size, out_size : (int, int)
+        Input and output ``(width, height)``.
+    lut : str or None
+        The LUT's name (or path) as the user would say it; None: no LUT (a
+        plain resample, for a request at or below 1).
+    scale : int
+        The LUT's factor (1 without a LUT).
+    """
+
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    lut: str | None
+    scale: int
+
+    @property
+    def lut_size(self) -> tuple[int, int]:
+        """``(width, height)`` after the LUT, before the resample."""
+        return self.in_size[0] * self.scale, self.in_size[1] * self.scale
+
+    def _axes(self) -> list[tuple[str, float]]:
+        """Per axis (width, height): the resample (``""``, ``"Lanczos"``, ``"area"``), factor.
+
+        As :func:`resample` (and the video command's swscale pass) choose it:
+        Lanczos on an axis that grows, an area average on one that shrinks.
+        """
+        return [("" if o == n else "Lanczos" if o > n else "area", o / n)
+                for n, o in zip(self.lut_size, self.out_size, strict=True)]
+
+    def summary(self) -> str:
+        """The steps without sizes, e.g. ``"LUT x2, then Lanczos"`` (the same for many files)."""
+        lut = "no LUT" if self.lut is None else f"LUT {self.lut}"
+        kinds = sorted({k for k, _ in self._axes() if k})
+        return f"{lut}, then {' and '.join(kinds)}" if kinds else lut
+
+    def describe(self) -> str:
+        """One line with the sizes.
+
+        E.g. ``"LUT x2 (2x: 512x288 -> 1024x576), then Lanczos 1.875x to 1920x1080"``.
+        """
+        (w, h), (lw, lh), (ow, oh) = self.in_size, self.lut_size, self.out_size
+        if self.lut is None:
+            text = f"no LUT (not an upscale): {w}x{h}"
+        else:
+            text = f"LUT {self.lut} ({self.scale}x: {w}x{h} -> {lw}x{lh})"
+        (kx, fx), (ky, fy) = self._axes()
+        if not kx and not ky:
+            return text
+        if kx == ky and math.isclose(fx, fy, rel_tol=1e-3):
+            steps = f"{kx} {fx:.4g}x"
+        elif kx == ky:
+            steps = f"{kx} {fx:.4g}x across and {fy:.4g}x down"
+        else:
+            steps = " and ".join(f"{k} {f:.4g}x {axis}" for k, f, axis in
+                                 ((kx, fx, "across"), (ky, fy, "down")) if k)
+        return f"{text}, then {steps} to {ow}x{oh}"
+
+
+def plan_resize(in_size: tuple[int, int], out_size: tuple[int, int],
+                lut: str | None = None, scale: int | None = None) -> ResizePlan:
+    """The :class:`ResizePlan` of an upscale from ``in_size`` to ``out_size``.
+
+    Parameters
+    ----------
+    in_size, out_size : (int, int)
+        ``(width, height)``.
+    lut : str, optional
+        The name of the LUT given; None: the one :func:`pick_lut` picks.
+    scale : int, optional
+        The given LUT's factor (needed with ``lut``).
+    """
+    if lut is None:
+        lut = pick_lut(in_size, out_size)
+        scale = 1 if lut is None else next(f for f, name in family().items() if name == lut)
+    elif scale is None:
+        raise ValueError("give the scale of the LUT named")
+    return ResizePlan(tuple(in_size), tuple(out_size), lut, int(scale))
 
 
 def _pil_image():

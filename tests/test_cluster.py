@@ -70,12 +70,13 @@ def test_folder_on_local_cluster_equals_local_run_and_rerun_skips(tmp_path, lut_
     for name in names:  # the very bytes of the local run
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
-    # A rerun skips finished outputs: no rewrite, and the one missing output is redone.
+    # A rerun with --skip-existing skips finished outputs: no rewrite, and the one missing
+    # output is redone (without it, existing outputs are refused as in a local run).
     (src / "broken.png").unlink()
     before = {n: (out / n).stat().st_mtime_ns for n in names}
     (out / "gray.png").unlink()
     assert main(["image", str(src), "-o", str(out), "--lut", str(lut_file), "--backend",
-                 "reference", "--cluster", "local:2"]) == 0
+                 "reference", "--cluster", "local:2", "--skip-existing"]) == 0
     text = capsys.readouterr().out
     assert "wrote 1 image " in text and "3 skipped" in text, text
     for name in names:
@@ -92,7 +93,7 @@ def test_rerun_summary_counts_skips(tmp_path, lut_file, scheduler, capsys):
             "--cluster", scheduler]
     assert main(args) == 0
     assert "wrote 4 images" in capsys.readouterr().out
-    assert main(args) == 0
+    assert main([*args, "--skip-existing"]) == 0
     assert "wrote 0 images" in (text := capsys.readouterr().out) and "4 skipped" in text
     assert main([*args, "--overwrite"]) == 0  # --overwrite redoes them all
     assert "wrote 4 images" in capsys.readouterr().out
