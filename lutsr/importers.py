@@ -57,8 +57,9 @@ MAX_NPZ_BYTES = 1 << 24
 _WHOLE_KINDS = "iuf"
 
 
-def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
-    """``array`` as int64 if every value is a whole number in ``lo..hi``, else a ValueError.
+def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str,
+                  dtype=np.int64) -> np.ndarray:
+    """``array`` as ``dtype`` if every value is a whole number in ``lo..hi``, else a ValueError.
 
     Parameters
     ----------
@@ -68,11 +69,13 @@ def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
         The range every value must lie in.
     what : str
         Names the array in the error message.
+    dtype : numpy dtype, optional
+        Of the result; an integer type that holds ``lo..hi``.
 
     Returns
     -------
     numpy.ndarray
-        int64, the same shape and values.
+        Of ``dtype``, the same shape and values.
 
     Raises
     ------
@@ -87,7 +90,7 @@ def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
         raise ValueError(f"{what}: dtype {array.dtype}, want integers (int8, or whole numbers "
                          "stored as another integer or a float dtype)")
     if array.size == 0:
-        return array.astype(np.int64)
+        return array.astype(dtype)
     if array.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(array) | (array != np.trunc(array))
@@ -98,7 +101,7 @@ def whole_numbers(array: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
     low, high = int(array.min()), int(array.max())
     if low < lo or high > hi:
         raise ValueError(f"{what}: values outside {lo}..{hi} (from {low} to {high})")
-    return array.astype(np.int64)
+    return array.astype(dtype)
 
 def _interval_for_rows(rows: int, what: str) -> int:
     for k in INTERVALS:
@@ -118,7 +121,7 @@ def _as_int8_table(array, what: str, r: int) -> np.ndarray:
                          f"got {array.shape}")
     if array.dtype == np.int8:
         return np.ascontiguousarray(array)
-    return np.ascontiguousarray(whole_numbers(array, -128, 127, what), np.int8)
+    return np.ascontiguousarray(whole_numbers(array, -128, 127, what, np.int8))
 
 
 def _load_array(path_or_array, what: str) -> tuple[np.ndarray, str]:
@@ -136,7 +139,8 @@ def import_srlut(path_or_array, scale: int, *, name: str = "") -> LUT:
     ----------
     path_or_array : str, path or array_like
         A ``.npy`` file or an array of shape ``(L**4, 1, r, r)`` or
-        ``(L**4, r*r)`` with int8 values, for any ``L = 2**(8-k) + 1``.
+        ``(L**4, r*r)`` of whole numbers in int8 range (any integer or float
+        dtype), for any ``L = 2**(8-k) + 1``.
     scale : int
         The upscale factor ``r`` the table was trained for.
     name : str, optional
@@ -180,7 +184,8 @@ def import_mulut(tables, scale: int, *, name: str = "") -> LUT:
         A directory holding ``*_s{stage}_{pattern}.npy`` files (stage 1 or 2,
         pattern s, d or y), or a dict ``{"s1_s": array, ..., "s2_y": array}``.
         Stage-1 tables have shape ``(L**4, 1)``, stage-2 tables
-        ``(L**4, scale*scale)`` (or ``(L**4, 1, r, r)``), int8.
+        ``(L**4, scale*scale)`` (or ``(L**4, 1, r, r)``), whole numbers in
+        int8 range (any integer or float dtype).
     scale : int
         The upscale factor of stage 2.
     name : str, optional
@@ -323,7 +328,8 @@ def _read_tables(path: Path, steps: np.ndarray, levels: int) -> np.ndarray:
                 if table.shape != (need[a, o],):
                     raise ValueError(f"table {key} has shape {table.shape}, step {steps[a, o]} "
                                      f"over {levels} levels needs ({need[a, o]},)")
-                tables[a, o, :need[a, o]] = whole_numbers(table, -128, 127, f"table {key}")
+                tables[a, o, :need[a, o]] = whole_numbers(table, -128, 127, f"table {key}",
+                                                          np.int8)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc}") from None
     except (ValueError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError) as exc:
@@ -377,7 +383,7 @@ def _read_offsets(path: Path, blocks: int, channels: int) -> np.ndarray:
         raise ValueError(f"{path}: shape {offsets.shape}, want (n, 2, {channels}) with "
                          f"n >= {needed} (the script shifts the first min(B, "
                          f"{SHIFTED_LAYERS}) pointwise layers)")
-    return whole_numbers(offsets, -MAX_SHIFT, MAX_SHIFT, f"{path}: offsets").astype(np.int8)
+    return whole_numbers(offsets, -MAX_SHIFT, MAX_SHIFT, f"{path}: offsets", np.int8)
 
 
 def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
@@ -390,9 +396,11 @@ def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
         ``.json`` (depthwise, IN 9, OUT ``C``) and ``PW{i}_MSB.npz`` / ``.json``
         (pointwise, IN and OUT ``C``); ``DW0_LSB.npz`` / ``.json`` (the low-bit
         layer, IN 9, OUT ``C``); ``UP_MSB.npz`` / ``.json`` (IN ``C``, OUT
-        ``scale**2``); and ``offset.npy``, integers of shape ``(n, 2, C)``.
-        Each ``.npz`` holds 1-D integer tables ``i{in}o{out}`` (values in
-        int8 range) of exactly the length their step needs; each ``.json`` is
+        ``scale**2``); and ``offset.npy``, whole numbers in -15..15 of shape
+        ``(n, 2, C)``. Each ``.npz`` holds 1-D tables ``i{in}o{out}`` of whole
+        numbers in int8 range (int8, or any integer or float dtype: the
+        authors' S and M models store float32) of exactly the length their
+        step needs; each ``.json`` is
         ``{"IN": ..., "OUT": ..., "LUTs": [{"in", "out", "step"}, ...]}``. ``B``
         is the number of ``DW{i}_MSB`` files. Other files are ignored.
     scale : int
@@ -411,10 +419,13 @@ def import_shiftlut(folder, scale: int = 4, *, name: str = "") -> LUT:
     Raises
     ------
     ValueError
-        On any missing file, malformed ``.json``, table key, dtype, length or
-        value out of range, step outside 1, 2, 4, 8, 16, IN/OUT mismatch,
-        offsets of the wrong shape, dtype or range, or a gap in the DW/PW
-        numbering; the message names the file.
+        On any missing file, member that is not a regular file (a FIFO, a
+        link to a device) or is larger than such a file can be, unreadable
+        zip member (encrypted, unknown compression), malformed ``.json`` or
+        ``.npy``, table key, dtype, length, value that is not a whole number
+        (NaN, infinity, fraction) or out of range, step outside 1, 2, 4, 8, 16,
+        IN/OUT mismatch, offsets of the wrong shape, dtype or range, or a gap
+        in the DW/PW numbering; one line that names the file.
     """
     folder = Path(folder)
     if not folder.is_dir():
