@@ -43,6 +43,14 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--shift-radius", type=int,
                    help="a layered layout: pointwise layers read channels shifted within this "
                         "radius (0: none)")
+    p.add_argument("--learn-shifts", type=int, metavar="R",
+                   help="a layered layout: learn the pointwise layers' shifts within radius R "
+                        "(a shifts phase before the net phase, starting from --shift-radius's "
+                        "spread; 0: the fixed spread)")
+    p.add_argument("--shift-iters", type=int,
+                   help="with --learn-shifts, Adam steps of the shifts phase")
+    p.add_argument("--shift-lr", type=float,
+                   help="with --learn-shifts, the offsets' Adam step size in pixels")
     p.add_argument("--patterns", help="patterns of a mulut layout (S, D, Y)")
     p.add_argument("--refine-stages", type=int, metavar="N",
                    help="a mulut layout's stages at LR (r = 1) before the upscaling stage; with "

@@ -15,8 +15,9 @@ Phases, each optional and each recorded in the LUT's metadata with its CPU time:
    whole training set, the earlier stages fixed (train/refit.py, train/lsq.py).
 
 A layered layout (one :class:`lutsr.LayeredStage`, train/layered.py) has its
-own phases: net (its tables trained at every input level), sample (every
-``table_steps`` levels) and finetune.
+own phases: shifts (with ``learn_shifts``: the tables trained with continuous
+shifts, which are then rounded and fixed), net (its tables trained at every
+input level), sample (every ``table_steps`` levels) and finetune.
 """
 
 from __future__ import annotations
@@ -187,9 +188,10 @@ def _total_cpu(meta: dict) -> float:
 
 
 def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> LayeredStage:
-    """A layered stage's phases: its tables trained at every input level (``net``;
-    or an ``init`` LUT's), sampled every ``table_steps`` levels (``sample``), then
-    fine-tuned at those steps (``finetune``)."""
+    """A layered stage's phases: with ``learn_shifts``, its tables trained with learned
+    shifts, which are then fixed (``shifts``); its tables trained at every input level
+    (``net``; or an ``init`` LUT's), sampled every ``table_steps`` levels (``sample``),
+    then fine-tuned at those steps (``finetune``)."""
     if config.init:
         lut = _resolve(config.init)
         if len(lut.stages) != 1 or not isinstance(lut.stages[0], LayeredStage) \
@@ -210,6 +212,8 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
         net = LayeredNet.random(config.scale, blocks,
                                 shifts=spread_shifts(blocks, config.scale**2, config.shift_radius),
                                 init_std=0.5, seed=config.seed)
+        if config.learn_shifts:
+            _learn_shifts(net, config, sampler, ckdir, meta, log)
         if config.net_iters:
             state = fit.optimise(net, sampler, config.net_iters, config.net_lr, config.batch,
                                  _file(ckdir, "net.pt"), log=log, desc="net")
@@ -226,6 +230,19 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
     stage = net.to_stage()
     log(f"layered stage: {stage.describe()}")
     return stage
+
+
+def _learn_shifts(net: LayeredNet, config: BuildConfig, sampler, ckdir, meta: dict, log):
+    """The ``shifts`` phase: ``net``'s tables and continuous shifts trained together, the
+    shifts then rounded to integers and fixed (in place)."""
+    # One Adam step size for both: a step of net_lr on an offset's parameter moves it
+    # about shift_lr pixels.
+    net.learning_shifts(config.learn_shifts, config.shift_lr / config.net_lr)
+    state = fit.optimise(net, sampler, config.shift_iters, config.net_lr, config.batch,
+                         _file(ckdir, "shifts.pt"), log=log, desc="shifts")
+    net.frozen_shifts()
+    meta["phases"]["shifts"] = _phase(state)
+    log(f"learned shifts (dy; dx per channel): {[pw.shifts.tolist() for pw in net.pw]}")
 
 
 def _validation(lut: lutsr.LUT, config: BuildConfig, names, held_out, val_pairs) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from lutsr.layered import MAX_SHIFT
 from train.degrade import DegradeMix
 from train.degrade import parse as parse_degradation
 
@@ -59,6 +60,16 @@ class BuildConfig:
     shift_radius : int
         A layered layout: its pointwise layers read each channel at a fixed
         offset within this radius (:func:`train.layered.spread_shifts`; 0: none).
+        With ``learn_shifts``, where the learned shifts start.
+    learn_shifts : int
+        A layered layout: its pointwise layers' shifts are learned, within
+        this radius (1..15; 0: the fixed spread alone). A ``shifts`` phase
+        before ``net`` trains the tables with continuous offsets, each
+        channel sampled bilinearly (:class:`train.layered.LearnedShift`),
+        rounds them to integer shifts and fixes them for the later phases.
+    shift_iters, shift_lr : int, float
+        The ``shifts`` phase's Adam steps (at ``net_lr`` for the tables), and
+        the offsets' step size in pixels.
     interval : int
         k: simplex tables sample every ``2**k`` levels.
     base : {"none", "linear"}
@@ -132,6 +143,9 @@ class BuildConfig:
     blocks: int | None = None
     table_steps: tuple[int, ...] = ()
     shift_radius: int = 1
+    learn_shifts: int = 0
+    shift_iters: int = 1000
+    shift_lr: float = 0.02
     interval: int = 4
     base: str = "none"
     init: str | None = None
@@ -179,9 +193,28 @@ def quick(config: BuildConfig) -> BuildConfig:
                  net_depth=2, interval=max(config.interval, 6))
     if config.layout == "layered":
         small.update(lsq_iters=0, blocks=config.blocks and min(config.blocks, 2))
+        if config.learn_shifts:
+            small.update(shift_iters=10)
     if config.base == "linear":
         small.update(net_iters=0, finetune_iters=0)
     return dataclasses.replace(config, **small)
+
+
+def _check_learned_shifts(config: BuildConfig) -> None:
+    if not config.learn_shifts:
+        if (config.shift_iters, config.shift_lr) != (BuildConfig.shift_iters,
+                                                     BuildConfig.shift_lr):
+            raise BuildError("--shift-iters and --shift-lr are for --learn-shifts")
+        return
+    if config.init:
+        raise BuildError("--learn-shifts learns the shifts with new tables; --init keeps its "
+                         "LUT's own shifts")
+    if not config.shift_radius <= config.learn_shifts <= MAX_SHIFT:
+        raise BuildError(f"--learn-shifts takes a radius in {max(config.shift_radius, 1)}.."
+                         f"{MAX_SHIFT} (at least --shift-radius, where the shifts start)")
+    if config.shift_iters < 1 or config.shift_lr <= 0 or config.net_lr <= 0:
+        raise BuildError("--learn-shifts needs --shift-iters at least 1 and a positive "
+                         "--shift-lr and --net-lr")
 
 
 def check(config: BuildConfig) -> None:
@@ -214,8 +247,11 @@ def check(config: BuildConfig) -> None:
                                    or not set(config.table_steps) <= {1, 2, 4, 8, 16}):
             raise BuildError("--table-steps takes four steps (depthwise, pointwise, low-bit, "
                              "up), each 1, 2, 4, 8 or 16")
-    elif config.table_steps or config.blocks is not None or config.shift_radius != 1:
-        raise BuildError("--blocks, --table-steps and --shift-radius are for --layout layered")
+        _check_learned_shifts(config)
+    elif (config.table_steps or config.blocks is not None or config.shift_radius != 1
+          or config.learn_shifts):
+        raise BuildError("--blocks, --table-steps, --shift-radius and --learn-shifts are for "
+                         "--layout layered")
     if config.resume and not config.checkpoint_dir:
         raise BuildError("--resume needs a checkpoint folder")
     try:

@@ -13,7 +13,12 @@ gradients:
 
 - a table's output with respect to its input is the slope of its linear
   interpolation at the input level (:func:`train.table_ops.table_sum`);
-- rounding and int8 quantisation pass gradients straight through.
+- rounding and int8 quantisation pass gradients straight through;
+- while a pointwise layer learns its shifts (:class:`LearnedShift`), its
+  input is each channel sampled bilinearly at a continuous offset, rounded to
+  levels (straight-through), so the offsets get the gradient of the sampling;
+  :meth:`LayeredNet.frozen_shifts` rounds them to the integer shifts the
+  runtime applies, and from then on the forward is the runtime's again.
 
 Float32 is exact here: table values are multiples of 1/16 below 2**11 in
 magnitude, sums of at most 16 of them, and ``sum / A`` is a tie exactly when
@@ -30,6 +35,7 @@ from torch import nn
 from lutsr.layered import (
     HIGH_LEVELS,
     LOW_LEVELS,
+    MAX_SHIFT,
     WINDOW,
     LayeredStage,
     TableLayer,
@@ -73,6 +79,8 @@ class TableLayerNet(nn.Module):
         self.register_buffer("frac", torch.from_numpy(frac).float(), persistent=False)
         self.samples = nn.Parameter(samples.clone().float())
         self.shifts = None if shifts is None else np.asarray(shifts, np.int64)
+        #: Pointwise layers while their shifts are learned (then ``shifts`` is unused).
+        self.learned: LearnedShift | None = None
 
     @classmethod
     def from_layer(cls, layer: TableLayer, levels: int) -> TableLayerNet:
@@ -99,6 +107,7 @@ class TableLayerNet(nn.Module):
         extending the last segment linearly so the table meets this layer at
         the last level too, before rounding.
         """
+        self._refuse_learning("resampled")
         steps = np.broadcast_to(np.asarray(steps, np.int64), self.steps.shape)
         values = self.expanded().detach()
         last = self.levels - 1
@@ -123,8 +132,17 @@ class TableLayerNet(nn.Module):
         total = table_sum(e, slope, x, self.kind == "depthwise")
         return round_ste(total / self.inputs)
 
+    def _refuse_learning(self, what: str) -> None:
+        if self.learned is not None:
+            raise ValueError(f"a layer still learning its shifts cannot be {what}: round them "
+                             "first (LayeredNet.frozen_shifts)")
+
     def to_layer(self) -> TableLayer:
-        """The runtime layer: the int8 tables (unused entries 0), steps and shifts."""
+        """The runtime layer: the int8 tables (unused entries 0), steps and shifts.
+
+        Raises ValueError while the layer learns its shifts (continuous offsets
+        have no runtime form)."""
+        self._refuse_learning("exported")
         q = torch.clamp(torch.round(self.samples.detach()), -128, 127).to(torch.int8).numpy()
         used = np.vectorize(lambda st: table_entries(int(st), self.levels))(self.steps)
         q = np.where(np.arange(q.shape[2]) < used[..., None], q, 0).astype(np.int8)
@@ -141,6 +159,69 @@ def shift_channels(x: torch.Tensor, shifts: np.ndarray) -> torch.Tensor:
     padded = F.pad(x, (m, m, m, m), mode="replicate")
     return torch.stack([padded[:, c, m + dy:m + dy + H, m + dx:m + dx + W]
                         for c, (dy, dx) in enumerate(shifts.T.tolist())], 1)
+
+
+def bilinear_shift(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Channel ``c`` of ``x`` (B, C, H, W) read at ``[y + oy_c, x + ox_c]`` for continuous
+    offsets ``offsets`` (2, C) (row 0 ``oy``, row 1 ``ox``), bilinear between the four
+    integer shifts around each offset, replicate padding.
+
+    At integer offsets it is :func:`shift_channels` exactly (the other corners get
+    weight 0). Differentiable in ``x`` and in ``offsets``; at an integer offset the
+    gradient with respect to it is the one-sided one toward the next integer up.
+    """
+    base = torch.floor(offsets.detach())
+    frac = offsets - base  # carries the gradient with respect to the offsets
+    m = int(base.abs().max()) + 1 if offsets.numel() else 0
+    if m == 0:
+        return x
+    H, W = x.shape[-2:]
+    padded = F.pad(x, (m, m, m, m), mode="replicate")
+    planes = []
+    for c, (dy, dx) in enumerate(base.long().T.tolist()):
+        win = padded[:, c, m + dy:m + dy + H + 1, m + dx:m + dx + W + 1]
+        ty, tx = frac[0, c], frac[1, c]
+        top = win[:, :H, :W] * (1 - tx) + win[:, :H, 1:] * tx
+        bottom = win[:, 1:, :W] * (1 - tx) + win[:, 1:, 1:] * tx
+        planes.append(top * (1 - ty) + bottom * ty)
+    return torch.stack(planes, 1)
+
+
+class LearnedShift(nn.Module):
+    """A pointwise layer's per-channel ``(dy, dx)`` while they are learned: continuous
+    offsets within ``radius`` (clamped), each channel sampled bilinearly there.
+
+    Parameters
+    ----------
+    start : array of int or float, shape (2, C)
+        The starting offsets (e.g. the fixed spread's shifts).
+    radius : int
+        The largest ``|dy|`` and ``|dx|`` (at most :data:`lutsr.layered.MAX_SHIFT`).
+    unit : float
+        Pixels per unit of the trained parameter: an optimiser step of ``lr``
+        on it moves an offset by about ``lr * unit`` pixels, so offsets and
+        tables (stepped in table units) can share one step size.
+    """
+
+    def __init__(self, start, radius: int, unit: float):
+        super().__init__()
+        if not 1 <= radius <= MAX_SHIFT or unit <= 0:
+            raise ValueError(f"radius must be in 1..{MAX_SHIFT} and unit positive")
+        self.radius, self.unit = radius, float(unit)
+        start = torch.as_tensor(np.asarray(start, np.float64), dtype=torch.float32)
+        self.raw = nn.Parameter(start / self.unit)
+
+    def offsets(self) -> torch.Tensor:
+        """The current offsets (2, C) in pixels, within ``radius``."""
+        return torch.clamp(self.raw * self.unit, -self.radius, self.radius)
+
+    def rounded(self) -> np.ndarray:
+        """The integer shifts (2, C) the offsets round to (half to even)."""
+        return torch.round(self.offsets().detach()).long().numpy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (levels) sampled at the offsets, rounded to levels (straight-through)."""
+        return round_ste(bilinear_shift(x, self.offsets()))
 
 
 def spread_shifts(blocks: int, channels: int, radius: int) -> list:
@@ -253,6 +334,22 @@ class LayeredNet(nn.Module):
                          for _ in extra)],
             self.low, self.up)
 
+    def learning_shifts(self, radius: int, unit: float) -> LayeredNet:
+        """Every pointwise layer set to learn its shifts (:class:`LearnedShift`), starting
+        from its shifts (none: 0) clamped to ``radius``; in place, returns the network."""
+        for pw in self.pw:
+            start = pw.shifts if pw.shifts is not None else np.zeros((2, pw.inputs), np.int64)
+            pw.learned = LearnedShift(np.clip(start, -radius, radius), radius, unit)
+        return self
+
+    def frozen_shifts(self) -> LayeredNet:
+        """Every learned shift rounded to its integer shift and fixed, in place (returns
+        the network): from then on its forward is the runtime's (:meth:`to_stage`) exactly."""
+        for pw in self.pw:
+            if pw.learned is not None:
+                pw.shifts, pw.learned = pw.learned.rounded(), None
+        return self
+
     def rotation(self, plane: torch.Tensor) -> torch.Tensor:
         """The network on (B, 1, H, W) levels: (B, 1, H*r, W*r) in -128..127."""
         x = plane - 128
@@ -264,7 +361,9 @@ class LayeredNet(nn.Module):
                 low = torch.clamp(self.low(low) + low, 0, LOW_LEVELS - 1)
                 high = high + low
             high = torch.clamp(high, -HALF, HALF - 1)
-            if pw.shifts is not None:  # the shifted planes are the input and the residual
+            if pw.learned is not None:  # the shifted planes are the input and the residual
+                high = pw.learned(high)
+            elif pw.shifts is not None:
                 high = shift_channels(high, pw.shifts)
             high = torch.clamp(pw(high + HALF) + high, -HALF, HALF - 1)
         out = torch.clamp(self.up(high + HALF) + high, -128, 127)
