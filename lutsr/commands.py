@@ -456,7 +456,8 @@ def cmd_video(args) -> int:
             overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
             outscale=args.outscale, size=args.size, format=args.format,
             input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
-            input_rate=args.input_rate, quiet=args.quiet)
+            input_rate=args.input_rate, quiet=args.quiet, alpha=not args.no_alpha,
+            straight_alpha=args.straight_alpha)
     except BrokenPipeError:
         if args.output != "-":
             raise

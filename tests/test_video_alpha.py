@@ -162,6 +162,45 @@ def test_yuv_alpha_plane_is_the_premultiplied_upscale(tmp_path, clips, lut_file,
         assert b" C444alpha " in dst.read_bytes()[:80]
 
 
+@pytest.mark.skipif("libvpx-vp9" not in av.codecs_available, reason="no libvpx-vp9")
+def test_webm_keeps_alpha_as_vp9_yuva420p(tmp_path, clips, lut_file, up):
+    """VP9's alpha (a second 4:2:0 stream): yuva420p, the one layout libvpx opens with alpha."""
+    dst = tmp_path / "out.webm"
+    assert run(clips["png"], dst, lut_file, "--crf", "4") == 0
+    with av.open(str(dst)) as c:
+        vp9 = av.CodecContext.create("libvpx-vp9", "r")  # FFmpeg's own vp9 drops alpha
+        got = [f for packet in c.demux(video=0) for f in vp9.decode(packet)]
+    assert len(got) == FRAMES
+    for fin, fout in zip(decoded(clips["png"]), got, strict=True):
+        assert fout.format.name == "yuva420p"
+        want = upscale_premultiplied(up, fin.to_ndarray(format="rgba"))[..., 3].astype(int)
+        diff = np.abs(video.plane_array(fout.planes[3]).astype(int) - want)
+        assert diff.mean() < 6, diff.mean()  # lossy, but the alpha, not 255 everywhere
+
+
+def test_rgb_input_written_as_yuv_gets_a_yuv_matrix(tmp_path, lut_file, up):
+    """PNG-in-MOV is tagged RGB (matrix 0); its YUV output must not be (x264 would store GBR)."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = np.stack([xx * 15, yy * 20, np.full_like(xx, 200)], axis=-1).astype(np.uint8)
+    src = tmp_path / "in.mov"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("png", rate=25)
+        vs.width, vs.height, vs.pix_fmt = W, H, "rgb24"
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = 0
+        for packet in [*vs.encode(frame), *vs.encode(None)]:
+            out.mux(packet)
+    dst = tmp_path / "out.mkv"
+    assert run(src, dst, lut_file, "--codec", "libx264", "--crf", "0", "--pix-fmt",
+               "yuv444p") == 0
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.colorspace == 6  # BT.601 for SD
+        got = next(c.decode(video=0))
+    assert got.format.name.startswith("yuv")
+    diff = np.abs(got.to_ndarray(format="rgb24").astype(int) - up(img))
+    assert diff.mean() < 1.0, diff.mean()
+
+
 def test_resize_is_inside_the_premultiplied_part(tmp_path, clips, lut_file, up):
     """--size: LUT, swscale resize, then unpremultiply (colour hidden under alpha 0 stays out)."""
     dst = tmp_path / "out.mov"
@@ -240,6 +279,7 @@ def test_luma_only_straight_alpha_runs_the_lut_on_alpha(tmp_path, clips, lut_fil
     ("ffv1", "out.mkv", ("--codec", "ffv1", "--pix-fmt", "yuv420p"), "--pix-fmt yuva420p"),
     ("ffv1", "out.y4m", ("--pix-fmt", "yuva420p"), "y4m output holds only as yuva444p"),
     ("y4m", "out.mkv", ("--codec", "libx264"), "libx264"),
+    ("png", "out.webm", ("--pix-fmt", "yuva444p"), "libvpx-vp9 keeps alpha only as yuva420p"),
 ])
 def test_output_without_alpha_is_refused(tmp_path, clips, lut_file, capsys, name, dst_name,
                                          extra, words):
