@@ -53,7 +53,16 @@ when ``straight_alpha`` says so.
 Pipes: ``"-"`` as the input reads a stream from stdin (the format is probed:
 YUV4MPEG2, Matroska, NUT, MPEG-TS...), ``"-"`` as the output writes to stdout
 in the format named by ``format`` (:data:`PIPE_FORMATS`; ``"y4m"`` is
-uncompressed YUV4MPEG2, what ``ffmpeg -f yuv4mpegpipe -i -`` reads).
+uncompressed YUV4MPEG2, what ``ffmpeg -f yuv4mpegpipe -i -`` reads). A y4m
+output has the input stream's frame rate (its average, which FFmpeg snaps to
+the nominal rate of a constant-rate stream), one frame per input frame: a
+variable rate is written as that average, with a note saying so. It keeps the
+input's depth (``C420p10``, ``C422p12``...), colour range and chroma siting
+(:data:`Y4M_SITING`, :data:`CODEC_SITING`).
+
+An output size that the encoded pixel format cannot hold (an odd side for
+4:2:0) is rounded down to even with a note when it comes from ``outscale`` or
+an odd-factor LUT, and refused when ``size`` asks for it exactly.
 
 Kept from the input: frame timestamps (and so the frame rate, constant or
 variable), the rotation (display matrix), the pixel aspect ratio, colour
@@ -67,6 +76,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import math
 import os
 import queue
 import re
@@ -120,8 +130,29 @@ MPEGTS_CODECS = frozenset({
 
 #: Muxers that count frames instead of storing timestamps: their time base
 #: must be one frame, or the header's frame rate is the time base's (AVI
-#: would claim 600 fps).
-FRAME_COUNTED = frozenset({"avi"})
+#: would claim 600 fps, YUV4MPEG2 written from an MP4 ``F12800:1``).
+FRAME_COUNTED = frozenset({"avi", "yuv4mpegpipe"})
+
+#: Chroma siting (FFmpeg's ``chroma_sample_location`` names) of the
+#: YUV4MPEG2 4:2:0 colour tags; a bare ``C420`` is ``C420jpeg``.
+Y4M_SITING = {"420jpeg": "center", "420": "center", "420mpeg2": "left", "420paldv": "topleft"}
+
+#: Chroma siting of codecs whose standard fixes a default (H.264, HEVC, VVC
+#: and MPEG-2: co-sited with the left luma sample; JPEG: centred). PyAV does
+#: not show the decoder's siting, so inputs other than YUV4MPEG2 (whose
+#: header is read, :func:`parse_y4m_header`) are taken to use their codec's
+#: default; it is kept on the output stream (a y4m header's ``C420mpeg2``).
+CODEC_SITING = {"h264": "left", "hevc": "left", "vvc": "left", "mpeg2video": "left",
+                "mjpeg": "center"}
+
+#: FFmpeg's largest frame (``av_image_check_size``): ``(w + 128) * (h + 128)
+#: * 8`` below 2**31, about 268 million pixels (16000x16000 fits, 16384x16384
+#: does not).
+MAX_FRAME_BYTES = 2**31 - 1
+
+#: The largest bitrate taken, in bits per second: 1 Tbit/s (x264 and libvpx
+#: hold a rate in kbit/s in a 32-bit integer).
+MAX_BITRATE = 10**12
 
 #: Encoder options that quieten encoders printing their own log (not FFmpeg's).
 QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=error"}}
@@ -849,6 +880,9 @@ class VideoReport:
     turned : bool
         The video is displayed turned a quarter turn: its displayed sizes are
         the sizes above, height by width.
+    notes : list of str
+        What the run did that was not asked and said on stderr (an odd size
+        made even for 4:2:0, a variable frame rate written constant in y4m).
     """
 
     frames: int
@@ -858,6 +892,7 @@ class VideoReport:
     copied_streams: list[str] = field(default_factory=list)
     luma_only: bool = False
     turned: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -887,19 +922,26 @@ def container_format(path: str | os.PathLike) -> str:
 
 
 def parse_bitrate(text: str | int) -> int:
-    """``"4M"``, ``"800k"`` or ``2500000`` as bits per second."""
+    """``"4M"``, ``"800k"`` or ``2500000`` as bits per second, at most :data:`MAX_BITRATE`."""
     if isinstance(text, int):
         value = text
     else:
         t = text.strip().lower()
         mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(t[-1:], 1)
         try:
-            value = int(float(t[:-1] if mult > 1 else t) * mult)
+            number = float(t[:-1] if mult > 1 else t) * mult
         except ValueError:
-            raise ValueError(f"bitrate must look like 4M, 800k or 2500000, got {text!r}") \
-                from None
+            number = math.nan
+        if math.isnan(number):
+            raise ValueError(f"bitrate must look like 4M, 800k or 2500000, got {text!r}")
+        # bounded as a float: 1e30 would overflow the encoder's integer, inf int()
+        value = int(number) if 0 < number <= MAX_BITRATE else -1 if number <= 0 else \
+            MAX_BITRATE + 1
     if value <= 0:
         raise ValueError(f"bitrate must be positive, got {text!r}")
+    if value > MAX_BITRATE:
+        raise ValueError(f"bitrate {text} is too large: at most {MAX_BITRATE // 10**9}G "
+                         "(bits per second)")
     return value
 
 
@@ -984,6 +1026,181 @@ def _estimate_frames(container, stream) -> int | None:
     if rate and container.duration:
         return round(container.duration / 1_000_000 * rate)
     return None
+
+
+def read_head(src: str | os.PathLike, pipe: bool, size: int = 4096) -> bytes:
+    """The first bytes of an input, without consuming them (stdin is peeked, not read).
+
+    Parameters
+    ----------
+    src : path
+        The input file (ignored when ``pipe``).
+    pipe : bool
+        Peek at ``sys.stdin``'s buffer instead: one read of the pipe at most,
+        so possibly fewer than ``size`` bytes, and none when stdin cannot peek.
+    size : int
+
+    Returns
+    -------
+    bytes
+        At most ``size`` bytes; used to name what is wrong with an input that
+        FFmpeg refuses, and to read a YUV4MPEG2 header (:func:`parse_y4m_header`).
+    """
+    if not pipe:
+        with open(src, "rb") as f:
+            return f.read(size)
+    peek = getattr(getattr(sys.stdin, "buffer", None), "peek", None)
+    try:
+        return peek(size)[:size] if peek is not None else b""
+    except (OSError, ValueError):  # closed or unreadable: FFmpeg will say so
+        return b""
+
+
+def parse_y4m_header(head: bytes) -> dict[str, str] | None:
+    """The tags of a YUV4MPEG2 stream header, or None when ``head`` is not one.
+
+    Returns
+    -------
+    dict or None
+        ``{"W": "640", "H": "480", "F": "25:1", "C": "420mpeg2", "XCOLORRANGE":
+        "FULL", ...}``: each tag by its letter, and the ``X`` tags by name;
+        the values as written (not checked: see :func:`check_y4m_header`).
+    """
+    if not head.startswith(b"YUV4MPEG2 "):
+        return None
+    tags = {}
+    for token in head.split(b"\n", 1)[0].split()[1:]:
+        text = token.decode("latin-1")
+        if text.startswith("X"):
+            key, _, value = text.partition("=")
+            tags[key] = value
+        else:
+            tags.setdefault(text[0], text[1:])
+    return tags
+
+
+def check_frame_size(size: tuple[int, int], what: str, hint: str = "") -> None:
+    """Refuse a frame size FFmpeg cannot allocate, in one line (it says only "Invalid argument").
+
+    Parameters
+    ----------
+    size : (int, int)
+        ``(width, height)``.
+    what : str
+        How the message names the size (``"the output size"``...).
+    hint : str
+        What to do, appended after a semicolon.
+
+    Raises
+    ------
+    ValueError
+        A side below 1, or more than :data:`MAX_FRAME_BYTES` (see there).
+    """
+    w, h = size
+    if w < 1 or h < 1:
+        raise ValueError(f"{what} {w}x{h} is not a frame size: both sides must be at least 1"
+                         + (f"; {hint}" if hint else ""))
+    if (w + 128) * (h + 128) * 8 >= MAX_FRAME_BYTES:
+        raise ValueError(f"{what} {w}x{h} is too large for a video frame: FFmpeg's frames hold "
+                         "at most about 268 million pixels (16000x16000 fits, 16384x16384 "
+                         "does not)" + (f"; {hint}" if hint else ""))
+
+
+def check_y4m_header(tags: dict[str, str], name: str) -> None:
+    """Refuse a YUV4MPEG2 header whose frame size FFmpeg would refuse cryptically.
+
+    FFmpeg answers a width of 0 or -5 with "Device or resource busy" and a
+    huge one with "Invalid argument"; this says what is wrong, naming ``name``.
+
+    Raises
+    ------
+    ValueError
+    """
+    w, h = tags.get("W", ""), tags.get("H", "")
+    if not (w.isdigit() and h.isdigit()) or int(w) < 1 or int(h) < 1:
+        raise ValueError(f"{name}: the YUV4MPEG2 header gives the frame size W{w} H{h}: both "
+                         "must be whole numbers above 0 (the stream is damaged, or its "
+                         "writer is broken)")
+    check_frame_size((int(w), int(h)), f"{name}: the YUV4MPEG2 header's frame size",
+                     "the stream is damaged, or its writer is broken")
+
+
+def _mp4_index_last(head: bytes) -> bool:
+    """Whether an MP4/MOV beginning with ``head`` has its media data (mdat) before its index."""
+    pos = 0
+    while pos + 8 <= len(head):
+        size, kind = struct.unpack(">I4s", head[pos:pos + 8])
+        if kind in (b"moov", b"mdat"):
+            return kind == b"mdat"
+        if size == 1 and pos + 16 <= len(head):  # a 64-bit size follows the type
+            size = struct.unpack(">Q", head[pos + 8:pos + 16])[0]
+        if size < 8:
+            return False
+        pos += size
+    return False
+
+
+def input_error(exc: Exception, name: str, head: bytes, *, pipe: bool, raw: str | None = None,
+                opening: bool = False) -> ValueError:
+    """One line on an input FFmpeg failed to open or decode: what is wrong and what to do.
+
+    Parameters
+    ----------
+    exc : av.error.FFmpegError
+    name : str
+        The input as the user named it (``"stdin"`` for a pipe).
+    head : bytes
+        The input's first bytes (:func:`read_head`).
+    pipe : bool
+        The input is stdin.
+    raw : str, optional
+        ``"WxH pix_fmt"`` of raw (headerless) input.
+    opening : bool
+        The error came from opening the input, not from reading its frames.
+    """
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if raw is not None:
+        return ValueError(f"{name}: the raw input does not divide into whole {raw} frames (it "
+                          "ends in a partial one): check --input-size and --input-pix-fmt")
+    if pipe and head[4:8] == b"ftyp" and _mp4_index_last(head):
+        return ValueError(f"{name}: this MP4/MOV has its index (moov atom) after the video "
+                          "data, which cannot be read from a pipe; give the file name instead "
+                          "of -, or move the index to the front first (ffmpeg -i IN -c copy "
+                          "-movflags +faststart OUT.mp4)")
+    what = "stream" if pipe else "file"
+    if opening:
+        return ValueError(f"{name}: cannot open as a video ({reason}): the {what} is damaged, "
+                          "incomplete, or not a video")
+    return ValueError(f"{name}: the video cannot be decoded ({reason}): the {what} is "
+                      "damaged or incomplete")
+
+
+def _explained(av, items, explain):
+    """``items`` (a generator that demuxes and decodes), its FFmpeg errors ``explain(exc)``."""
+    try:
+        yield from items
+    except av.error.FFmpegError as exc:
+        raise explain(exc) from exc
+
+
+def subsampled_size(size: tuple[int, int], pix_fmt: str) -> tuple[int, int]:
+    """``size`` with each side made a multiple of ``pix_fmt``'s chroma subsampling on it.
+
+    Returns
+    -------
+    (int, int)
+        A side that is not a multiple (an odd width or height of 4:2:0,
+        which encoders refuse) is rounded down to one, or up from below it.
+    """
+    fmt = _av().VideoFormat(pix_fmt)
+    steps = (64 // fmt.chroma_width(64), 64 // fmt.chroma_height(64))
+    return tuple(max(step, n - n % step) for n, step in zip(size, steps, strict=True))
+
+
+def _note(text: str, quiet: bool) -> None:
+    """Say ``text`` on stderr (one line), unless ``quiet``."""
+    if not quiet:
+        print(f"lutsr: note: {text}", file=sys.stderr, flush=True)
 
 
 def _progress_bar(enabled: bool, total: int | None, desc: str):
@@ -1095,7 +1312,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         A ready :class:`lutsr.Upscaler` to use instead of building one.
     outscale : float, optional
         Output factor > 0 (e.g. 3 or 1.5): each side ``round(outscale *
-        side)``. The LUT's upscale is resized by :func:`resize_frame`.
+        side)``, made even where the pixel format needs it (see
+        :func:`subsampled_size`). The LUT's upscale is resized by
+        :func:`resize_frame`.
     size : (int, int), optional
         Output ``(width, height)`` as displayed (a clip turned a quarter turn
         by its display matrix is stored ``height x width``); exclusive with
@@ -1109,7 +1328,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         frames per second (a number or a ratio such as ``"30000/1001"``).
     quiet : bool
         Silence the encoders' own log lines (FFmpeg's log level is raised to
-        errors for the run, then restored; x265 is told the same).
+        errors for the run, then restored; x265 is told the same) and
+        lutsr's notes (``lutsr: note: ...`` on stderr; they are in the
+        report's ``notes`` either way).
     alpha : bool
         Keep the input's alpha channel, if it has one (see the module
         docstring): in ``pix_fmt`` when it has alpha, else in the closest
@@ -1131,9 +1352,12 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     ValueError
         Bad options, no video stream, a stream the output container cannot
         hold, ``dst`` is ``src``, an output shallower than the input without
-        ``allow_8bit``.
+        ``allow_8bit``, an output frame too large for FFmpeg
+        (:func:`check_frame_size`), an input FFmpeg cannot open or decode
+        (a damaged file, a bad y4m header, raw input that is not whole frames,
+        an MP4 on a pipe with its index last: :func:`input_error`).
     av.error.FFmpegError
-        The input cannot be decoded, or the encoder fails.
+        The encoder or muxer fails.
 
     Notes
     -----
@@ -1189,11 +1413,20 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
         demuxer = "rawvideo"
         demux_options = {"video_size": f"{input_size[0]}x{input_size[1]}",
                          "pixel_format": input_pix_fmt, "framerate": str(input_rate)}
+    head = read_head(src, src_pipe)
+    y4m_tags = parse_y4m_header(head) if demuxer is None else None
+    if y4m_tags is not None:
+        check_y4m_header(y4m_tags, src_name)
+    raw = None if input_size is None else f"{input_size[0]}x{input_size[1]} {input_pix_fmt}"
+
+    def explain(exc, opening=False):
+        return input_error(exc, src_name, head, pipe=src_pipe, raw=raw, opening=opening)
+
     try:
         inp = av.open(sys.stdin.buffer if src_pipe else str(src), format=demuxer,
                       options=demux_options)
     except av.error.FFmpegError as exc:
-        raise ValueError(f"{src_name}: cannot open as a video: {exc}") from exc
+        raise explain(exc, opening=True) from exc
     try:
         vin = _pick_video_stream(av, inp)
         vin.thread_type = "AUTO"  # frame + slice threads in the decoder
@@ -1201,7 +1434,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   if (audio and st.type == "audio") or (subtitles and st.type == "subtitle")]
         # The display matrix (which sizes are displayed) comes with the first frame.
         with ffmpeg_log_level(av, quiet):
-            first, items = _peek_frame(av, demuxed(inp, vin, copies))
+            first, items = _peek_frame(av, _explained(av, demuxed(inp, vin, copies), explain))
         turned = quarter_turned(None if first is None else _display_matrix(first), vin.metadata)
         in_size = (vin.codec_context.width, vin.codec_context.height)
         if resized:
@@ -1216,6 +1449,11 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                     upscaler = Upscaler(lut, backend=backend, threads=threads)
         else:
             out_size = (in_size[0] * upscaler.scale, in_size[1] * upscaler.scale)
+        check_frame_size(out_size, "the output size", "choose a smaller --size or --outscale")
+        # The chroma siting, kept on the output (a y4m header's C420mpeg2...)
+        siting = (CODEC_SITING.get(vin.codec_context.name) if y4m_tags is None
+                  else Y4M_SITING.get(y4m_tags.get("C", "420")))
+        outcome = {"size": out_size, "notes": []}  # what the run decides: see _run_pipeline
         copied_names = [f"{st.type}:{st.codec_context.name}" for st in copies]
         if muxer in AUDIO_TRANSCODE:  # named as written: see write_to
             copied_names = [n if n.split(":")[1] in _WEBM_AUDIO or not n.startswith("audio")
@@ -1253,7 +1491,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                         pix_fmt=pix_fmt, preset=preset, out_size=out_size, progress=progress,
                         desc=src_name if src_pipe else src.name, allow_8bit=allow_8bit,
                         transcode={i: audio_codec for i in transcode}, quiet=quiet,
-                        frame_counted=muxer in FRAME_COUNTED)
+                        frame_counted=muxer in FRAME_COUNTED, siting=siting,
+                        size_given=size is not None, outcome=outcome)
             finally:
                 out.close()  # idempotent; the pending file is discarded on error
 
@@ -1274,9 +1513,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     finally:
         inp.close()
     return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
-                       output_size=out_size,
+                       output_size=outcome["size"],
                        copied_streams=copied_names,
-                       luma_only=luma_only, turned=turned)
+                       luma_only=luma_only, turned=turned, notes=outcome["notes"])
 
 
 @contextlib.contextmanager
@@ -1394,14 +1633,18 @@ def _check_depth(vin, encoder, target_fmt: str, pix_fmt: str | None, allow_8bit:
 def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, encoder, options,
                   crf, bit_rate, pix_fmt, preset, out_size, progress, desc, allow_8bit,
                   transcode=None, quiet=False, frame_counted=False, alpha=True,
-                  straight_alpha=False) -> int:
+                  straight_alpha=False, siting=None, size_given=False, outcome=None) -> int:
     """Set up the output streams, run the three stages, return the frames encoded.
 
     ``items`` are the video frames and the packets of ``copies``, in demux
     order (:func:`demuxed`); ``transcode`` maps audio stream indices to the
     encoder that re-encodes them (the others in ``copies`` are copied packet
     for packet); ``frame_counted`` gives the video stream a time base of one
-    frame; ``alpha`` keeps the input's alpha (see :func:`_alpha_target`).
+    frame; ``alpha`` keeps the input's alpha (see :func:`_alpha_target`);
+    ``siting`` is the chroma siting to tag (``"left"``...: :data:`CODEC_SITING`).
+    An odd ``out_size`` that ``pix_fmt`` cannot hold is made even, with a note,
+    unless ``size_given`` (then refused); ``outcome`` (a dict) receives the
+    ``"size"`` written and the ``"notes"`` said.
     """
     transcode = transcode or {}
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
@@ -1413,11 +1656,26 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
     if alpha_fmt in RAW_ALPHA_FORMATS.get(out.format.name, ()):
         out.options["strict"] = "-1"  # y4m's C444alpha is not in its official set
     deep = _check_depth(vin, encoder, target_fmt, pix_fmt, allow_8bit)
+    outcome = {"notes": []} if outcome is None else outcome
     w, h = out_size
-    if ("420" in target_fmt and (w % 2 or h % 2)) or ("422" in target_fmt and w % 2):
-        # Subsampled chroma needs even sizes (an x3 of an odd size is odd).
-        raise ValueError(f"the output size {w}x{h} is odd, which {target_fmt} cannot hold; "
-                         "use --pix-fmt yuv444p")
+    even = subsampled_size(out_size, target_fmt)
+    if even != tuple(out_size):
+        # Subsampled chroma needs even sizes (an x3 or x2.5 of an odd size is odd)
+        if size_given:
+            raise ValueError(f"the output size {w}x{h} is odd, which {target_fmt} cannot hold; "
+                             f"give an even --size (e.g. {even[0]}x{even[1]}) or use --pix-fmt "
+                             "yuv444p")
+        # yuv444p would keep the size, but many players cannot play it: round instead
+        note = f"the output size {w}x{h} is odd, which {target_fmt} cannot hold: writing " \
+               f"{even[0]}x{even[1]}"
+        _note(note, quiet)
+        outcome["notes"].append(note)
+        out_size = even
+        vout.width, vout.height = out_size
+    outcome["size"] = tuple(out_size)
+    if out.format.name == "yuv4mpegpipe" and format_depth(target_fmt) > 8:
+        # FFmpeg writes C420p10 and the like only when told to go beyond mjpegtools' set
+        out.options["strict"] = "-1"
     vout.pix_fmt = target_fmt
     ctx_in, ctx_out = vin.codec_context, vout.codec_context
     time_base = vin.time_base or Fraction(1, 90000)
@@ -1451,6 +1709,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
             ctx_out.bit_rate = 0  # libvpx's constant-quality mode
     if quiet:
         opts.update(QUIET_OPTIONS.get(encoder.name, {}))
+    if siting is not None:
+        opts["chroma_sample_location"] = siting  # a generic option of every encoder
     vout.options = opts
     for key in ("language", "title"):
         if key in vin.metadata:
@@ -1469,7 +1729,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
 
     cancel = threading.Event()
     decoded, upscaled = _Pipe(cancel), _Pipe(cancel)
-    state = {"matrix": None, "frames": 0}
+    state = {"matrix": None, "frames": 0, "tick": None, "uneven": False}
+    one_rate = out.format.name == "yuv4mpegpipe"  # one frame rate, no timestamps
     fallback_tb = Fraction(1, 1) / rate
 
     def read() -> None:
@@ -1518,13 +1779,21 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
                     out.mux(packet)
                 held.clear()
             frame = to_output_format(item, target_fmt, colorspace, full_range)
+            if one_rate and frame.pts is not None and frame.time_base is not None:
+                # the frame's place at the constant rate (y4m has no timestamps)
+                tick = round(frame.pts * frame.time_base / time_base)
+                if state["tick"] is not None and tick != state["tick"] + 1:
+                    state["uneven"] = True
+                state["tick"] = tick
             frame = _for_encoder(frame, time_base, last_pts)
             last_pts = frame.pts
             for packet in vout.encode(frame):
                 out.mux(packet)
             state["frames"] += 1
         if not started:
-            raise ValueError(f"{inp.name}: no video frames could be decoded")
+            name = "stdin" if inp.name.startswith("<") else inp.name  # "<stdin>", "<none>"
+            raise ValueError(f"{name}: no video frame could be decoded: the input is "
+                             "empty, or ends before its first frame is complete")
         for packet in vout.encode(None):
             out.mux(packet)
         for dec, ast in recoders.values():
@@ -1579,6 +1848,13 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
     for stage in (reader, writer):
         if stage.error is not None:
             raise stage.error
+    if state["uneven"]:
+        note = (f"the input's frame rate varies, but y4m holds one constant rate: its "
+                f"{state['frames']} frames were written one each at the average rate, "
+                f"{float(rate):.6g} fps (the length is kept, single frames may show early "
+                "or late)")
+        _note(note, quiet)
+        outcome["notes"].append(note)
     return state["frames"]
 
 
