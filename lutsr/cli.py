@@ -35,6 +35,7 @@ from . import __version__, bundled
 from .api import BACKENDS
 from .commands import (
     IMPORTERS,
+    STDIN_LIMIT,
     CLIError,
     _error,
     _warn,
@@ -147,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder and names are kept. Alpha images are upscaled "
                                    "premultiplied; the EXIF orientation is applied to the "
                                    "pixels, and EXIF and the ICC profile are kept.")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help="image files or folders; - reads one image from stdin (at most "
+                        f"{STDIN_LIMIT // 2**20} MiB; a larger one is read by its file name)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (one input) or folder")
     p.add_argument("--ext", choices=sorted(k[1:] for k in IMAGE_FORMATS), default=None,

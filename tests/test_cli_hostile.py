@@ -241,7 +241,10 @@ class _EndlessStdin:
 
 def test_stdin_is_read_up_to_a_limit(tmp_path, lut_file, capsys, monkeypatch):
     """``cat /dev/zero | lutsr image - -o z.png`` read until memory ran out (1.8 GB seen)."""
-    assert commands.STDIN_LIMIT == 512 * 2**20  # the documented limit
+    assert commands.STDIN_LIMIT == 512 * 2**20
+    with pytest.raises(SystemExit):
+        main(["image", "-h"])
+    assert "stdin (at most 512 MiB" in " ".join(capsys.readouterr().out.split())  # documented
     cap = 3 * 2**20
     monkeypatch.setattr(commands, "STDIN_LIMIT", cap)
     stdin = _EndlessStdin(cap)
