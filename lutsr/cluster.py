@@ -22,8 +22,13 @@ Dask is an optional extra: ``pip install 'lutsr[cluster]'``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import logging
 import os
+import socket
+import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +39,14 @@ from .model import LUT
 
 #: What ``--cluster`` accepts, for error messages.
 ADDRESS_FORMS = "tcp://HOST:PORT (a running Dask scheduler) or local:N (N worker processes here)"
+
+#: Seconds a scheduler has to answer, from the first connection attempt to a
+#: ready client (the handshake included).
+CONNECT_TIMEOUT = 20.0
+
+#: The most bytes a scheduler's first message may take: its handshake is under
+#: a hundred bytes; a longer length prefix is another service's banner.
+_HANDSHAKE_LIMIT = 64 * 1024
 
 
 class ClusterError(RuntimeError):
@@ -89,32 +102,275 @@ def _distributed():
     return distributed
 
 
+def _service(address: str, first: bytes) -> str:
+    """One line saying the peer at ``address`` is not Dask, quoting its first line if text."""
+    line = first.split(b"\n", 1)[0].rstrip(b"\r")[:40].decode("ascii", "replace")
+    said = (f"it sent {line!r}" if line and line.isprintable() else
+            "what it sent is not a Dask handshake")
+    return (f"cannot reach a Dask scheduler at {address}: the service there does not speak "
+            f"Dask's protocol ({said})")
+
+
+def _handshake() -> bytes:
+    """A Dask comm handshake: one msgpack frame, length-prefixed (see :func:`_check_handshake`)."""
+    import pickle
+
+    import msgpack  # a dependency of distributed
+
+    frame = msgpack.packb({"compression": None, "python": tuple(sys.version_info[:3]),
+                           "pickle-protocol": pickle.HIGHEST_PROTOCOL})
+    prelude = struct.pack("<QQ", 1, len(frame))
+    return struct.pack("<Q", len(prelude) + len(frame)) + prelude + frame
+
+
+def _recv_exactly(sock: socket.socket, count: int, deadline: float) -> bytes:
+    """``count`` bytes from ``sock`` before ``deadline`` (``time.monotonic``), or fewer at EOF."""
+    data = bytearray()
+    while len(data) < count:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(min(count - len(data), 65536))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _check_handshake(address: str, data: bytes) -> None:
+    """Raise ClusterError unless ``data`` is a Dask comm message that msgpack decodes to a dict.
+
+    A message is an 8-byte length, then the frame count and each frame's length
+    (8 bytes each), then the frames; the first frame is msgpack.
+    """
+    import msgpack  # a dependency of distributed
+
+    body = data[8:]
+    try:
+        (count,) = struct.unpack_from("<Q", body)
+        if not 1 <= count <= 64:
+            raise ValueError(count)
+        lengths = struct.unpack_from(f"<{count}Q", body, 8)
+        start = 8 * (1 + count)
+        if start + sum(lengths) != len(body):
+            raise ValueError(lengths)
+        message = msgpack.unpackb(body[start:start + lengths[0]])
+    except (ValueError, struct.error, msgpack.UnpackException):
+        raise ClusterError(_service(address, data)) from None
+    if not isinstance(message, dict):
+        raise ClusterError(_service(address, data))
+
+
+def probe(address: str, timeout: float) -> None:
+    """Check that a Dask scheduler answers at ``tcp://HOST:PORT`` within ``timeout`` seconds.
+
+    Both ends of a Dask connection send a handshake at once, a short
+    length-prefixed message: this connects, sends one, reads the peer's with
+    every read bounded in size and time, and hangs up. distributed itself
+    waits for the peer's handshake forever, and takes another service's banner
+    for a length of exabytes. A refused connection is retried until the
+    timeout, as distributed does (the scheduler may be starting). Addresses of
+    other schemes (``tls://`` and the like) are not probed.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address, as for :class:`distributed.Client`.
+    timeout : float
+        Seconds for the whole probe.
+
+    Raises
+    ------
+    ClusterError
+        Nothing answers, the peer sends nothing or hangs up, or what it sends is
+        not a Dask handshake: one line naming the address.
+    """
+    from distributed.comm.addressing import parse_address as split_scheme
+    from distributed.comm.addressing import parse_host_port
+
+    deadline = time.monotonic() + timeout
+    try:
+        scheme, location = split_scheme(address)
+        if scheme != "tcp":
+            return
+        host, port = parse_host_port(location)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not in 1..65535")
+    except ValueError as exc:
+        raise ClusterError(f"--cluster {address!r}: {exc}; expected {ADDRESS_FORMS}") from None
+    prefix = f"cannot reach a Dask scheduler at {address}"
+    pause = 0.05
+    while True:
+        try:
+            sock = socket.create_connection(
+                (host, port), timeout=max(deadline - time.monotonic(), 0.001))
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() + pause >= deadline:
+                raise ClusterError(f"{prefix}: connection refused for {timeout:g} s "
+                                   "(is the scheduler running?)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        except TimeoutError:
+            raise ClusterError(f"{prefix}: no connection within {timeout:g} s") from None
+        except OSError as exc:
+            raise ClusterError(f"{prefix}: {exc.strerror or exc}") from None
+    with sock:
+        try:
+            # Ours first, as distributed's client does: a scheduler then sees a
+            # whole handshake (no log line), and an HTTP server answers with its
+            # status line rather than waiting for a request.
+            sock.sendall(_handshake())
+            head = _recv_exactly(sock, 8, deadline)
+            if len(head) == 8:
+                (size,) = struct.unpack("<Q", head)
+                if not 8 < size <= _HANDSHAKE_LIMIT:
+                    # A banner: read a little more of it (briefly) to quote its first line.
+                    sock.settimeout(0.2)
+                    with contextlib.suppress(OSError):
+                        head += sock.recv(64)
+                    raise ClusterError(_service(address, head))
+                head += _recv_exactly(sock, size, deadline)
+        except TimeoutError:
+            raise ClusterError(f"{prefix}: the service there sent no Dask handshake within "
+                               f"{timeout:g} s") from None
+        except OSError as exc:
+            raise ClusterError(f"{prefix}: {exc.strerror or exc}") from None
+    if len(head) < 8 or len(head) < 8 + struct.unpack("<Q", head[:8])[0]:
+        if not head:
+            raise ClusterError(f"{prefix}: the service there hung up without a Dask handshake")
+        raise ClusterError(_service(address, head))
+    _check_handshake(address, head)
+
+
+def _within(seconds: float, what: str, make):
+    """``make()`` run in a thread and given up after ``seconds``: a hard deadline.
+
+    distributed bounds most of a client's start by its ``timeout``, not all of
+    it (the handshake read has no bound); whatever ``make`` raises comes back
+    as it is. A result that arrives after the deadline is closed.
+    """
+    box: dict = {}
+    lock = threading.Lock()
+
+    def target():
+        try:
+            value = make()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            with lock:
+                box.setdefault("error", exc)
+            return
+        with lock:
+            late = "error" in box
+            box.setdefault("value", value)
+        if late:  # nobody will close it
+            with contextlib.suppress(Exception):
+                value.close()
+
+    thread = threading.Thread(target=target, name="lutsr-cluster-connect", daemon=True)
+    thread.start()
+    try:
+        thread.join(seconds + 0.5)  # a moment's grace: distributed's timeout should say it first
+    finally:  # Ctrl-C included: a client made from now on is closed by the thread
+        with lock:
+            box.setdefault("error", ClusterError(f"{what}: no answer within {seconds:g} s"))
+    if "value" in box:
+        return box["value"]
+    raise box["error"]
+
+
 class _Connection:
     """A Dask client, and the local cluster it owns for ``local:N``."""
 
     def __init__(self, address: str):
         distributed = _distributed()
         target = parse_address(address)
+        timeout = CONNECT_TIMEOUT
         self.cluster = None
+        self.client = None
         self.workers = target if isinstance(target, int) else None
-        try:
-            if self.workers is not None:
+        if self.workers is not None:
+            try:
                 # Processes, one task at a time each: the numba kernels are
                 # threaded already, and a process per worker keeps their
                 # thread pools apart.
+                # Quiet: lutsr reports every file's failure itself, and a worker's
+                # heartbeat cut off by the shutdown is logged as an error with a
+                # traceback. The scheduler's HTTP server, needed or not, gets any
+                # free loopback port: a busy 8787 (a second run) is not a warning.
                 self.cluster = distributed.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=40)  # logging.ERROR
-                target = self.cluster
-            self.client = distributed.Client(target, timeout="20s")
-        except OSError as exc:
-            self.close()
-            raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+                    dashboard_address=None, silence_logs=logging.CRITICAL,
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                self.client = distributed.Client(self.cluster, timeout=f"{timeout}s")
+            except OSError as exc:
+                self.close()
+                raise ClusterError(f"cannot start a local Dask cluster ({address}): "
+                                   f"{exc}") from None
+            return
+        self.client = self._remote(distributed, target, timeout)
+
+    @staticmethod
+    def _remote(distributed, address: str, timeout: float):
+        """A client of the scheduler at ``address``, or one line saying why not, in ``timeout``."""
+        what = f"cannot reach a Dask scheduler at {address}"
+        deadline = time.monotonic() + timeout
+
+        def connect():
+            probe(address, timeout)
+            left = max(deadline - time.monotonic(), 0.1)
+            return distributed.Client(address, timeout=f"{left}s")
+
+        try:
+            return _within(timeout, what, connect)
+        except ClusterError:
+            raise
+        except MemoryError:  # a length prefix read as exabytes: not a Dask peer
+            raise ClusterError(f"{what}: the service there does not speak Dask's protocol") \
+                from None
+        except Exception as exc:  # noqa: BLE001 - whatever distributed raises, one line
+            text = " ".join(str(exc).split())
+            reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            if isinstance(exc, TimeoutError) or "timed out" in text.lower():
+                reason = f"no answer within {timeout:g} s"
+            elif isinstance(exc, distributed.comm.CommClosedError):
+                reason = "the connection was closed while connecting"
+            raise ClusterError(f"{what}: {reason}") from None
 
     def close(self) -> None:
-        for part in (getattr(self, "client", None), self.cluster):
-            if part is not None:
-                part.close()
+        """Close the client, then the cluster it owns, with distributed's loggers silenced.
+
+        Shutting down races the workers' heartbeats and the client's own
+        comms; distributed logs the losers as errors with tracebacks, and none
+        of them means a file was lost (each has its outcome already).
+        """
+        with _silenced(_SHUTDOWN_LOGGERS):
+            try:
+                if self.client is not None:
+                    self.client.close()
+            finally:
+                if self.cluster is not None:
+                    self.cluster.close()
+
+
+#: The loggers that report distributed's shutdown races.
+_SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+@contextlib.contextmanager
+def _silenced(names):
+    """Drop every record of the loggers ``names`` (and their children) for the ``with`` body."""
+    # distributed's logging config gives some children levels of their own
+    # (distributed.client), which a parent's level does not override.
+    known = [name for name in logging.root.manager.loggerDict
+             if any(name == n or name.startswith(n + ".") for n in names)]
+    loggers = [logging.getLogger(name) for name in {*names, *known}]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------
