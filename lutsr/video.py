@@ -1057,7 +1057,7 @@ def read_head(src: str | os.PathLike, pipe: bool, size: int = 4096) -> bytes:
 
 
 def parse_y4m_header(head: bytes) -> dict[str, str] | None:
-    """The tags of a YUV4MPEG2 stream header, or None when ``head`` is not one.
+    """The tags of a YUV4MPEG2 stream header, or None when ``head`` is not a whole one.
 
     Returns
     -------
@@ -1066,8 +1066,8 @@ def parse_y4m_header(head: bytes) -> dict[str, str] | None:
         "FULL", ...}``: each tag by its letter, and the ``X`` tags by name;
         the values as written (not checked: see :func:`check_y4m_header`).
     """
-    if not head.startswith(b"YUV4MPEG2 "):
-        return None
+    if not head.startswith(b"YUV4MPEG2 ") or b"\n" not in head:
+        return None  # not y4m, or a pipe's first read ended inside the header: not judged
     tags = {}
     for token in head.split(b"\n", 1)[0].split()[1:]:
         text = token.decode("latin-1")

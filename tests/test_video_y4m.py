@@ -357,3 +357,28 @@ def test_damaged_mp4_is_named(tmp_path, lut_file, capsys):
     line = one_line(capsys)
     assert line.startswith(f"lutsr: error: {src}: ") and "damaged" in line
     assert "avcodec_send_packet" not in line
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe whose reads return at most 12 bytes (a writer that sends a y4m header in pieces)."""
+
+    def __init__(self, data: bytes):
+        self._data, self._pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), 12, len(self._data) - self._pos)
+        buf[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+
+def test_y4m_header_cut_by_the_first_read_is_not_judged(tmp_path, lut_file, monkeypatch):
+    """The peeked bytes end inside the header ("YUV4MPEG2 W3"): no false "W3 H" refusal."""
+    data = make_y4m(tmp_path / "in.y4m", "420mpeg2").read_bytes()
+    _stdin(monkeypatch, io.BufferedReader(_Trickle(data)))
+    assert sys.stdin.buffer.peek(4096) == data[:12]
+    assert run("-", tmp_path / "out.y4m", lut_file) == 0
+    assert len(frames_of(tmp_path / "out.y4m")) == 2
