@@ -9,6 +9,10 @@ decoded input frames (:func:`lutsr.imageio.upscale_premultiplied`).
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +272,40 @@ def test_luma_only_straight_alpha_runs_the_lut_on_alpha(tmp_path, clips, lut_fil
         for p in (0, 3):  # luma and alpha: the LUT's, exactly
             want = upscale_reference(video.plane_array(fin.planes[p]), lut)
             assert np.array_equal(video.plane_array(fout.planes[p]), want)
+
+
+def test_luma_only_deep_alpha(tmp_path, lut_file):
+    """10-bit YUV + alpha: luma and alpha through :func:`lutsr.video.upscale_deep`."""
+    upscaler = lutsr.Upscaler(lutsr.load(lut_file), backend="reference")
+    src = make_alpha_clip(tmp_path / "in.mkv", "ffv1", "yuva420p10le")
+    dst = tmp_path / "out.mkv"
+    assert run(src, dst, lut_file, "--codec", "ffv1", "--luma-only", "--straight-alpha") == 0
+    for fin, fout in zip(decoded(src), decoded(dst), strict=True):
+        assert fout.format.name == "yuva420p10le"
+        for p in (0, 3):
+            want = video.upscale_deep(video.plane_array(fin.planes[p], 1, np.uint16),
+                                      upscaler, 10)
+            assert np.array_equal(video.plane_array(fout.planes[p], 1, np.uint16), want)
+
+
+def test_y4m_alpha_through_pipes(lut_file, up):
+    """``ffmpeg -pix_fmt yuva444p -f yuv4mpegpipe - | lutsr video - -o - --format y4m``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = make_alpha_clip(Path(tmp) / "in.y4m", "wrapped_avframe", "yuva444p",
+                              muxer="yuv4mpegpipe")
+        stream = src.read_bytes()
+        frames = decoded(src)
+    done = subprocess.run([sys.executable, "-m", "lutsr.cli", "video", "-", "-o", "-",
+                           "--format", "y4m", "--lut", str(lut_file), "--backend",
+                           "reference", "-q"], input=stream, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"YUV4MPEG2 W32 H24 ") and b" C444alpha" in done.stdout[:80]
+    with av.open(io.BytesIO(done.stdout)) as c:
+        got = list(c.decode(video=0))
+    assert len(got) == FRAMES
+    for fin, fout in zip(frames, got, strict=True):
+        want = upscale_premultiplied(up, _rgba_of(fin))
+        assert np.array_equal(video.plane_array(fout.planes[3]), want[..., 3])
 
 
 # ---------------------------------------------------------------------------
