@@ -696,7 +696,8 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
     """
     if frame.format.name == pix_fmt:
         return frame
-    if frame.format.name in _RGBA_FORMATS and LUMA_ALPHA_FORMAT.match(pix_fmt):
+    if frame.format.name in _RGBA_FORMATS and (LUMA_ALPHA_FORMAT.fullmatch(pix_fmt)
+                                               or DEEP_ALPHA_FORMAT.fullmatch(pix_fmt)):
         return _rgba_to_yuva(frame, pix_fmt, colorspace, full_range)
     if full_range:
         exact = rgb_to_full_range_yuv(frame, pix_fmt, colorspace)
