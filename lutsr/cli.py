@@ -14,9 +14,11 @@
 (:mod:`lutsr.cluster`). What each command does is in :mod:`lutsr.commands`.
 Every output is written under a temporary name (or none) and appears only
 when complete; existing files are replaced only with ``--overwrite``; an
-input is never an output. Exit status: 0 on success, 1 on an error, 2 on bad
-usage, 130 when interrupted. An error is one line on stderr; ``--debug`` (or
-the environment variable ``LUTSR_DEBUG=1``) adds the Python traceback.
+input (the ``--lut`` file included) is never an output. Exit status: 0 on
+success, 1 on an error, 2 on bad usage, 130 when interrupted, 141 (quietly)
+when the reader of a text output such as ``lutsr list | head -1`` leaves
+early. An error is one line on stderr; ``--debug`` (or the environment variable
+``LUTSR_DEBUG=1``) adds the Python traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -45,6 +48,7 @@ from .commands import (
     cmd_info,
     cmd_list,
     cmd_video,
+    silence_stdout,
 )
 from .imageio import (
     IMAGE_FORMATS,
@@ -52,6 +56,10 @@ from .imageio import (
     PNG_COMPRESSION,
 )
 from .outsize import parse_size
+
+#: The exit status when stdout's reader leaves before the end of a text output: a shell's
+#: status for a process ended by SIGPIPE (128 + 13), as 130 is its status for Ctrl-C.
+READER_LEFT = 128 + 13
 
 #: ``--format`` names of ``lutsr video`` (the same as :data:`lutsr.video.PIPE_FORMATS`;
 #: kept here so building the parser does not import PyAV).
@@ -131,9 +139,22 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
                            "the same way")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a failed write of ``--help`` or ``--version`` raises.
+
+    argparse drops the error and exits 0 with the text cut short (with
+    unbuffered stdout), where a buffered stdout fails later at exit:
+    :func:`main` sees both alike this way.
+    """
+
+    def _print_message(self, message, file=None):
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lutsr`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lutsr", description="Look-up-table super-resolution for images and video.")
     parser.add_argument("--version", action="version", version=f"lutsr {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -293,7 +314,45 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``lutsr`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the ``lutsr`` command on ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    A text output whose reader leaves early (``lutsr list | head -1``, ``lutsr
+    -h | head``) ends quietly with :data:`READER_LEFT`, as ``ls`` or ``yes`` end
+    by SIGPIPE: reading part of a listing is what the reader asked for, so no
+    error line. An image or video written to stdout (``-o -``) and cut short is
+    lost data instead: one error line, exit 1 (:func:`lutsr.commands._broken_pipe`).
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # what was printed reaches the pipe here, where a closed reader is seen, not in
+            # the flush at interpreter exit (Python's "Exception ignored" lines, exit 120)
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:  # the flush above, or argparse writing --help or --version
+        silence_stdout()
+        return READER_LEFT
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket that its reader has closed."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a stream without a file
+        return False
+    if hasattr(select, "poll"):  # the write end of a pipe without readers polls as an error
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    try:  # elsewhere: what failed to go out is still buffered, and fails again
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "overwrite", False) and getattr(args, "skip_existing", False):
@@ -312,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted; no partial output was written")
         return 130
+    except BrokenPipeError as exc:
+        if _stdout_closed():  # a text output's reader left: quietly, see main
+            silence_stdout()
+            return READER_LEFT
+        _traceback(debug)  # another pipe or socket: an error like any other
+        _error(str(exc) or type(exc).__name__)
+        return 1
     except MemoryError:
         _traceback(debug)
         _error("out of memory; try a smaller input, fewer --threads, or a machine with more "

@@ -12,7 +12,9 @@ kernel: each worker process loads the LUT and builds its own
 (:func:`lutsr.commands._upscale_image`, :func:`lutsr.commands.cmd_video`), so the files it
 writes equal a local run's byte for byte. Workers write through
 :func:`lutsr.imageio.atomic_output`: an output exists only when complete, which
-is why a rerun can skip every output that exists. Inputs and outputs are
+is why a rerun with ``--skip-existing`` can skip every output that exists (without
+it, existing outputs are refused before any work, as in a local run; with
+``--overwrite`` they are redone). Inputs and outputs are
 paths, so the workers must see the same file system as the client (one
 machine, or a shared mount at the same path).
 
@@ -580,7 +582,7 @@ def cli_images(args) -> int:
     # Existing outputs are refused as in a local run; --skip-existing resumes a run.
     pairs = commands.plan_images(args.inputs, args.output,
                                  overwrite=args.overwrite or args.skip_existing, ext=args.ext,
-                                 recursive=args.recursive)
+                                 recursive=args.recursive, lut=args.lut)
     if not 1 <= args.quality <= 100:
         raise commands.CLIError(f"--quality must be in 1..100, got {args.quality}")
     lut = _lut(args)
@@ -633,6 +635,7 @@ def cli_videos(args, inputs: list[str]) -> int:
         raise ClusterError("--format is for pipes; with --cluster each output keeps its "
                            "input's name and suffix, which picks the container")
     pairs = plan_videos(inputs, args.output)
+    commands.refuse_lut_output(args.lut, [dst for _, dst in pairs])
     if not (args.overwrite or args.skip_existing):  # as a local run, and as images
         commands.refuse_existing([dst for _, dst in pairs])
     lut = _lut(args)

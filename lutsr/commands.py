@@ -27,7 +27,9 @@ from .imageio import (
     ImageError,
     atomic_output,
     image_format,
+    lut_inputs,
     read_image,
+    same_file,
     upscale_premultiplied,
     write_image,
 )
@@ -109,7 +111,7 @@ def _output_name(rel: Path, ext: str | None) -> Path:
 
 
 def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | None = None,
-                recursive: bool = False) -> list[tuple[Path, Path]]:
+                recursive: bool = False, lut=None) -> list[tuple[Path, Path]]:
     """Pair every input image with its output path, and check the pairs before any work.
 
     One input file with an output that is not a folder: that output file.
@@ -122,14 +124,16 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
 
     Files in an input folder that lutsr does not read (``.avif``, ``.txt``...)
     are left out with one warning line on stderr that counts and names them.
+    ``lut`` is what ``--lut`` was given: a file it names is an input too.
 
     Raises
     ------
     CLIError
         Missing inputs, empty folders, an unknown suffix, an output file name
         (``out.png``) for several inputs or a folder, ``ext`` with a single
-        output file, two inputs with one output name, an input that is also
-        an output, or existing outputs without ``overwrite``.
+        output file, two inputs with one output name, an input (or the
+        ``--lut`` file) that is also an output, or existing outputs without
+        ``overwrite``.
     """
     paths = [Path(p) for p in inputs]
     for p in paths:
@@ -173,6 +177,7 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
         if dst in names:
             raise CLIError(f"{names[dst]} and {src} would both be written to {dst}")
         names[dst] = src
+    refuse_lut_output(lut, [dst for _, dst in pairs])
     inodes = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in pairs)}
     for _, dst in pairs:
         if dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes:
@@ -180,6 +185,19 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
     if not overwrite:
         refuse_existing([dst for _, dst in pairs])
     return pairs
+
+
+def refuse_lut_output(lut, outputs: list) -> None:
+    """Raise :class:`CLIError` when one of ``outputs`` is the file ``--lut`` names.
+
+    The same file through a symbolic or hard link counts, as for the other
+    inputs (:func:`lutsr.imageio.check_output`). Checked before existing
+    outputs, so the message never suggests ``--overwrite`` for a LUT.
+    """
+    for source in lut_inputs(lut):
+        for dst in outputs:
+            if same_file(source, dst):
+                raise CLIError(f"output {dst} is the --lut file; refusing to overwrite it")
 
 
 def refuse_existing(outputs: list) -> None:
@@ -296,6 +314,7 @@ def _pipe_image(args) -> int:
     if src != "-" and not Path(src).is_file():
         raise CLIError(f"no such image file: {src}")
     if args.output != "-":
+        refuse_lut_output(args.lut, [args.output])
         image_format(args.output)  # an unknown suffix fails before reading stdin
         if getattr(args, "skip_existing", False) and not args.overwrite \
                 and os.path.lexists(args.output):
@@ -365,10 +384,22 @@ def write_stdout(data) -> None:
     out.flush()
 
 
+def silence_stdout() -> None:
+    """Point stdout at the null device: what is still buffered, and the flush at interpreter
+    exit, then go nowhere instead of raising :class:`BrokenPipeError` again."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def _broken_pipe() -> int:
-    """The reader of stdout went away: say so in one line; no flush error at exit."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    """The reader of an image or video on stdout went away: one line, exit 1.
+
+    The data written is cut short, so it is an error (unlike a text listing,
+    see :func:`lutsr.cli.main`).
+    """
+    silence_stdout()
     _error("the output pipe was closed by its reader before the end")
     return 1
 
@@ -378,7 +409,7 @@ def cmd_image(args) -> int:
         return _pipe_image(args)
     skip_existing = getattr(args, "skip_existing", False)
     pairs = plan_images(args.inputs, args.output, args.overwrite or skip_existing,
-                        ext=args.ext, recursive=args.recursive)
+                        ext=args.ext, recursive=args.recursive, lut=args.lut)
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
@@ -441,6 +472,8 @@ def cmd_video(args) -> int:
     if args.more_inputs:
         raise CLIError("several videos need --cluster ADDRESS (e.g. local:2) and a folder "
                        "as OUT; or run lutsr video once per file")
+    if args.output != "-":
+        refuse_lut_output(args.lut, [args.output])
     if getattr(args, "skip_existing", False) and args.output != "-" \
             and os.path.lexists(args.output) and not args.overwrite:
         if not args.quiet:
@@ -482,8 +515,11 @@ def cmd_video(args) -> int:
 def cmd_demo(args) -> int:
     upscaler = _upscaler(args)
     out = Path(args.output or f"lutsr-demo-x{upscaler.scale}.png")
+    refuse_lut_output(args.lut, [out])
     sample = resources.files(__package__) / "samples" / SAMPLE
     with resources.as_file(sample) as path:
+        if same_file(path, out):  # -o at the installed package's own sample
+            raise CLIError(f"output {out} is lutsr's sample image; refusing to overwrite it")
         pixels, info = read_image(path)
     t0 = time.perf_counter()
     result = upscale_pixels(upscaler, pixels)  # the first call loads (or compiles) the kernels

@@ -531,6 +531,27 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def lut_inputs(lut) -> tuple:
+    """The file a ``lut`` argument is read from, as ``inputs`` of :func:`check_output`.
+
+    Parameters
+    ----------
+    lut : LUT, str, path or None
+        What a command's ``--lut`` (or an API's ``lut``) was given.
+
+    Returns
+    -------
+    tuple
+        ``(lut,)`` when it names an existing file (or other non-folder entry),
+        else ``()``: a bundled name, a loaded LUT or None reads no file of the
+        user's. A name that is both bundled and a file here counts too: never
+        writing over it is the safe side.
+    """
+    if isinstance(lut, (str, os.PathLike)) and os.path.exists(lut) and not os.path.isdir(lut):
+        return (lut,)
+    return ()
+
+
 @dataclass
 class PendingOutput:
     """An output being written; see :func:`atomic_output`.

@@ -91,7 +91,7 @@ from pathlib import Path
 import numpy as np
 
 from .api import Upscaler
-from .imageio import atomic_output, check_output, premultiply, unpremultiply
+from .imageio import atomic_output, check_output, lut_inputs, premultiply, unpremultiply
 
 #: Output suffixes and the FFmpeg muxer each one uses.
 CONTAINERS = {
@@ -1375,8 +1375,10 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     if not src_pipe and not src.is_file():
         raise FileNotFoundError(f"no such video file: {src}")
     muxer = output_muxer(dst, format)
+    # the LUT file read is an input too (an upscaler given makes lut unused)
+    reads = (() if src_pipe else (src,)) + (lut_inputs(lut) if upscaler is None else ())
     if not dst_pipe:
-        check_output(dst, overwrite, () if src_pipe else (src,))
+        check_output(dst, overwrite, reads)
     if crf is not None and bitrate is not None:
         raise ValueError("give either crf or bitrate, not both")
     if outscale is not None and size is not None:
@@ -1509,7 +1511,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                 raise
         else:
             with atomic_output(dst, overwrite=overwrite,
-                               inputs=() if src_pipe else (src,)) as pending:
+                               inputs=reads) as pending:
                 frames = write_to(pending.path)
     finally:
         inp.close()
