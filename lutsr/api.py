@@ -13,7 +13,7 @@ from .arrays import as_frames, check_image, check_out
 from .fileformat import load
 from .model import LUT
 
-BACKENDS = ("auto", "numba", "reference", "cuda")
+BACKENDS = ("auto", "numba", "reference", "cuda", "webgpu")
 
 
 def _on_device(a) -> bool:
@@ -37,6 +37,12 @@ def _cuda_runner(lut: LUT):
     except ImportError as e:
         raise RuntimeError(f"backend 'cuda' needs numba.cuda, which failed to import: {e}") from e
     return _cuda.CudaRunner(lut)
+
+
+def _webgpu_runner(lut: LUT):
+    from . import _webgpu  # wgpu is imported by the runner: only when asked for
+
+    return _webgpu.WebGPURunner(lut)
 
 
 def resolve_lut(lut) -> LUT:
@@ -73,6 +79,8 @@ def _make_runner(lut: LUT, backend: str, threads: int | None):
         return _ReferenceRunner(lut)
     if backend == "cuda":
         return _cuda_runner(lut)
+    if backend == "webgpu":
+        return _webgpu_runner(lut)
     from . import _cpu  # numba import is deferred: `import lutsr` stays cheap
 
     return _cpu.NumbaRunner(lut, threads)
@@ -90,10 +98,12 @@ class Upscaler:
     lut : LUT, str, path or None
         A model, a bundled name (see :func:`lutsr.bundled_names`), a ``.lutsr``
         path, or None for the bundled default.
-    backend : {"auto", "numba", "reference", "cuda"}
+    backend : {"auto", "numba", "reference", "cuda", "webgpu"}
         ``"auto"`` picks numba for numpy arrays and cuda for device arrays.
         ``"reference"`` is the slow numpy specification. ``"cuda"`` runs on
-        the GPU (numpy arrays make a host round trip).
+        the GPU (numpy arrays make a host round trip). ``"webgpu"`` runs on
+        any GPU through wgpu (numpy in and out; the adapter from
+        ``LUTSR_WEBGPU_ADAPTER``, else the best hardware one).
     threads : int, optional
         Worker threads for the numba backend (default: all cores).
 
@@ -169,7 +179,7 @@ def upscale(img: np.ndarray, lut=None, *, out: np.ndarray | None = None,
     out : ndarray or device array of uint8, optional
         Preallocated output of shape ``(H*s, W*s)``, ``(H*s, W*s, C)`` or
         ``(N, H*s, W*s, C)`` for scale ``s``; written in place and returned.
-    backend : {"auto", "numba", "reference", "cuda"}
+    backend : {"auto", "numba", "reference", "cuda", "webgpu"}
     threads : int, optional
         Worker threads for the numba backend.
 

@@ -89,7 +89,8 @@ def _add_lut_options(p: argparse.ArgumentParser) -> None:
                         f"(default: the bundled {bundled.DEFAULT!r})")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="LUT backend (default 'auto': numba on the CPU; 'reference' is the "
-                        "slow numpy specification)")
+                        "slow numpy specification; 'webgpu' any GPU via wgpu, adapter from "
+                        "LUTSR_WEBGPU_ADAPTER)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="worker threads for the LUT (default: all cores)")
 

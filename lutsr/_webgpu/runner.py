@@ -1,0 +1,278 @@
+"""The runner behind ``backend="webgpu"``: prepared tables, per-size buffers, dispatches.
+
+A :class:`WebGPURunner` holds, across frames, its device, one compute
+pipeline per shape of stage (:mod:`lutsr._webgpu.shaders`), every stage's
+uploaded tables, and per frame size the index maps, buffers and bind groups
+(the :data:`SIZE_CACHE` most recent sizes). A call uploads the frames, records
+one dispatch per stage and one to pack the bytes, copies the result to a
+mappable buffer and reads it back: one submission per chunk of frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arrays import as_frames, check_image, check_out
+from ..indexmaps import padded_index, table_words, tap_indices, window_indices
+from ..layered import LayeredStage
+from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
+from . import device as _device
+from .shaders import dispatch_size, pack_shader, stage_shader
+
+#: Frame sizes whose buffers and maps a runner keeps.
+SIZE_CACHE = 4
+
+# (id(device), stage key) -> (pipeline, binding names); devices live as long as the process
+# (lutsr._webgpu.device keeps them), so their ids are never reused.
+_pipelines: dict = {}
+_pipelines_lock = threading.Lock()
+
+
+def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
+    """``clip(round(s / q / divisor + bias), 0, 255)`` for every reachable accumulator ``s``.
+
+    Evaluated with numpy from the reference's own float expression (every
+    term of its sum is a multiple of ``1/q``, so its float total is exactly
+    ``s / q``): the device looks its output up and cannot drift from the spec.
+
+    Returns
+    -------
+    table : ndarray of uint32, shape (255 * 4P * q + 1,)
+        ``table[s - s_min]``.
+    s_min : int
+        ``-128 * 4P * q``.
+    """
+    q = 2**interval
+    span = 4 * len(stage.patterns) * q
+    s = np.arange(-128 * span, 127 * span + 1, dtype=np.int64)
+    value = np.clip(np.round((s / q) / stage.divisor + stage.bias), 0, 255)
+    return value.astype(np.uint32), -128 * span
+
+
+@dataclass
+class _Stage:
+    """One simplex stage on the device: its pipeline key and constant buffers."""
+
+    stage: Stage
+    key: tuple  # (r, P, window, base, packed input)
+    buffers: dict  # name -> GPUBuffer: words, rounding or base, taps
+    s_min: int
+    sum_shift: int
+    bias: int
+
+
+@dataclass
+class _Frames:
+    """Buffers and bind groups for one input size ``(chunk, H, W, C)``."""
+
+    chunk: int
+    src: object  # packed input words
+    samples: list  # per stage, its u32 output
+    packed: object  # packed output words
+    readback: object  # mappable copy of ``packed``
+    out_bytes: int
+    groups: list  # per stage, (pipeline, bind group, dispatch size); then the packer's
+
+
+class WebGPURunner:
+    """Runs a LUT model with WebGPU compute shaders; numpy in, numpy out.
+
+    Parameters
+    ----------
+    lut : LUT
+    adapter : str, optional
+        A case-insensitive substring of the adapter's name (see
+        :func:`lutsr._webgpu.device.choose`); default the environment variable
+        ``LUTSR_WEBGPU_ADAPTER``, else the best hardware adapter.
+
+    Raises
+    ------
+    RuntimeError
+        wgpu is not installed, no adapter fits, or the model has a stage this
+        backend does not run yet (layered stages).
+    """
+
+    def __init__(self, lut: LUT, adapter: str | None = None):
+        for i, stage in enumerate(lut.stages):
+            if isinstance(stage, LayeredStage):
+                raise RuntimeError(f"backend 'webgpu' does not run layered stages yet (stage "
+                                   f"{i + 1} of {lut.name or 'this model'} is one); use "
+                                   f"backend 'numba'")
+        self.wgpu = _device.import_wgpu()
+        self.adapter, self.device = _device.device(adapter)
+        self.lut = lut
+        self._limit = int(self.device.limits["max-storage-buffer-binding-size"])
+        self._max_groups = int(self.device.limits["max-compute-workgroups-per-dimension"])
+        self._lock = threading.Lock()
+        self._stages = [self._upload_stage(s, i == 0) for i, s in enumerate(lut.stages)]
+        self._sizes: OrderedDict = OrderedDict()
+
+    # ----------------------------------------------------------------- constants
+
+    def _buffer(self, data: np.ndarray, usage=None):
+        data = np.ascontiguousarray(data)
+        if data.nbytes > self._limit:
+            raise RuntimeError(f"backend 'webgpu': a {data.nbytes / 2**20:.0f} MiB table exceeds "
+                               f"the adapter's {self._limit / 2**20:.0f} MiB storage-buffer limit")
+        usage = usage or self.wgpu.BufferUsage.STORAGE
+        if data.nbytes == 0:
+            data = np.zeros(1, np.int32)
+        return self.device.create_buffer_with_data(data=data, usage=usage)
+
+    def _upload_stage(self, stage: Stage, first: bool) -> _Stage:
+        interval = self.lut.interval
+        has_base = stage.base is not None
+        window = 0 if stage.taps is None else stage.taps.shape[2]
+        buffers = {"words": self._buffer(table_words(stage).view(np.uint32))}
+        s_min = shift = bias = 0
+        if has_base:
+            buffers["base"] = self._buffer(stage.base.reshape(-1).astype(np.int32))
+            shift, bias = BASE_BITS - sum_shift(stage, interval), int(stage.bias)
+        else:
+            table, s_min = rounding_table(stage, interval)
+            buffers["rounding"] = self._buffer(table)
+        if window:
+            buffers["taps"] = self._buffer(
+                stage.taps.reshape(*stage.taps.shape[:2], -1).astype(np.int32))
+        key = (stage.r, len(stage.patterns), window, has_base, first)
+        return _Stage(stage, key, buffers, s_min, shift, bias)
+
+    def _pipeline(self, key):
+        # Shared by every runner on the device: a shape of stage compiles once.
+        with _pipelines_lock:
+            found = _pipelines.get((id(self.device), key))
+            if found is None:
+                code, bindings = stage_shader(*key) if key != "pack" else (pack_shader(), None)
+                module = self.device.create_shader_module(code=code)
+                pipeline = self.device.create_compute_pipeline(
+                    layout="auto", compute={"module": module, "entry_point": "main"})
+                found = _pipelines[(id(self.device), key)] = pipeline, bindings
+            return found
+
+    # ----------------------------------------------------------------- per size
+
+    def _params(self, **values):
+        fields = ["total", "height", "width", "channels", "interval", "grid", "rows", "s_min",
+                  "sum_shift", "bias", "pad0", "pad1"]
+        data = np.array([values.get(f, 0) for f in fields], np.int64).astype(np.int32)
+        return self.device.create_buffer_with_data(data=data, usage=self.wgpu.BufferUsage.UNIFORM)
+
+    def _chunk(self, h: int, w: int, c: int) -> int:
+        """Frames per submission: as many as fit every buffer within the binding limit."""
+        per_frame = [-(-h * w * c // 4) * 4]
+        for st in self._stages:
+            h, w = h * st.stage.r, w * st.stage.r
+            per_frame.append(h * w * c * 4)
+        biggest = max(per_frame)
+        if biggest > self._limit:
+            raise RuntimeError(f"backend 'webgpu': one frame needs a {biggest / 2**20:.0f} MiB "
+                               f"buffer, over the adapter's {self._limit / 2**20:.0f} MiB "
+                               "storage-buffer limit; use a smaller frame or backend 'numba'")
+        return max(1, self._limit // biggest)
+
+    def _frames(self, n: int, h: int, w: int, c: int) -> _Frames:
+        key = (n, h, w, c)
+        found = self._sizes.get(key)
+        if found is not None:
+            self._sizes.move_to_end(key)
+            return found
+        usage = self.wgpu.BufferUsage
+        chunk = min(n, self._chunk(h, w, c))
+        src = self.device.create_buffer(size=-(-chunk * h * w * c // 4) * 4,
+                                        usage=usage.STORAGE | usage.COPY_DST)
+        groups, samples = [], []
+        prev, ph, pw = src, h, w
+        for st in self._stages:
+            stage = st.stage
+            oh, ow = ph * stage.r, pw * stage.r
+            dst = self.device.create_buffer(size=chunk * oh * ow * c * 4, usage=usage.STORAGE)
+            samples.append(dst)
+            if stage.taps is None:
+                rows, cols = tap_indices(stage, ph, pw)
+            else:
+                rows, cols = window_indices(stage, ph, pw)
+            maps = {"rows": rows, "cols": cols}
+            if stage.base is not None:
+                maps["base_rows"], maps["base_cols"] = (
+                    np.stack([padded_index(m, stage.padding, BASE_RADIUS)[d:d + m]
+                              for d in range(BASE_SIDE)]) for m in (ph, pw))
+            total = chunk * ph * pw * c
+            params = self._params(total=total, height=ph, width=pw, channels=c,
+                                  interval=self.lut.interval, grid=grid_size(self.lut.interval),
+                                  rows=stage.rows, s_min=st.s_min, sum_shift=st.sum_shift,
+                                  bias=st.bias)
+            named = {"params": params, "src": prev, "dst": dst, **st.buffers,
+                     **{k: self._buffer(v.astype(np.int32)) for k, v in maps.items()}}
+            pipeline, bindings = self._pipeline(st.key)
+            group = self._bind(pipeline, [named[b] for b in bindings])
+            groups.append((pipeline, group, dispatch_size(total, self._max_groups)))
+            prev, ph, pw = dst, oh, ow
+        out_samples = chunk * ph * pw * c
+        packed = self.device.create_buffer(size=-(-out_samples // 4) * 4,
+                                           usage=usage.STORAGE | usage.COPY_SRC)
+        pipeline, _ = self._pipeline("pack")
+        group = self._bind(pipeline, [self._params(total=out_samples), prev, packed])
+        groups.append((pipeline, group, dispatch_size(-(-out_samples // 4), self._max_groups)))
+        readback = self.device.create_buffer(size=packed.size,
+                                             usage=usage.MAP_READ | usage.COPY_DST)
+        frames = _Frames(chunk, src, samples, packed, readback, out_samples, groups)
+        self._sizes[key] = frames
+        while len(self._sizes) > SIZE_CACHE:
+            self._sizes.popitem(last=False)
+        return frames
+
+    def _bind(self, pipeline, buffers):
+        return self.device.create_bind_group(
+            layout=pipeline.get_bind_group_layout(0),
+            entries=[{"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                     for i, b in enumerate(buffers)])
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """Upscale ``frames`` (N, H, W, C) uint8 into ``out`` (N, H*s, W*s, C) uint8."""
+        n, h, w, c = frames.shape
+        with self._lock:
+            bufs = self._frames(n, h, w, c)
+            for start in range(0, n, bufs.chunk):
+                stop = min(n, start + bufs.chunk)
+                self._run_chunk(bufs, frames[start:stop], out[start:stop])
+
+    def _run_chunk(self, bufs: _Frames, frames: np.ndarray, out: np.ndarray) -> None:
+        data = np.ascontiguousarray(frames).reshape(-1)
+        pad = -len(data) % 4
+        if pad:
+            data = np.concatenate([data, np.zeros(pad, np.uint8)])
+        self.device.queue.write_buffer(bufs.src, 0, data)
+        encoder = self.device.create_command_encoder()
+        cpass = encoder.begin_compute_pass()
+        # A chunk shorter than the buffers' (the last one) still runs the full
+        # dispatches: the extra invocations read and write only the buffers.
+        for pipeline, group, (gx, gy) in bufs.groups:
+            cpass.set_pipeline(pipeline)
+            cpass.set_bind_group(0, group)
+            cpass.dispatch_workgroups(gx, gy, 1)
+        cpass.end()
+        encoder.copy_buffer_to_buffer(bufs.packed, 0, bufs.readback, 0, bufs.packed.size)
+        self.device.queue.submit([encoder.finish()])
+        bufs.readback.map_sync(self.wgpu.MapMode.READ)
+        try:
+            raw = np.frombuffer(bufs.readback.read_mapped(), np.uint8)
+            count = out.size
+            out[...] = raw[:count].reshape(out.shape)
+        finally:
+            bufs.readback.unmap()
+
+    def up(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Upscale a numpy image: see :func:`lutsr.upscale` for the layouts."""
+        frames, out_shape = check_image(img, self.lut.scale)
+        if out is None:
+            out = np.empty(out_shape, np.uint8)
+        else:
+            check_out(out, out_shape, img)
+        self.run(frames, as_frames(out))
+        return out

@@ -1,0 +1,367 @@
+"""The webgpu backend: WGSL kernels run on Mesa's software Vulkan (lavapipe), bit-exact.
+
+The kernels run for real on the software adapter (``llvmpipe``, picked by name
+as the backend asks), so unlike the CUDA backend they are checked in CI by
+execution. Every case compares with :func:`lutsr.reference.upscale_reference`
+(the spec) or the golden vectors of ``../shared/conformance``. Without wgpu or
+without a llvmpipe adapter (``apt-get install mesa-vulkan-drivers``) the
+execution tests skip; the adapter-choice and error-message tests run anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from conftest import (
+    CONFORMANCE_NAMES,
+    assert_images_equal,
+    conformance_lut,
+    extreme_stage,
+    random_layered_lut,
+    random_lut,
+    with_base,
+    with_taps,
+)
+
+import lutsr
+from lutsr import LUT, Stage, bundled
+from lutsr._webgpu import device as wdevice
+from lutsr.layered import LayeredStage
+from lutsr.model import grid_size
+from lutsr.reference import upscale_reference
+
+SOFTWARE = "llvmpipe"
+
+
+def _software_adapter() -> str | None:
+    """Why the software adapter cannot be used here, or None when it can."""
+    try:
+        import wgpu  # noqa: F401
+    except ImportError:
+        return "wgpu is not installed (pip install 'lutsr[webgpu]')"
+    try:
+        wdevice.device(SOFTWARE)
+    except RuntimeError as e:
+        return f"no {SOFTWARE} adapter (apt-get install mesa-vulkan-drivers): {e}"
+    return None
+
+
+_SKIP = _software_adapter()
+needs_adapter = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+
+def runner(lut: LUT):
+    from lutsr._webgpu import WebGPURunner
+
+    return WebGPURunner(lut, adapter=SOFTWARE)
+
+
+def check(lut: LUT, frames: np.ndarray, what: str = "") -> None:
+    """The webgpu runner's output equals the reference's, exactly."""
+    want = upscale_reference(np.ascontiguousarray(frames), lut)
+    assert_images_equal(runner(lut).up(frames), want, what or lut.name)
+
+
+def make_lut(rng, interval: int, stages, name: str = "") -> LUT:
+    """Random tables for ``stages`` = [(r, patterns, divisor, bias, padding), ...]."""
+    rows = grid_size(interval) ** 4
+    built = [Stage(r, tuple(pats),
+                   tuple(rng.integers(-128, 128, (rows, r * r), dtype=np.int8) for _ in pats),
+                   divisor, bias, padding)
+             for r, pats, divisor, bias, padding in stages]
+    return LUT(tuple(built), interval=interval, name=name or repr(stages))
+
+
+def frames_of(rng, n, h, w, c):
+    return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- golden vectors
+
+
+@needs_adapter
+@pytest.mark.parametrize("name", CONFORMANCE_NAMES)
+def test_golden_vectors(name):
+    lut, z = conformance_lut(name)
+    run = runner(lut)
+    assert_images_equal(run.up(z["input"]), z["expected"], name)
+    if "input_gray" in z:
+        assert_images_equal(run.up(z["input_gray"]), z["expected_gray"], name + " gray")
+
+
+# --------------------------------------------------------------------------- randomised parity
+
+# Every pattern alone and mixed, r = 1..5 and 8, intervals 4..7, both paddings, divisors
+# and biases that put sums on rounding ties.
+STAGE_CASES = [
+    (4, [(4, "S", 1, 0, "reflect")]),
+    (5, [(2, "D", 1, 0, "edge")]),
+    (6, [(3, "Y", 2, 10, "reflect")]),
+    (7, [(1, "S", 1, 0, "edge")]),
+    (5, [(3, "DY", 4, 3, "reflect")]),
+    (7, [(2, "SDY", 12, 127, "reflect")]),
+    (4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
+    (6, [(1, "D", 4, 127, "edge"), (1, "S", 4, 0, "reflect"), (3, "SY", 2, 0, "edge")]),
+    (7, [(5, "S", 1, 0, "reflect")]),
+    (7, [(8, "DY", 2, 0, "edge")]),
+]
+
+
+@needs_adapter
+@pytest.mark.parametrize("interval, stages", STAGE_CASES, ids=[repr(s) for s in STAGE_CASES])
+def test_patterns_stages_and_intervals_match_reference(interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()))
+    check(make_lut(rng, interval, stages), frames_of(rng, 1, 9, 11, 2))
+
+
+@needs_adapter
+@pytest.mark.parametrize("layout", ["srlut", "mulut"])
+@pytest.mark.parametrize("interval, scale", [(4, 4), (5, 2), (6, 3)])
+def test_published_layouts_match_reference(layout, interval, scale):
+    rng = np.random.default_rng(interval * 10 + scale)
+    check(random_lut(rng, interval, layout, scale), frames_of(rng, 1, 8, 13, 3))
+
+
+@needs_adapter
+@pytest.mark.parametrize("padding", ["reflect", "edge"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (3, 3), (2, 5), (5, 7)])
+def test_edge_sizes_match_reference(shape, padding):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    # An r > 1 first stage: the second stage pads a plane that is itself an upscaled edge case.
+    lut = make_lut(rng, 6, [(2, "SDY", 4, 64, padding), (2, "YS", 2, 0, padding)])
+    check(lut, frames_of(rng, 1, *shape, 1))
+    check(random_lut(rng, 5, "srlut", 3, padding), frames_of(rng, 1, *shape, 3))
+
+
+BASE_CASES = [
+    (4, [(4, "S", 1, 0, "reflect")]),
+    (5, [(3, "SD", 1, 0, "edge")]),
+    (4, [(1, "SDY", 8, 127, "edge"), (4, "SDY", 4, 0, "edge")]),
+]
+
+
+@needs_adapter
+@pytest.mark.parametrize("interval, stages", BASE_CASES, ids=[repr(s) for s in BASE_CASES])
+def test_linear_base_matches_reference(interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + 1)
+    lut = with_base(make_lut(rng, interval, stages), rng)
+    check(lut, frames_of(rng, 1, 7, 10, 2))
+    for shape in [(1, 1), (1, 6), (6, 1), (2, 5)]:
+        check(lut, frames_of(rng, 1, *shape, 3))
+    # The int16 extremes on bright pixels: products and sums at their largest.
+    extreme = [dataclasses.replace(s, base=rng.choice(np.array([-32768, 32767], np.int16),
+                                                      s.base.shape)) for s in lut.stages]
+    frames = frames_of(rng, 1, 5, 9, 1)
+    frames[0, 1:4, 2:6] = 255
+    check(dataclasses.replace(lut, stages=tuple(extreme)), frames)
+
+
+TAP_CASES = [
+    (1, 4, [(4, "S", 1, 0, "reflect")]),
+    (2, 5, [(2, "SD", 3, 0, "reflect")]),
+    (5, 4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
+    (7, 6, [(2, "SDY", 4, 0, "reflect")]),
+]
+
+
+@needs_adapter
+@pytest.mark.parametrize("window, interval, stages", TAP_CASES, ids=[repr(c) for c in TAP_CASES])
+def test_learned_taps_match_reference(window, interval, stages):
+    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + window)
+    lut = with_taps(make_lut(rng, interval, stages), rng, window)
+    check(lut, frames_of(rng, 1, 7, 10, 2))
+    for shape in [(1, 1), (1, 6), (6, 1), (3, 3)]:
+        check(lut, frames_of(rng, 2, *shape, 3))
+    # The int16 extremes: sums at their largest, taps clipped at 0 and 255.
+    extreme = [dataclasses.replace(s, taps=rng.choice(np.array([-32768, 32767], np.int16),
+                                                      s.taps.shape)) for s in lut.stages]
+    check(dataclasses.replace(lut, stages=tuple(extreme)), frames_of(rng, 1, 5, 9, 1))
+    if interval == 6:  # a base reads its 5x5 window beside the learned taps' window
+        check(with_base(lut, rng), frames_of(rng, 1, 6, 8, 3))
+
+
+@needs_adapter
+@pytest.mark.parametrize("seed", range(6))
+def test_extreme_stages_match_reference(seed):
+    """Tables at -128/127, divisors and biases over the whole accepted range, int16 extremes
+    in bases and taps: every sum at its bounds, every rounding path."""
+    rng = np.random.default_rng(seed)
+    interval = int(rng.integers(4, 8))
+    stages = [extreme_stage(rng, int(rng.choice([1, 2, 3])), "".join(rng.permutation(
+        list("SDY"))[:int(rng.integers(1, 4))]), interval, bool(seed % 2), seed >= 3)
+        for _ in range(2)]
+    lut = LUT(tuple(stages), interval=interval, name=f"extreme {seed}")
+    frames = frames_of(rng, 2, 5, 6, 1)
+    frames[0, :2] = 255
+    frames[1, :2] = 0
+    check(lut, frames)
+
+
+@needs_adapter
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_are_independent_planes(channels):
+    rng = np.random.default_rng(channels)
+    check(random_lut(rng, 5, "mulut", 2), frames_of(rng, 1, 6, 7, channels))
+
+
+@needs_adapter
+def test_batches_match_reference_frame_by_frame():
+    rng = np.random.default_rng(3)
+    lut = random_lut(rng, 6, "srlut", 4)
+    frames = frames_of(rng, 3, 5, 6, 3)
+    frames[1] = 255 - frames[0]  # frames differ: a batch bug that reuses one shows
+    check(lut, frames)
+
+
+@needs_adapter
+def test_frames_beyond_the_buffer_limit_go_in_chunks():
+    """A batch larger than one submission's buffers runs in chunks (the last one shorter)."""
+    rng = np.random.default_rng(4)
+    lut = random_lut(rng, 5, "mulut", 2)
+    run = runner(lut)
+    run._limit = 5 * 6 * 3 * 4 * 4 * 2  # two frames' largest buffer (u32 samples at x2)
+    frames = frames_of(rng, 5, 5, 6, 3)
+    assert_images_equal(run.up(frames), upscale_reference(frames, lut), "chunks")
+    assert run._frames(5, 5, 6, 3).chunk == 2
+    run._limit = 100
+    with pytest.raises(RuntimeError, match="storage-buffer limit"):
+        run.up(frames_of(rng, 1, 30, 30, 3))
+
+
+@needs_adapter
+def test_buffers_are_kept_per_size_and_reused():
+    rng = np.random.default_rng(5)
+    lut = random_lut(rng, 5, "srlut", 2)
+    run = runner(lut)
+    a, b = frames_of(rng, 1, 4, 5, 1), frames_of(rng, 1, 6, 3, 1)
+    for frames in (a, b, a, b):  # a stale buffer of the other size would show
+        assert_images_equal(run.up(frames), upscale_reference(frames, lut), "sizes")
+    assert len(run._sizes) == 2
+    kept = run._frames(1, 4, 5, 1)
+    assert run._frames(1, 4, 5, 1) is kept
+
+
+@needs_adapter
+def test_layouts_and_out_through_the_api(monkeypatch):
+    """``lutsr.upscale(..., backend="webgpu")`` with the adapter from the environment:
+    2-D, 3-D and batch layouts, a given (strided) ``out``."""
+    monkeypatch.setenv(wdevice.ADAPTER_ENV, SOFTWARE)
+    rng = np.random.default_rng(6)
+    lut = random_lut(rng, 5, "srlut", 2)
+    gray = rng.integers(0, 256, (5, 7), np.uint8)
+    assert_images_equal(lutsr.upscale(gray, lut, backend="webgpu"),
+                        upscale_reference(gray, lut), "2-D")
+    rgb = rng.integers(0, 256, (9, 8, 3), np.uint8)[::2, ::-1]  # a strided view
+    out = np.zeros((10, 16, 6), np.uint8)[:, :, ::2]
+    got = lutsr.Upscaler(lut, backend="webgpu").up(rgb, out=out)
+    assert got is out
+    assert_images_equal(out, upscale_reference(rgb, lut), "strided out")
+
+
+@needs_adapter
+@pytest.mark.parametrize("name", bundled.names())
+def test_bundled_luts_on_a_small_image(name):
+    lut = bundled.load_bundled(name)
+    img = np.random.default_rng(7).integers(0, 256, (6, 7, 3), np.uint8)
+    if any(isinstance(s, LayeredStage) for s in lut.stages):
+        with pytest.raises(RuntimeError, match="does not run layered stages yet"):
+            runner(lut)
+        return
+    check(lut, img, name)
+
+
+@needs_adapter
+def test_layered_stages_are_refused_in_one_line():
+    lut = random_layered_lut(np.random.default_rng(8))
+    with pytest.raises(RuntimeError) as e:
+        runner(lut)
+    assert "\n" not in str(e.value) and "backend 'numba'" in str(e.value)
+
+
+@needs_adapter
+def test_cli_backend_webgpu(tmp_path, monkeypatch):
+    Image = pytest.importorskip("PIL.Image")
+    from lutsr.cli import main
+
+    monkeypatch.setenv(wdevice.ADAPTER_ENV, SOFTWARE)
+    rng = np.random.default_rng(9)
+    lut = random_lut(rng, 5, "srlut", 2)
+    path = lutsr.save(lut, tmp_path / "x2.lutsr")
+    src = rng.integers(0, 256, (6, 5, 3), np.uint8)
+    Image.fromarray(src).save(tmp_path / "in.png")
+    assert main(["image", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--lut",
+                 str(path), "--backend", "webgpu", "-q"]) == 0
+    got = np.asarray(Image.open(tmp_path / "out.png"))
+    assert_images_equal(got, upscale_reference(src, lut), "cli")
+
+
+# --------------------------------------------------------------------------- adapters, errors
+
+
+@dataclasses.dataclass
+class FakeAdapter:
+    summary: str
+    info: dict
+
+
+def _fake(name, kind, backend="Vulkan"):
+    return FakeAdapter(f"{name} ({kind}) via {backend}", {"adapter_type": kind,
+                                                           "backend_type": backend})
+
+
+def test_default_adapter_is_the_best_hardware_one():
+    soft = _fake("llvmpipe (LLVM 15)", "CPU")
+    igpu = _fake("Intel UHD", "IntegratedGPU")
+    dgpu_gl = _fake("NVIDIA RTX", "DiscreteGPU", "OpenGL")
+    dgpu = _fake("NVIDIA RTX", "DiscreteGPU")
+    assert wdevice.choose([soft, igpu, dgpu_gl, dgpu], None) is dgpu
+    assert wdevice.choose([soft, igpu], None) is igpu
+    assert wdevice.choose([soft, igpu, dgpu], "llvm") is soft
+    assert wdevice.choose([soft, dgpu_gl, dgpu], "nvidia") is dgpu  # Vulkan before OpenGL
+
+
+def test_software_adapter_only_when_asked():
+    soft = _fake("llvmpipe (LLVM 15)", "CPU")
+    with pytest.raises(RuntimeError, match="no hardware GPU adapter.*LUTSR_WEBGPU_ADAPTER"):
+        wdevice.choose([soft], None)
+    with pytest.raises(RuntimeError, match="no WebGPU adapter matches 'radeon'.*llvmpipe"):
+        wdevice.choose([soft], "radeon")
+    with pytest.raises(RuntimeError, match=r"found: none"):
+        wdevice.choose([], None)
+
+
+def test_missing_wgpu_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wgpu", None)  # import wgpu raises ImportError
+    lut = random_lut(np.random.default_rng(10), 5, "srlut", 2)
+    with pytest.raises(RuntimeError) as e:
+        lutsr.Upscaler(lut, backend="webgpu")
+    assert "pip install 'lutsr[webgpu]'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_importing_the_backend_does_not_import_wgpu():
+    import subprocess
+
+    code = ("import sys, lutsr, lutsr._webgpu, lutsr.api; "
+            "assert 'wgpu' not in sys.modules, 'wgpu imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_adapter
+@pytest.mark.parametrize("with_zero_base", [False, True])
+@pytest.mark.parametrize("bias", [0, 1])
+def test_rounding_is_half_to_even_over_the_whole_sum(with_zero_base, bias):
+    """Constant tables: every rotation interpolates to ``v`` exactly, so the sum is ``4 v``
+    and divisor 8 puts it on a tie; the lookup and (with a base) the shift rounding alike."""
+    base = np.zeros((2, 2, 5, 5), np.int16) if with_zero_base else None
+    for v in (1, 3, 5, -1, 127):
+        want = max(0, round(v / 2 + bias))  # Python rounds half to even
+        table = np.full((9**4, 4), v, np.int8)
+        lut = LUT((Stage(2, ("S",), (table,), 8, bias, "edge", base),), interval=5)
+        frames = np.zeros((1, 2, 3, 1), np.uint8)
+        got = runner(lut).up(frames)
+        assert (got == want).all(), (v, bias, np.unique(got))
+        assert_images_equal(got, upscale_reference(frames, lut), f"v={v}")
