@@ -19,6 +19,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 DATA = SHARED / "data"
 
+#: Seconds after which a test calls a child process or a thread hung. A guard against
+#: hangs only, never a speed check: on a busy 2-core CI machine a child that compiles
+#: numba kernels (7 s of CPU) or runs the CUDA simulator takes 7-10 times as long as alone.
+HANG_GUARD_S = 600
+
 
 def need(path: Path) -> Path:
     """Skip the calling test cleanly when a piece of ../shared is absent."""

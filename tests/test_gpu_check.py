@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_smoke_run_in_the_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert records[0]["check"] == "environment" and records[0]["simulator"] is True

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
+    HANG_GUARD_S,
     assert_images_equal,
     extreme_stage,
     random_lut,
@@ -86,15 +87,15 @@ def good_bytes():
 
 
 def _bounded(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a child limited to 1 GiB of address space beyond the interpreter and
-    60 s: an unbounded read fails the test instead of taking the machine down."""
+    """Run ``code`` in a child limited to 1 GiB of address space beyond the interpreter (and
+    the hang guard): an unbounded read fails the test instead of taking the machine down."""
     limit = """
 import resource
 limit = (1 << 30) + (1500 << 20)  # the interpreter with numpy maps about 1.5 GiB
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 """
     return subprocess.run([sys.executable, "-c", limit + code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=HANG_GUARD_S)
 
 
 def test_dev_zero_and_huge_files_are_refused_after_a_few_bytes(tmp_path):
@@ -326,5 +327,5 @@ def test_kernel_files_refuse_a_changed_model_constant(module, owner, name):
     code = (f"import importlib; m = importlib.import_module({owner!r}); "
             f"setattr(m, {name!r}, getattr(m, {name!r}) + 1); import {module}")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=HANG_GUARD_S)
     assert proc.returncode != 0 and "ImportError" in proc.stderr and name in proc.stderr

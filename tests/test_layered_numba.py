@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import (
     CONFORMANCE,
+    HANG_GUARD_S,
     assert_images_equal,
     need,
     random_layered_lut,
@@ -194,7 +195,7 @@ def test_portable_kernels_compile_for_a_cpu_without_avx512():
     folder = need(CONFORMANCE / "shiftlut" / "s2_x4_shift2")
     env = {**os.environ, **AVX2_ENV, "LUTSR_PORTABLE_KERNEL": "0"}
     done = subprocess.run([sys.executable, "-c", "import sys\n" + AVX2_SCRIPT, str(folder)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "0", done.stdout
 

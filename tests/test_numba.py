@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import (
     CONFORMANCE_NAMES,
+    HANG_GUARD_S,
     assert_images_equal,
     conformance_lut,
     random_lut,
@@ -383,7 +384,7 @@ def test_concurrent_calls_on_one_runner():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=HANG_GUARD_S)
     assert not errors, errors
     for i, (got, want) in enumerate(zip(results, wants, strict=True)):
         assert_images_equal(got, want, f"thread {i}")
@@ -444,7 +445,7 @@ def test_loading_the_backend_leaves_scipy_alone_and_working():
     )
     root = Path(__file__).resolve().parents[1]  # lutsr importable even if not installed
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=root)
+                          timeout=HANG_GUARD_S, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -464,7 +465,7 @@ def test_runner_works_in_a_forked_child():
     child = ctx.Process(target=lambda: send.send(upscale(runner, frames)))  # fork: no pickling
     child.start()
     try:
-        assert receive.poll(60), "the forked child hung"
+        assert receive.poll(HANG_GUARD_S), "the forked child hung"
         got = receive.recv()
     finally:
         child.join(10)
@@ -489,7 +490,7 @@ def test_caller_never_waits_for_a_busy_pool(monkeypatch):
     caller = threading.Thread(target=lambda: result.append(upscale(NumbaRunner(lut, 2), frames)))
     try:
         caller.start()
-        caller.join(30)
+        caller.join(HANG_GUARD_S)
         assert not caller.is_alive(), "run() waited for a pool worker that never came"
     finally:
         gate.set()

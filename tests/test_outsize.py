@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_lut
+from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
 from lutsr import outsize
@@ -251,7 +251,7 @@ def _run(*args, stdin: bytes = b"") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                          os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "lutsr", *map(str, args)], input=stdin,
-                          capture_output=True, env=env, timeout=120)
+                          capture_output=True, env=env, timeout=HANG_GUARD_S)
 
 
 def test_image_through_a_pipe(tmp_path, lut_file):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_lut, sample_images, with_taps
+from conftest import (
+    HANG_GUARD_S,
+    assert_images_equal,
+    random_lut,
+    sample_images,
+    with_taps,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -90,7 +96,7 @@ def test_build_lut_command_line(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, str(ROOT / "tools" / "build_lut.py"), "--quick",
                                "--data", str(data), "--out", str(out), "--scale", "2", *args],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=HANG_GUARD_S)
 
     res = run("--val-every", "3")  # holds out one image of three for validation
     assert res.returncode == 0, res.stderr[-2000:]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_lut
+from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 import lutsr
 from lutsr import video
@@ -311,7 +311,7 @@ def test_not_a_video(tmp_path, lut_file, capsys):
 
 
 def _no_lutsr_threads():
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + HANG_GUARD_S
     while any(t.name.startswith("lutsr-") for t in threading.enumerate()):
         assert time.monotonic() < deadline, "pipeline threads still running"
         time.sleep(0.05)
@@ -359,14 +359,14 @@ def test_subprocess_run(tmp_path, clips, lut_file):
     dst = tmp_path / "out.mp4"
     done = subprocess.run(_cli("video", clips["mp4"], "-o", dst, "--lut", lut_file,
                                "--backend", "reference", "--luma-only"),
-                          capture_output=True, text=True, env=_env(), timeout=60)
+                          capture_output=True, text=True, env=_env(), timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     assert "25 frames 32x24 -> 64x48" in done.stdout
     assert probe(dst)["frames"] == FRAMES
 
 
 def _wait_for_written_output(proc: subprocess.Popen, folder: Path,
-                             hang_guard: float = 600) -> None:
+                             hang_guard: float = HANG_GUARD_S) -> None:
     """Block until ``proc`` holds an output file in ``folder`` open with some frames written
     in it (it is mid-run). ``hang_guard`` only stops a run that hangs: a loaded machine may
     take long to get there, and the wait ends as soon as it does."""
@@ -408,7 +408,7 @@ def test_killed_subprocess_leaves_nothing(tmp_path, lut_file, sig):
     try:
         _wait_for_written_output(proc, out_dir)
         proc.send_signal(sig)
-        code = proc.wait(timeout=600)  # a hang guard: it ends as soon as the run does
+        code = proc.wait(timeout=HANG_GUARD_S)  # ends as soon as the run does
     finally:
         proc.kill()
     left = os.listdir(out_dir)
@@ -712,7 +712,7 @@ def test_y4m_pipe_round_trip(lut_file):
     stream = make_y4m(frames=5)
     done = subprocess.run(_cli("video", "-", "-o", "-", "--format", "y4m", "--lut", lut_file,
                                "--backend", "reference", "--outscale", "3"),
-                          input=stream, capture_output=True, env=_env(), timeout=120)
+                          input=stream, capture_output=True, env=_env(), timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.startswith(b"YUV4MPEG2 W96 H72 ")
     assert b"5 frames 32x24 -> 96x72" in done.stderr  # the summary stays off the data
@@ -748,7 +748,7 @@ def test_broken_output_pipe_ends_in_one_line(lut_file):
     assert proc.stdout.read(100).startswith(b"YUV4MPEG2")
     proc.stdout.close()
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) in (0, 1)
+    assert proc.wait(timeout=HANG_GUARD_S) in (0, 1)
     assert "Traceback" not in err and "Exception ignored" not in err, err
     lines = err.strip().splitlines()
     assert lines == ["lutsr: error: the output pipe was closed by its reader before the end"]
@@ -770,7 +770,7 @@ def test_raw_video_pipe(lut_file):
     done = subprocess.run(_cli("video", "-", "-o", "-", "--format", "y4m", "--input-size",
                                f"{W}x{H}", "--input-pix-fmt", "yuv420p", "--input-rate", "30",
                                "--lut", lut_file, "--backend", "reference", "-q"),
-                          input=raw, capture_output=True, env=_env(), timeout=120)
+                          input=raw, capture_output=True, env=_env(), timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.startswith(b"YUV4MPEG2 W64 H48 F30:1 ")
     with av.open(io.BytesIO(done.stdout)) as c:
