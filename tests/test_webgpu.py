@@ -17,10 +17,12 @@ import zlib
 import numpy as np
 import pytest
 from conftest import (
+    CONFORMANCE,
     CONFORMANCE_NAMES,
     assert_images_equal,
     conformance_lut,
     extreme_stage,
+    need,
     random_layered_lut,
     random_lut,
     with_base,
@@ -30,7 +32,7 @@ from conftest import (
 import lutsr
 from lutsr import LUT, Stage, bundled
 from lutsr._webgpu import device as wdevice
-from lutsr.layered import LayeredStage
+from lutsr.layered import MAX_SHIFT
 from lutsr.model import grid_size
 from lutsr.reference import upscale_reference
 
@@ -267,19 +269,87 @@ def test_layouts_and_out_through_the_api(monkeypatch):
 def test_bundled_luts_on_a_small_image(name):
     lut = bundled.load_bundled(name)
     img = np.random.default_rng(7).integers(0, 256, (6, 7, 3), np.uint8)
-    if any(isinstance(s, LayeredStage) for s in lut.stages):
-        with pytest.raises(RuntimeError, match="does not run layered stages yet"):
-            runner(lut)
-        return
     check(lut, img, name)
 
 
+# --------------------------------------------------------------------------- layered stages
+
+SHIFTLUT = CONFORMANCE / "shiftlut"
+LAYERED_FOLDERS = ["s0_x4", "s1_x4", "s1_x4_float32", "s2_x4_shift2"]
+
+
 @needs_adapter
-def test_layered_stages_are_refused_in_one_line():
-    lut = random_layered_lut(np.random.default_rng(8))
-    with pytest.raises(RuntimeError) as e:
-        runner(lut)
-    assert "\n" not in str(e.value) and "backend 'numba'" in str(e.value)
+@pytest.mark.parametrize("folder", LAYERED_FOLDERS)
+def test_layered_golden_vectors(folder):
+    """The ShiftLUT authors' own script's outputs, for their six inputs each."""
+    from lutsr.importers import import_shiftlut
+
+    path = need(SHIFTLUT / folder)
+    z = dict(np.load(path / "vectors.npz"))
+    run = runner(import_shiftlut(path))
+    for which in ("photo", "noise", "gray", "row", "col", "pixel"):
+        assert_images_equal(run.up(z[f"input_{which}"]), z[f"expected_{which}"],
+                            f"{folder} {which}")
+
+
+# (blocks, r, max shift, share of int8-wide tables): r = 1..4 (C = r*r = 1, 4, 9, 16 channels:
+# words partly filled), shifts up to MAX_SHIFT, saturating tables that hit every clamp.
+LAYERED_CASES = [(1, 4, 1, 0.15), (2, 4, 2, 0.15), (3, 4, MAX_SHIFT, 1.0), (2, 3, 1, 0.15),
+                 (2, 2, 3, 0.5), (1, 1, 0, 0.15), (2, 1, 1, 1.0)]
+
+
+@needs_adapter
+@pytest.mark.parametrize("blocks, r, max_shift, extreme", LAYERED_CASES,
+                         ids=[repr(c) for c in LAYERED_CASES])
+def test_random_layered_stages_match_reference(blocks, r, max_shift, extreme):
+    rng = np.random.default_rng(blocks * 100 + r * 10 + max_shift)
+    lut = random_layered_lut(rng, blocks, r=r, max_shift=max_shift, extreme=extreme)
+    run = runner(lut)
+    for shape in [(7, 9, 3), (1, 1, 1), (1, 6, 2), (6, 1, 1), (2, 2, 4), (3, 5, 1)]:
+        frames = rng.integers(0, 256, shape, np.uint8)
+        if shape == (7, 9, 3):
+            frames[:2] = 255  # saturated rows: the clamps at 0 and 255
+            frames[-2:] = 0
+        assert_images_equal(run.up(frames), upscale_reference(frames, lut), f"{shape}")
+
+
+@needs_adapter
+def test_layered_batches_and_plane_chunks():
+    """A batch, and one whose planes go in several chunks of features (the budget shrunk),
+    each chunk's planes at their own frame and channel."""
+    rng = np.random.default_rng(12)
+    lut = random_layered_lut(rng, 2, r=2, max_shift=2)
+    run = runner(lut)
+    frames = frames_of(rng, 3, 5, 4, 3)
+    frames[1] = 255 - frames[0]
+    assert_images_equal(run.up(frames), upscale_reference(frames, lut), "batch")
+    # r = 1: one channel in one word, 16 bytes of features a pixel against 4 of output
+    # samples; a budget of 24 bytes a pixel takes 2 frames (6 planes) a submission and
+    # 1 plane a chunk of features.
+    lut = random_layered_lut(rng, 2, r=1, max_shift=2)
+    run = runner(lut)
+    run._limit = 24 * 5 * 4
+    assert_images_equal(run.up(frames), upscale_reference(frames, lut), "plane chunks")
+    bufs = run._frames(3, 5, 4, 3)
+    assert bufs.chunk == 2 and len(bufs.groups) == 6 * (2 + 3) + 1  # first, 3 layers, up; pack
+    # r = 3: 9 channels in 3 words, so one plane's features (48 bytes a pixel) outgrow the
+    # frame's output samples (36 bytes a pixel and channel).
+    run = runner(random_layered_lut(rng, 1, r=3))
+    run._limit = 48 * 5 * 4 - 1
+    with pytest.raises(RuntimeError, match="of features, over the adapter"):
+        run.up(frames_of(rng, 1, 5, 4, 1))
+
+
+@needs_adapter
+def test_mixed_simplex_and_layered_stages():
+    """A layered stage after a simplex one (reading its u32 samples), and before one."""
+    rng = np.random.default_rng(13)
+    simplex = Stage(1, ("S", "D"), tuple(rng.integers(-128, 128, (9**4, 1), dtype=np.int8)
+                                         for _ in "SD"), 2, 128, "edge")
+    layered = random_layered_lut(rng, 2, r=2).stages[0]
+    for stages in [(simplex, layered), (layered, simplex), (layered, layered)]:
+        lut = LUT(stages=stages, interval=5)
+        check(lut, frames_of(rng, 2, 5, 6, 2), repr([type(s).__name__ for s in stages]))
 
 
 @needs_adapter

@@ -4,8 +4,11 @@ A :class:`WebGPURunner` holds, across frames, its device, one compute
 pipeline per shape of stage (:mod:`lutsr._webgpu.shaders`), every stage's
 uploaded tables, and per frame size the index maps, buffers and bind groups
 (the :data:`SIZE_CACHE` most recent sizes). A call uploads the frames, records
-one dispatch per stage and one to pack the bytes, copies the result to a
-mappable buffer and reads it back: one submission per chunk of frames.
+one dispatch per simplex stage (per layered stage, one per layer and chunk of
+planes: :mod:`lutsr._webgpu.layered`) and one to pack the bytes, copies the
+result to a mappable buffer and reads it back: one submission per chunk of
+frames, a chunk being as many frames as the adapter's storage-buffer limit
+allows.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..indexmaps import padded_index, table_words, tap_indices, window_indices
 from ..layered import LayeredStage
 from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
 from . import device as _device
+from . import layered as _layered
 from .shaders import dispatch_size, pack_shader, stage_shader
 
 #: Frame sizes whose buffers and maps a runner keeps.
@@ -30,6 +34,10 @@ SIZE_CACHE = 4
 # (lutsr._webgpu.device keeps them), so their ids are never reused.
 _pipelines: dict = {}
 _pipelines_lock = threading.Lock()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
@@ -66,6 +74,29 @@ class _Stage:
 
 
 @dataclass
+class _LayeredStage:
+    """One layered stage on the device: its expanded tables (see
+    :func:`lutsr._webgpu.layered.stage_tables`) as buffers."""
+
+    stage: LayeredStage
+    packed: bool  # whether it reads the model's packed input
+    first: object
+    low: object
+    layers: list  # (tables, shifts or None) per later layer
+    up: object
+
+
+def _shader(key: tuple) -> tuple[str, list | None]:
+    """WGSL of the kernel a pipeline key names, and a simplex stage's binding names."""
+    kind, *args = key
+    if kind == "simplex":
+        return stage_shader(*args)
+    return {"pack": pack_shader, "first": _layered.first_shader,
+            "depthwise": _layered.depthwise_shader, "pointwise": _layered.pointwise_shader,
+            "up": _layered.up_shader}[kind](*args), None
+
+
+@dataclass
 class _Frames:
     """Buffers and bind groups for one input size ``(chunk, H, W, C)``."""
 
@@ -92,16 +123,10 @@ class WebGPURunner:
     Raises
     ------
     RuntimeError
-        wgpu is not installed, no adapter fits, or the model has a stage this
-        backend does not run yet (layered stages).
+        wgpu is not installed, or no adapter fits.
     """
 
     def __init__(self, lut: LUT, adapter: str | None = None):
-        for i, stage in enumerate(lut.stages):
-            if isinstance(stage, LayeredStage):
-                raise RuntimeError(f"backend 'webgpu' does not run layered stages yet (stage "
-                                   f"{i + 1} of {lut.name or 'this model'} is one); use "
-                                   f"backend 'numba'")
         self.wgpu = _device.import_wgpu()
         self.adapter, self.device = _device.device(adapter)
         self.lut = lut
@@ -116,14 +141,20 @@ class WebGPURunner:
     def _buffer(self, data: np.ndarray, usage=None):
         data = np.ascontiguousarray(data)
         if data.nbytes > self._limit:
-            raise RuntimeError(f"backend 'webgpu': a {data.nbytes / 2**20:.0f} MiB table exceeds "
-                               f"the adapter's {self._limit / 2**20:.0f} MiB storage-buffer limit")
+            raise RuntimeError(f"backend 'webgpu': a {_mib(data.nbytes)} table exceeds "
+                               f"the adapter's {_mib(self._limit)} storage-buffer limit")
         usage = usage or self.wgpu.BufferUsage.STORAGE
         if data.nbytes == 0:
             data = np.zeros(1, np.int32)
         return self.device.create_buffer_with_data(data=data, usage=usage)
 
-    def _upload_stage(self, stage: Stage, first: bool) -> _Stage:
+    def _upload_stage(self, stage: Stage | LayeredStage, first: bool):
+        if isinstance(stage, LayeredStage):
+            tables = _layered.stage_tables(stage)
+            return _LayeredStage(
+                stage, first, self._buffer(tables["first"]), self._buffer(tables["low"]),
+                [(self._buffer(t), None if sh is None else self._buffer(sh))
+                 for t, sh in tables["layers"]], self._buffer(tables["up"]))
         interval = self.lut.interval
         has_base = stage.base is not None
         window = 0 if stage.taps is None else stage.taps.shape[2]
@@ -138,7 +169,7 @@ class WebGPURunner:
         if window:
             buffers["taps"] = self._buffer(
                 stage.taps.reshape(*stage.taps.shape[:2], -1).astype(np.int32))
-        key = (stage.r, len(stage.patterns), window, has_base, first)
+        key = ("simplex", stage.r, len(stage.patterns), window, has_base, first)
         return _Stage(stage, key, buffers, s_min, shift, bias)
 
     def _pipeline(self, key):
@@ -146,7 +177,7 @@ class WebGPURunner:
         with _pipelines_lock:
             found = _pipelines.get((id(self.device), key))
             if found is None:
-                code, bindings = stage_shader(*key) if key != "pack" else (pack_shader(), None)
+                code, bindings = _shader(key)
                 module = self.device.create_shader_module(code=code)
                 pipeline = self.device.create_compute_pipeline(
                     layout="auto", compute={"module": module, "entry_point": "main"})
@@ -155,9 +186,8 @@ class WebGPURunner:
 
     # ----------------------------------------------------------------- per size
 
-    def _params(self, **values):
-        fields = ["total", "height", "width", "channels", "interval", "grid", "rows", "s_min",
-                  "sum_shift", "bias", "pad0", "pad1"]
+    def _params(self, fields=("total", "height", "width", "channels", "interval", "grid", "rows",
+                              "s_min", "sum_shift", "bias", "pad0", "pad1"), **values):
         data = np.array([values.get(f, 0) for f in fields], np.int64).astype(np.int32)
         return self.device.create_buffer_with_data(data=data, usage=self.wgpu.BufferUsage.UNIFORM)
 
@@ -169,8 +199,8 @@ class WebGPURunner:
             per_frame.append(h * w * c * 4)
         biggest = max(per_frame)
         if biggest > self._limit:
-            raise RuntimeError(f"backend 'webgpu': one frame needs a {biggest / 2**20:.0f} MiB "
-                               f"buffer, over the adapter's {self._limit / 2**20:.0f} MiB "
+            raise RuntimeError(f"backend 'webgpu': one frame needs a {_mib(biggest)} "
+                               f"buffer, over the adapter's {_mib(self._limit)} "
                                "storage-buffer limit; use a smaller frame or backend 'numba'")
         return max(1, self._limit // biggest)
 
@@ -191,6 +221,10 @@ class WebGPURunner:
             oh, ow = ph * stage.r, pw * stage.r
             dst = self.device.create_buffer(size=chunk * oh * ow * c * 4, usage=usage.STORAGE)
             samples.append(dst)
+            if isinstance(st, _LayeredStage):
+                groups += self._layered_groups(st, prev, dst, chunk * c, ph, pw, c)
+                prev, ph, pw = dst, oh, ow
+                continue
             if stage.taps is None:
                 rows, cols = tap_indices(stage, ph, pw)
             else:
@@ -214,7 +248,7 @@ class WebGPURunner:
         out_samples = chunk * ph * pw * c
         packed = self.device.create_buffer(size=-(-out_samples // 4) * 4,
                                            usage=usage.STORAGE | usage.COPY_SRC)
-        pipeline, _ = self._pipeline("pack")
+        pipeline, _ = self._pipeline(("pack",))
         group = self._bind(pipeline, [self._params(total=out_samples), prev, packed])
         groups.append((pipeline, group, dispatch_size(-(-out_samples // 4), self._max_groups)))
         readback = self.device.create_buffer(size=packed.size,
@@ -224,6 +258,47 @@ class WebGPURunner:
         while len(self._sizes) > SIZE_CACHE:
             self._sizes.popitem(last=False)
         return frames
+
+    def _layered_groups(self, st: _LayeredStage, src, dst, planes: int, h: int, w: int,
+                        c: int) -> list:
+        """The dispatches of one layered stage over ``planes`` image planes of ``h x w``, in
+        chunks of planes whose two feature buffers each fit the binding limit."""
+        channels = st.stage.channels
+        per_plane = _layered.feature_words(channels, h, w) * 4
+        if per_plane > self._limit:
+            raise RuntimeError(f"backend 'webgpu': one {w}x{h} plane of a layered stage needs "
+                               f"{_mib(per_plane)} of features, over the adapter's "
+                               f"{_mib(self._limit)} storage-buffer limit; use a "
+                               "smaller frame or backend 'numba'")
+        chunk = min(planes, self._limit // per_plane)
+        usage = self.wgpu.BufferUsage.STORAGE
+        feats = [self.device.create_buffer(size=chunk * per_plane, usage=usage) for _ in "ab"]
+        fields = ("total", "height", "width", "in_channels", "plane0", "pad0", "pad1", "pad2")
+        groups = []
+
+        def add(key, count, buffers):
+            pipeline, _ = self._pipeline(key)
+            groups.append((pipeline, self._bind(pipeline, buffers),
+                           dispatch_size(count, self._max_groups)))
+
+        for plane0 in range(0, planes, chunk):
+            count = min(chunk, planes - plane0)
+            rotated = self._params(fields, total=count * 4 * h * w, height=h, width=w,
+                                   in_channels=c, plane0=plane0)
+            a, b = feats
+            add(("first", channels, st.packed), count * 4 * h * w,
+                [rotated, src, a, st.first, st.low])
+            for tables, shifts in st.layers:
+                if shifts is None:
+                    add(("depthwise", channels), count * 4 * h * w, [rotated, a, b, tables])
+                else:
+                    add(("pointwise", channels), count * 4 * h * w,
+                        [rotated, a, b, tables, shifts])
+                a, b = b, a
+            plain = self._params(fields, total=count * h * w, height=h, width=w,
+                                 in_channels=c, plane0=plane0)
+            add(("up", channels, st.stage.r), count * h * w, [plain, a, dst, st.up])
+        return groups
 
     def _bind(self, pipeline, buffers):
         return self.device.create_bind_group(
