@@ -435,3 +435,65 @@ def test_rounding_is_half_to_even_over_the_whole_sum(with_zero_base, bias):
         got = runner(lut).up(frames)
         assert (got == want).all(), (v, bias, np.unique(got))
         assert_images_equal(got, upscale_reference(frames, lut), f"v={v}")
+
+
+@needs_adapter
+def test_video_end_to_end(tmp_path, monkeypatch):
+    """``lutsr video --backend webgpu``: lossless luma is exactly the LUT of the input's luma
+    (the output written into FFmpeg's padded planes)."""
+    pytest.importorskip("av")
+    from test_video import decoded, make_clip  # imported here: that module needs av
+
+    from lutsr import video
+    from lutsr.cli import main
+
+    monkeypatch.setenv(wdevice.ADAPTER_ENV, SOFTWARE)
+    lut = random_lut(np.random.default_rng(14), 5, "mulut", 2)
+    lut_file = lutsr.save(lut, tmp_path / "x2.lutsr")
+    src, dst = make_clip(tmp_path / "in.mp4", frames=4, audio=False), tmp_path / "out.mkv"
+    assert main(["video", str(src), "-o", str(dst), "--lut", str(lut_file), "--backend",
+                 "webgpu", "-q", "--luma-only", "--crf", "0", "--no-audio"]) == 0
+    count = 0
+    for fin, fout in zip(decoded(src), decoded(dst), strict=True):
+        y_in = video.plane_array(fin.planes[0]).copy()
+        assert_images_equal(video.plane_array(fout.planes[0]), upscale_reference(y_in, lut),
+                            "luma plane")
+        count += 1
+    assert count == 4
+
+
+@needs_adapter
+def test_dispatches_spread_over_two_dimensions():
+    """More workgroups than one dimension holds go along y too (the kernels' invocation
+    number ``gid.x + gid.y * nwg.x * 64``): forced with a 3-workgroup maximum."""
+    rng = np.random.default_rng(15)
+    lut = LUT((random_lut(rng, 5, "mulut", 2).stages[0], random_layered_lut(rng, 1, r=2)
+               .stages[0]), interval=5)
+    run = runner(lut)
+    run._max_groups = 3
+    frames = frames_of(rng, 2, 9, 7, 3)
+    assert_images_equal(run.up(frames), upscale_reference(frames, lut), "2-D dispatch")
+    assert max(gy for *_, (gx, gy) in run._frames(2, 9, 7, 3).groups) > 1
+
+
+@needs_adapter
+def test_concurrent_calls_on_one_runner():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(16)
+    lut = random_lut(rng, 5, "srlut", 2)
+    run = runner(lut)
+    inputs = [frames_of(rng, 1, 4 + i % 3, 5, 1 + i % 2) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(run.up, inputs))
+    for frames, got in zip(inputs, outs, strict=True):
+        assert_images_equal(got, upscale_reference(frames, lut), "threads")
+
+
+def test_dispatch_size_covers_every_invocation():
+    from lutsr._webgpu.shaders import WORKGROUP, dispatch_size
+
+    for invocations in (1, 63, 64, 65, 10**6, 65535 * 64 + 1, 3 * 10**9):
+        gx, gy = dispatch_size(invocations, 65535)
+        assert gx <= 65535 and gy <= 65535
+        assert gx * gy * WORKGROUP >= invocations > (gx * gy - gx) * WORKGROUP
