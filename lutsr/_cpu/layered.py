@@ -409,7 +409,7 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
 
     def codegen(context, builder, signature, args):
         lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=VEC2)
-        b, i64, i16 = builder, lanes.i64, ir.IntType(16)
+        b, i64 = builder, lanes.i64
         work_d, tab_d, off_d, r1_d, r2_d, out_d, dst_d = (lanes.data(i)
                                                           for i in (0, 1, 4, 6, 7, 10, 11))
         tab_at, x = lanes.int64(2), lanes.int64(13)
@@ -419,9 +419,9 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
             at = b.add(b.load(b.gep(off_d, [loop.index])), start)
             row = b.add(tab_at, b.mul(loop.index, ir.Constant(i64, HIGH_LEVELS * VEC2)))
             for i in range(VEC2):
-                value = b.load(b.gep(work_d, [b.add(at, ir.Constant(i64, i))]))
-                # 0..63, but the mask keeps a stray value in padding from reading off the table.
-                value = b.zext(b.and_(value, ir.Constant(i16, HIGH_LEVELS - 1)), i64)
+                # Feature maps hold 0..63 everywhere, padding included (as the portable
+                # kernels assume): no mask.
+                value = b.zext(b.load(b.gep(work_d, [b.add(at, ir.Constant(i64, i))])), i64)
                 entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
                 b.store(b.add(b.load(sums[i]), entry), sums[i])
         columns = _transpose(b, [b.load(s) for s in sums])
@@ -558,6 +558,48 @@ def _unpack_bytes(high: bool) -> list[int]:
     start = 8 if high else 0
     return [side + lane * 16 + start + j for lane in range(2) for j in range(8)
             for side in (0, VEC)]
+
+
+@intrinsic
+def _finish_avx2(typingctx, acc, at, stride, dst, d_at, side):
+    """The output bytes of 16 pixels of one output row, pixel-shuffled (AVX2).
+
+    What :func:`_finish_lanes` writes, for 16 pixels (all of them: no masked
+    byte stores on AVX2): ``r`` vectors clamped, narrowed to bytes,
+    interleaved by one shuffle and stored.
+    """
+    if not (isinstance(acc, types.Array) and isinstance(side, types.UniTuple)):
+        return None
+    r = side.count
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=None, epi=None, lanes=VEC2)
+        b, i64, i8, i32 = builder, lanes.i64, ir.IntType(8), ir.IntType(32)
+        acc_d, dst_d = lanes.data(0), lanes.data(3)
+        at, stride, d_at = lanes.int64(1), lanes.int64(2), lanes.int64(4)
+        parts = []
+        for v in range(r):
+            value = b.add(lanes.load(acc_d, at, b.mul(stride, ir.Constant(i64, v))),
+                          lanes.const(128))
+            value = b.select(b.icmp_signed("<", value, lanes.const(0)), lanes.const(0), value)
+            value = b.select(b.icmp_signed(">", value, lanes.const(255)), lanes.const(255), value)
+            parts.append(b.trunc(value, ir.VectorType(i8, VEC2)))
+        while len(parts) > 1:  # concatenate: part k's byte i at k * 16 + i
+            if len(parts) % 2:
+                parts.append(ir.Constant(parts[0].type, ir.Undefined))
+            size = parts[0].type.count
+            mask = ir.Constant(ir.VectorType(i32, 2 * size), list(range(2 * size)))
+            parts = [b.shuffle_vector(parts[j], parts[j + 1], mask)
+                     for j in range(0, len(parts), 2)]
+        width = VEC2 * r
+        row_t = ir.VectorType(i8, width)
+        order = [(j % r) * VEC2 + j // r for j in range(width)]
+        row = b.shuffle_vector(parts[0], ir.Constant(parts[0].type, ir.Undefined),
+                               ir.Constant(ir.VectorType(i32, width), order))
+        b.store(row, b.bitcast(b.gep(dst_d, [d_at]), row_t.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(acc, at, stride, dst, d_at, side), codegen
 
 
 @numba.njit(nogil=True, cache=True)
@@ -927,8 +969,18 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
                 at = (y - y0) * n_ch * wr
                 for u in range(r):
                     line = dst_at + (y * r + u) * d_y
-                    if chains is None:
-                        pass  # with chains None numba compiles this branch alone: no lanes
+                    if chains is None:  # numba compiles this branch alone: no lanes
+                        if planes is not None and d_x == 1:  # AVX2
+                            x = 0
+                            while x + VEC2 <= width:
+                                _finish_avx2(acc, at + u * r * wr + x, wr, dst, line + x * r,
+                                             side)
+                                x += VEC2
+                            for v in range(r):
+                                row = acc[at + (u * r + v) * wr:at + (u * r + v + 1) * wr]
+                                for i in range(x, width):
+                                    dst[line + i * r + v] = min(max(row[i] + 128, 0), 255)
+                            continue
                     elif d_x == 1:
                         for x in range(0, width, VEC):
                             _finish_lanes(acc, at + u * r * wr + x, wr, dst, line + x * r,

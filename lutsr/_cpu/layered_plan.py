@@ -242,12 +242,12 @@ class LayeredPlan:
         """Run the stage from the span ``src`` into the span ``dst`` (see :mod:`.runner`).
 
         ``parallel(count, task)`` runs ``task(0 .. count-1)`` on the runner's threads.
-        The lanes write an output whose pixels are contiguous (``d_x == 1``) with
-        vector stores; any other goes through a channel-planar frame, then
+        The AVX-512 and AVX2 kernels write an output whose pixels are contiguous
+        (``d_x == 1``) with vector stores; any other goes through a channel-planar frame, then
         interleaved in bands of rows (:func:`~lutsr._cpu.kernels._write_rows`):
         a task holds one channel, and its bytes alone are every ``d_x``-th one.
         """
-        if not self.ps.lanes or d_x == 1:
+        if not (self.ps.lanes or self.ps.avx2) or d_x == 1:
             parallel(len(self.tasks), lambda i: self._run_task(i, src, s_y, s_x, s_c, dst, d_y,
                                                                d_x, d_c))
             return
