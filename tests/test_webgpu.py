@@ -497,3 +497,19 @@ def test_dispatch_size_covers_every_invocation():
         gx, gy = dispatch_size(invocations, 65535)
         assert gx <= 65535 and gy <= 65535
         assert gx * gy * WORKGROUP >= invocations > (gx * gy - gx) * WORKGROUP
+
+
+@needs_adapter
+def test_phase_times_are_measured_on_request():
+    """``run(..., times=)`` (for benchmarks) adds each phase's seconds; the output is the same."""
+    rng = np.random.default_rng(17)
+    lut = random_lut(rng, 5, "srlut", 2)
+    run = runner(lut)
+    frames = frames_of(rng, 2, 5, 6, 3)
+    out = np.empty((2, 10, 12, 3), np.uint8)
+    times: dict = {}
+    for _ in range(2):
+        run.run(frames, out, times)
+    assert sorted(times) == ["kernels", "readback", "upload"]
+    assert all(t > 0 for t in times.values())
+    assert_images_equal(out, upscale_reference(frames, lut), "timed")

@@ -14,6 +14,7 @@ allows.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -107,6 +108,25 @@ class _Frames:
     readback: object  # mappable copy of ``packed``
     out_bytes: int
     groups: list  # per stage, (pipeline, bind group, dispatch size); then the packer's
+
+
+class _Clock:
+    """Seconds per phase of a call into ``times`` (nothing when ``times`` is None): each
+    lap waits for the queue, so a phase's time includes its work on the device."""
+
+    def __init__(self, queue, fence, times: dict | None):
+        self.queue, self.fence, self.times = queue, fence, times
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        if self.times is None:
+            return
+        # Reading a buffer back waits for all work submitted before it (and flushes
+        # pending write_buffer copies); wgpu 0.32's on_submitted_work_done_sync fails.
+        self.queue.read_buffer(self.fence, 0, 4)
+        now = time.perf_counter()
+        self.times[phase] = self.times.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 class WebGPURunner:
@@ -308,21 +328,34 @@ class WebGPURunner:
 
     # ----------------------------------------------------------------- running
 
-    def run(self, frames: np.ndarray, out: np.ndarray) -> None:
-        """Upscale ``frames`` (N, H, W, C) uint8 into ``out`` (N, H*s, W*s, C) uint8."""
+    def run(self, frames: np.ndarray, out: np.ndarray, times: dict | None = None) -> None:
+        """Upscale ``frames`` (N, H, W, C) uint8 into ``out`` (N, H*s, W*s, C) uint8.
+
+        Parameters
+        ----------
+        frames, out : ndarray of uint8
+        times : dict, optional
+            When given, the device is waited for after each phase and the
+            seconds of each are added to ``times["upload"]``, ``["kernels"]``
+            and ``["readback"]`` (for benchmarks: the waits cost time).
+        """
         n, h, w, c = frames.shape
         with self._lock:
             bufs = self._frames(n, h, w, c)
             for start in range(0, n, bufs.chunk):
                 stop = min(n, start + bufs.chunk)
-                self._run_chunk(bufs, frames[start:stop], out[start:stop])
+                self._run_chunk(bufs, frames[start:stop], out[start:stop], times)
 
-    def _run_chunk(self, bufs: _Frames, frames: np.ndarray, out: np.ndarray) -> None:
+    def _run_chunk(self, bufs: _Frames, frames: np.ndarray, out: np.ndarray,
+                   times: dict | None) -> None:
+        queue = self.device.queue
+        clock = _Clock(queue, bufs.packed, times)
         data = np.ascontiguousarray(frames).reshape(-1)
-        pad = -len(data) % 4
+        pad = -len(data) % 4  # write_buffer takes whole words
         if pad:
             data = np.concatenate([data, np.zeros(pad, np.uint8)])
-        self.device.queue.write_buffer(bufs.src, 0, data)
+        queue.write_buffer(bufs.src, 0, data)
+        clock.lap("upload")
         encoder = self.device.create_command_encoder()
         cpass = encoder.begin_compute_pass()
         # A chunk shorter than the buffers' (the last one) still runs the full
@@ -332,15 +365,19 @@ class WebGPURunner:
             cpass.set_bind_group(0, group)
             cpass.dispatch_workgroups(gx, gy, 1)
         cpass.end()
+        if times is not None:
+            queue.submit([encoder.finish()])
+            clock.lap("kernels")
+            encoder = self.device.create_command_encoder()
         encoder.copy_buffer_to_buffer(bufs.packed, 0, bufs.readback, 0, bufs.packed.size)
-        self.device.queue.submit([encoder.finish()])
+        queue.submit([encoder.finish()])
         bufs.readback.map_sync(self.wgpu.MapMode.READ)
         try:
-            raw = np.frombuffer(bufs.readback.read_mapped(), np.uint8)
-            count = out.size
-            out[...] = raw[:count].reshape(out.shape)
+            raw = np.frombuffer(bufs.readback.read_mapped(copy=False), np.uint8)
+            out[...] = raw[:out.size].reshape(out.shape)
         finally:
             bufs.readback.unmap()
+        clock.lap("readback")
 
     def up(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Upscale a numpy image: see :func:`lutsr.upscale` for the layouts."""
