@@ -292,10 +292,10 @@ def test_layered_golden_vectors(folder):
                             f"{folder} {which}")
 
 
-# (blocks, r, max shift, share of int8-wide tables): r = 1..4 (C = r*r = 1, 4, 9, 16 channels:
+# (blocks, r, max shift, share of int8-wide tables): r = 1..5 (C = r*r = 1, 4, 9, 16, 25 channels:
 # words partly filled), shifts up to MAX_SHIFT, saturating tables that hit every clamp.
 LAYERED_CASES = [(1, 4, 1, 0.15), (2, 4, 2, 0.15), (3, 4, MAX_SHIFT, 1.0), (2, 3, 1, 0.15),
-                 (2, 2, 3, 0.5), (1, 1, 0, 0.15), (2, 1, 1, 1.0)]
+                 (2, 2, 3, 0.5), (1, 1, 0, 0.15), (2, 1, 1, 1.0), (1, 5, 2, 0.15)]
 
 
 @needs_adapter
@@ -513,3 +513,43 @@ def test_phase_times_are_measured_on_request():
     assert sorted(times) == ["kernels", "readback", "upload"]
     assert all(t > 0 for t in times.values())
     assert_images_equal(out, upscale_reference(frames, lut), "timed")
+
+
+def test_adapter_report_marks_the_chosen_one(monkeypatch):
+    soft = _fake("llvmpipe (LLVM 15)", "CPU")
+    dgpu = _fake("NVIDIA RTX", "DiscreteGPU")
+    monkeypatch.delenv(wdevice.ADAPTER_ENV, raising=False)
+    monkeypatch.setattr(wdevice, "adapters", lambda: [soft, dgpu])
+    assert wdevice.report() == ["  llvmpipe (LLVM 15) (CPU) via Vulkan",
+                                "* NVIDIA RTX (DiscreteGPU) via Vulkan"]
+    monkeypatch.setenv(wdevice.ADAPTER_ENV, "llvm")
+    assert wdevice.report()[0].startswith("* llvmpipe")
+    monkeypatch.setattr(wdevice, "adapters", lambda: [soft])
+    lines = wdevice.report("")
+    assert lines[0] == "  llvmpipe (LLVM 15) (CPU) via Vulkan"
+    assert "none chosen" in lines[1] and "no hardware GPU adapter" in lines[1]
+    monkeypatch.setitem(sys.modules, "wgpu", None)
+    monkeypatch.setattr(wdevice, "adapters", lambda: wdevice.import_wgpu() and [])
+    assert len(wdevice.report()) == 1 and "needs the wgpu package" in wdevice.report()[0]
+
+
+@needs_adapter
+def test_every_kernel_fits_webgpus_default_limits():
+    """Each kernel shape compiles on a device with WebGPU's default limits (8 storage buffers a
+    stage, 256 invocations a workgroup), so no adapter needs more than the spec guarantees."""
+    from lutsr._webgpu import layered, shaders
+
+    adapter, _ = wdevice.device(SOFTWARE)
+    # wgpu hands out the adapter's own limits unless told: ask for the spec's defaults.
+    plain = adapter.request_device_sync(required_limits={
+        "max-storage-buffers-per-shader-stage": 8, "max-compute-invocations-per-workgroup": 256,
+        "max-compute-workgroup-size-x": 256})
+    assert plain.limits["max-storage-buffers-per-shader-stage"] == 8
+    codes = [shaders.stage_shader(r, p, w, b, k)[0] for r in (1, 8) for p in (1, 3)
+             for w in (0, 7) for b in (False, True) for k in (False, True)]
+    codes += [shaders.pack_shader(), layered.first_shader(25, True), layered.first_shader(1, False),
+              layered.depthwise_shader(25), layered.pointwise_shader(25), layered.up_shader(25, 5),
+              layered.up_shader(1, 1)]
+    for code in codes:
+        plain.create_compute_pipeline(layout="auto", compute={
+            "module": plain.create_shader_module(code=code), "entry_point": "main"})

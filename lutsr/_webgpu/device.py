@@ -83,6 +83,30 @@ def choose(found: list, name: str | None):
     return min(hardware, key=_rank)
 
 
+def report(name: str | None = None) -> list[str]:
+    """One line per adapter wgpu finds, the one :func:`device` would use marked ``*``
+    (for ``lutsr info``-style listings); a single line saying why when there is none.
+
+    Parameters
+    ----------
+    name : str, optional
+        As for :func:`device` (default :data:`ADAPTER_ENV`).
+    """
+    if name is None:
+        name = os.environ.get(ADAPTER_ENV) or None
+    try:
+        found = adapters()
+    except RuntimeError as e:
+        return [str(e)]
+    try:
+        chosen = choose(found, name)
+    except RuntimeError as e:
+        chosen, note = None, [f"  (none chosen: {e})"]
+    else:
+        note = []
+    return [f"{'*' if a is chosen else ' '} {describe(a)}" for a in found] + note
+
+
 def device(name: str | None = None):
     """``(adapter, device)`` for the adapter named ``name`` (default: :data:`ADAPTER_ENV`,
     else the best hardware adapter), created once per name and shared.

@@ -207,7 +207,8 @@ class WebGPURunner:
     # ----------------------------------------------------------------- per size
 
     def _params(self, fields=("total", "height", "width", "channels", "interval", "grid", "rows",
-                              "s_min", "sum_shift", "bias", "pad0", "pad1"), **values):
+                              "s_min", "sum_shift", "bias", "cols_at", "base_rows_at",
+                              "base_cols_at", "pad0", "pad1", "pad2"), **values):
         data = np.array([values.get(f, 0) for f in fields], np.int64).astype(np.int32)
         return self.device.create_buffer_with_data(data=data, usage=self.wgpu.BufferUsage.UNIFORM)
 
@@ -249,18 +250,21 @@ class WebGPURunner:
                 rows, cols = tap_indices(stage, ph, pw)
             else:
                 rows, cols = window_indices(stage, ph, pw)
-            maps = {"rows": rows, "cols": cols}
+            # One buffer of index maps: rows, columns, then the base's rows and columns.
+            maps = [rows.ravel(), cols.ravel()]
             if stage.base is not None:
-                maps["base_rows"], maps["base_cols"] = (
-                    np.stack([padded_index(m, stage.padding, BASE_RADIUS)[d:d + m]
-                              for d in range(BASE_SIDE)]) for m in (ph, pw))
+                maps += [np.stack([padded_index(m, stage.padding, BASE_RADIUS)[d:d + m]
+                                   for d in range(BASE_SIDE)]).ravel() for m in (ph, pw)]
+            starts = np.cumsum([0] + [len(m) for m in maps])
             total = chunk * ph * pw * c
             params = self._params(total=total, height=ph, width=pw, channels=c,
                                   interval=self.lut.interval, grid=grid_size(self.lut.interval),
                                   rows=stage.rows, s_min=st.s_min, sum_shift=st.sum_shift,
-                                  bias=st.bias)
+                                  bias=st.bias, cols_at=starts[1],
+                                  base_rows_at=starts[2] if len(maps) > 2 else 0,
+                                  base_cols_at=starts[3] if len(maps) > 2 else 0)
             named = {"params": params, "src": prev, "dst": dst, **st.buffers,
-                     **{k: self._buffer(v.astype(np.int32)) for k, v in maps.items()}}
+                     "maps": self._buffer(np.concatenate(maps).astype(np.int32))}
             pipeline, bindings = self._pipeline(st.key)
             group = self._bind(pipeline, [named[b] for b in bindings])
             groups.append((pipeline, group, dispatch_size(total, self._max_groups)))

@@ -39,8 +39,12 @@ struct Params {
   s_min: i32,      // smallest accumulator (rounding lookup's origin)
   sum_shift: u32,  // BASE_BITS - m, with a base
   bias: i32,       // integer bias, with a base
+  cols_at: u32,    // where in ``maps`` the column map starts (the row map at 0)
+  base_rows_at: u32,  // and the base's row and column maps
+  base_cols_at: u32,
   pad0: u32,
   pad1: u32,
+  pad2: u32,
 }
 """
 
@@ -86,16 +90,17 @@ def stage_shader(r: int, patterns: int, window: int, base: bool, packed: bool) -
     """
     rr, words = r * r, (r * r + 3) // 4
     ww = window * window
-    bindings = ["params", "src", "dst", "words", "rows", "cols"]
-    bindings += ["base", "base_rows", "base_cols"] if base else ["rounding"]
+    # Index maps share one buffer, so a stage binds at most 6 storage buffers (WebGPU's
+    # guaranteed minimum is 8 per stage).
+    bindings = ["params", "src", "dst", "words", "maps", "base" if base else "rounding"]
     if window:
         bindings.append("taps")
     decl = {"params": "var<uniform> p: Params;",
             "src": "var<storage, read> src: array<u32>;",
             "dst": "var<storage, read_write> dst: array<u32>;",
             **{name: f"var<storage, read> {name}: array<{kind}>;" for name, kind in (
-                ("words", "u32"), ("rounding", "u32"), ("rows", "i32"), ("cols", "i32"),
-                ("base", "i32"), ("base_rows", "i32"), ("base_cols", "i32"), ("taps", "i32"))}}
+                ("words", "u32"), ("rounding", "u32"), ("maps", "i32"), ("base", "i32"),
+                ("taps", "i32"))}}
     head = "".join(f"@group(0) @binding({i}) {decl[name]}\n" for i, name in enumerate(bindings))
 
     # Tap values of every pattern in this rotation.
@@ -104,8 +109,8 @@ def stage_shader(r: int, patterns: int, window: int, base: bool, packed: bool) -
     // Explicitly zeroed: a declaration in a loop body is not reset by every naga backend.
     var tsum = array<i32, {4 * patterns}>();
     for (var e = 0u; e < {ww}u; e++) {{
-      let sy = u32(rows[(k * {ww}u + e) * h + y]);
-      let sx = u32(cols[(k * {ww}u + e) * w + x]);
+      let sy = u32(maps[(k * {ww}u + e) * h + y]);
+      let sx = u32(maps[p.cols_at + (k * {ww}u + e) * w + x]);
       let pix = load(((n * h + sy) * w + sx) * ch + c);
       for (var j = 0u; j < {4 * patterns}u; j++) {{
         tsum[j] += taps[j * {ww}u + e] * pix;
@@ -115,8 +120,8 @@ def stage_shader(r: int, patterns: int, window: int, base: bool, packed: bool) -
                   .replace("{half}", str(2 ** (TAP_BITS - 1))).replace("{bits}", str(TAP_BITS)))
     else:
         taps = ""
-        tap_of = ("load(((n * h + u32(rows[((pt * 4u + k) * 4u + {t}u) * h + y])) * w"
-                  " + u32(cols[((pt * 4u + k) * 4u + {t}u) * w + x])) * ch + c)")
+        tap_of = ("load(((n * h + u32(maps[((pt * 4u + k) * 4u + {t}u) * h + y])) * w"
+                  " + u32(maps[p.cols_at + ((pt * 4u + k) * 4u + {t}u) * w + x])) * ch + c)")
 
     # The weighted sum of 5 table rows per column, sign-extending each byte.
     interp = []
@@ -147,9 +152,9 @@ def stage_shader(r: int, patterns: int, window: int, base: bool, packed: bool) -
   let mh = h;
   let mw = w;
   for (var a = 0u; a < {BASE_SIDE}u; a++) {{
-    let sy = u32(base_rows[a * mh + y]);
+    let sy = u32(maps[p.base_rows_at + a * mh + y]);
     for (var b = 0u; b < {BASE_SIDE}u; b++) {{
-      let pix = load(((n * h + sy) * w + u32(base_cols[b * mw + x])) * ch + c);
+      let pix = load(((n * h + sy) * w + u32(maps[p.base_cols_at + b * mw + x])) * ch + c);
       for (var pos = 0u; pos < {rr}u; pos++) {{
         acc[pos] += base[pos * {BASE_SIDE * BASE_SIDE}u + a * {BASE_SIDE}u + b] * pix;
       }}
