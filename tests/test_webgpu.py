@@ -56,10 +56,10 @@ _SKIP = _software_adapter()
 needs_adapter = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 
-def runner(lut: LUT):
+def runner(lut: LUT, adapter: str = SOFTWARE):
     from lutsr._webgpu import WebGPURunner
 
-    return WebGPURunner(lut, adapter=SOFTWARE)
+    return WebGPURunner(lut, adapter=adapter)
 
 
 def check(lut: LUT, frames: np.ndarray, what: str = "") -> None:
@@ -553,3 +553,22 @@ def test_every_kernel_fits_webgpus_default_limits():
     for code in codes:
         plain.create_compute_pipeline(layout="auto", compute={
             "module": plain.create_shader_module(code=code), "entry_point": "main"})
+
+
+@needs_adapter
+def test_opengl_adapter_too():
+    """wgpu's OpenGL backend (WGSL compiled to GLSL, llvmpipe's GL here) where present: GLSL
+    leaves dividing negative integers undefined, which once broke the layered rounding."""
+    gl = "llvmpipe"
+    found = [a for a in wdevice.adapters() if gl in wdevice.describe(a)
+             and a.info.get("backend_type") == "OpenGL"]
+    if not found:
+        pytest.skip("no llvmpipe OpenGL adapter")
+    name = wdevice.describe(found[0])
+    lut, z = conformance_lut("mulut_sdy_x2_q32")
+    assert_images_equal(runner(lut, name).up(z["input"]), z["expected"], "simplex on GL")
+    rng = np.random.default_rng(18)
+    lut = random_layered_lut(rng, 2, r=2, max_shift=2, extreme=0.5)
+    frames = frames_of(rng, 1, 6, 5, 2)
+    assert_images_equal(runner(lut, name).up(frames), upscale_reference(frames, lut),
+                        "layered on GL")

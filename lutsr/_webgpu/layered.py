@@ -43,20 +43,20 @@ struct Params {
 }
 """
 
-# round_half_even(t / d) for d > 0 even: add half, floor (WGSL's / truncates
-# toward zero, so negative quotients step down), and a landing on an exact
-# multiple, the half case, steps an odd quotient back to even.
+# round_half_even(t / d) for d = 16 * A > 0: add half and floor, and a landing on
+# an exact multiple, the half case, steps an odd quotient back to even. Only
+# non-negative numbers are divided: |t| <= 2048 * A = 128 * d, so t + 256 * d
+# is positive, and 256 is even (parity kept). (Division of negative integers
+# is left undefined by GLSL, which wgpu's OpenGL backend compiles WGSL to: a
+# floor division written with a negative remainder gave wrong levels there.)
 _COMMON = """
 fn rhe(t0: i32, d: i32) -> i32 {
-  let t = t0 + d / 2;
+  let t = t0 + d / 2 + 256 * d;
   var q = t / d;
-  if (t % d < 0) {
-    q -= 1;
-  }
   if (t == q * d && (q & 1) != 0) {
     q -= 1;
   }
-  return q;
+  return q - 256;
 }
 
 fn level(feat_word: u32, c: u32) -> i32 {
