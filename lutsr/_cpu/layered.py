@@ -487,8 +487,10 @@ def _depthwise_avx2(typingctx, planes, p_off, p_stride, tables, tab_at, tab_step
     each 64-entry table's low bytes, then its high bytes (``tables`` viewed as
     bytes, table ``a`` at ``2 * (tab_at + a * tab_step)``). Per tap and 32
     pixels: 8 ``vpshufb`` (4 slices x 2 bytes), ORed, then widened to int16 by
-    two byte unpacks, whose in-lane order (pixels 0-7, 16-23 and 8-15,
-    24-31) is undone once per 9 taps.
+    two byte unpacks. One sweep of the row per tap, its 8 table slices held in
+    registers, adds into int16 sums kept in ``out`` (in the unpacks' in-lane
+    order: pixels 0-7, 16-23, then 8-15, 24-31); a last sweep puts the pixels
+    back in order and rounds.
     """
     if not (isinstance(work, types.Array) and isinstance(planes, types.Array)):
         return None
@@ -502,9 +504,10 @@ def _depthwise_avx2(typingctx, planes, p_off, p_stride, tables, tab_at, tab_step
         planes_d, off_d, work_d, out_d = lanes.data(0), lanes.data(1), lanes.data(6), lanes.data(10)
         tab_b = b.bitcast(lanes.data(3), i8.as_pointer())
         p_stride, tab_at, tab_step = lanes.int64(2), lanes.int64(4), lanes.int64(5)
-        res_at, out_at = lanes.int64(7), lanes.int64(11)
+        res_at, out_at, n_vec = lanes.int64(7), lanes.int64(11), lanes.int64(12)
         twice = ir.Constant(ir.VectorType(i32, VEC), [j % 16 for j in range(VEC)])
-        tables, offs = [], []
+        unpacks = [ir.Constant(ir.VectorType(i32, VEC), _unpack_bytes(high))
+                   for high in (False, True)]
         for a in range(_TAPS):
             at = b.mul(b.add(tab_at, b.mul(tab_step, ir.Constant(i64, a))), ir.Constant(i64, 2))
             slices = []
@@ -513,34 +516,28 @@ def _depthwise_avx2(typingctx, planes, p_off, p_stride, tables, tab_at, tab_step
                                 slice_t.as_pointer())
                 part = b.load(ptr, align=1)
                 slices.append(b.shuffle_vector(part, ir.Constant(slice_t, ir.Undefined), twice))
-            tables.append(slices)
             base = b.load(b.gep(off_d, [ir.Constant(i64, a)]))
-            offs.append([b.add(base, b.mul(p_stride, ir.Constant(i64, s)))
-                         for s in range(_SLICES)])
-        low = ir.Constant(ir.VectorType(i32, VEC), _unpack_bytes(False))
-        high = ir.Constant(ir.VectorType(i32, VEC), _unpack_bytes(True))
-        with cgutils.for_range(b, lanes.int64(12)) as loop:
-            x = b.mul(loop.index, ir.Constant(i64, VEC))
-            halves = [[], []]
-            for a in range(_TAPS):
-                controls = [b.load(b.bitcast(b.gep(planes_d, [b.add(offs[a][s], x)]),
-                                             bytes_t.as_pointer()), align=1)
-                            for s in range(_SLICES)]
+            offs = [b.add(base, b.mul(p_stride, ir.Constant(i64, s))) for s in range(_SLICES)]
+            with cgutils.for_range(b, n_vec) as loop:
+                x = b.mul(loop.index, ir.Constant(i64, VEC))
+                controls = [b.load(b.bitcast(b.gep(planes_d, [b.add(off, x)]),
+                                             bytes_t.as_pointer()), align=1) for off in offs]
                 parts = []
                 for plane in range(2):
-                    looked = [b.call(pshufb, [tables[a][plane * _SLICES + s], controls[s]])
+                    looked = [b.call(pshufb, [slices[plane * _SLICES + s], controls[s]])
                               for s in range(_SLICES)]
                     parts.append(b.or_(b.or_(looked[0], looked[1]), b.or_(looked[2], looked[3])))
-                for h, mask in enumerate((low, high)):
-                    halves[h].append(b.bitcast(b.shuffle_vector(parts[0], parts[1], mask),
-                                               lanes.vec))
-            for h in range(2):
-                while len(halves[h]) > 1:  # a tree: short dependency chains
-                    halves[h] = [b.add(halves[h][j], halves[h][j + 1]) if j + 1 < len(halves[h])
-                                 else halves[h][j] for j in range(0, len(halves[h]), 2)]
-            first, second = halves[0][0], halves[1][0]
-            for h, order in enumerate((list(range(8)) + list(range(16, 24)),
-                                       list(range(8, 16)) + list(range(24, 32)))):
+                for h, mask in enumerate(unpacks):
+                    value = b.bitcast(b.shuffle_vector(parts[0], parts[1], mask), lanes.vec)
+                    target = lanes.at(out_d, out_at, x, h * VEC2)
+                    if a:
+                        value = b.add(b.load(target, align=2), value)
+                    b.store(value, target, align=2)
+        orders = [list(range(8)) + list(range(16, 24)), list(range(8, 16)) + list(range(24, 32))]
+        with cgutils.for_range(b, n_vec) as loop:
+            x = b.mul(loop.index, ir.Constant(i64, VEC))
+            first, second = (lanes.load(out_d, out_at, x, h * VEC2) for h in range(2))
+            for h, order in enumerate(orders):
                 total = b.shuffle_vector(first, second,
                                          ir.Constant(ir.VectorType(i32, VEC2), order))
                 xh = b.add(x, ir.Constant(i64, h * VEC2))
