@@ -572,3 +572,40 @@ def test_opengl_adapter_too():
     frames = frames_of(rng, 1, 6, 5, 2)
     assert_images_equal(runner(lut, name).up(frames), upscale_reference(frames, lut),
                         "layered on GL")
+
+
+@needs_adapter
+def test_cli_error_without_a_matching_adapter_is_one_line(tmp_path):
+    """No libwayland "XDG_RUNTIME_DIR" noise from probing the OpenGL backend on a headless
+    machine: stderr is the one error line."""
+    import os
+    import subprocess
+
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "in.png")
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env[wdevice.ADAPTER_ENV] = "no-such-adapter"
+    done = subprocess.run([sys.executable, "-m", "lutsr", "image", str(tmp_path / "in.png"),
+                           "-o", str(tmp_path / "out.png"), "--lut", "x2", "--backend",
+                           "webgpu"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("lutsr: error: no WebGPU adapter matches 'no-such-adapter'")
+
+
+def test_adapter_probe_drops_only_the_wayland_noise(monkeypatch, capfd):
+    import os
+    import types
+
+    def enumerate_adapters_sync():
+        os.write(2, b"error: XDG_RUNTIME_DIR is invalid or not set in the environment.\n")
+        os.write(2, b"driver: something else\n")
+        return ["adapter"]
+
+    fake = types.SimpleNamespace(gpu=types.SimpleNamespace(
+        enumerate_adapters_sync=enumerate_adapters_sync))
+    monkeypatch.setitem(sys.modules, "wgpu", fake)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert wdevice.adapters() == ["adapter"]
+    err = capfd.readouterr().err
+    assert "XDG_RUNTIME_DIR" not in err and "driver: something else" in err

@@ -11,6 +11,8 @@ silently.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import threading
 
 #: Environment variable naming the adapter to use (a case-insensitive
@@ -37,8 +39,31 @@ def import_wgpu():
 
 
 def adapters() -> list:
-    """Every adapter wgpu finds on this machine (hardware and software)."""
-    return list(import_wgpu().gpu.enumerate_adapters_sync())
+    """Every adapter wgpu finds on this machine (hardware and software).
+
+    On a headless machine (no ``XDG_RUNTIME_DIR``), probing the OpenGL backend
+    makes libwayland print "error: XDG_RUNTIME_DIR is invalid or not set" to
+    the process's stderr, several times, though nothing failed; those lines are
+    dropped (the probe's other output, if any, is passed on).
+    """
+    wgpu = import_wgpu()
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return list(wgpu.gpu.enumerate_adapters_sync())
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            found = list(wgpu.gpu.enumerate_adapters_sync())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode(errors="replace")
+    kept = [line for line in text.splitlines() if "XDG_RUNTIME_DIR" not in line]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+    return found
 
 
 def describe(adapter) -> str:
