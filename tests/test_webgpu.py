@@ -609,3 +609,29 @@ def test_adapter_probe_drops_only_the_wayland_noise(monkeypatch, capfd):
     assert wdevice.adapters() == ["adapter"]
     err = capfd.readouterr().err
     assert "XDG_RUNTIME_DIR" not in err and "driver: something else" in err
+
+
+@needs_adapter
+def test_tables_beyond_the_buffer_limit_are_refused(monkeypatch):
+    from lutsr._webgpu import runner as wrunner
+
+    lut = random_lut(np.random.default_rng(19), 4, "srlut", 2)  # 17**4 words of tables
+    monkeypatch.setattr(wrunner, "buffer_limit", lambda device: 17**4 * 4 - 4)
+    with pytest.raises(RuntimeError, match="table exceeds the adapter's 334080 bytes"):
+        runner(lut)
+    monkeypatch.setattr(wrunner, "buffer_limit", lambda device: 17**4 * 4)
+    check(lut, frames_of(np.random.default_rng(20), 1, 3, 2, 1))
+
+
+def test_buffer_limit_is_the_smaller_of_binding_and_buffer():
+    from types import SimpleNamespace
+
+    from lutsr._webgpu.runner import buffer_limit
+
+    def dev(binding, size):
+        return SimpleNamespace(limits={"max-storage-buffer-binding-size": binding,
+                                       "max-buffer-size": size})
+
+    assert buffer_limit(dev(2**27, 2**31)) == 2**27
+    assert buffer_limit(dev(2**31, 2**28)) == 2**28
+    assert buffer_limit(dev(2**40, 2**40)) == 2**32 - 4

@@ -37,6 +37,14 @@ _pipelines: dict = {}
 _pipelines_lock = threading.Lock()
 
 
+def buffer_limit(device) -> int:
+    """Bytes one buffer of a kernel may hold on ``device``: the smaller of its largest
+    storage binding and its largest buffer, and below 2**32 (the kernels index in ``u32``)."""
+    limits = device.limits
+    return min(int(limits["max-storage-buffer-binding-size"]), int(limits["max-buffer-size"]),
+               2**32 - 4)
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
@@ -150,7 +158,7 @@ class WebGPURunner:
         self.wgpu = _device.import_wgpu()
         self.adapter, self.device = _device.device(adapter)
         self.lut = lut
-        self._limit = int(self.device.limits["max-storage-buffer-binding-size"])
+        self._limit = buffer_limit(self.device)
         self._max_groups = int(self.device.limits["max-compute-workgroups-per-dimension"])
         self._lock = threading.Lock()
         self._stages = [self._upload_stage(s, i == 0) for i, s in enumerate(lut.stages)]
