@@ -418,12 +418,17 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
         with cgutils.for_range(b, lanes.int64(3)) as loop:
             at = b.add(b.load(b.gep(off_d, [loop.index])), start)
             row = b.add(tab_at, b.mul(loop.index, ir.Constant(i64, HIGH_LEVELS * VEC2)))
-            for i in range(VEC2):
-                # Feature maps hold 0..63 everywhere, padding included (as the portable
-                # kernels assume): no mask.
-                value = b.zext(b.load(b.gep(work_d, [b.add(at, ir.Constant(i64, i))])), i64)
-                entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
-                b.store(b.add(b.load(sums[i]), entry), sums[i])
+            for i in range(0, VEC2, 4):
+                # Four values per load (loads are what these lookups are short of). Feature
+                # maps hold 0..63 everywhere, padding included (as the portable kernels
+                # assume): no mask.
+                four = b.load(b.bitcast(b.gep(work_d, [b.add(at, ir.Constant(i64, i))]),
+                                        i64.as_pointer()), align=2)
+                for j in range(4):
+                    value = b.and_(b.lshr(four, ir.Constant(i64, 16 * j)),
+                                   ir.Constant(i64, 0xFFFF))
+                    entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
+                    b.store(b.add(b.load(sums[i + j]), entry), sums[i + j])
         columns = _transpose(b, [b.load(s) for s in sums])
         accumulate = context.cast(b, args[12], signature.args[12], types.boolean)
         zero = lanes.const(0)
