@@ -221,14 +221,21 @@ def test_batches_match_reference_frame_by_frame():
 
 @needs_adapter
 def test_frames_beyond_the_buffer_limit_go_in_chunks():
-    """A batch larger than one submission's buffers runs in chunks (the last one shorter)."""
+    """A batch larger than one submission's buffers runs in chunks (the last one shorter),
+    overlapped or (timed) one after the other."""
     rng = np.random.default_rng(4)
     lut = random_lut(rng, 5, "mulut", 2)
     run = runner(lut)
     run._limit = 5 * 6 * 3 * 4 * 4 * 2  # two frames' largest buffer (u32 samples at x2)
     frames = frames_of(rng, 5, 5, 6, 3)
-    assert_images_equal(run.up(frames), upscale_reference(frames, lut), "chunks")
-    assert run._frames(5, 5, 6, 3).chunk == 2
+    want = upscale_reference(frames, lut)
+    # Chunks alternate between two read-back buffers, the next submitted before one is read.
+    assert_images_equal(run.up(frames), want, "chunks")
+    bufs = run._frames(5, 5, 6, 3)
+    assert bufs.chunk == 2 and len(bufs.readback) == 2
+    out, times = np.empty_like(want), {}
+    run.run(frames, out, times)
+    assert_images_equal(out, want, "timed chunks")
     run._limit = 100
     with pytest.raises(RuntimeError, match="storage-buffer limit"):
         run.up(frames_of(rng, 1, 30, 30, 3))

@@ -113,7 +113,7 @@ class _Frames:
     src: object  # packed input words
     samples: list  # per stage, its u32 output
     packed: object  # packed output words
-    readback: object  # mappable copy of ``packed``
+    readback: tuple  # two mappable copies of ``packed``, chunks alternating
     out_bytes: int
     groups: list  # per stage, (pipeline, bind group, dispatch size); then the packer's
 
@@ -283,8 +283,9 @@ class WebGPURunner:
         pipeline, _ = self._pipeline(("pack",))
         group = self._bind(pipeline, [self._params(total=out_samples), prev, packed])
         groups.append((pipeline, group, dispatch_size(-(-out_samples // 4), self._max_groups)))
-        readback = self.device.create_buffer(size=packed.size,
-                                             usage=usage.MAP_READ | usage.COPY_DST)
+        readback = tuple(self.device.create_buffer(size=packed.size,
+                                                   usage=usage.MAP_READ | usage.COPY_DST)
+                         for _ in range(2 if chunk < n else 1))
         frames = _Frames(chunk, src, samples, packed, readback, out_samples, groups)
         self._sizes[key] = frames
         while len(self._sizes) > SIZE_CACHE:
@@ -354,14 +355,28 @@ class WebGPURunner:
         n, h, w, c = frames.shape
         with self._lock:
             bufs = self._frames(n, h, w, c)
-            for start in range(0, n, bufs.chunk):
+            # Chunk i + 1 is submitted before chunk i is read back, into the other
+            # read-back buffer, so the device computes while the host copies out. (The
+            # queue runs in order: chunk i's copy to its read-back buffer precedes
+            # chunk i + 1's upload and kernels, which reuse the other buffers.)
+            pending = None
+            for i, start in enumerate(range(0, n, bufs.chunk)):
                 stop = min(n, start + bufs.chunk)
-                self._run_chunk(bufs, frames[start:stop], out[start:stop], times)
+                clock = _Clock(self.device.queue, bufs.packed, times)
+                readback = bufs.readback[i % len(bufs.readback)]
+                self._submit(bufs, frames[start:stop], readback, clock)
+                if times is not None:  # timed: each phase on its own
+                    self._read(readback, out[start:stop], clock)
+                    continue
+                if pending is not None:
+                    self._read(*pending)
+                pending = readback, out[start:stop], clock
+            if pending is not None:
+                self._read(*pending)
 
-    def _run_chunk(self, bufs: _Frames, frames: np.ndarray, out: np.ndarray,
-                   times: dict | None) -> None:
+    def _submit(self, bufs: _Frames, frames: np.ndarray, readback, clock: _Clock) -> None:
+        """Queue a chunk's upload, kernels and copy into ``readback``."""
         queue = self.device.queue
-        clock = _Clock(queue, bufs.packed, times)
         data = np.ascontiguousarray(frames).reshape(-1)
         pad = -len(data) % 4  # write_buffer takes whole words
         if pad:
@@ -377,18 +392,21 @@ class WebGPURunner:
             cpass.set_bind_group(0, group)
             cpass.dispatch_workgroups(gx, gy, 1)
         cpass.end()
-        if times is not None:
+        if clock.times is not None:
             queue.submit([encoder.finish()])
             clock.lap("kernels")
             encoder = self.device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(bufs.packed, 0, bufs.readback, 0, bufs.packed.size)
+        encoder.copy_buffer_to_buffer(bufs.packed, 0, readback, 0, bufs.packed.size)
         queue.submit([encoder.finish()])
-        bufs.readback.map_sync(self.wgpu.MapMode.READ)
+
+    def _read(self, readback, out: np.ndarray, clock: _Clock) -> None:
+        """Wait for a chunk's copy into ``readback`` and copy it into ``out``."""
+        readback.map_sync(self.wgpu.MapMode.READ)
         try:
-            raw = np.frombuffer(bufs.readback.read_mapped(copy=False), np.uint8)
+            raw = np.frombuffer(readback.read_mapped(copy=False), np.uint8)
             out[...] = raw[:out.size].reshape(out.shape)
         finally:
-            bufs.readback.unmap()
+            readback.unmap()
         clock.lap("readback")
 
     def up(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
