@@ -220,6 +220,23 @@ def test_bundled_layered_luts():
         check(lutsr.load_bundled(name), img, threads=(2,), what=name)
 
 
+def test_portable_kernels_beside_avx2():
+    """The portable kernels still run, exact, when forced where AVX2 is (in the child: as
+    compiled for an AVX2-only CPU)."""
+    rng = np.random.default_rng(9)
+    lut = random_layered_lut(rng, 2, max_shift=2)
+    frames = frames_of(rng, 1, 7, 37, 1)
+    saved = layered_plan.PORTABLE
+    layered_plan.PORTABLE = True
+    try:
+        runner = NumbaRunner(lut, 2)
+        assert not runner._stages[0].avx2 and not runner._stages[0].lanes
+        got = run(runner, frames)
+    finally:
+        layered_plan.PORTABLE = saved
+    assert_images_equal(got, upscale_reference(frames, lut), "portable")
+
+
 @pytest.mark.skipif(bool(os.environ.get(CHILD)), reason="the child itself")
 @pytest.mark.skipif(not avx512bw_available(), reason="the AVX2 kernels already ran natively")
 def test_avx2_build_in_a_child_process():
