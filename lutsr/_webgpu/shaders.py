@@ -178,6 +178,10 @@ def stage_shader(r: int, patterns: int, window: int, base: bool, packed: bool) -
     code = f"""{_PARAMS}
 {head}
 {_load_fn(packed)}
+fn step_of(d: i32, g: u32) -> u32 {{
+  return select(select(select(1u, g, d == 2), g * g, d == 1), g * g * g, d == 0);
+}}
+
 @compute @workgroup_size({WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {{
@@ -196,8 +200,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
   let q = 1 << interval;
   let mask = q - 1;
   let g1 = p.grid;
-  let g2 = g1 * g1;
-  let g3 = g2 * g1;
   var acc: array<i32, {rr}>;
   var val: array<i32, {rr}>;
   for (var k = 0u; k < 4u; k++) {{{taps}
@@ -221,11 +223,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
       if (k0 < k2) {{ t = k0; k0 = k2; k2 = t; }}
       if (k1 < k3) {{ t = k1; k1 = k3; k3 = t; }}
       if (k1 < k2) {{ t = k1; k1 = k2; k2 = t; }}
-      let steps = array<u32, 4>(g3, g2, g1, 1u);
-      let i1 = i0 + steps[k0 & 3];
-      let i2 = i1 + steps[k1 & 3];
-      let i3 = i2 + steps[k2 & 3];
-      let i4 = i3 + steps[k3 & 3];
+      // One grid step along dimension d (a..d) is grid**(3 - d) rows (selects, not an
+      // array indexed at run time, which a GPU would keep in local memory).
+      let i1 = i0 + step_of(k0 & 3, g1);
+      let i2 = i1 + step_of(k1 & 3, g1);
+      let i3 = i2 + step_of(k2 & 3, g1);
+      let i4 = i3 + step_of(k3 & 3, g1);
       let f1 = k0 >> 2u;
       let f2 = k1 >> 2u;
       let f3 = k2 >> 2u;
