@@ -488,13 +488,13 @@ def test_concurrent_calls_on_one_runner():
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(16)
-    lut = random_lut(rng, 5, "srlut", 2)
-    run = runner(lut)
-    inputs = [frames_of(rng, 1, 4 + i % 3, 5, 1 + i % 2) for i in range(12)]
+    luts = [random_lut(rng, 5, "srlut", 2), random_layered_lut(rng, 1, r=2)]
+    runs = [runner(lut) for lut in luts]  # two runners sharing the device, and one runner
+    inputs = [frames_of(rng, 1, 4 + i % 3, 5, 1 + i % 2) for i in range(16)]
     with ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(run.up, inputs))
-    for frames, got in zip(inputs, outs, strict=True):
-        assert_images_equal(got, upscale_reference(frames, lut), "threads")
+        outs = list(pool.map(lambda i: runs[i % 2].up(inputs[i]), range(len(inputs))))
+    for i, (frames, got) in enumerate(zip(inputs, outs, strict=True)):
+        assert_images_equal(got, upscale_reference(frames, luts[i % 2]), f"thread call {i}")
 
 
 def test_dispatch_size_covers_every_invocation():
