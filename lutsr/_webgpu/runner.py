@@ -75,7 +75,7 @@ class _Stage:
     """One simplex stage on the device: its pipeline key and constant buffers."""
 
     stage: Stage
-    key: tuple  # (r, P, window, base, packed input)
+    key: tuple  # ("simplex", r, P, window, base, packed input): its pipeline
     buffers: dict  # name -> GPUBuffer: words, rounding or base, taps
     s_min: int
     sum_shift: int
@@ -107,15 +107,16 @@ def _shader(key: tuple) -> tuple[str, list | None]:
 
 @dataclass
 class _Frames:
-    """Buffers and bind groups for one input size ``(chunk, H, W, C)``."""
+    """Buffers and bind groups for one input size ``(N, H, W, C)``, ``chunk`` frames a
+    submission."""
 
     chunk: int
     src: object  # packed input words
     samples: list  # per stage, its u32 output
     packed: object  # packed output words
-    readback: tuple  # two mappable copies of ``packed``, chunks alternating
-    out_bytes: int
-    groups: list  # per stage, (pipeline, bind group, dispatch size); then the packer's
+    readback: tuple  # mappable copies of ``packed``: two when chunks alternate, else one
+    out_samples: int
+    groups: list  # per dispatch in order, (pipeline, bind group, workgroups (x, y))
 
 
 class _Clock:
@@ -151,7 +152,13 @@ class WebGPURunner:
     Raises
     ------
     RuntimeError
-        wgpu is not installed, or no adapter fits.
+        wgpu is not installed, no adapter fits, or a stage's tables exceed the
+        adapter's buffer limit (:func:`buffer_limit`).
+
+    Notes
+    -----
+    Calls are thread-safe (one at a time per runner); runners of one adapter
+    share its device and compiled pipelines.
     """
 
     def __init__(self, lut: LUT, adapter: str | None = None):
