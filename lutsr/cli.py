@@ -7,6 +7,7 @@
     lutsr video IN -o OUT [--luma-only]      a video, audio and subtitles kept ("-": y4m pipes)
     lutsr info LUT                           describe a LUT model
     lutsr list                               the bundled LUT models
+    lutsr backends                           the backends that can run here
     lutsr convert FORMAT SRC -o OUT.lutsr    import published tables (shiftlut, srlut, mulut)
 
 ``--outscale S`` / ``--size WxH`` give any output size (a LUT, then a resample);
@@ -42,6 +43,7 @@ from .commands import (
     CLIError,
     _error,
     _warn,
+    cmd_backends,
     cmd_convert,
     cmd_demo,
     cmd_image,
@@ -269,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the bundled LUT models")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("backends", help="list the --backend choices that can run here",
+                       description="List the backends: numba's CPU kernels (AVX-512, AVX2 or "
+                                   "portable), whether CUDA can run and why not, and the "
+                                   "WebGPU adapters (the one used marked *; "
+                                   "LUTSR_WEBGPU_ADAPTER picks another).")
+    p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("convert", help="import published LUT tables into a .lutsr file",
                        description="Import the tables of a published LUT model: a ShiftLUT "

@@ -565,6 +565,87 @@ def cmd_list(args) -> int:
     return 0
 
 
+def numba_lines() -> list[str]:
+    """``lutsr backends``: the numba backend's CPU kernels for simplex and layered stages."""
+    import numba
+
+    from ._cpu import avx512bw_available, vnni_available
+    from ._cpu.layered_plan import PreparedLayered
+    from .layered import LayeredStage
+
+    lines = [f"numba: available (numba {numba.__version__}, the default for numpy arrays)"]
+    if avx512bw_available():
+        simplex = "AVX-512BW kernels" + (", VNNI dot products at r=4" if vnni_available()
+                                         else "")
+    else:
+        simplex = "portable kernels (no AVX-512BW, or LUTSR_PORTABLE_KERNEL=1)"
+    lines.append(f"  simplex stages: {simplex}")
+    # The layered path depends on the stage as well as the CPU (layers of more than 16
+    # inputs run portable): ask the preparation itself, on the bundled layered LUT.
+    layered = next((lut for lut in map(bundled.load_bundled, bundled.names())
+                    if any(isinstance(s, LayeredStage) for s in lut.stages)), None)
+    if layered is None:
+        lines.append("  layered stages: not probed (no bundled layered LUT)")
+    else:
+        plan = PreparedLayered(next(s for s in layered.stages if isinstance(s, LayeredStage)))
+        path = "AVX-512BW" if plan.lanes else "AVX2" if plan.avx2 else "portable"
+        lines.append(f"  layered stages: {path} kernels (for {layered.name}; layers of more "
+                     "than 16 inputs run portable)")
+    return lines
+
+
+def cuda_lines() -> list[str]:
+    """``lutsr backends``: whether the CUDA backend can run here, and if not why.
+
+    Asks the CUDA driver for its devices (``cuInit``) but creates no context on
+    a GPU.
+    """
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        return [f"cuda: not available: numba.cuda failed to import: {exc}"]
+    if cuda.is_available() and getattr(cuda, "simulator", None) is not None:
+        return ["cuda: available in numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1; no GPU "
+                "is used)"]
+    if not cuda.is_available():
+        why = next((line.strip() for line in str(cuda.cuda_error() or "").splitlines()
+                    if line.strip()), "numba.cuda finds no GPU")
+        return [f"cuda: not available: {why}"]
+    from numba.cuda.cudadrv.driver import driver
+
+    lines = ["cuda: available (pip install 'lutsr[gpu]' adds CuPy for zero-copy arrays)"]
+    for i in range(driver.get_device_count()):
+        dev = driver.get_device(i)
+        name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+        lines.append(f"  {i}: {name}, compute capability "
+                     f"{'.'.join(map(str, dev.compute_capability))}")
+    return lines
+
+
+def webgpu_lines() -> list[str]:
+    """``lutsr backends``: the WebGPU adapters, the one ``backend="webgpu"`` uses marked."""
+    from ._webgpu import device
+
+    try:
+        wgpu = device.import_wgpu()
+    except RuntimeError as exc:
+        return [f"webgpu: not available: {exc}"]
+    found = device.report()
+    chosen = any(line.startswith("*") for line in found)
+    named = os.environ.get(device.ADAPTER_ENV)
+    choice = f"{device.ADAPTER_ENV}={named}" if named else "best hardware adapter"
+    head = (f"webgpu: available (wgpu {wgpu.__version__}); adapters, * = used ({choice}):"
+            if chosen else f"webgpu: no usable adapter (wgpu {wgpu.__version__}); adapters:")
+    return [head, *(f"  {line}" for line in found)]
+
+
+def cmd_backends(args) -> int:
+    print("reference: available (the numpy specification; slow)")
+    for lines in (numba_lines, cuda_lines, webgpu_lines):
+        print("\n".join(lines()), flush=True)
+    return 0
+
+
 #: ``lutsr convert`` formats and their importers (each takes the source, scale and name).
 IMPORTERS = {"shiftlut": "import_shiftlut", "srlut": "import_srlut", "mulut": "import_mulut"}
 
