@@ -402,16 +402,21 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
     entries, added to the pixel's int16 sums by one ``vpaddw`` from memory (16
     lookups). The 16 pixels' sums are transposed (:func:`_transpose`) to one
     vector per output, then rounded as the AVX-512 lanes do (:class:`_Lanes`).
+    ``res2`` None: no second residual; ``accumulate`` None: never (both known
+    when compiled, no test per output).
     """
     if not (isinstance(work, types.Array) and isinstance(block, types.UniTuple)):
         return None
     n_ch = block.count
+    second = not isinstance(res2, (types.NoneType, types.Omitted))
+    adds = not isinstance(accumulate, (types.NoneType, types.Omitted))
 
     def codegen(context, builder, signature, args):
         lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=VEC2)
         b, i64 = builder, lanes.i64
-        work_d, tab_d, off_d, r1_d, r2_d, out_d, dst_d = (lanes.data(i)
-                                                          for i in (0, 1, 4, 6, 7, 10, 11))
+        work_d, tab_d, off_d, r1_d, out_d, dst_d = (lanes.data(i)
+                                                    for i in (0, 1, 4, 6, 10, 11))
+        r2_d = lanes.data(7) if second else None
         tab_at, x = lanes.int64(2), lanes.int64(13)
         start = b.add(lanes.int64(5), x)
         sums = [cgutils.alloca_once_value(b, lanes.const(0)) for _ in range(VEC2)]
@@ -430,15 +435,13 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
                     entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
                     b.store(b.add(b.load(sums[i + j]), entry), sums[i + j])
         columns = _transpose(b, [b.load(s) for s in sums])
-        accumulate = context.cast(b, args[12], signature.args[12], types.boolean)
-        zero = lanes.const(0)
+        accumulate = (context.cast(b, args[12], signature.args[12], types.boolean) if adds
+                      else None)
         for o in range(n_ch):
             channel = ir.Constant(i64, o)
-            first = b.load(b.gep(r1_d, [channel]))
-            second = b.load(b.gep(r2_d, [channel]))
-            has_second = b.icmp_signed(">=", second, ir.Constant(i64, 0))
-            second = lanes.load(work_d, b.select(has_second, second, first), x)
-            residuals = [lanes.load(work_d, first, x), b.select(has_second, second, zero)]
+            residuals = [lanes.load(work_d, b.load(b.gep(r1_d, [channel])), x)]
+            if second:
+                residuals.append(lanes.load(work_d, b.load(b.gep(r2_d, [channel])), x))
             target = lanes.at(out_d, b.load(b.gep(dst_d, [channel])), x)
             lanes.finish(columns[o], residuals, target, accumulate)
         return context.get_dummy_value()
@@ -850,8 +853,15 @@ def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, 
             else:
                 rows_at = layer * a_max * VEC2 * HIGH_LEVELS
                 for x in range(0, wr, VEC2):
-                    _shared_inputs_avx2(work, by_input, rows_at, n_a, a_off, o_base[0], res1, res2,
-                                        mg, ep, out, out_base, accumulate, x, block)
+                    if layer == 1:  # block 0's depthwise layer also adds the low bits' output
+                        _shared_inputs_avx2(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            res2, mg, ep, out, out_base, None, x, block)
+                    elif last:  # the up layer adds into the accumulator after rotation 0
+                        _shared_inputs_avx2(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            None, mg, ep, out, out_base, accumulate, x, block)
+                    else:
+                        _shared_inputs_avx2(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            None, mg, ep, out, out_base, None, x, block)
     else:  # AVX-512
         if layer == 1:  # block 0's depthwise layer also adds the low-bit layer's output
             for o in range(n_ch):
