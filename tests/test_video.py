@@ -365,12 +365,10 @@ def test_subprocess_run(tmp_path, clips, lut_file):
     assert probe(dst)["frames"] == FRAMES
 
 
-def _wait_for_written_output(proc: subprocess.Popen, folder: Path,
-                             hang_guard: float = HANG_GUARD_S) -> None:
+def _wait_for_written_output(proc: subprocess.Popen, folder: Path) -> None:
     """Block until ``proc`` holds an output file in ``folder`` open with some frames written
-    in it (it is mid-run). ``hang_guard`` only stops a run that hangs: a loaded machine may
-    take long to get there, and the wait ends as soon as it does."""
-    deadline = time.monotonic() + hang_guard
+    in it (it is mid-run): a condition, not a time, however loaded the machine."""
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         with contextlib.suppress(OSError):  # an fd closed meanwhile
