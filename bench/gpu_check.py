@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""The GPU check: run once on a machine with an NVIDIA GPU, send back its output.
+"""The GPU check: run once on a machine with a GPU, send back its output.
 
-lutsr's CUDA kernels have only run in numba's CUDA simulator. This script is
-what a person with a GPU runs (a few minutes) to find out whether they are
-right and how fast they are::
+lutsr's CUDA kernels have only run in numba's CUDA simulator, and its WebGPU
+kernels only on Mesa's software Vulkan driver (lavapipe). This script is what
+a person with a GPU runs (a few minutes) to find out whether they are right
+and how fast they are, CUDA and WebGPU side by side in one run::
 
-    pip install -e ".[gpu,test]"          # or .[gpu-cu13,test]
+    pip install -e ".[gpu,webgpu,test]"   # or .[gpu-cu13,webgpu,test]; not NVIDIA: .[webgpu,test]
     python bench/gpu_check.py > gpu_check.jsonl
 
-It prints one JSON object per line:
+Each part runs when it can: CUDA when numba.cuda finds a GPU, WebGPU when
+wgpu finds a hardware adapter (the best one, or the one ``--webgpu-adapter``
+or ``LUTSR_WEBGPU_ADAPTER`` names); a part that cannot run is one
+``{"check": "skipped", "backend": ...}`` line, and only when neither can does
+the run fail at once. It prints one JSON object per line (each check's
+``"backend"`` says which):
 
 - ``{"check": "exact", ...}``: every bundled LUT and a layered one, on a
   480x270 RGB frame given as each array kind present (numba device array,
@@ -21,19 +27,30 @@ It prints one JSON object per line:
 - ``{"check": "time", ...}``: per LUT and size (480x270 -> 1080p and
   960x540 -> 4K, x4): the first call (kernel compile and uploads), the time to
   enqueue one frame, and the median GPU time per frame over 30 frames;
-- ``{"check": "environment", ...}`` first, and ``{"check": "skipped", ...}`` for
-  an array kind whose library is missing.
+- WebGPU: ``{"check": "exact", "backend": "webgpu", ...}`` for the same LUTs
+  and frames (numpy in and out, with and without ``out``), and
+  ``{"check": "time", "backend": "webgpu", ...}`` at the same sizes: the first
+  call (runner creation with its table upload, per-size buffers, and the
+  shader compile the first time a kind of stage is seen), the median time per
+  frame over 30 frames, and the medians of upload, kernels and read-back, each
+  phase waited for on its own (``WebGPURunner.run(..., times=)``);
+- ``{"check": "environment", ...}`` first (with the WebGPU adapter used), and
+  ``{"check": "skipped", ...}`` for an array kind whose library is missing or a
+  backend that cannot run here.
 
 ``--smoke`` shrinks everything to a few tiny frames and one LUT of each kind
-and needs no GPU under ``NUMBA_ENABLE_CUDASIM=1``: CI runs it that way
-(``tests/test_gpu_check.py``) so that the script never rots. The exit status is
-1 when any check failed.
+and needs no GPU under ``NUMBA_ENABLE_CUDASIM=1``; with ``--webgpu-adapter
+llvmpipe`` it checks the WebGPU part on lavapipe too. CI runs it that way
+(``tests/test_gpu_check.py``) so that the script never rots. A software
+adapter is used only in smoke mode: the full check times GPUs. The exit
+status is 1 when any check failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -132,8 +149,8 @@ def check_exact(luts, kinds, frame: np.ndarray) -> bool:
             want = lutsr.upscale(images, lut, backend="numba")
             for kind, (to_device, to_host, alloc) in kinds.items():
                 for with_out in (False, True):
-                    record = {"check": "exact", "lut": lut.name, "kind": kind,
-                              "shape": list(images.shape), "out": with_out}
+                    record = {"check": "exact", "backend": "cuda", "lut": lut.name,
+                              "kind": kind, "shape": list(images.shape), "out": with_out}
                     try:
                         out = alloc(want.shape) if with_out else None
                         got = lutsr.upscale(to_device(images), lut, out=out, backend="cuda")
@@ -216,32 +233,130 @@ def check_times(luts, kinds, sizes, frames: int) -> None:
                 _synchronize()
                 enqueue.append(t1 - t0)
                 per_frame.append(time.perf_counter() - t0)
-            _emit({"check": "time", "lut": lut.name, "input": [w, h],
+            _emit({"check": "time", "backend": "cuda", "lut": lut.name, "input": [w, h],
                    "output": [w * lut.scale, h * lut.scale], "first_call_s": round(first, 4),
                    "enqueue_ms_median": round(1e3 * float(np.median(enqueue)), 3),
                    "frame_ms_median": round(1e3 * float(np.median(per_frame)), 3)})
+
+
+def webgpu_adapter(smoke: bool) -> tuple[str | None, str]:
+    """``(summary, "")`` of the adapter ``backend="webgpu"`` uses here, or ``(None, why)`` when
+    the WebGPU checks cannot run (a software adapter runs them only with ``smoke``)."""
+    from lutsr._webgpu import device
+
+    try:
+        device.import_wgpu()
+        adapter, _ = device.device()
+    except RuntimeError as exc:
+        return None, str(exc)
+    if adapter.info.get("adapter_type") == "CPU" and not smoke:
+        return None, (f"{device.describe(adapter)} is a software adapter (the CPU): the full "
+                      "check times GPUs; check it with --smoke")
+    return device.describe(adapter), ""
+
+
+def check_webgpu_exact(luts, frame: np.ndarray) -> bool:
+    """Every LUT on ``frame`` and a batch of three, with and without ``out``, against numba."""
+    ok_all = True
+    batch = np.stack([frame, frame[::-1], np.ascontiguousarray(frame[:, ::-1])])
+    for lut in luts:
+        up = None
+        for images in (frame, batch):
+            want = lutsr.upscale(images, lut, backend="numba")
+            for with_out in (False, True):
+                record = {"check": "exact", "backend": "webgpu", "lut": lut.name,
+                          "kind": "numpy", "shape": list(images.shape), "out": with_out}
+                try:
+                    up = up or lutsr.Upscaler(lut, backend="webgpu")
+                    out = np.empty_like(want) if with_out else None
+                    got = up(images, out=out)
+                    if with_out and got is not out:
+                        raise AssertionError("out= was not returned as given")
+                    diff = int(np.count_nonzero(got != want))
+                    record.update(ok=diff == 0, differing_bytes=diff)
+                except Exception as exc:  # report every case, keep going
+                    record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+                ok_all &= record["ok"]
+                _emit(record)
+    return ok_all
+
+
+def check_webgpu_times(luts, sizes, frames: int) -> bool:
+    """Per LUT and size: the first call, the median frame, and the median of each phase."""
+    from lutsr._webgpu import WebGPURunner
+
+    ok_all = True
+    rng = np.random.default_rng(1)
+    for lut in luts:
+        for h, w in sizes:
+            record = {"check": "time", "backend": "webgpu", "lut": lut.name, "input": [w, h],
+                      "output": [w * lut.scale, h * lut.scale]}
+            try:
+                img = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+                out = np.empty((1, h * lut.scale, w * lut.scale, 3), np.uint8)
+                t0 = time.perf_counter()
+                runner = WebGPURunner(lut)  # uploads the tables (CUDA: in the first call)
+                runner.run(img, out)
+                first = time.perf_counter() - t0
+                per_frame = []
+                for _ in range(frames):
+                    t0 = time.perf_counter()
+                    runner.run(img, out)
+                    per_frame.append(time.perf_counter() - t0)
+                phases = []
+                for _ in range(frames):
+                    phases.append({})
+                    runner.run(img, out, phases[-1])
+                record.update(
+                    first_call_s=round(first, 4),
+                    frame_ms_median=round(1e3 * float(np.median(per_frame)), 3),
+                    **{f"{p}_ms_median": round(1e3 * float(np.median([t[p] for t in phases])), 3)
+                       for p in ("upload", "kernels", "readback")})
+            except Exception as exc:  # report every case, keep going
+                record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+                ok_all = False
+            _emit(record)
+    return ok_all
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true",
                         help="tiny frames, one LUT of each kind (runs in numba's CUDA simulator)")
+    parser.add_argument("--webgpu-adapter", metavar="NAME", default=None,
+                        help="the WebGPU adapter to check (a case-insensitive part of its name, "
+                             "e.g. llvmpipe with --smoke); default LUTSR_WEBGPU_ADAPTER, else "
+                             "the best hardware adapter")
     args = parser.parse_args(argv)
     import numba
     from numba import cuda
 
+    from lutsr._webgpu.device import ADAPTER_ENV
+
+    if args.webgpu_adapter:  # as backend="webgpu" reads it, in this process
+        os.environ[ADAPTER_ENV] = args.webgpu_adapter
     simulator = bool(numba.config.ENABLE_CUDASIM)
     env = {"check": "environment", "lutsr": lutsr.__version__, "numba": numba.__version__,
            "numpy": np.__version__, "python": platform.python_version(), "simulator": simulator}
-    if not simulator:
-        if not cuda.is_available():
-            env["error"] = "numba.cuda finds no GPU"
-            _emit(env)
-            return 1
+    webgpu, webgpu_why = webgpu_adapter(args.smoke)
+    if webgpu is not None:
+        import wgpu
+
+        env.update(wgpu=wgpu.__version__, webgpu_adapter=webgpu)
+    has_cuda = simulator or cuda.is_available()
+    if not has_cuda and webgpu is None:
+        env.update(error="numba.cuda finds no GPU", webgpu=webgpu_why)
+        _emit(env)
+        return 1
+    if not simulator and has_cuda:
         device = cuda.get_current_device()
         env.update(gpu=device.name.decode() if isinstance(device.name, bytes) else device.name,
                    compute_capability=list(device.compute_capability))
     _emit(env)
+    if not has_cuda:
+        _emit({"check": "skipped", "backend": "cuda", "why": "numba.cuda finds no GPU"})
+    if webgpu is None:
+        _emit({"check": "skipped", "backend": "webgpu", "why": webgpu_why})
     rng = np.random.default_rng(0)
     if args.smoke:
         frame = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -249,14 +364,17 @@ def main(argv=None) -> int:
     else:
         frame = rng.integers(0, 256, (270, 480, 3), dtype=np.uint8)
         luts = [lutsr.load_bundled(name) for name in lutsr.bundled_names()] + [_layered_lut()]
-    kinds = _kinds(args.smoke)
-    ok = check_exact(luts, kinds, frame)
-    ok &= check_streams(frame, args.smoke)
-    if args.smoke:
-        check_times(luts[:1], kinds, [(4, 6)], frames=2)
-    else:
-        x4 = [lut for lut in luts if lut.scale == 4]
-        check_times(x4, kinds, [(270, 480), (540, 960)], frames=30)
+    timed = luts[:1] if args.smoke else [lut for lut in luts if lut.scale == 4]
+    sizes, frames = ([(4, 6)], 2) if args.smoke else ([(270, 480), (540, 960)], 30)
+    ok = True
+    if has_cuda:
+        kinds = _kinds(args.smoke)
+        ok &= check_exact(luts, kinds, frame)
+        ok &= check_streams(frame, args.smoke)
+        check_times(timed, kinds, sizes, frames)
+    if webgpu is not None:
+        ok &= check_webgpu_exact(luts, frame)
+        ok &= check_webgpu_times(timed, sizes, frames)
     return 0 if ok else 1
 
 
