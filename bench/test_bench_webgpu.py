@@ -6,7 +6,7 @@ numpy out. Besides the time of a whole call (as ``Upscaler`` makes it, upload,
 kernels and read-back overlapping where wgpu allows), each case is run with
 the device waited for after each phase, so that upload, kernels and read-back
 are timed separately (``WebGPURunner.run(..., times=)``; the waits cost a
-little, so their sum is at or above the whole call's time).
+little, and the phases overlap no more).
 
 The adapter is the one ``backend="webgpu"`` picks: the best hardware GPU, or
 the one named by ``LUTSR_WEBGPU_ADAPTER`` (a software one only when named).
