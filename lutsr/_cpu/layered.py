@@ -33,7 +33,16 @@ reproduce it bit for bit. How a stage runs (:func:`_layered_band`):
   (:func:`_depthwise_lanes`); a pointwise one loads each input vector once
   for 4 outputs, 4 vectors per call (:func:`_pointwise_lanes`): 16
   independent sums hide the permutes' latency.
-* **Portable kernels** (CPUs without AVX-512BW, stages over 16 channels): a
+* **AVX2** (CPUs with AVX2 but not AVX-512BW; no 16-bit permute there). A
+  layer whose inputs every output shares (pointwise, the low-bit layer,
+  block 0's depthwise) adds, per pixel and input, one 32-byte row of the 16
+  outputs' entries by one ``vpaddw`` from memory, 16 pixels at a time, then
+  transposes (:func:`_shared_inputs_avx2`). The other depthwise layers look
+  up 32 pixels in a table by 8 ``vpshufb`` over its low and high bytes in 4
+  slices of 16, reading the input as control bytes that zero the lanes of
+  the other slices (:func:`_control_planes`, :func:`_depthwise_avx2`).
+  Rounding as with AVX-512, 16 lanes.
+* **Portable kernels** (CPUs without AVX2, stages over 16 channels): a
   layer whose inputs are shared by every output (pointwise, or block 0's
   depthwise over the one input channel) adds per pixel and input one row of
   the ``C`` outputs' values, a generic vector (:func:`_shared_inputs_portable`);
@@ -896,7 +905,8 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
         ``(n, a_max, C, 64)`` flattened: layer ``l``'s expanded table ``(a, o)``
         (:func:`~lutsr.layered.expanded_tables`); and, for the portable
         kernels, the same laid out ``(n, a_max, 64, C)`` (see
-        :func:`_shared_inputs_portable`).
+        :func:`_shared_inputs_portable`). For the AVX2 kernels, the pair of
+        :func:`~.layered_plan._avx2_layouts`.
     n_in, is_dw : (n,) int64, bool
         Inputs ``A`` of each layer, and whether it is depthwise.
     magic, epi : (n, 6), (n, 3) int64
