@@ -68,3 +68,21 @@ def test_gpu_check_smoke_covers_webgpu_on_lavapipe():
     assert timing["output"] == [12, 8] and "error" not in timing, timing
     assert timing["frame_ms_median"] > 0 and timing["kernels_ms_median"] > 0
     assert timing["upload_ms_median"] >= 0 and timing["readback_ms_median"] >= 0
+
+
+def test_gpu_check_full_run_refuses_a_software_adapter():
+    why = _software_adapter()
+    if why is not None:
+        pytest.skip(why)
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the full check would run on it")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"),
+                           "--webgpu-adapter", SOFTWARE], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
+    (record,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1 and record["check"] == "environment"
+    assert record["error"] == "numba.cuda finds no GPU"
+    assert "is a software adapter" in record["webgpu"] and "--smoke" in record["webgpu"]
