@@ -668,7 +668,19 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
         lines.append("")
     else:
         lines += ["Quality was not measured in this run (`--no-quality`); no plot.", ""]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + _kept_sections(path))
+
+
+#: Sections after this line of RESULTS.md come from other bench scripts (each says which)
+#: and survive a regeneration.
+KEPT_MARKER = "<!-- Sections below: written by other bench scripts, kept by make_results.py -->"
+
+
+def _kept_sections(path: Path) -> str:
+    """The marker and what follows it in the existing ``path`` (empty if none)."""
+    old = path.read_text() if path.exists() else ""
+    at = old.find(KEPT_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
 
 
 # --------------------------------------------------------------------------- main
