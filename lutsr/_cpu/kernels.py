@@ -527,10 +527,18 @@ def avx2_available() -> bool:
 
 @functools.cache
 def _target_features() -> frozenset[str]:
-    """The ``+feature`` / ``-feature`` flags numba compiles for (about 1 ms to ask LLVM)."""
+    """The ``+feature`` / ``-feature`` flags numba compiles for (about 1 ms to ask LLVM).
+
+    Empty unless numba targets x86: the x86 feature names are all these flags are
+    asked about, and on another CPU (aarch64) an x86 ``NUMBA_CPU_FEATURES`` left in
+    the environment would otherwise select x86 intrinsics, which LLVM cannot compile
+    there (it aborts the process).
+    """
     from numba.core import config
     from numba.core.codegen import get_host_cpu_features
 
+    if _llvm.get_process_triple().split("-")[0] not in ("x86_64", "i386", "i686"):
+        return frozenset()
     features = config.CPU_FEATURES if config.CPU_FEATURES is not None \
         else get_host_cpu_features()
     return frozenset(features.split(","))
