@@ -63,8 +63,9 @@ def read_npy(fp, available: int, max_elements: int, what: str) -> np.ndarray:
         # The header is at most numpy's 10,000 bytes; a MemoryError or RecursionError here
         # is Python's parser refusing its nesting (thousands of "-" or "("), not a real
         # shortage of memory. numpy retokenizes a header it cannot parse (TokenError).
-        raise ValueError(f"{what}: not a readable .npy file "
-                         f"({str(exc) or 'its header is nested too deeply'})") from None
+        why = ("its header is nested too deeply" if isinstance(exc, (RecursionError, MemoryError))
+               else str(exc))  # Python's own words for that vary by version
+        raise ValueError(f"{what}: not a readable .npy file ({why})") from None
     if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS:
         raise ValueError(f"{what}: dtype {dtype} is refused (numeric arrays only; objects "
                          "would need unpickling)")
