@@ -20,17 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFORMANCE, need, random_layered_stage
+from conftest import CONFORMANCE, HANG_GUARD_S, need, random_layered_stage
 
 import lutsr
 from lutsr.fileformat import LUTFormatError, from_bytes, to_bytes
 from lutsr.importers import import_mulut, import_shiftlut, import_srlut, whole_numbers
 from lutsr.layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, TableLayer, table_entries
-
-#: A little longer than any import of these tiny folders takes, even on a loaded machine: only
-#: a guard so that a hang fails the test instead of stalling the run, never a speed check.
-HANG_GUARD_S = 120
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
