@@ -525,6 +525,17 @@ def avx2_available() -> bool:
     return "+avx2" in _target_features()
 
 
+def neon_available() -> bool:
+    """Whether numba compiles for aarch64 (and so the NEON kernels of layered stages).
+
+    Advanced SIMD (NEON) is part of every aarch64 CPU, so the target triple is all there is
+    to ask; ``LUTSR_PORTABLE_KERNEL=1`` turns it off.
+    """
+    if os.environ.get("LUTSR_PORTABLE_KERNEL", "0") not in ("", "0"):
+        return False
+    return _llvm.get_process_triple().split("-")[0] in ("aarch64", "arm64")
+
+
 @functools.cache
 def _target_features() -> frozenset[str]:
     """The ``+feature`` / ``-feature`` flags numba compiles for (about 1 ms to ask LLVM).

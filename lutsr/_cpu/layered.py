@@ -103,19 +103,21 @@ class _Lanes:
     """
 
     def __init__(self, context, builder, signature, args, magic: int | None, epi: int | None,
-                 lanes: int = VEC):
+                 lanes: int = VEC, generic: bool = False):
         self.context, self.builder = context, builder
         self.sig, self.args = signature.args, args
         self.i64 = ir.IntType(64)
         self.vec = ir.VectorType(ir.IntType(16), lanes)
+        self.generic = generic  # no x86 intrinsic (NEON): see :meth:`mulhi`
         module = builder.module
-        if lanes == VEC:
+        if lanes == VEC and not generic:
             self.permute = cgutils.get_or_insert_function(
                 module, ir.FunctionType(self.vec, [self.vec] * 3),
                 "llvm.x86.avx512.vpermi2var.hi.512")
-        self.mulhi = cgutils.get_or_insert_function(
-            module, ir.FunctionType(self.vec, [self.vec] * 2),
-            "llvm.x86.avx512.pmulhu.w.512" if lanes == VEC else "llvm.x86.avx2.pmulhu.w")
+        if not generic and magic is not None:
+            self._pmulhu = cgutils.get_or_insert_function(
+                module, ir.FunctionType(self.vec, [self.vec] * 2),
+                "llvm.x86.avx512.pmulhu.w.512" if lanes == VEC else "llvm.x86.avx2.pmulhu.w")
 
         def field(index, i):
             value = builder.extract_value(args[index], i)
@@ -129,6 +131,18 @@ class _Lanes:
 
     def const(self, c):
         return ir.Constant(self.vec, [c] * self.vec.count)
+
+    def mulhi(self, a, b):
+        """The high halves of the unsigned 16 x 16-bit products, lane by lane: ``vpmulhuw``
+        on x86; generic IR otherwise (widen, multiply, shift, narrow: on aarch64 LLVM
+        makes it ``umull`` / ``umull2`` and one ``uzp2``)."""
+        builder = self.builder
+        if not self.generic:
+            return builder.call(self._pmulhu, [a, b])
+        wide = ir.VectorType(ir.IntType(32), self.vec.count)
+        product = builder.mul(builder.zext(a, wide), builder.zext(b, wide))
+        high = builder.lshr(product, ir.Constant(wide, [16] * self.vec.count))
+        return builder.trunc(high, self.vec)
 
     def int64(self, index):
         """Argument ``index`` as an i64."""
@@ -163,7 +177,7 @@ class _Lanes:
         # round_half_even(T / D) = q - 128, but for a tie (t a multiple of D) with q odd:
         # then the even neighbour q - 1.
         t = b.add(total, self.t_bias)
-        q = b.lshr(b.call(self.mulhi, [t, self.mul]), self.shift)
+        q = b.lshr(self.mulhi(t, self.mul), self.shift)
         tie = b.icmp_unsigned("==", t, b.mul(q, self.divisor))
         v = b.add(b.select(tie, b.and_(q, self.const(-2)), q), self.bias)
         for residual in residuals:
@@ -400,6 +414,88 @@ def _transpose(builder, rows):
     return columns
 
 
+#: Pixels per call of :func:`_shared_inputs_neon`: their 8 rows of sums fill 16 of the 32
+#: NEON registers (16 pixels' rows, all 32, spilled).
+PIXELS_NEON = 8
+
+
+def _transpose8(builder, rows):
+    """The 16 columns (``<8 x i16>``) of 8 ``<16 x i16>`` rows: each half of the rows (outputs
+    0-7, then 8-15; a register each on NEON) transposed 8 x 8 by three rounds of unpacks
+    (``zip1`` / ``zip2`` of 16-, 32- and 64-bit elements: 48 shuffles)."""
+    i32 = ir.IntType(32)
+    half_t = ir.VectorType(ir.IntType(16), PIXELS_NEON)
+
+    def unpack(a, b, size, high):
+        chunks = PIXELS_NEON // size // 2
+        mask = [side + (chunks * high + c) * size + e for c in range(chunks)
+                for side in (0, PIXELS_NEON) for e in range(size)]
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, PIXELS_NEON), mask))
+
+    columns = []
+    for h in range(2):
+        part = ir.Constant(ir.VectorType(i32, PIXELS_NEON), list(range(8 * h, 8 * h + 8)))
+        vecs = [builder.shuffle_vector(row, ir.Constant(row.type, ir.Undefined), part)
+                for row in rows]
+        assert vecs[0].type == half_t
+        for size, pairs in ((1, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+                            (2, [(0, 2), (1, 3), (4, 6), (5, 7)]),
+                            (4, [(0, 4), (1, 5), (2, 6), (3, 7)])):
+            vecs = [unpack(vecs[p], vecs[q], size, high) for p, q in pairs
+                    for high in (False, True)]
+        columns += vecs  # column 8 h + j: pixel i in lane i
+    return columns
+
+
+def _shared_inputs_codegen(generic: bool, n_ch: int, second: bool, adds: bool):
+    """The code of :func:`_shared_inputs_avx2` (``generic``: of :func:`_shared_inputs_neon`,
+    no x86 intrinsic, :data:`PIXELS_NEON` pixels), for ``n_ch`` outputs, a second residual
+    or not, adding into the output or not."""
+    pixels = PIXELS_NEON if generic else VEC2
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=pixels,
+                       generic=generic)
+        b, i64 = builder, lanes.i64
+        row_t = ir.VectorType(ir.IntType(16), VEC2)  # one row: the 16 outputs' entries
+        work_d, tab_d, off_d, r1_d, out_d, dst_d = (lanes.data(i)
+                                                    for i in (0, 1, 4, 6, 10, 11))
+        r2_d = lanes.data(7) if second else None
+        tab_at, x = lanes.int64(2), lanes.int64(13)
+        start = b.add(lanes.int64(5), x)
+        sums = [cgutils.alloca_once_value(b, ir.Constant(row_t, [0] * VEC2))
+                for _ in range(pixels)]
+        with cgutils.for_range(b, lanes.int64(3)) as loop:
+            at = b.add(b.load(b.gep(off_d, [loop.index])), start)
+            row = b.add(tab_at, b.mul(loop.index, ir.Constant(i64, HIGH_LEVELS * VEC2)))
+            for i in range(0, pixels, 4):
+                # Four values per load (loads are what these lookups are short of). Feature
+                # maps hold 0..63 everywhere, padding included (as the portable kernels
+                # assume): no mask.
+                four = b.load(b.bitcast(b.gep(work_d, [b.add(at, ir.Constant(i64, i))]),
+                                        i64.as_pointer()), align=2)
+                for j in range(4):
+                    value = b.and_(b.lshr(four, ir.Constant(i64, 16 * j)),
+                                   ir.Constant(i64, 0xFFFF))
+                    at_row = b.add(row, b.shl(value, ir.Constant(i64, 4)))
+                    entry = b.load(b.bitcast(b.gep(tab_d, [at_row]), row_t.as_pointer()),
+                                   align=2)
+                    b.store(b.add(b.load(sums[i + j]), entry), sums[i + j])
+        columns = (_transpose8 if generic else _transpose)(b, [b.load(s) for s in sums])
+        accumulate = (context.cast(b, args[12], signature.args[12], types.boolean) if adds
+                      else None)
+        for o in range(n_ch):
+            channel = ir.Constant(i64, o)
+            residuals = [lanes.load(work_d, b.load(b.gep(r1_d, [channel])), x)]
+            if second:
+                residuals.append(lanes.load(work_d, b.load(b.gep(r2_d, [channel])), x))
+            target = lanes.at(out_d, b.load(b.gep(dst_d, [channel])), x)
+            lanes.finish(columns[o], residuals, target, accumulate)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1, res2, magic,
                         epi, out, out_base, accumulate, x, block):
@@ -416,47 +512,28 @@ def _shared_inputs_avx2(typingctx, work, tables, tab_at, n_in, a_off, base, res1
     """
     if not (isinstance(work, types.Array) and isinstance(block, types.UniTuple)):
         return None
-    n_ch = block.count
-    second = not isinstance(res2, (types.NoneType, types.Omitted))
-    adds = not isinstance(accumulate, (types.NoneType, types.Omitted))
-
-    def codegen(context, builder, signature, args):
-        lanes = _Lanes(context, builder, signature, args, magic=8, epi=9, lanes=VEC2)
-        b, i64 = builder, lanes.i64
-        work_d, tab_d, off_d, r1_d, out_d, dst_d = (lanes.data(i)
-                                                    for i in (0, 1, 4, 6, 10, 11))
-        r2_d = lanes.data(7) if second else None
-        tab_at, x = lanes.int64(2), lanes.int64(13)
-        start = b.add(lanes.int64(5), x)
-        sums = [cgutils.alloca_once_value(b, lanes.const(0)) for _ in range(VEC2)]
-        with cgutils.for_range(b, lanes.int64(3)) as loop:
-            at = b.add(b.load(b.gep(off_d, [loop.index])), start)
-            row = b.add(tab_at, b.mul(loop.index, ir.Constant(i64, HIGH_LEVELS * VEC2)))
-            for i in range(0, VEC2, 4):
-                # Four values per load (loads are what these lookups are short of). Feature
-                # maps hold 0..63 everywhere, padding included (as the portable kernels
-                # assume): no mask.
-                four = b.load(b.bitcast(b.gep(work_d, [b.add(at, ir.Constant(i64, i))]),
-                                        i64.as_pointer()), align=2)
-                for j in range(4):
-                    value = b.and_(b.lshr(four, ir.Constant(i64, 16 * j)),
-                                   ir.Constant(i64, 0xFFFF))
-                    entry = lanes.load(tab_d, row, b.shl(value, ir.Constant(i64, 4)))
-                    b.store(b.add(b.load(sums[i + j]), entry), sums[i + j])
-        columns = _transpose(b, [b.load(s) for s in sums])
-        accumulate = (context.cast(b, args[12], signature.args[12], types.boolean) if adds
-                      else None)
-        for o in range(n_ch):
-            channel = ir.Constant(i64, o)
-            residuals = [lanes.load(work_d, b.load(b.gep(r1_d, [channel])), x)]
-            if second:
-                residuals.append(lanes.load(work_d, b.load(b.gep(r2_d, [channel])), x))
-            target = lanes.at(out_d, b.load(b.gep(dst_d, [channel])), x)
-            lanes.finish(columns[o], residuals, target, accumulate)
-        return context.get_dummy_value()
-
     return types.void(work, tables, tab_at, n_in, a_off, base, res1, res2, magic, epi, out,
-                      out_base, accumulate, x, block), codegen
+                      out_base, accumulate, x, block), _shared_inputs_codegen(
+        False, block.count, not isinstance(res2, (types.NoneType, types.Omitted)),
+        not isinstance(accumulate, (types.NoneType, types.Omitted)))
+
+
+@intrinsic
+def _shared_inputs_neon(typingctx, work, tables, tab_at, n_in, a_off, base, res1, res2, magic,
+                        epi, out, out_base, accumulate, x, block):
+    """:func:`_shared_inputs_avx2` in generic LLVM vector IR, for aarch64 (NEON), at
+    :data:`PIXELS_NEON` pixels from ``x``.
+
+    The same arguments and tables; each row add is one ``ldp`` of 32 bytes and two 8-lane
+    ``add``; 8 pixels' rows of sums take 16 registers, transposed (:func:`_transpose8`) to
+    one 8-lane vector per output, rounded with a generic multiply-high (:meth:`_Lanes.mulhi`).
+    """
+    if not (isinstance(work, types.Array) and isinstance(block, types.UniTuple)):
+        return None
+    return types.void(work, tables, tab_at, n_in, a_off, base, res1, res2, magic, epi, out,
+                      out_base, accumulate, x, block), _shared_inputs_codegen(
+        True, block.count, not isinstance(res2, (types.NoneType, types.Omitted)),
+        not isinstance(accumulate, (types.NoneType, types.Omitted)))
 
 
 @intrinsic
@@ -614,6 +691,74 @@ def _finish_avx2(typingctx, acc, at, stride, dst, d_at, side):
         return context.get_dummy_value()
 
     return types.void(acc, at, stride, dst, d_at, side), codegen
+
+
+#: ``tbl`` with four registers: 16 byte lanes looked up in a 64-byte table (aarch64).
+_TBL4 = "llvm.aarch64.neon.tbl4.v16i8"
+
+
+@intrinsic
+def _depthwise_neon(typingctx, work, tables, tab_at, tab_step, a_off, o_base, res_at, magic, epi,
+                    out, out_at, n_vec):
+    """One output channel of a depthwise layer over ``32 * n_vec`` pixels (aarch64 NEON).
+
+    What :func:`_depthwise_lanes` computes (one residual, at ``work[res_at]``),
+    its tables laid out as for :func:`_depthwise_avx2` (each 64-entry table's
+    low bytes, then its high bytes). Per tap and 16 pixels: the int16 input
+    narrowed to bytes (one ``uzp1``), looked up in the low and the high byte
+    plane by one ``tbl`` of four registers each, the two interleaved back to
+    int16 (``zip1`` / ``zip2``) and added into int16 sums kept in ``out``: one
+    sweep of the row per tap, its table in 8 registers; a last sweep rounds.
+    """
+    if not (isinstance(work, types.Array) and isinstance(tables, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = _Lanes(context, builder, signature, args, magic=7, epi=8, lanes=VEC2,
+                       generic=True)
+        b, i64, i8, i32 = builder, lanes.i64, ir.IntType(8), ir.IntType(32)
+        slice_t, plane_t = ir.VectorType(i8, 16), ir.VectorType(i8, HIGH_LEVELS)
+        tbl = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(slice_t, [slice_t] * 5), _TBL4)
+        work_d, off_d, out_d = lanes.data(0), lanes.data(4), lanes.data(9)
+        tab_b = b.bitcast(lanes.data(1), i8.as_pointer())
+        tab_at, tab_step, o_base = lanes.int64(2), lanes.int64(3), lanes.int64(5)
+        res_at, out_at, n_vec = lanes.int64(6), lanes.int64(10), lanes.int64(11)
+        offs = [b.add(o_base, b.load(b.gep(off_d, [ir.Constant(i64, a)])))
+                for a in range(_TAPS)]
+        quarters = [ir.Constant(ir.VectorType(i32, 16), list(range(16 * q, 16 * q + 16)))
+                    for q in range(_SLICES)]
+        interleave = ir.Constant(ir.VectorType(i32, 2 * VEC2),
+                                 [j // 2 + (j % 2) * VEC2 for j in range(2 * VEC2)])
+        for a in range(_TAPS):
+            # One sweep of the row per tap, its two 64-byte planes held in 8 registers (the
+            # 9 taps' 72 would not fit in 32: sums kept in registers spilled).
+            at = b.mul(b.add(tab_at, b.mul(tab_step, ir.Constant(i64, a))), ir.Constant(i64, 2))
+            planes = []
+            for h in range(2):  # the low bytes' plane, then the high bytes'
+                ptr = b.bitcast(b.gep(tab_b, [b.add(at, ir.Constant(i64, HIGH_LEVELS * h))]),
+                                plane_t.as_pointer())
+                plane = b.load(ptr, align=1)
+                planes.append([b.shuffle_vector(plane, ir.Constant(plane_t, ir.Undefined), q)
+                               for q in quarters])
+            with cgutils.for_range(b, b.mul(n_vec, ir.Constant(i64, VEC // VEC2))) as loop:
+                x = b.mul(loop.index, ir.Constant(i64, VEC2))
+                index = b.trunc(lanes.load(work_d, offs[a], x), slice_t)
+                low, high = (b.call(tbl, [*plane, index]) for plane in planes)
+                pairs = b.shuffle_vector(low, high, interleave)  # little-endian int16
+                value = b.bitcast(pairs, lanes.vec)
+                target = lanes.at(out_d, out_at, x)
+                if a:  # the sums so far, in the output row
+                    value = b.add(b.load(target, align=2), value)
+                b.store(value, target, align=2)
+        with cgutils.for_range(b, b.mul(n_vec, ir.Constant(i64, VEC // VEC2))) as loop:
+            x = b.mul(loop.index, ir.Constant(i64, VEC2))
+            lanes.finish(lanes.load(out_d, out_at, x), [lanes.load(work_d, res_at, x)],
+                         lanes.at(out_d, out_at, x), None)
+        return context.get_dummy_value()
+
+    return types.void(work, tables, tab_at, tab_step, a_off, o_base, res_at, magic, epi, out,
+                      out_at, n_vec), codegen
 
 
 @numba.njit(nogil=True, cache=True)
@@ -779,14 +924,14 @@ def _pointwise_row(work, tables, tab_at, tab_step, n_a, a_off, out_base, n_ch, m
 @numba.njit(nogil=True, cache=True)
 def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win, shifts, dest,
                ring_rows, row_at, margin, wp, wr, work, acc, offs, sums, block, outs,
-               chains, planes):
+               chains, planes, neon):
     """Row ``y`` of layer ``layer`` (0 = low bits, 1 = block 0's depthwise, ..., last = up)
     in rotation ``k``: computes every tap's offset, then each output channel.
 
     ``tables`` is the pair of layouts ``(n, a_max, C, 64)`` and, for the
     portable kernels, ``(n, a_max, 64, C)``; for the AVX2 kernels (``planes``
-    not None) ``(n, a_max, C, 2, 64)`` bytes and ``(n, a_max, 64, 16)`` (see
-    :class:`~.layered_plan.PreparedLayered`).
+    not None) and the NEON ones (``neon`` not None) ``(n, a_max, C, 2, 64)`` bytes and
+    ``(n, a_max, 64, 16)`` (see :class:`~.layered_plan.PreparedLayered`).
     """
     n_ch = dest.shape[1]
     n = n_in.shape[0]
@@ -834,10 +979,27 @@ def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, 
     tab_step = n_ch * HIGH_LEVELS
     by_output, by_input = tables
     # Numba prunes an `x is None` branch only where x is None: chains is None for the
-    # portable and AVX2 kernels, planes is None but for AVX2, and each CPU compiles only
-    # the kernels it can run.
+    # portable, AVX2 and NEON kernels, planes is None but for AVX2, neon None but for
+    # NEON, and each CPU compiles only the kernels it can run.
     if chains is None:
-        if planes is None:
+        if neon is not None:  # NEON (planes is None)
+            if layer >= 2 and is_dw[layer]:  # each output reads its own channel
+                for o in range(n_ch):
+                    _depthwise_neon(work, by_output, tab_at + o * HIGH_LEVELS, tab_step, a_off,
+                                    o_base[o], res1[o], mg, ep, out, out_base[o], wr // VEC)
+            else:
+                rows_at = layer * a_max * VEC2 * HIGH_LEVELS
+                for x in range(0, wr, PIXELS_NEON):
+                    if layer == 1:  # block 0's depthwise layer also adds the low bits' output
+                        _shared_inputs_neon(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            res2, mg, ep, out, out_base, None, x, block)
+                    elif last:  # the up layer adds into the accumulator after rotation 0
+                        _shared_inputs_neon(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            None, mg, ep, out, out_base, accumulate, x, block)
+                    else:
+                        _shared_inputs_neon(work, by_input, rows_at, n_a, a_off, o_base[0], res1,
+                                            None, mg, ep, out, out_base, None, x, block)
+        elif planes is None:
             if layer >= 2 and is_dw[layer]:  # each output reads its own channel
                 for o in range(n_ch):
                     _depthwise_portable(work, by_output, tab_at + o * HIGH_LEVELS, tab_step,
@@ -894,7 +1056,7 @@ def _layer_row(layer, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, 
 @numba.njit(nogil=True, cache=True)
 def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is_dw, magic, epi,
                   win, shifts, dest, reach, ring_rows, row_at, margin, wp, wr, work, acc, offs,
-                  sums, dst, d_y, d_x, dst_at, side, block, outs, chains, planes):
+                  sums, dst, d_y, d_x, dst_at, side, block, outs, chains, planes, neon):
     """One channel of a layered stage for input rows ``y0:y1``: output rows ``r*y0:r*y1``.
 
     Parameters
@@ -945,6 +1107,9 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
     planes : 1-D uint8, or None
         For the AVX2 kernels (None: the others), scratch for the ``vpshufb``
         controls of 3 rows (:func:`_control_planes`), ``3 * 4 * wp`` bytes.
+    neon : tuple, or None
+        Not None (an empty tuple) for the NEON kernels (aarch64): :func:`_depthwise_neon`,
+        :func:`_shared_inputs_neon`.
     """
     n_ch = dest.shape[1]
     n = n_in.shape[0]
@@ -982,17 +1147,17 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
                 if s == 1:
                     _layer_row(0, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win,
                                shifts, dest, ring_rows, row_at, margin, wp, wr, work, acc,
-                               offs, sums, block, outs, chains, planes)
+                               offs, sums, block, outs, chains, planes, neon)
                 _layer_row(s, k, y, y0, height, width, tables, n_in, is_dw, magic, epi, win,
                            shifts, dest, ring_rows, row_at, margin, wp, wr, work, acc, offs,
-                           sums, block, outs, chains, planes)
+                           sums, block, outs, chains, planes, neon)
                 if s < n - 1 or k < 3:
                     continue
                 at = (y - y0) * n_ch * wr
                 for u in range(r):
                     line = dst_at + (y * r + u) * d_y
                     if chains is None:  # numba compiles this branch alone: no lanes
-                        if planes is not None and d_x == 1:  # AVX2
+                        if (planes is not None or neon is not None) and d_x == 1:  # AVX2, NEON
                             x = 0
                             while x + VEC2 <= width:
                                 _finish_avx2(acc, at + u * r * wr + x, wr, dst, line + x * r,

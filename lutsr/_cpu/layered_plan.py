@@ -15,7 +15,7 @@ import numpy as np
 
 from ..indexmaps import block_permutations
 from ..layered import HIGH_LEVELS, LOW_LEVELS, Q_BITS, WINDOW, LayeredStage, expanded_tables
-from .kernels import _write_rows, avx2_available, avx512bw_available
+from .kernels import _write_rows, avx2_available, avx512bw_available, neon_available
 from .layered import _ROW_BLOCK, _SLICES, _TAPS, CHAINS, OUTS, VEC, VEC2, _layered_band
 
 #: Set to True to run the portable kernels even where AVX-512BW or AVX2 is available
@@ -75,7 +75,9 @@ class PreparedLayered:
     kernels run (the CPU has AVX-512BW, every layer has at most
     :data:`MAX_LANE_INPUTS` inputs, :data:`PORTABLE` and :data:`AVX2` are
     off); ``avx2`` whether the AVX2 kernels run instead (the same, but the CPU
-    has AVX2 and not AVX-512BW, or :data:`AVX2` is set).
+    has AVX2 and not AVX-512BW, or :data:`AVX2` is set); ``neon`` whether the
+    NEON kernels run (numba targets aarch64, the layers fit the lanes,
+    :data:`PORTABLE` off).
     """
 
     def __init__(self, stage: LayeredStage):
@@ -138,9 +140,10 @@ class PreparedLayered:
         self.margin = int(max(1, np.abs(self.shifts).max(initial=0)))
         self.lanes = lanes and not PORTABLE and not AVX2 and avx512bw_available()
         self.avx2 = lanes and not PORTABLE and not self.lanes and avx2_available()
+        self.neon = lanes and not PORTABLE and neon_available()
         if self.lanes:  # unused: an empty array keeps one numba signature
             self.tables_by_input = self.tables[:0]
-        if self.avx2:
+        if self.avx2 or self.neon:  # the NEON kernels read the AVX2 kernels' layouts
             self.tables, self.tables_by_input = _avx2_layouts(tables)
         for a in (self.tables, self.tables_by_input, self.n_in, self.is_dw, self.magic,
                   self.epi, self.win, self.shifts, self.dest, self.reach, self.ring_rows):
@@ -242,12 +245,12 @@ class LayeredPlan:
         """Run the stage from the span ``src`` into the span ``dst`` (see :mod:`.runner`).
 
         ``parallel(count, task)`` runs ``task(0 .. count-1)`` on the runner's threads.
-        The AVX-512 and AVX2 kernels write an output whose pixels are contiguous
+        The AVX-512, AVX2 and NEON kernels write an output whose pixels are contiguous
         (``d_x == 1``) with vector stores; any other goes through a channel-planar frame, then
         interleaved in bands of rows (:func:`~lutsr._cpu.kernels._write_rows`):
         a task holds one channel, and its bytes alone are every ``d_x``-th one.
         """
-        if not (self.ps.lanes or self.ps.avx2) or d_x == 1:
+        if not (self.ps.lanes or self.ps.avx2 or self.ps.neon) or d_x == 1:
             parallel(len(self.tasks), lambda i: self._run_task(i, src, s_y, s_x, s_c, dst, d_y,
                                                                d_x, d_c))
             return
@@ -276,7 +279,8 @@ class LayeredPlan:
                           ps.reach, ps.ring_rows, self.row_at, ps.margin, self.wp, self.wr,
                           work, acc, offs, sums, dst, d_y, d_x, c * d_c, (0,) * ps.r,
                           (0,) * (ps.r * ps.r), (0,) * OUTS,
-                          (0,) * CHAINS if ps.lanes else None, planes)
+                          (0,) * CHAINS if ps.lanes else None, planes,
+                          () if ps.neon else None)
         finally:
             with self._lock:
                 self._free.append(scratch)
