@@ -9,8 +9,9 @@ What travels to a worker is the file pair, the command's options and the
 LUT's ``.lutsr`` bytes (scattered once to every worker), never a compiled
 kernel: each worker process loads the LUT and builds its own
 :class:`lutsr.Upscaler` once, then runs the very code of a local run
-(:func:`lutsr.commands._upscale_image`, :func:`lutsr.commands.cmd_video`), so the files it
-writes equal a local run's byte for byte. Workers write through
+(:func:`lutsr.commands._upscale_image`, :func:`lutsr.commands.cmd_video`), so the images
+it writes equal a local run's byte for byte, and the videos frame for frame (a video
+encoder's bytes may vary from process to process). Workers write through
 :func:`lutsr.imageio.atomic_output`: an output exists only when complete, which
 is why a rerun with ``--skip-existing`` can skip every output that exists (without
 it, existing outputs are refused before any work, as in a local run; with
