@@ -42,6 +42,10 @@ reproduce it bit for bit. How a stage runs (:func:`_layered_band`):
   slices of 16, reading the input as control bytes that zero the lanes of
   the other slices (:func:`_control_planes`, :func:`_depthwise_avx2`).
   Rounding as with AVX-512, 16 lanes.
+* **NEON** (aarch64). The AVX2 kernels' structure and tables in generic IR
+  but for one intrinsic: a depthwise lookup of 16 pixels is one ``tbl`` of
+  four registers per byte plane (:func:`_depthwise_neon`); the shared-input
+  layers take 8 pixels per call (:func:`_shared_inputs_neon`).
 * **Portable kernels** (CPUs without AVX2, stages over 16 channels): a
   layer whose inputs are shared by every output (pointwise, or block 0's
   depthwise over the one input channel) adds per pixel and input one row of
@@ -1068,7 +1072,7 @@ def _layered_band(src, s_y, s_x, src_at, height, width, y0, y1, tables, n_in, is
         (:func:`~lutsr.layered.expanded_tables`); and, for the portable
         kernels, the same laid out ``(n, a_max, 64, C)`` (see
         :func:`_shared_inputs_portable`). For the AVX2 kernels, the pair of
-        :func:`~.layered_plan._avx2_layouts`.
+        :func:`~.layered_plan._avx2_layouts` (the NEON kernels too).
     n_in, is_dw : (n,) int64, bool
         Inputs ``A`` of each layer, and whether it is depthwise.
     magic, epi : (n, 6), (n, 3) int64
