@@ -220,6 +220,7 @@ def test_x86_features_are_ignored_on_another_target(monkeypatch):
 
     monkeypatch.setattr(kernels.numba.core.config, "CPU_FEATURES", AVX2_ENV["NUMBA_CPU_FEATURES"]
                         + ",+avx512f,+avx512bw")
+    monkeypatch.setattr(kernels._llvm, "get_process_triple", lambda: "x86_64-unknown-linux-gnu")
     assert "+avx2" in kernels._target_features.__wrapped__()
     monkeypatch.setattr(kernels._llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")
     assert kernels._target_features.__wrapped__() == frozenset()
