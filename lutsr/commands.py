@@ -588,8 +588,7 @@ def numba_lines() -> list[str]:
         lines.append("  layered stages: not probed (no bundled layered LUT)")
     else:
         plan = PreparedLayered(next(s for s in layered.stages if isinstance(s, LayeredStage)))
-        path = "AVX-512BW" if plan.lanes else "AVX2" if plan.avx2 else "portable"
-        lines.append(f"  layered stages: {path} kernels (for {layered.name}; layers of more "
+        lines.append(f"  layered stages: {plan.path} kernels (for {layered.name}; layers of more "
                      "than 16 inputs run portable)")
     return lines
 

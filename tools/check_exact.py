@@ -22,10 +22,7 @@ from lutsr._cpu import layered_plan
 
 def _layered_path() -> str:
     """Which kernels a layered stage runs on this CPU (the plan's choice for ``x4-layered``)."""
-    plan = layered_plan.PreparedLayered(lutsr.load_bundled("x4-layered").stages[0])
-    chosen = [name for name, attr in (("AVX-512", "lanes"), ("AVX2", "avx2"), ("NEON", "neon"))
-              if getattr(plan, attr, False)]
-    return chosen[0] if chosen else "portable"
+    return layered_plan.PreparedLayered(lutsr.load_bundled("x4-layered").stages[0]).path
 
 
 def _frames(rng: np.random.Generator, height: int, width: int) -> list[np.ndarray]:

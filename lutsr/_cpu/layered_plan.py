@@ -149,6 +149,12 @@ class PreparedLayered:
                   self.epi, self.win, self.shifts, self.dest, self.reach, self.ring_rows):
             a.flags.writeable = False
 
+    @property
+    def path(self) -> str:
+        """The kernels that run this stage: AVX-512BW, AVX2, NEON or portable."""
+        return ("AVX-512BW" if self.lanes else "AVX2" if self.avx2 else "NEON" if self.neon
+                else "portable")
+
     def halo(self) -> int:
         """Most rows a band's first output row reaches up or down, over all layers."""
         return int(self.reach.sum(axis=1).max())
