@@ -29,8 +29,8 @@ def kernel_signatures(layout: str = "A") -> dict:
     (``layout`` "A": strided CuPy/torch views; "C": contiguous arrays)."""
     from numba import types as t
 
-    from lutsr import _cuda
-    from lutsr import _cuda_layered as L
+    from lutsr._cuda import layered as L
+    from lutsr._cuda import simplex
 
     image, i64 = t.Array(t.uint8, 4, layout), t.int64
     stage = (image, image, t.Array(t.int32, 3, "C"), t.Array(t.int32, 4, "C"),
@@ -39,7 +39,7 @@ def kernel_signatures(layout: str = "A") -> dict:
              i64, i64, t.Array(t.int32, 3, "C"))
     tables, small = t.Array(t.int16, 3, "C"), t.Array(t.int32, 2, "C")
     return {
-        **{f"simplex stage, r = {r}": (_cuda.stage_kernel(r).py_func, stage)
+        **{f"simplex stage, r = {r}": (simplex.stage_kernel(r).py_func, stage)
            for r in (1, 2, 3, 4, 8)},
         "layered: first": (L._first_kernel.py_func, (image, image, tables, tables, i64, i64)),
         "layered: depthwise": (L._depthwise_kernel.py_func, (image, image, tables, i64, i64, i64)),

@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 
 from . import bundled, reference
-from .arrays import as_frames, check_image, check_out
+from .arrays import DLPACK_CUDA_DEVICES, as_frames, check_image, check_out
 from .fileformat import load
 from .model import LUT
 
@@ -26,7 +26,7 @@ def _on_device(a) -> bool:
         return True  # numba's CUDA simulator arrays (NUMBA_ENABLE_CUDASIM=1): the tests' device
     dlpack_device = getattr(a, "__dlpack_device__", None)
     try:
-        return dlpack_device is not None and dlpack_device()[0] in (2, 13)  # kDLCUDA(Managed)
+        return dlpack_device is not None and dlpack_device()[0] in DLPACK_CUDA_DEVICES
     except Exception:  # a producer that cannot say where it lives is not a CUDA array
         return False
 

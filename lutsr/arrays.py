@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: DLPack device types whose memory is on a CUDA device (kDLCUDA, kDLCUDAManaged).
+DLPACK_CUDA_DEVICES = (2, 13)
+
 
 def as_frames(a: np.ndarray) -> np.ndarray:
     """A (N, H, W, C) view of an (H, W), (H, W, C) or (N, H, W, C) array (never a copy)."""

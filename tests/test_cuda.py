@@ -49,14 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def _launch_config(threads=(4, 2), max_grid_z=2):
-    from lutsr import _cuda
+    from lutsr._cuda import simplex
 
-    saved = _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z
-    _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z = threads, max_grid_z
+    saved = simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z
+    simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = threads, max_grid_z
     try:
         yield
     finally:
-        _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z = saved
+        simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = saved
 
 
 def _device_matches_reference(img: np.ndarray, lut: LUT, what: str) -> None:
@@ -144,11 +144,11 @@ def _numpy_round_trip():
 def _tables_uploaded_once_and_one_launch_per_stage():
     from numba import cuda
 
-    from lutsr import _cuda
+    from lutsr._cuda import runner, simplex
 
     uploads, launches = [], []
-    upload = _cuda._DeviceModel.upload.__func__
-    kernel = _cuda.stage_kernel
+    upload = runner.DeviceModel.upload.__func__
+    kernel = simplex.stage_kernel
 
     class Spy:  # records each launch configuration, then launches
         def __init__(self, compiled):
@@ -163,15 +163,15 @@ def _tables_uploaded_once_and_one_launch_per_stage():
         return upload(cls, lut)
 
     syncs = []  # (uploads so far, sizes of maps so far) at each wait for the uploads
-    sync = _cuda.cuda.synchronize
+    sync = cuda.synchronize
 
     def counting_sync():
         syncs.append(len(uploads))
         sync()
 
-    _cuda._DeviceModel.upload = classmethod(counting_upload)
-    _cuda.stage_kernel = lambda r: Spy(kernel(r))
-    _cuda.cuda.synchronize = counting_sync
+    runner.DeviceModel.upload = classmethod(counting_upload)
+    simplex.stage_kernel = lambda r: Spy(kernel(r))
+    cuda.synchronize = counting_sync
     try:
         rng = np.random.default_rng(8)
         lut = random_lut(rng, 7, "mulut", 2)
@@ -183,13 +183,13 @@ def _tables_uploaded_once_and_one_launch_per_stage():
         # A second image size: new index maps, same tables.
         first(cuda.to_device(np.ascontiguousarray(img[:, :4, :6])))
     finally:
-        _cuda._DeviceModel.upload = classmethod(upload)
-        _cuda.stage_kernel = kernel
-        _cuda.cuda.synchronize = sync
+        runner.DeviceModel.upload = classmethod(upload)
+        simplex.stage_kernel = kernel
+        cuda.synchronize = sync
     assert len(uploads) == 1, f"tables uploaded {len(uploads)} times for one device"
     # the device waited for the tables, then for each frame size's maps, and only then
     assert syncs == [1, 1, 1], syncs
-    assert sorted(_cuda._models[lut][0].maps) == [(4, 6), (5, 7)]
+    assert sorted(runner._models[lut][0].maps) == [(4, 6), (5, 7)]
     assert len(launches) == 4 * len(lut.stages), f"{len(launches)} launches for 4 calls"
     blocks, threads = launches[0][0], launches[0][1]
     assert threads == (4, 2, 1) and blocks == (2, 3, 2), (blocks, threads)  # 6 planes, z = 2
@@ -242,7 +242,7 @@ def _dlpack_out_is_the_callers_object():
     # what comes back must be the caller's own out, not that view.
     from numba import cuda
 
-    from lutsr import _cuda
+    from lutsr._cuda import arrays
 
     class DLPackOnly:
         def __init__(self, array):
@@ -260,12 +260,12 @@ def _dlpack_out_is_the_callers_object():
     lut = random_lut(rng, 7, "srlut", 2)
     img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     out = DLPackOnly(cuda.device_array((10, 14, 3), np.uint8))
-    saved = _cuda._cupy
-    _cuda._cupy = lambda: FakeCuPy
+    saved = arrays._cupy
+    arrays._cupy = lambda: FakeCuPy
     try:
         got = lutsr.upscale(DLPackOnly(cuda.to_device(img)), lut, out=out)
     finally:
-        _cuda._cupy = saved
+        arrays._cupy = saved
     assert got is out
     assert_images_equal(out.array.copy_to_host(), upscale_reference(img, lut), "dlpack out")
 
@@ -404,13 +404,13 @@ class _Interface:
 def test_interface_only_array_is_placed_by_its_pointer(monkeypatch):
     # numba, PyCUDA and cuDF arrays say nothing of their device: the driver is
     # asked about the pointer, not the current device assumed (several GPUs).
-    from lutsr import _cuda
+    from lutsr._cuda import arrays
 
     asked = []
-    monkeypatch.setattr(_cuda, "_SIMULATOR", False)
-    monkeypatch.setattr(_cuda, "_pointer_device", lambda ptr: asked.append(ptr) or 1)
-    assert _cuda._device_of(_FakeDeviceArray()) == 1 and asked == [4096]
-    assert _cuda._device_of(_FakeDLPack(2)) == 0 and asked == [4096]  # DLPack says itself
+    monkeypatch.setattr(arrays, "SIMULATOR", False)
+    monkeypatch.setattr(arrays, "_pointer_device", lambda ptr: asked.append(ptr) or 1)
+    assert arrays.device_of(_FakeDeviceArray()) == 1 and asked == [4096]
+    assert arrays.device_of(_FakeDLPack(2)) == 0 and asked == [4096]  # DLPack says itself
 
 
 @pytest.mark.parametrize("index", [np.s_[:, :, 0], np.s_[0], np.s_[:, :], np.s_[::-1, 1:],
@@ -419,7 +419,7 @@ def test_frames_interface_is_the_nhwc_view(index):
     # The view the runner builds from __cuda_array_interface__ on a real GPU,
     # checked here on numpy's identical interface: wrong strides would read
     # the wrong pixels (or the wrong channel) of a strided CuPy/torch array.
-    from lutsr._cuda import frames_interface
+    from lutsr._cuda.arrays import frames_interface
 
     frame = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     a = frame[index]
@@ -456,7 +456,7 @@ def _numba_c_contiguous(shape, strides) -> bool:
 def test_extent_covers_exactly_the_bytes():
     # The overlap check for device out= relies on it; negative strides (CuPy's
     # flipped views) put bytes before the data pointer.
-    from lutsr._cuda import extent
+    from lutsr._cuda.arrays import extent
 
     frame = np.zeros((5, 7, 3), np.uint8)
     for index in (np.s_[:], np.s_[:, :, 1], np.s_[::-1, 2:5], np.s_[1:3, ::-2, 2]):

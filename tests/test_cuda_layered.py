@@ -43,19 +43,20 @@ from lutsr.reference import upscale_reference
 @contextlib.contextmanager
 def _launch_config(threads=4, max_grid_z=3, feature_bytes=None):
     """Small launches for both modules (simplex stages of a mixed model too)."""
-    from lutsr import _cuda, _cuda_layered
+    from lutsr._cuda import layered as cuda_layered
+    from lutsr._cuda import simplex
 
-    saved = (_cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z, _cuda_layered.THREADS_PER_BLOCK,
-             _cuda_layered.MAX_GRID_Z, _cuda_layered.FEATURE_BYTES)
-    _cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z = (threads, 2), max_grid_z
-    _cuda_layered.THREADS_PER_BLOCK, _cuda_layered.MAX_GRID_Z = threads, max_grid_z
+    saved = (simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z, cuda_layered.THREADS_PER_BLOCK,
+             cuda_layered.MAX_GRID_Z, cuda_layered.FEATURE_BYTES)
+    simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = (threads, 2), max_grid_z
+    cuda_layered.THREADS_PER_BLOCK, cuda_layered.MAX_GRID_Z = threads, max_grid_z
     if feature_bytes is not None:
-        _cuda_layered.FEATURE_BYTES = feature_bytes
+        cuda_layered.FEATURE_BYTES = feature_bytes
     try:
         yield
     finally:
-        (_cuda.THREADS_PER_BLOCK, _cuda.MAX_GRID_Z, _cuda_layered.THREADS_PER_BLOCK,
-         _cuda_layered.MAX_GRID_Z, _cuda_layered.FEATURE_BYTES) = saved
+        (simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z, cuda_layered.THREADS_PER_BLOCK,
+         cuda_layered.MAX_GRID_Z, cuda_layered.FEATURE_BYTES) = saved
 
 
 def _device_matches(img: np.ndarray, lut: LUT, what: str, expected=None) -> None:
@@ -83,13 +84,13 @@ def _chunks_and_launches():
     # 6 planes (2 frames x 3 channels) with a budget of 4 planes per chunk:
     # chunks of 4 and 2 (the second starts at plane 4, frame 1 channel 1), and
     # 16 > 3 rotated planes per launch, so the kernels' z loops run too.
-    from lutsr import _cuda_layered
+    from lutsr._cuda import layered as cuda_layered
 
     rng = np.random.default_rng(20)
     lut = random_layered_lut(rng, 2, r=2, max_shift=2)
     img = rng.integers(0, 256, (2, 3, 5, 3), dtype=np.uint8)
     names = ("_first_kernel", "_depthwise_kernel", "_pointwise_kernel", "_up_kernel")
-    saved = {name: getattr(_cuda_layered, name) for name in names}
+    saved = {name: getattr(cuda_layered, name) for name in names}
     launches = []
 
     class Spy:  # records each launch, then launches
@@ -103,12 +104,12 @@ def _chunks_and_launches():
     budget = 4 * 2 * 4 * lut.stages[0].channels * 3 * 5
     try:
         for name in names:
-            setattr(_cuda_layered, name, Spy(name))
+            setattr(cuda_layered, name, Spy(name))
         with _launch_config(feature_bytes=budget):
             _device_matches(img, lut, "6 planes in chunks of 4")
     finally:
         for name, kernel in saved.items():
-            setattr(_cuda_layered, name, kernel)
+            setattr(cuda_layered, name, kernel)
     # Per chunk: block 0's two depthwise layers in one launch, then PW0, DW1,
     # PW1, then up.
     per_chunk = ["_first_kernel", "_pointwise_kernel", "_depthwise_kernel",
@@ -122,10 +123,10 @@ def _chunks_and_launches():
     with _launch_config(feature_bytes=1):
         _device_matches(img, lut, "one plane per chunk")
     # The device tables are the layers' expanded tables, as int16.
-    from lutsr import _cuda
+    from lutsr._cuda import runner
     from lutsr.layered import HIGH_LEVELS, expanded_tables
 
-    first = _cuda.device_model(lut, 0).device_stages[0].first.copy_to_host()
+    first = runner.device_model(lut, 0).device_stages[0].first.copy_to_host()
     assert first.dtype == np.int16
     assert np.array_equal(first, expanded_tables(lut.stages[0].blocks[0][0], HIGH_LEVELS))
 
@@ -234,7 +235,7 @@ def test_block_sources_rotate_pixel_shuffled_planes_back(r):
     # a rotated place in np.rot90(plane, k), and its r x r output block, once
     # the whole rotated output is rotated back by -k, lands on (i, j)'s block
     # turned in place. Label every output value by (rotated pixel, m) and check.
-    from lutsr._cuda_layered import block_sources
+    from lutsr._cuda.layered import block_sources
 
     source = block_sources(r)
     H, W = 3, 5
@@ -250,14 +251,14 @@ def test_block_sources_rotate_pixel_shuffled_planes_back(r):
 
 
 def test_chunk_planes_stays_within_the_budget():
-    from lutsr import _cuda_layered
+    from lutsr._cuda import layered as cuda_layered
 
     per_plane = 2 * 4 * 16 * 20 * 30
-    budget = _cuda_layered.FEATURE_BYTES
-    assert _cuda_layered.chunk_planes(10**6, 16, 20, 30) == budget // per_plane
-    assert _cuda_layered.chunk_planes(3, 16, 20, 30) == 3
+    budget = cuda_layered.FEATURE_BYTES
+    assert cuda_layered.chunk_planes(10**6, 16, 20, 30) == budget // per_plane
+    assert cuda_layered.chunk_planes(3, 16, 20, 30) == 3
     # A plane over budget still runs, alone.
-    assert _cuda_layered.chunk_planes(5, 16, 4000, 4000) == 1
+    assert cuda_layered.chunk_planes(5, 16, 4000, 4000) == 1
 
 
 @pytest.mark.parametrize("layout", ["C", "A"])

@@ -317,8 +317,8 @@ def test_convert_refuses_bad_sources(capsys, tmp_path):
 @pytest.mark.parametrize("module, owner, name", [
     ("lutsr._cpu.kernels", "lutsr.model", "TAP_BITS"),
     ("lutsr._cpu.layered", "lutsr.layered", "MAX_SHIFT"),
-    ("lutsr._cuda", "lutsr.model", "BASE_BITS"),
-    ("lutsr._cuda_layered", "lutsr.layered", "MAX_CHANNELS"),
+    ("lutsr._cuda.simplex", "lutsr.model", "BASE_BITS"),
+    ("lutsr._cuda.layered", "lutsr.layered", "MAX_CHANNELS"),
 ])
 def test_kernel_files_refuse_a_changed_model_constant(module, owner, name):
     # numba's on-disk cache keys on a kernel's own file: a constant it reads from

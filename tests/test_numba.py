@@ -31,13 +31,13 @@ from lutsr._cpu import (
     NumbaRunner,
     avx512bw_available,
     power_of_two_rounding,
-    rounding_table,
     vnni_available,
 )
 from lutsr._cpu.kernels import MARGIN
 from lutsr.indexmaps import padded_index, rotated_offsets, tap_indices
 from lutsr.model import grid_size
 from lutsr.reference import upscale_reference
+from lutsr.rounding import rounding_table
 
 
 def upscale(runner: NumbaRunner, frames: np.ndarray) -> np.ndarray:

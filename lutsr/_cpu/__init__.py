@@ -62,7 +62,8 @@ How a stage runs (see :class:`NumbaRunner`):
 The code is split by what it is:
 
 * :mod:`lutsr.indexmaps` (outside this package, since the CUDA backend uses
-  it too): index maps, plain numpy; :mod:`.rounding`: the rounding lookups;
+  it too): index maps, plain numpy; :mod:`lutsr.rounding`: the rounding lookup, and :mod:`.rounding`
+  its shift form;
 * :mod:`.kernels`: the jitted kernels and the LLVM intrinsics they inline.
   They share one file on purpose: numba's on-disk cache of a jitted function
   is invalidated only when *its own* source file changes, so an intrinsic
@@ -114,13 +115,12 @@ def _import_numba_without_scipy_probe() -> None:
 _import_numba_without_scipy_probe()
 
 from .kernels import avx512bw_available, vnni_available  # noqa: E402 - after the probe above
-from .rounding import power_of_two_rounding, rounding_table  # noqa: E402
+from .rounding import power_of_two_rounding  # noqa: E402
 from .runner import NumbaRunner  # noqa: E402
 
 __all__ = [
     "NumbaRunner",
     "avx512bw_available",
     "power_of_two_rounding",
-    "rounding_table",
     "vnni_available",
 ]

@@ -1,6 +1,7 @@
-"""The final rounding of a simplex stage, as the numba kernels compute it.
+"""The final rounding of a simplex stage as shifts, where the numba kernels may use them.
 
-Plain numpy, computed once per LUT (see :mod:`lutsr._cpu`).
+Plain numpy, computed once per LUT (see :mod:`lutsr._cpu`); the lookup table it
+is checked against is :func:`lutsr.rounding.rounding_table`, shared by every backend.
 """
 
 from __future__ import annotations
@@ -10,29 +11,7 @@ import math
 import numpy as np
 
 from ..model import Stage
-
-
-def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
-    """The stage's final rounding as a lookup over the integer accumulator.
-
-    The reference sums ``acc / q`` over rotations and patterns in float64; every
-    term is an integer over a power of two, so the float sum is exactly
-    ``s / q`` for the integer ``s`` that the kernels accumulate.
-
-    Returns
-    -------
-    table : ndarray of uint8, shape (s_max - s_min + 1,)
-        ``table[s - s_min] = clip(round(s / q / divisor + bias), 0, 255)``,
-        evaluated with numpy exactly as :func:`lutsr.reference.run_stage` does.
-    s_min : int
-        The smallest possible ``s``: ``-4 * P * 128 * q``.
-    """
-    q = 2**interval
-    n_terms = 4 * len(stage.patterns) * q  # sum of all simplex weights
-    s_min, s_max = -128 * n_terms, 127 * n_terms
-    total = np.arange(s_min, s_max + 1, dtype=np.int64) / q
-    rounded = np.clip(np.round(total / stage.divisor + stage.bias), 0, 255)
-    return rounded.astype(np.uint8), s_min
+from ..rounding import rounding_table
 
 
 def power_of_two_rounding(stage: Stage, interval: int) -> tuple[int, int] | None:

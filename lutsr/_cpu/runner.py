@@ -13,6 +13,7 @@ import numpy as np
 from ..indexmaps import padded_index, rotated_offsets, stack_tables
 from ..layered import LayeredStage
 from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
+from ..rounding import rounding_table
 from .kernels import (
     BASE_PAIRS,
     CHUNK,
@@ -25,7 +26,7 @@ from .kernels import (
     vnni_available,
 )
 from .layered_plan import LayeredPlan, PreparedLayered
-from .rounding import power_of_two_rounding, rounding_table
+from .rounding import power_of_two_rounding
 
 #: Row bands per worker thread: more bands than threads balance the load when
 #: one core runs slower than the other (measured on a 2-vCPU VM: the pool

@@ -50,14 +50,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda, int32, uint32
 
-from . import layered as _layered
-from .layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
+from .. import layered as _layered
+from ..layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
 
 # MAX_CHANNELS as a literal of this file, for numba's on-disk cache (keyed on this
-# file alone; see lutsr/_cuda.py): changing it in layered.py fails this import.
+# file alone; see simplex.py): changing it in lutsr/layered.py fails this import.
 MAX_CHANNELS = 32
 if MAX_CHANNELS != _layered.MAX_CHANNELS:
-    raise ImportError("lutsr/_cuda_layered.py: update MAX_CHANNELS to layered.py's")
+    raise ImportError("lutsr/_cuda/layered.py: update MAX_CHANNELS to lutsr/layered.py's")
 
 #: Threads per block (1-D, along the flat pixel index). Tests patch it down so
 #: that the simulator runs multi-block grids.
@@ -347,7 +347,7 @@ class DeviceLayeredStage:
 
 def upload(stage: LayeredStage) -> DeviceLayeredStage:
     """Copy ``stage``'s expanded tables to the current device (the caller then waits
-    for them: ``lutsr._cuda._uploaded``)."""
+    for them: ``lutsr._cuda.runner.uploaded``)."""
     def tables(layer, levels=HIGH_LEVELS):
         return cuda.to_device(np.ascontiguousarray(expanded_tables(layer, levels)))
 
