@@ -5,7 +5,7 @@ every table is looked up in its :func:`~lutsr.layered.expanded_tables` form
 (``16 * Q`` per input level, exact), so a layer of ``A`` inputs is one integer
 sum ``T`` and one ``round_half_even(T / (16 * A))``.
 
-Data path (as :mod:`lutsr._cuda_layered`'s): the ``N * Ci`` input planes go
+Data path (as :mod:`lutsr._cuda.layered`'s): the ``N * Ci`` input planes go
 in chunks whose features fit the adapter's storage-buffer limit. A chunk's
 features live in two buffers of ``(planes, 4, ceil(C / 4), H * W)`` ``u32``
 words, the levels ``h + 32`` (0..63) of channels ``4j..4j+3`` in the bytes of

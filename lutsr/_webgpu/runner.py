@@ -24,6 +24,7 @@ from ..arrays import as_frames, check_image, check_out
 from ..indexmaps import padded_index, table_words, tap_indices, window_indices
 from ..layered import LayeredStage
 from ..model import BASE_BITS, BASE_RADIUS, BASE_SIDE, LUT, Stage, grid_size, sum_shift
+from ..rounding import rounding_table
 from . import device as _device
 from . import layered as _layered
 from .shaders import dispatch_size, pack_shader, stage_shader
@@ -47,27 +48,6 @@ def buffer_limit(device) -> int:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
-
-
-def rounding_table(stage: Stage, interval: int) -> tuple[np.ndarray, int]:
-    """``clip(round(s / q / divisor + bias), 0, 255)`` for every reachable accumulator ``s``.
-
-    Evaluated with numpy from the reference's own float expression (every
-    term of its sum is a multiple of ``1/q``, so its float total is exactly
-    ``s / q``): the device looks its output up and cannot drift from the spec.
-
-    Returns
-    -------
-    table : ndarray of uint32, shape (255 * 4P * q + 1,)
-        ``table[s - s_min]``.
-    s_min : int
-        ``-128 * 4P * q``.
-    """
-    q = 2**interval
-    span = 4 * len(stage.patterns) * q
-    s = np.arange(-128 * span, 127 * span + 1, dtype=np.int64)
-    value = np.clip(np.round((s / q) / stage.divisor + stage.bias), 0, 255)
-    return value.astype(np.uint32), -128 * span
 
 
 @dataclass
@@ -200,7 +180,7 @@ class WebGPURunner:
             shift, bias = BASE_BITS - sum_shift(stage, interval), int(stage.bias)
         else:
             table, s_min = rounding_table(stage, interval)
-            buffers["rounding"] = self._buffer(table)
+            buffers["rounding"] = self._buffer(table.astype(np.uint32))  # a word per entry
         if window:
             buffers["taps"] = self._buffer(
                 stage.taps.reshape(*stage.taps.shape[:2], -1).astype(np.int32))
