@@ -1,15 +1,16 @@
-#!/usr/bin/env python
 """Regenerate ``bench/RESULTS.md`` and ``bench/pareto.png``: how fast and how good, in one run.
 
 ::
 
-    python bench/make_results.py                  # Set5 + Set14, 30 rounds
-    python bench/make_results.py --b100           # and B100
-    python bench/make_results.py --no-quality     # speed only
-    python bench/make_results.py --quick          # a minute: tiny frames, Set5, 3 rounds;
+    python -m bench.make_results                  # Set5 + Set14, 30 rounds
+    python -m bench.make_results --b100           # and B100
+    python -m bench.make_results --no-quality     # speed only
+    python -m bench.make_results --quick          # a minute: tiny frames, Set5, 3 rounds;
                                                   # writes to a temporary folder
 
-Speed: the cases of ``bench/test_bench_matrix.py`` (OpenCV bicubic and
+from the repository root (``bench`` is imported as a package there).
+
+Speed: the cases of :mod:`bench.matrix`, as ``bench/test_bench_matrix.py`` (OpenCV bicubic and
 Lanczos, lutsr with each bundled LUT, the numpy reference, the layered LUTs of
 the ShiftLUT shapes with random tables, the CNNs: RLFN, RLFN-ntire and the
 float nets of the multi-stage bundled LUTs; 1 and 2 threads; 320x180 and
@@ -19,7 +20,7 @@ machine's load hits all of them alike; the ratio to ``cv2 INTER_CUBIC`` is
 taken within the block. Peak memory is measured for each case in a fresh
 process (see :func:`memory_probe`).
 
-Quality: :func:`tools.evaluate.evaluate` (Y-PSNR / SSIM, the papers'
+Quality: :func:`train.evaluate.evaluate` (Y-PSNR / SSIM, the papers'
 protocol) on ``../shared/data/test/{Set5,Set14}`` for bicubic (MATLAB
 ``imresize``, the papers' baseline row), the two OpenCV filters, each LUT at
 its scale and the CNNs. The layered LUTs have no trained tables here: their
@@ -54,13 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: bench/, tools/ and train/ live in the checkout
-    sys.path.insert(0, str(ROOT))
-
-import lutsr  # noqa: E402
-from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut  # noqa: E402
-from bench.test_bench_matrix import (  # noqa: E402
+import lutsr
+from bench.helpers import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
+from bench.matrix import (
     BICUBIC,
     CNNS,
     CV2_METHODS,
@@ -76,7 +73,9 @@ from bench.test_bench_matrix import (  # noqa: E402
     matrix_cases,
     thread_settings,
 )
-from tools.evaluate import RLFN_PREFIX  # noqa: E402
+from train.evaluate import RLFN_PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data" / "test"
 #: A method's time per 1080p frame is its median on this size (x4 to 1920x1080).
@@ -179,7 +178,7 @@ def memory_probe(case: Case, width: int, height: int) -> float | None:
 
 def measure_memory(case: Case, width: int, height: int) -> float | None:
     """:func:`memory_probe` in a new interpreter; None if it fails (the reason goes to stderr)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe",
+    cmd = [sys.executable, "-m", "bench.make_results", "--memory-probe",  # run in ROOT
            json.dumps({**asdict(case), "width": width, "height": height})]
     # glibc: allocations of 4 KiB and more get their own mapping, unmapped on free, so an
     # allocation cannot hide in pages an earlier, freed one left resident.
@@ -294,7 +293,7 @@ def quality_methods(scale: int, luts: dict[str, tuple[str, int]],
     """``{label: f(lr) -> sr}`` for one scale: bicubic, OpenCV, the LUTs and CNNs of that scale."""
     import cv2
 
-    from tools.evaluate import bicubic_method, cnn_method, lut_method
+    from train.evaluate import bicubic_method, cnn_method, lut_method
 
     def opencv(flag):
         def run(lr):
@@ -314,8 +313,8 @@ def quality_methods(scale: int, luts: dict[str, tuple[str, int]],
 
 
 def run_quality(scales: Sequence[int], datasets: Sequence[Path], luts, cnns) -> dict:
-    """``{scale: list of tools.evaluate.ImageResult}``."""
-    from tools.evaluate import evaluate
+    """``{scale: list of train.evaluate.ImageResult}``."""
+    from train.evaluate import evaluate
 
     results = {}
     for scale in scales:
@@ -531,7 +530,7 @@ def _describe_layered(layered: Sequence[str]) -> list[str]:
     if not layered:
         return ["- layered LUTs: not measured (" + (layered_missing() or "left out") + ")"]
     return [f"- `{LAYERED_LABEL.format(name)}`: {random_shiftlut(name).stages[0].describe()}; "
-            "random tables, steps and shifts within +-2 (`bench/conftest.py`: the time depends "
+            "random tables, steps and shifts within +-2 (`bench/helpers.py`: the time depends "
             "on the shape only); quality: the published Set5 Y-PSNR, "
             f"{SHIFTLUT_PUBLISHED_SET5[name]:.2f} dB (ShiftLUT, CVPR 2026), not measured here"
             for name in layered]
@@ -540,7 +539,7 @@ def _describe_layered(layered: Sequence[str]) -> list[str]:
 def write_report(path: Path, *, args, command: str, start: dict, end_load, luts, cnns,
                  layered, timings, quality, fronts, elapsed: float) -> None:
     """Write RESULTS.md."""
-    from tools.evaluate import markdown_table, summarize
+    from train.evaluate import markdown_table, summarize
 
     v = start["versions"]
     load0, load1 = start["load"], end_load
@@ -584,7 +583,7 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
         "## Speed",
         "",
         "Same frame for every method: scikit-image's `astronaut`, centre-cropped to 16:9 and "
-        "resized (`bench/conftest.py`), uint8 RGB. lutsr (numba backend) and OpenCV write into "
+        "resized (`bench/helpers.py`), uint8 RGB. lutsr (numba backend) and OpenCV write into "
         "a preallocated output; the CNNs allocate their own. Each case is called twice untimed "
         "first (numba compile or cache load, thread pools; the CNNs once, the reference not "
         "at all). Within each (size, threads) block all cases run in interleaved rounds "
@@ -647,7 +646,7 @@ def write_report(path: Path, *, args, command: str, start: dict, end_load, luts,
                       "sampled from, before the LUTs' refits and fine-tuning."]
         lines.append("")
         lines += ["## Quality", "",
-                  "`tools/evaluate.py`'s `evaluate` on `../shared/data/test`: LR from "
+                  "`train.evaluate.evaluate` on `../shared/data/test`: LR from "
                   "`LR_bicubic/X<s>`, Y-PSNR with `s` pixels shaved and SSIM (11x11 Gaussian, "
                   "sigma 1.5) on the BT.601 Y channel, gray images replicated to RGB "
                   "(`../shared/README.md`).", ""]
@@ -734,7 +733,7 @@ def cnn_entries(specs: Sequence[str] | None) -> dict[str, tuple[str, int]]:
             print(f"[cnn] {label}: {why}: no rows", file=sys.stderr)
             continue
         if specs is not None:
-            from tools.evaluate import cnn_method
+            from train.evaluate import cnn_method
 
             label = cnn_method(spec, scale)[0]
         found[label] = (spec, scale)
@@ -751,7 +750,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     start = machine_info()
-    command = "python bench/make_results.py" + "".join(
+    command = "python -m bench.make_results" + "".join(
         " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print(f"[start] {start['date']}, load average {start['load'][0]:.2f}", file=sys.stderr)
 
@@ -795,7 +794,7 @@ def main(argv=None) -> int:
         scales = sorted({4} | {s for _, s in luts.values()}, reverse=True)
         quality = run_quality(scales, datasets, luts, cnns)
         if 4 in quality:
-            from tools.evaluate import summarize
+            from train.evaluate import summarize
 
             summary = summarize(quality[4])
             plot_sets = [d.name for d in datasets if d.name in ("Set5", "Set14")]

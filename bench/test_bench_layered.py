@@ -15,7 +15,7 @@ the kernels' cost depends on the shapes only, not on the values. Run::
 or, for a table with ratios to bicubic from interleaved rounds (robust to the
 machine's load changing between cases)::
 
-    python bench/test_bench_layered.py [--rounds 30]
+    python -m bench.test_bench_layered [--rounds 30]    # from the repository root
 
 Each pytest case calls its function once before timing, so numba's compile
 (or cache load) is never timed.
@@ -25,22 +25,22 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-try:
-    from .conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
-    from .test_bench_runtime import THREADS, cubic, lut_upscale, timed
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
-    from bench.test_bench_runtime import THREADS, cubic, lut_upscale, timed
-
-import lutsr  # noqa: E402
-from lutsr.layered import LayeredStage  # noqa: E402
+import lutsr
+from bench.helpers import (
+    SHIFTLUT_BLOCKS,
+    SIZES,
+    THREADS,
+    cubic,
+    lut_upscale,
+    photo_frame,
+    random_shiftlut,
+    timed,
+)
+from lutsr.layered import LayeredStage
 
 #: Per-frame targets (ms) at 480x270 RGB -> 1920x1080, 2 threads.
 TARGETS_MS = {"ShiftLUT-S": 60, "ShiftLUT-M": 100, "ShiftLUT-L": 400, "x4-layered": 100}

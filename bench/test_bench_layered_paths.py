@@ -5,12 +5,12 @@ The paths: **AVX-512** (this process, where the CPU has AVX-512BW), the
 ``haswell`` with every AVX-512 feature off, and its own numba cache: the
 code an AVX2 machine runs, executed natively here) and **portable**
 (this process, :data:`lutsr._cpu.layered_plan.PORTABLE` set). Models: the
-ShiftLUT-S/-M/-L shapes with random tables (``bench/conftest.py``) and the
+ShiftLUT-S/-M/-L shapes with random tables (``bench/helpers.py``) and the
 bundled ``x4-layered``; 480x270 RGB -> 1920x1080 at 2 threads. The child
 takes commands on a pipe, so a round of the script mode runs every case of
 every path one after another (robust to the load changing). Run::
 
-    python bench/test_bench_layered_paths.py [--rounds 10] [--no-portable]
+    python -m bench.test_bench_layered_paths [--rounds 10] [--no-portable]    # from the root
     python -m pytest bench/test_bench_layered_paths.py --benchmark-only \
         --benchmark-columns=min,median,max,rounds
     python -m pytest bench/test_bench_layered_paths.py --benchmark-disable   # smoke
@@ -32,16 +32,17 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from .conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
-    from .test_bench_runtime import THREADS, cubic, lut_upscale
-except ImportError:  # run as a script, or as the child
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SHIFTLUT_BLOCKS, SIZES, photo_frame, random_shiftlut
-    from bench.test_bench_runtime import THREADS, cubic, lut_upscale
-
-import lutsr  # noqa: E402
-from lutsr._cpu import avx512bw_available, layered_plan  # noqa: E402
+import lutsr
+from bench.helpers import (
+    SHIFTLUT_BLOCKS,
+    SIZES,
+    THREADS,
+    cubic,
+    lut_upscale,
+    photo_frame,
+    random_shiftlut,
+)
+from lutsr._cpu import avx512bw_available, layered_plan
 
 #: What numba targets in the child: an AVX2 CPU without AVX-512 (Haswell's features).
 AVX2_BUILD_ENV = {
@@ -81,8 +82,11 @@ class AVX2Build:
     def __init__(self):
         env = {**os.environ, **AVX2_BUILD_ENV, "LUTSR_PORTABLE_KERNEL": "0",
                "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "lutsr-numba-avx2-build")}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--child"], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # As a module from the repository root, so that it imports bench.helpers as this one does.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.test_bench_layered_paths", "--child"], env=env,
+            cwd=Path(__file__).resolve().parents[1], text=True, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
         self.paths = self._ask("paths")
 
     def _ask(self, command: str):

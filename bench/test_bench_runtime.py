@@ -14,7 +14,7 @@ learned 5x5 taps near its patterns, the run-time cost of such taps. Run::
 or, for a table with ratios to bicubic from interleaved rounds (robust to the
 machine's load changing between cases)::
 
-    python bench/test_bench_runtime.py [--rounds 60]
+    python -m bench.test_bench_runtime [--rounds 60]    # from the repository root
 
 Each pytest case calls its function once before timing, so numba's compile
 (or cache load) is never timed. Cases in one ``group`` print as one table.
@@ -34,39 +34,18 @@ import numpy as np
 import pytest
 
 import lutsr
-
-try:
-    from .conftest import SIZES, conformance_model, photo_frame, with_dense_taps
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SIZES, conformance_model, photo_frame, with_dense_taps
+from bench.helpers import (
+    SIZES,
+    THREADS,
+    conformance_model,
+    cubic,
+    lut_upscale,
+    photo_frame,
+    timed,
+    with_dense_taps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-THREADS = 2
-
-
-def cubic(frame: np.ndarray, scale: int = 4):
-    """OpenCV bicubic upscale of ``frame`` into a preallocated output; returns the callable."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    out = np.empty((h * scale, w * scale, frame.shape[2]), np.uint8)
-    return lambda: cv2.resize(frame, (w * scale, h * scale), dst=out,
-                              interpolation=cv2.INTER_CUBIC)
-
-
-def lut_upscale(lut, frame: np.ndarray, threads: int = THREADS):
-    """lutsr upscale of ``frame`` into a preallocated output, as a video loop does."""
-    up = lutsr.Upscaler(lut, threads=threads)
-    out = np.empty((frame.shape[0] * lut.scale, frame.shape[1] * lut.scale, frame.shape[2]),
-                   np.uint8)
-    return lambda: up(frame, out=out)
-
-
-def timed(benchmark, fn, **info):
-    fn()  # warm-up: compile or load from numba's cache, build per-size scratch
-    benchmark.extra_info.update(info)
-    benchmark.pedantic(fn, rounds=40, iterations=1, warmup_rounds=2)
 
 
 # --------------------------------------------------------------------------- 480x270 -> 1080p

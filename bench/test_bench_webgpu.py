@@ -20,7 +20,7 @@ CPU: its numbers are for catching regressions, not for speed. Run::
 or, for a table of medians per phase and ratios to bicubic from interleaved
 rounds (robust to the machine's load changing between cases)::
 
-    python bench/test_bench_webgpu.py [--rounds 10] [--adapter NAME]
+    python -m bench.test_bench_webgpu [--rounds 10] [--adapter NAME]    # from the root
 
 Without wgpu or a usable adapter the pytest cases skip (the script says why).
 Each case is called once before timing, so the first call (shader compile,
@@ -34,20 +34,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-try:
-    from .conftest import SIZES, photo_frame
-    from .test_bench_runtime import cubic
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.conftest import SIZES, photo_frame
-    from bench.test_bench_runtime import cubic
-
-import lutsr  # noqa: E402
+import lutsr
+from bench.helpers import SIZES, cubic, photo_frame
 
 #: The bundled LUTs timed: simplex with a base, two simplex stages, layered.
 MODELS = ("x4", "x4-sdy", "x4-layered")

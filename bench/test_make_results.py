@@ -15,7 +15,7 @@ def test_pareto_front():
 def test_published_points_stay_off_the_front(tmp_path):
     """Layered LUTs join the Set5 panel at their published PSNR, never the front nor Set14."""
     from bench.make_results import PLOT_SIZE, Timing, make_plot, plot_points
-    from bench.test_bench_matrix import LAYERED_LABEL, Case
+    from bench.matrix import LAYERED_LABEL, Case
 
     lut = Timing(Case("lutsr", "lutsr a", PLOT_SIZE, 4, 2, "a"), (270, 480, 3), wall=[0.010])
     # Faster and (by its published figure) better than the LUT: still not on the front.

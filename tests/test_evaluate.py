@@ -1,13 +1,11 @@
-"""tools/evaluate.py on a tiny generated dataset: scores, reports and clear errors."""
+"""train.evaluate (tools/evaluate.py) on a tiny generated dataset: scores, reports, errors."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,16 +16,12 @@ import lutsr
 from lutsr.metrics import psnr_y, ssim_y
 from lutsr.resize import imresize, modcrop
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"
-
 
 @pytest.fixture(scope="module")
 def ev():
-    spec = importlib.util.spec_from_file_location("lutsr_tools_evaluate", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    from train import evaluate
+
+    return evaluate
 
 
 @pytest.fixture(scope="module")

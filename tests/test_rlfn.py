@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -142,11 +141,8 @@ def test_rlfn_x4_reproduces_published_set5():
     between torch builds; a wrong input range (0..1) or activation slope
     costs whole dB.
     """
-    spec = importlib.util.spec_from_file_location("lutsr_tools_evaluate", ROOT / "tools"
-                                                  / "evaluate.py")
-    ev = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ev  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(ev)
+    from train import evaluate as ev
+
     folder = need(DATA / "test" / "Set5")
     name, scale, fn = load_rlfn_method(need(MODELS / "rlfn_x4.pth"))
     results = ev.evaluate({name: fn}, [folder], scale, progress=False, warmup=False)

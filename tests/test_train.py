@@ -580,11 +580,7 @@ def test_config_checks_degradations():
 
 def test_build_lut_degrade_flags():
     """The command line's degradation flags set the fields of the same name."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import build_lut
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    from train import build_lut
     config, _ = build_lut.parse_args(["--data", "d", "--out", "o.lutsr", "--degrade-jpeg", "30",
                                       "90", "--degrade-h264", "23", "33", "--degrade-share",
                                       "0.7", "--val-every", "10", "--val-degrade", "jpeg:50"])

@@ -2,8 +2,6 @@
 rounding to the runtime's integer shifts, and the build phase that learns them."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,17 +156,8 @@ def test_learned_shifts_need_a_layered_layout():
         check(BuildConfig(data=("d",), learn_shifts=2))
 
 
-def _parse_args(argv):
-    """tools/build_lut.py's parse_args (tools/ is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "tools" / "build_lut.py"
-    spec = importlib.util.spec_from_file_location("build_lut", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.parse_args(argv)
-
-
 def test_command_line_flags(tmp_path, capsys):
-    parse_args = _parse_args
+    from train.build_lut import parse_args
     config, _ = parse_args(["--data", "d", "--out", str(tmp_path / "o.lutsr"), "--layout",
                             "layered", "--learn-shifts", "3", "--shift-iters", "500",
                             "--shift-lr", "0.05"])
