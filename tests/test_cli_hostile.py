@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_images_equal, random_lut
+from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 import lutsr
 from lutsr import bundled, commands, outsize
@@ -84,7 +84,7 @@ def test_reader_leaving_early_ends_in_one_line_and_exit_1(tmp_path, lut_file, un
         assert proc.stdout.read(10) == b"\x89PNG\r\n\x1a\n\x00\x00"
         proc.stdout.close()
         err = proc.stderr.read().decode()
-        assert proc.wait(timeout=300) == 1, err
+        assert proc.wait(timeout=HANG_GUARD_S) == 1, err
     assert _lines(err) == ["lutsr: error: the output pipe was closed by its reader before the end"]
 
 
@@ -164,7 +164,7 @@ def test_damaged_exif_leaves_no_python_warning_text(tmp_path, lut_file):
     done = subprocess.run([sys.executable, "-m", "lutsr", "image", str(src), "-o",
                            str(tmp_path / "out.png"), "--lut", str(lut_file[1]), "--backend",
                            "reference", "-q"], capture_output=True, text=True, env=_env(),
-                          timeout=300)
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     err = _lines(done.stderr)
     assert len(err) == 1 and err[0].startswith("lutsr: warning: "), err

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_lut
+from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
 from lutsr import cli, cluster, commands
@@ -207,7 +207,7 @@ def _closed_reader(argv: list[str], unbuffered: str) -> subprocess.CompletedProc
     os.close(read)
     try:
         return subprocess.run([sys.executable, "-m", "lutsr", *argv], stdout=write,
-                              stderr=subprocess.PIPE, env=env, timeout=300)
+                              stderr=subprocess.PIPE, env=env, timeout=HANG_GUARD_S)
     finally:
         os.close(write)
 

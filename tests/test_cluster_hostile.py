@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import random_lut
+from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
 from lutsr import cluster
@@ -252,7 +252,7 @@ def test_local_cluster_shuts_down_quietly(tmp_path, lut_file, one_image):
         done = subprocess.run(
             [sys.executable, "-m", "lutsr.cli", "image", str(one_image), "-o", str(out),
              "--lut", str(lut_file), "--backend", "reference", "--cluster", "local:2", "-q"],
-            capture_output=True, text=True, env=env, timeout=300)
+            capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     finally:
         busy.close()
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_lut
+from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
 from lutsr import video
@@ -297,7 +297,8 @@ def test_y4m_alpha_through_pipes(lut_file, up):
         frames = decoded(src)
     done = subprocess.run([sys.executable, "-m", "lutsr.cli", "video", "-", "-o", "-",
                            "--format", "y4m", "--lut", str(lut_file), "--backend",
-                           "reference", "-q"], input=stream, capture_output=True, timeout=120)
+                           "reference", "-q"], input=stream, capture_output=True,
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.startswith(b"YUV4MPEG2 W32 H24 ") and b" C444alpha" in done.stdout[:80]
     with av.open(io.BytesIO(done.stdout)) as c:

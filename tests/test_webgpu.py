@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     CONFORMANCE,
     CONFORMANCE_NAMES,
+    HANG_GUARD_S,
     assert_images_equal,
     conformance_lut,
     extreme_stage,
@@ -595,7 +596,7 @@ def test_cli_error_without_a_matching_adapter_is_one_line(tmp_path):
     env[wdevice.ADAPTER_ENV] = "no-such-adapter"
     done = subprocess.run([sys.executable, "-m", "lutsr", "image", str(tmp_path / "in.png"),
                            "-o", str(tmp_path / "out.png"), "--lut", "x2", "--backend",
-                           "webgpu"], env=env, capture_output=True, text=True, timeout=600)
+                           "webgpu"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
     assert done.stderr.startswith("lutsr: error: no WebGPU adapter matches 'no-such-adapter'")
