@@ -105,6 +105,12 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--val-degrade", nargs="+", metavar="SPEC",
                    help="with --val-every, also record the held-out Y-PSNR on LR degraded by each "
                         "of these (jpeg:Q, h264:CRF)")
+    p.add_argument("--teacher", metavar="PTH",
+                   help="an RLFN state dict of this scale (../shared/models/rlfn/): train toward "
+                        "its output on each training LR image instead of the HR (held-out scoring "
+                        "stays against the HR)")
+    p.add_argument("--teacher-mix", type=float, metavar="A",
+                   help="with --teacher, each target is A * teacher + (1 - A) * HR")
     p.add_argument("--batch", type=int, help="patches per Adam step")
     p.add_argument("--patch", type=int,
                    help="LR patch side (every training image must be at least this big in LR)")

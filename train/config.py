@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from lutsr.layered import MAX_SHIFT
 from train.degrade import DegradeMix
@@ -116,6 +117,14 @@ class BuildConfig:
         With a degradation given, the share of training LR images (scale
         augmentation copies included, each drawn on its own) degraded; the
         rest stay clean.
+    teacher : str or None
+        An RLFN state dict (``train/rlfn.py``) of this scale: the training
+        targets become its output on each training LR image (run once per
+        image, cached: :mod:`train.teacher`), mixed with the HR by
+        ``teacher_mix``. Held-out scoring stays against the HR.
+    teacher_mix : float
+        With ``teacher``, alpha in 0..1: each target is ``alpha * teacher +
+        (1 - alpha) * HR`` (1: the teacher's output alone).
     val_degrade : tuple of str
         With ``val_every``, also record the held-out Y-PSNR on LR degraded by
         each of these (``"jpeg:30"``, ``"h264:28"``): how to choose a mix
@@ -168,6 +177,8 @@ class BuildConfig:
     degrade_h264: tuple[int, ...] = ()
     degrade_share: float = 0.8
     val_degrade: tuple[str, ...] = ()
+    teacher: str | None = None
+    teacher_mix: float = 1.0
     batch: int = 64
     patch: int = 16
     seed: int = 0
@@ -217,6 +228,18 @@ def _check_learned_shifts(config: BuildConfig) -> None:
                          "--shift-lr and --net-lr")
 
 
+def _check_teacher(config: BuildConfig) -> None:
+    if config.teacher is None:
+        if config.teacher_mix != BuildConfig.teacher_mix:
+            raise BuildError("--teacher-mix mixes a teacher's output into the targets: it "
+                             "needs --teacher")
+        return
+    if not 0 <= config.teacher_mix <= 1:
+        raise BuildError(f"--teacher-mix must be in 0..1, got {config.teacher_mix}")
+    if not Path(config.teacher).is_file():
+        raise BuildError(f"--teacher {config.teacher}: no such file")
+
+
 def check(config: BuildConfig) -> None:
     """Raise :class:`BuildError` if ``config`` asks for something the pipeline does not do."""
     choices = {"scale": (2, 3, 4), "layout": ("srlut", "mulut", "layered"),
@@ -260,6 +283,7 @@ def check(config: BuildConfig) -> None:
             parse_degradation(spec)
     except ValueError as exc:
         raise BuildError(f"--degrade: {exc}") from None
+    _check_teacher(config)
     if config.val_degrade and not config.val_every:
         raise BuildError("--val-degrade scores the held-out images: it needs --val-every")
     if config.base == "linear":
