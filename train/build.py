@@ -47,6 +47,7 @@ from train.config import (
 from train.degrade import degrade_pairs, library_versions
 from train.layered import LAYER_KINDS, LayeredNet, spread_shifts
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout, to_lut
+from train.teacher import teacher_pairs
 
 
 def build(config: BuildConfig, log=print) -> lutsr.LUT:
@@ -100,6 +101,8 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         train_files = [f for f in files if f not in skip]
         pairs = tdata.load_pairs(train_files, config.scale, min_size=config.patch,
                                  scale_aug=config.scale_aug, log=log)
+        if config.teacher:  # on the clean LR, before any degradation: the targets stay clean
+            pairs, meta["teacher"] = teacher_pairs(pairs, config, ckdir, log)
         mix = degrade_mix(config)
         if mix.active:  # every later phase reads these LR images: nets, base, least squares
             pairs, counts = degrade_pairs(pairs, mix)
@@ -282,6 +285,8 @@ def _recorded(config: BuildConfig) -> dict:
     del fields["checkpoint_dir"], fields["data"]  # the data: the metadata's "data"
     if config.init:
         fields["init"] = Path(config.init).name  # a file's name, or a bundled LUT's
+    if config.teacher:
+        fields["teacher"] = Path(config.teacher).name
     return fields
 
 
