@@ -12,7 +12,7 @@ kernel: each worker process loads the LUT and builds its own
 (:func:`lutsr.commands._upscale_image`, :func:`lutsr.commands.cmd_video`), so the images
 it writes equal a local run's byte for byte, and the videos frame for frame (a video
 encoder's bytes may vary from process to process). Workers write through
-:func:`lutsr.imageio.atomic_output`: an output exists only when complete, which
+:func:`lutsr.safefiles.atomic_output`: an output exists only when complete, which
 is why a rerun with ``--skip-existing`` can skip every output that exists (without
 it, existing outputs are refused before any work, as in a local run; with
 ``--overwrite`` they are redone). Inputs and outputs are

@@ -25,15 +25,13 @@ from .api import Upscaler, resolve_lut
 from .imageio import (
     IMAGE_FORMATS,
     ImageError,
-    atomic_output,
     image_format,
-    lut_inputs,
     read_image,
-    same_file,
     upscale_premultiplied,
     write_image,
 )
 from .outsize import ResizePlan, output_size, plan_resize, upscale_to
+from .safefiles import atomic_output, lut_inputs, same_file
 
 #: The sample image ``lutsr demo`` upscales (inside the package).
 SAMPLE = "astronaut.png"
@@ -191,7 +189,7 @@ def refuse_lut_output(lut, outputs: list) -> None:
     """Raise :class:`CLIError` when one of ``outputs`` is the file ``--lut`` names.
 
     The same file through a symbolic or hard link counts, as for the other
-    inputs (:func:`lutsr.imageio.check_output`). Checked before existing
+    inputs (:func:`lutsr.safefiles.check_output`). Checked before existing
     outputs, so the message never suggests ``--overwrite`` for a LUT.
     """
     for source in lut_inputs(lut):

@@ -91,7 +91,8 @@ from pathlib import Path
 import numpy as np
 
 from .api import Upscaler
-from .imageio import atomic_output, check_output, lut_inputs, premultiply, unpremultiply
+from .imageio import premultiply, unpremultiply
+from .safefiles import atomic_output, check_output, lut_inputs
 
 #: Output suffixes and the FFmpeg muxer each one uses.
 CONTAINERS = {
@@ -1363,7 +1364,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
     Notes
     -----
     The output appears at ``dst`` only when complete (see
-    :func:`lutsr.imageio.atomic_output`); on any error or interruption it is
+    :func:`lutsr.safefiles.atomic_output`); on any error or interruption it is
     not created and ``src`` is never modified.
     """
     from .outsize import output_size, pick_lut

@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_images_equal, random_lut
 
 import lutsr
-from lutsr import bundled, imageio
+from lutsr import bundled, imageio, safefiles
 from lutsr.cli import main
 from lutsr.reference import upscale_reference
 
@@ -243,18 +243,18 @@ def temp_kind(request, monkeypatch):
 def test_atomic_output_commits_and_discards(tmp_path, temp_kind):
     target = tmp_path / "x.bin"
     with pytest.raises(RuntimeError):
-        with imageio.atomic_output(target) as pending:
+        with safefiles.atomic_output(target) as pending:
             Path(pending.path).write_bytes(b"half")
             raise RuntimeError("failed mid-write")
     assert os.listdir(tmp_path) == []
-    with imageio.atomic_output(target) as pending:
+    with safefiles.atomic_output(target) as pending:
         Path(pending.path).write_bytes(b"whole")
         assert not target.exists()  # nothing visible until the end
     assert target.read_bytes() == b"whole" and os.listdir(tmp_path) == ["x.bin"]
     with pytest.raises(FileExistsError):
-        with imageio.atomic_output(target):
+        with safefiles.atomic_output(target):
             pass
-    with imageio.atomic_output(target, overwrite=True) as pending:
+    with safefiles.atomic_output(target, overwrite=True) as pending:
         Path(pending.path).write_bytes(b"newer")
     assert target.read_bytes() == b"newer" and os.listdir(tmp_path) == ["x.bin"]
 
@@ -262,7 +262,7 @@ def test_atomic_output_commits_and_discards(tmp_path, temp_kind):
 def test_atomic_output_never_clobbers_a_file_that_appears(tmp_path, temp_kind):
     target = tmp_path / "x.bin"
     with pytest.raises(FileExistsError, match="appeared"):
-        with imageio.atomic_output(target) as pending:
+        with safefiles.atomic_output(target) as pending:
             Path(pending.path).write_bytes(b"ours")
             target.write_bytes(b"theirs")  # another program wins the race
     assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["x.bin"]
