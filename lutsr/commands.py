@@ -31,6 +31,7 @@ from .imageio import (
     write_image,
 )
 from .outsize import ResizePlan, output_size, plan_resize, upscale_to
+from .progress import progress_bar
 from .safefiles import atomic_output, lut_inputs, same_file
 
 #: The sample image ``lutsr demo`` upscales (inside the package).
@@ -449,19 +450,8 @@ def cmd_image(args) -> int:
 
 
 def _bar(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="image", disable=not enabled)
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
+    """The bar of a run over several images (nothing without tqdm)."""
+    return progress_bar(total, enabled=enabled, unit="image")
 
 
 def cmd_video(args) -> int:

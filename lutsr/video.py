@@ -92,6 +92,7 @@ import numpy as np
 
 from .api import Upscaler
 from .imageio import premultiply, unpremultiply
+from .progress import finish, progress_bar
 from .safefiles import atomic_output, check_output, lut_inputs
 
 #: Output suffixes and the FFmpeg muxer each one uses.
@@ -1205,58 +1206,6 @@ def _note(text: str, quiet: bool) -> None:
         print(f"lutsr: note: {text}", file=sys.stderr, flush=True)
 
 
-def _progress_bar(enabled: bool, total: int | None, desc: str):
-    """A tqdm bar (frames, fps, ETA) on stderr, or a plain fallback without tqdm."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _PlainProgress(enabled, total, desc)
-    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, leave=True,
-                dynamic_ncols=True, smoothing=0.1)
-
-
-class _PlainProgress:
-    """Progress on one stderr line, rewritten at most twice a second."""
-
-    def __init__(self, enabled: bool, total: int | None, desc: str):
-        self.enabled, self.total, self.desc = enabled, total, desc
-        self.n, self._t0, self._last = 0, time.perf_counter(), 0.0
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if now - self._last > 0.5:
-            self.refresh(now)
-
-    def refresh(self, now: float | None = None) -> None:
-        """Rewrite the line now."""
-        if not self.enabled:
-            return
-        now = time.perf_counter() if now is None else now
-        self._last = now
-        fps = self.n / max(now - self._t0, 1e-9)
-        eta = f", ETA {(self.total - self.n) / fps:.0f} s" if self.total and fps else ""
-        of = f"/{self.total}" if self.total else ""
-        sys.stderr.write(f"\r{self.desc}: {self.n}{of} frames, {fps:.1f} fps{eta}   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-def _finish_bar(bar) -> None:
-    """Show the run as complete: the real frame count becomes the total.
-
-    The total is an estimate from the container's duration for MKV, MPEG-TS
-    and others without a frame count, so it may be off by a few percent
-    either way; a bar left at 95 % would look like a run that stopped early.
-    """
-    if bar.total != bar.n:
-        bar.total = bar.n
-    bar.refresh()
-
-
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None, *,
                   backend: str = "auto", threads: int | None = None, luma_only: bool = False,
                   codec: str | None = None, crf: float | None = None,
@@ -1823,7 +1772,8 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
 
     reader = _Worker("read", read, cancel)
     writer = _Worker("write", write, cancel)
-    bar = _progress_bar(progress, _estimate_frames(inp, vin), desc)
+    bar = progress_bar(_estimate_frames(inp, vin), enabled=progress, unit="frame", desc=desc,
+                       plain=True, leave=True, dynamic_ncols=True, smoothing=0.1)
     reader.start()
     writer.start()
     try:
@@ -1838,7 +1788,7 @@ def _run_pipeline(av, inp, vin, out, copies, upscaler, *, items, luma_only, enco
         while writer.is_alive():  # a timed join keeps Ctrl-C responsive
             writer.join(0.1)
         if writer.error is None and reader.error is None:
-            _finish_bar(bar)
+            finish(bar)
     except _CancelledError:
         pass  # a stage failed: its error is raised below
     except BaseException:

@@ -25,6 +25,7 @@ from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 import lutsr
 from lutsr import video
 from lutsr.cli import main
+from lutsr.progress import PlainBar
 from lutsr.reference import upscale_reference
 
 av = pytest.importorskip("av")
@@ -426,7 +427,7 @@ def test_progress_shows_frames_and_fps(tmp_path, clips, lut_file, capsys, monkey
                                        with_tqdm):
     if not with_tqdm:
         monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails: plain fallback
-    monkeypatch.setattr(video._PlainProgress, "update", _every_update(video._PlainProgress.update))
+    monkeypatch.setattr(PlainBar, "update", _every_update(PlainBar.update))
     video.upscale_video(clips["mp4"], tmp_path / "o.mp4", lutsr.load(lut_file),
                         backend="reference", progress=True, luma_only=True)
     err = capsys.readouterr().err

@@ -49,6 +49,7 @@ import numpy as np
 
 import lutsr
 from lutsr.metrics import GRAY_MODES, psnr_y, ssim_y
+from lutsr.progress import progress_bar
 from lutsr.resize import imresize, modcrop
 
 #: A method maps an LR uint8 (h, w, 3) or (h, w) image to its uint8 upscaled image.
@@ -216,27 +217,6 @@ def cnn_method(spec: str, scale: int) -> tuple[str, Method]:
 
 # --------------------------------------------------------------------------- evaluation
 
-def _progress(total: int, enabled: bool):
-    """A tqdm bar on a terminal, else a no-op with the same two methods."""
-    if enabled and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-            return tqdm(total=total, unit="img", dynamic_ncols=True)
-        except ImportError:
-            pass
-
-    class _Quiet:
-        def update(self, n=1):
-            pass
-
-        def set_postfix_str(self, s):
-            pass
-
-        def close(self):
-            pass
-    return _Quiet()
-
-
 def _check_output(method: str, sr, lr: np.ndarray, hr: np.ndarray, where: str) -> np.ndarray:
     if not isinstance(sr, np.ndarray) or sr.dtype != np.uint8:
         what = sr.dtype if isinstance(sr, np.ndarray) else type(sr).__name__
@@ -296,7 +276,8 @@ def evaluate(methods: Mapping[str, Method], datasets: Sequence, scale: int, *,
     from PIL import Image
 
     label = "clean" if degrade is None else degrade.spec
-    bar = _progress(sum(len(d.hr_paths) for d in found) * len(methods), progress)
+    bar = progress_bar(sum(len(d.hr_paths) for d in found) * len(methods),
+                       enabled=progress and sys.stderr.isatty(), unit="img", dynamic_ncols=True)
     results = []
     try:
         for dataset in found:

@@ -8,11 +8,14 @@ Adam with cosine learning-rate decay, and checkpoint so a run can resume.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lutsr.progress import progress_bar
 
 
 class PatchSampler:
@@ -81,7 +84,9 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
                         "state": state, "config": config or {}}, tmp)
             tmp.replace(checkpoint)
 
-    bar = _progress(iters, state["iteration"], desc)
+    # training works without tqdm, just silently (then with the plain lines below)
+    bar = progress_bar(iters, enabled=sys.stderr.isatty(), desc=desc, initial=state["iteration"],
+                       mininterval=2.0)
     ema = None
     cpu0 = time.process_time() - state["cpu_seconds"]
     wall0, start_it = time.time(), state["iteration"]
@@ -109,20 +114,3 @@ def optimise(model: torch.nn.Module, sampler: PatchSampler, iters: int, lr: floa
                     f"eta {rate * (iters - done) / 60:.1f} min")
     bar.close()
     return dict(state)
-
-
-def _progress(total: int, initial: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # training works without tqdm, just silently
-        class _Quiet:
-            disable = True
-
-            def update(self, n): ...
-            def set_postfix_str(self, s): ...
-            def close(self): ...
-        return _Quiet()
-    import sys
-
-    return tqdm(total=total, initial=initial, desc=desc, disable=not sys.stderr.isatty(),
-                mininterval=2.0)
