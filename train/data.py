@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import lutsr
+from lutsr.imageio import ImageError, read_image
 from lutsr.resize import imresize, modcrop
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
@@ -27,17 +28,21 @@ def list_images(folders) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image as uint8 (H, W, 3); grayscale replicated, alpha dropped."""
-    from PIL import Image, UnidentifiedImageError
+    """An image as uint8 (H, W, 3); grayscale replicated, alpha dropped.
 
+    Read by :func:`lutsr.imageio.read_image` (the runtime's reader: EXIF
+    orientation applied, 16-bit images refused); any error is a ValueError
+    naming the file.
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I", "F"):
-                raise ValueError(f"{path}: {im.mode} images are not supported for training")
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+        pixels, _ = read_image(path)
+    except (ImageError, OSError) as exc:
         raise ValueError(f"cannot read training image {path}: {exc}") from None
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2))
+    if pixels.shape[2] == 2:  # gray + alpha
+        return np.ascontiguousarray(np.repeat(pixels[:, :, :1], 3, axis=2))
+    return np.ascontiguousarray(pixels[:, :, :3])
 
 
 def make_pairs(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:

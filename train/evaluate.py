@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 import lutsr
+import lutsr.imageio
 from lutsr.metrics import GRAY_MODES, psnr_y, ssim_y
 from lutsr.progress import progress_bar
 from lutsr.resize import imresize, modcrop
@@ -86,32 +87,22 @@ class ImageResult:
 def read_image(path: Path) -> np.ndarray:
     """Read an 8-bit image as uint8 ``(H, W)`` (gray) or ``(H, W, 3)`` (RGB).
 
-    Palette images become RGB (or gray when the palette is gray); an alpha
-    channel is dropped, since the protocol scores luma only.
+    Read by :func:`lutsr.imageio.read_image` (the runtime's reader: palette
+    images become RGB, EXIF orientation applied, 16-bit and float images
+    refused); an alpha channel is dropped, since the protocol scores luma only.
+    Any error is a ValueError naming the file.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("L", "RGB"):
-                pass
-            elif mode in ("LA", "1"):
-                im = im.convert("L")
-            elif mode in ("P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr"):
-                im = im.convert("RGB")
-            else:
-                raise ValueError(f"{path}: unsupported image mode {mode!r} "
-                                 "(16-bit and float images are not evaluated; convert to 8-bit)")
-            arr = np.asarray(im)
-    except ValueError:
+        pixels, _ = lutsr.imageio.read_image(path)
+    except ValueError:  # lutsr.imageio.ImageError: names the file and what is wrong
         raise
-    except Exception as exc:  # PIL raises several types for corrupt or non-image files
+    except OSError as exc:
         raise ValueError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{path}: expected 8-bit samples, got {arr.dtype}")
-    return arr
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # gray + alpha
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+    return np.ascontiguousarray(pixels)
 
 
 def find_dataset(folder, scale: int) -> Dataset:
