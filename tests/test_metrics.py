@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from lutsr import metrics
 from lutsr.metrics import psnr_y, rgb_to_y, ssim_y
 
 
@@ -112,3 +113,40 @@ def test_bad_input(call, exc, match):
     a = np.zeros((40, 36, 3), np.uint8)
     with pytest.raises(exc, match=match):
         call(a)
+
+
+def test_edge_flat_mask_is_the_flat_band_beside_a_step():
+    # A vertical step: the central differences of columns 19 and 20 are 127.5 (edges); the
+    # 5x5 windows of columns 18-21 straddle it (not flat); "next to" reaches 6 columns out.
+    y = np.zeros((40, 40))
+    y[:, 20:] = 255
+    mask = metrics.edge_flat_mask(y)
+    cols = np.flatnonzero(mask.any(axis=0))
+    assert cols.tolist() == [13, 14, 15, 16, 17, 22, 23, 24, 25, 26]
+    assert mask[:, cols].all()
+    # Texture (a 5x5 window spanning more than 2 levels) is not flat, whatever its neighbours.
+    y[:, :18] += np.random.default_rng(0).integers(0, 8, (40, 18))
+    assert np.flatnonzero(metrics.edge_flat_mask(y).any(axis=0)).tolist() == [22, 23, 24, 25, 26]
+
+
+def test_edge_flat_psnr_sees_streaks_beside_edges_that_whole_psnr_averages_away():
+    hr = np.full((96, 96, 3), 200, np.uint8)
+    hr[:, 40:43] = 0  # a black line
+    streak = np.zeros((96, 96), np.int16)
+    streak[::4, :] = 6  # faint horizontal streaks, every 4th row
+    near, far = hr.copy(), hr.copy()
+    near[:, 44:48] = (200 + streak[:, 44:48, None]).astype(np.uint8)  # beside the line
+    far[:, 80:84] = (200 + streak[:, 80:84, None]).astype(np.uint8)  # 37 pixels away
+    whole_near, whole_far = metrics.psnr_y(near, hr, 4), metrics.psnr_y(far, hr, 4)
+    assert whole_near == pytest.approx(whole_far)
+    score_near, n = metrics.edge_flat_psnr_y(near, hr, 4)
+    score_far, n_far = metrics.edge_flat_psnr_y(far, hr, 4)
+    assert n == n_far > 0
+    assert score_far == float("inf")
+    assert score_near < whole_near - 5  # the same error over far fewer pixels
+
+
+def test_edge_flat_psnr_without_edges_is_nan():
+    flat = np.full((32, 32), 90, np.uint8)
+    score, n = metrics.edge_flat_psnr_y(flat, flat, 2)
+    assert n == 0 and np.isnan(score)
