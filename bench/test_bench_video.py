@@ -31,7 +31,10 @@ import numpy as np
 import pytest
 
 import lutsr
-from lutsr import video
+from lutsr.video import VideoOptions, upscale_video
+from lutsr.video.avutil import plane_array
+from lutsr.video.colour import to_output_format
+from lutsr.video.frames import upscale_frame_luma, upscale_frame_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -114,8 +117,8 @@ def test_video_fps(benchmark, setup, tmp_path, mode):
     dst = tmp_path / "out.mp4"
 
     def run():
-        return video.upscale_video(setup["clip"], dst, upscaler=setup["upscaler"],
-                                   luma_only=mode == "luma", preset="fast", overwrite=True)
+        options = VideoOptions(luma_only=mode == "luma", preset="fast", overwrite=True)
+        return upscale_video(setup["clip"], dst, options=options, upscaler=setup["upscaler"])
 
     report = benchmark.pedantic(run, rounds=1 if setup["smoke"] else 3, iterations=1)
     w, h = setup["size"]
@@ -166,9 +169,9 @@ def serial_run(clip: Path, dst: Path, upscaler, preset: str, luma: bool) -> floa
         n = 0
         for frame in inp.decode(vin):
             if luma:
-                big = video.upscale_frame_luma(frame, upscaler)
+                big = upscale_frame_luma(frame, upscaler)
             else:
-                big = video.to_output_format(video.upscale_frame_rgb(frame, upscaler, 6),
+                big = to_output_format(upscale_frame_rgb(frame, upscaler, 6),
                                              "yuv420p", 6, False)
             big.pict_type = 0
             for packet in stream.encode(big):
@@ -200,21 +203,21 @@ def speed_table(lut, frames: int, presets: list[str], rounds: int) -> str:
         with av.open(str(clip)) as c:
             first = next(c.decode(video=0))
         rgb = first.to_ndarray(format="rgb24")
-        y = np.ascontiguousarray(video.plane_array(first.planes[0]))
+        y = np.ascontiguousarray(plane_array(first.planes[0]))
         stages = {
             "LUT on RGB 480x270 (3 planes)": lambda: upscaler.up(rgb),
             "LUT on Y 480x270 (1 plane)": lambda: upscaler.up(y),
             "luma-only frame (LUT on Y + swscale bicubic chroma)":
-                lambda: video.upscale_frame_luma(first, upscaler),
+                lambda: upscale_frame_luma(first, upscaler),
             "RGB frame (YUV->RGB, LUT, no YUV conversion back)":
-                lambda: video.upscale_frame_rgb(first, upscaler, 6),
+                lambda: upscale_frame_rgb(first, upscaler, 6),
         }
         for name, fn in stages.items():
             ms = _median_ms(fn, 20)
             rows.append(f"| {name} | {ms:.1f} ms | {1e3 / ms:.0f} | | |")
-        big = video.upscale_frame_luma(first, upscaler)
-        rgb_big = video.upscale_frame_rgb(first, upscaler, 6)
-        ms = _median_ms(lambda: video.to_output_format(rgb_big, "yuv420p", 6, False), 20)
+        big = upscale_frame_luma(first, upscaler)
+        rgb_big = upscale_frame_rgb(first, upscaler, 6)
+        ms = _median_ms(lambda: to_output_format(rgb_big, "yuv420p", 6, False), 20)
         rows.append(f"| RGB->yuv420p 1920x1080 (swscale) | {ms:.1f} ms | {1e3 / ms:.0f} | | |")
         for preset in presets:
             out = av.open(str(Path(tmp) / "enc.mp4"), "w")
@@ -222,7 +225,7 @@ def speed_table(lut, frames: int, presets: list[str], rounds: int) -> str:
             stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
             stream.options = {"preset": preset, "crf": "18"}
             with av.open(str(clip)) as c:
-                hd = [video.upscale_frame_luma(f, upscaler) for f in c.decode(video=0)]
+                hd = [upscale_frame_luma(f, upscaler) for f in c.decode(video=0)]
             t0, c0 = time.perf_counter(), _cpu_seconds()
             for i, frame in enumerate(hd):
                 frame.pts, frame.pict_type = i, 0  # the encoder picks frame types
@@ -241,8 +244,9 @@ def speed_table(lut, frames: int, presets: list[str], rounds: int) -> str:
                 fps, cpus, serial = [], [], []
                 for _ in range(rounds):  # pipelined and serial runs alternate: same load
                     c0 = _cpu_seconds()
-                    report = video.upscale_video(clip, Path(tmp) / "out.mp4", upscaler=upscaler,
-                                                 luma_only=luma, preset=preset, overwrite=True)
+                    options = VideoOptions(luma_only=luma, preset=preset, overwrite=True)
+                    report = upscale_video(clip, Path(tmp) / "out.mp4", options=options,
+                                           upscaler=upscaler)
                     cpus.append((_cpu_seconds() - c0) / report.frames)
                     fps.append(report.fps)
                     serial.append(serial_run(clip, Path(tmp) / "serial.mp4", upscaler, preset,
@@ -295,15 +299,15 @@ def quality_table(lut, sets: list[str], backend: str = "auto") -> str:
             frame.colorspace, frame.color_range = 6, 1
             bicubic = frame.reformat(frame.width * s, frame.height * s,
                                      interpolation="BICUBIC")
-            luma = video.upscale_frame_luma(frame, upscaler)
-            rgb = video.to_output_format(video.upscale_frame_rgb(frame, upscaler, 6),
+            luma = upscale_frame_luma(frame, upscaler)
+            rgb = to_output_format(upscale_frame_rgb(frame, upscaler, 6),
                                          "yuv420p", 6, False)
             for key, value in [
                 ("LUT on RGB, image protocol (no YUV)", psnr_y(upscaler.up(lr), hr, s)),
                 ("video path, swscale bicubic (all planes)",
-                 y_psnr(video.plane_array(bicubic.planes[0]))),
-                ("video path, RGB mode", y_psnr(video.plane_array(rgb.planes[0]))),
-                ("video path, luma-only mode", y_psnr(video.plane_array(luma.planes[0]))),
+                 y_psnr(plane_array(bicubic.planes[0]))),
+                ("video path, RGB mode", y_psnr(plane_array(rgb.planes[0]))),
+                ("video path, luma-only mode", y_psnr(plane_array(luma.planes[0]))),
             ]:
                 scores.setdefault(key, []).append(value)
         for key, values in scores.items():

@@ -10,6 +10,8 @@ The public API::
     lutsr.load_bundled(name), lutsr.bundled_names()
     lutsr.import_srlut(path_or_array, scale), lutsr.import_mulut(tables, scale)
     lutsr.import_shiftlut(folder, scale=4)
+    lutsr.upscale_video(src, dst, lut=None, options=lutsr.VideoOptions(...), *, upscaler=None)
+        -> lutsr.VideoReport  (needs PyAV: the ``video`` extra)
 """
 
 from .api import Upscaler, upscale
@@ -20,6 +22,7 @@ from .importers import import_mulut, import_shiftlut, import_srlut
 from .layered import LayeredStage, TableLayer
 from .model import LUT, PATTERNS, Stage
 from .outsize import upscale_to
+from .video import VideoOptions, VideoReport, upscale_video
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,8 @@ __all__ = [
     "Stage",
     "TableLayer",
     "Upscaler",
+    "VideoOptions",
+    "VideoReport",
     "bundled_names",
     "import_mulut",
     "import_shiftlut",
@@ -40,4 +45,5 @@ __all__ = [
     "save",
     "upscale",
     "upscale_to",
+    "upscale_video",
 ]

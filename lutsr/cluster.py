@@ -603,7 +603,7 @@ def plan_videos(inputs: list[str], output: str) -> list[tuple[Path, Path]]:
         with one name, an output folder that is a file, an output suffix that
         is not a video container, an input that is also an output.
     """
-    from .video import container_format
+    from .video.encoding import container_format
 
     out = Path(output)
     if out.exists() and not out.is_dir():

@@ -454,6 +454,20 @@ def _bar(total: int, enabled: bool):
     return progress_bar(total, enabled=enabled, unit="image")
 
 
+def _video_options(args):
+    """``lutsr video``'s options as :class:`lutsr.video.VideoOptions`."""
+    from .video import VideoOptions
+
+    return VideoOptions(
+        backend=args.backend, threads=args.threads, luma_only=args.luma_only, codec=args.codec,
+        crf=args.crf, bitrate=args.bitrate, pix_fmt=args.pix_fmt, preset=args.preset,
+        audio=not args.no_audio, subtitles=not args.no_subtitles, allow_8bit=args.allow_8bit,
+        overwrite=args.overwrite, progress=_show_progress(args), outscale=args.outscale,
+        size=args.size, format=args.format, input_size=args.input_size,
+        input_pix_fmt=args.input_pix_fmt, input_rate=args.input_rate, quiet=args.quiet,
+        alpha=not args.no_alpha, straight_alpha=args.straight_alpha)
+
+
 def cmd_video(args) -> int:
     from .video import upscale_video
 
@@ -469,16 +483,8 @@ def cmd_video(args) -> int:
         return 0
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
     try:
-        report = upscale_video(
-            args.input, args.output, backend=args.backend, threads=args.threads,
-            luma_only=args.luma_only, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
-            pix_fmt=args.pix_fmt, preset=args.preset, audio=not args.no_audio,
-            subtitles=not args.no_subtitles, allow_8bit=args.allow_8bit,
-            overwrite=args.overwrite, progress=_show_progress(args), upscaler=upscaler,
-            outscale=args.outscale, size=args.size, format=args.format,
-            input_size=args.input_size, input_pix_fmt=args.input_pix_fmt,
-            input_rate=args.input_rate, quiet=args.quiet, alpha=not args.no_alpha,
-            straight_alpha=args.straight_alpha)
+        report = upscale_video(args.input, args.output, options=_video_options(args),
+                               upscaler=upscaler)
     except BrokenPipeError:
         if args.output != "-":
             raise

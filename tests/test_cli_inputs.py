@@ -155,14 +155,14 @@ def test_video_output_that_is_the_lut_file_is_refused(tmp_path, capsys, how):
 
 def test_upscale_video_never_writes_over_its_lut_file(tmp_path):
     pytest.importorskip("av")
-    from lutsr.video import upscale_video
+    from lutsr.video import VideoOptions, upscale_video
 
     src = tmp_path / "v.y4m"
     src.write_bytes(_y4m())
     lut = lutsr.save(random_lut(np.random.default_rng(4), scale=2), tmp_path / "l.y4m")
     before = lut.read_bytes()
     with pytest.raises(ValueError, match="is the input file"):
-        upscale_video(src, lut, lut, backend="reference", overwrite=True)
+        upscale_video(src, lut, lut, VideoOptions(backend="reference", overwrite=True))
     assert lut.read_bytes() == before
 
 

@@ -23,10 +23,21 @@ import pytest
 from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 import lutsr
-from lutsr import video
 from lutsr.cli import main
 from lutsr.progress import PlainBar
 from lutsr.reference import upscale_reference
+from lutsr.video import VideoOptions, upscale_video
+from lutsr.video import pipeline as video_pipeline
+from lutsr.video.avutil import ffmpeg_log_level, format_depth, plane_array, sws_flags
+from lutsr.video.colour import TO_RGB_FLAGS, to_output_format
+from lutsr.video.frames import (
+    _upsample_linear,
+    resize_frame,
+    upscale_deep,
+    upscale_frame_luma,
+    upscale_frame_rgb,
+)
+from lutsr.video.inputs import display_matrix
 
 av = pytest.importorskip("av")
 
@@ -162,7 +173,7 @@ def test_display_matrix_among_other_side_data(tmp_path, clips, lut_file, name):
     first = decoded(clips[name])[0]
     types = {getattr(e, "type", e).name for e in first.side_data}
     assert "SEI_UNREGISTERED" in types
-    matrix = video._display_matrix(first)
+    matrix = display_matrix(first)
     if name == "mp4":
         assert types == {"SEI_UNREGISTERED", "DISPLAYMATRIX"}
         # 16.16 fixed point cos/sin of the turn, then the 2.30 fixed-point w = 1
@@ -209,7 +220,7 @@ def test_colour_tags(tmp_path, clips, lut_file):
     for i in range(3):
         frame = av.VideoFrame(W, H, "yuv420p")
         for plane in frame.planes:
-            video.plane_array(plane)[:] = 40 * i + 20
+            plane_array(plane)[:] = 40 * i + 20
         frame.pts, frame.colorspace, frame.color_range = i, 1, 2
         for packet in vs.encode(frame):
             out.mux(packet)
@@ -258,13 +269,13 @@ def test_luma_only_pixels_lossless(tmp_path, clips, lut_file, backend):
                  "--backend", backend, "-q", "--luma-only", "--crf", "0", "--no-audio"]) == 0
     lut = lutsr.load(lut_file)
     for fin, fout in zip(decoded(clips["mp4"]), decoded(dst), strict=True):
-        y_in = video.plane_array(fin.planes[0]).copy()
-        assert_images_equal(video.plane_array(fout.planes[0]), upscale_reference(y_in, lut),
+        y_in = plane_array(fin.planes[0]).copy()
+        assert_images_equal(plane_array(fout.planes[0]), upscale_reference(y_in, lut),
                             "luma plane")
         bicubic = fin.reformat(2 * W, 2 * H, interpolation="BICUBIC")
         for p in (1, 2):
-            assert_images_equal(video.plane_array(fout.planes[p]),
-                                video.plane_array(bicubic.planes[p]), f"chroma plane {p}")
+            assert_images_equal(plane_array(fout.planes[p]),
+                                plane_array(bicubic.planes[p]), f"chroma plane {p}")
 
 
 def test_rgb_frames_are_the_lut_of_the_decoded_rgb(tmp_path, clips, lut_file):
@@ -273,10 +284,10 @@ def test_rgb_frames_are_the_lut_of_the_decoded_rgb(tmp_path, clips, lut_file):
     frames = decoded(clips["mp4"])[:3]
     def to_rgb(frame):  # untagged SD: BT.601, limited range, accurate swscale
         return frame.reformat(format="rgb24", src_colorspace=6, src_color_range=1,
-                              interpolation=video._flags(video.TO_RGB_FLAGS)).to_ndarray()
+                              interpolation=sws_flags(TO_RGB_FLAGS)).to_ndarray()
 
     for frame in frames:
-        out = video.upscale_frame_rgb(frame, upscaler)
+        out = upscale_frame_rgb(frame, upscaler)
         assert (out.width, out.height, out.pts) == (2 * W, 2 * H, frame.pts)
         assert_images_equal(out.to_ndarray(), upscale_reference(to_rgb(frame), lut), "rgb frame")
     # End to end through 4:4:4 lossless YUV: only the YUV<->RGB rounding remains.
@@ -332,16 +343,16 @@ def test_failure_mid_video_leaves_nothing(tmp_path, clips, lut_file, monkeypatch
         return wrapper
 
     if where == "encode":
-        monkeypatch.setattr(video, "to_output_format",
-                            failing(video.to_output_format, RuntimeError("encoder broke")))
+        monkeypatch.setattr(video_pipeline, "to_output_format",
+                            failing(to_output_format, RuntimeError("encoder broke")))
     else:
         exc = KeyboardInterrupt() if where == "interrupt" else RuntimeError("LUT broke")
-        monkeypatch.setattr(video, "upscale_frame_rgb", failing(video.upscale_frame_rgb, exc))
+        monkeypatch.setattr(video_pipeline, "upscale_frame_rgb", failing(upscale_frame_rgb, exc))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises((RuntimeError, KeyboardInterrupt)):
-        video.upscale_video(clips["mp4"], out_dir / "x.mp4", lutsr.load(lut_file),
-                            backend="reference")
+        upscale_video(clips["mp4"], out_dir / "x.mp4", lutsr.load(lut_file),
+                      VideoOptions(backend="reference"))
     assert calls["n"] == 10
     assert os.listdir(out_dir) == []
     _no_lutsr_threads()
@@ -428,8 +439,8 @@ def test_progress_shows_frames_and_fps(tmp_path, clips, lut_file, capsys, monkey
     if not with_tqdm:
         monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails: plain fallback
     monkeypatch.setattr(PlainBar, "update", _every_update(PlainBar.update))
-    video.upscale_video(clips["mp4"], tmp_path / "o.mp4", lutsr.load(lut_file),
-                        backend="reference", progress=True, luma_only=True)
+    upscale_video(clips["mp4"], tmp_path / "o.mp4", lutsr.load(lut_file),
+                  VideoOptions(backend="reference", progress=True, luma_only=True))
     err = capsys.readouterr().err
     assert f"{FRAMES}/{FRAMES}" in err and ("frame/s" in err or " fps" in err)
 
@@ -481,7 +492,7 @@ def make_photo_clip(path: Path, pix_fmt: str, colorspace: int, color_range: int,
     vs.codec_context.colorspace, vs.codec_context.color_range = colorspace, color_range
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(np.roll(img, 5 * i, axis=1), format="rgb24")
-        frame = video.to_output_format(frame, pix_fmt, colorspace, color_range == 2)
+        frame = to_output_format(frame, pix_fmt, colorspace, color_range == 2)
         frame.pts = i
         for packet in vs.encode(frame):
             out.mux(packet)
@@ -495,9 +506,9 @@ def _plane_means(path: Path) -> np.ndarray:
     """Mean Y, Cb, Cr over all frames, in 8-bit code values (deeper formats scaled down)."""
     means = []
     for frame in decoded(path):
-        bits = video.format_depth(frame.format.name)
+        bits = format_depth(frame.format.name)
         dtype = np.uint8 if bits == 8 else np.uint16
-        means.append([video.plane_array(p, 1, dtype).mean() / 2 ** (bits - 8)
+        means.append([plane_array(p, 1, dtype).mean() / 2 ** (bits - 8)
                       for p in frame.planes])
     return np.mean(means, axis=0)
 
@@ -516,7 +527,7 @@ def test_rgb_mode_keeps_brightness_and_colour(tmp_path, pix_fmt, colorspace, col
     """
     src = make_photo_clip(tmp_path / "in.mkv", pix_fmt, colorspace, color_range)
     dst = tmp_path / "out.mkv"
-    video.upscale_video(src, dst, upscaler=_Replicate(), crf=0)
+    upscale_video(src, dst, options=VideoOptions(crf=0), upscaler=_Replicate())
     with av.open(str(dst)) as c:
         cc = c.streams.video[0].codec_context
         # the decoder names full-range 8-bit formats yuvj*
@@ -534,9 +545,9 @@ def test_rgb_frames_use_the_tagged_matrix_and_range():
         for full in (False, True):
             frame = av.VideoFrame(16, 16, "yuv444p")
             for p, values in zip(frame.planes, planes, strict=True):
-                video.plane_array(p)[:] = values
+                plane_array(p)[:] = values
             frame.color_range = 2 if full else 1
-            out = video.upscale_frame_rgb(frame, _Replicate(), colorspace)
+            out = upscale_frame_rgb(frame, _Replicate(), colorspace)
             y, u, v = planes.astype(float)
             if full:
                 y, u, v = y / 255, (u - 128) / 255, (v - 128) / 255
@@ -554,7 +565,7 @@ def test_upsample_linear():
     rng = np.random.default_rng(2)
     img = rng.random((5, 7, 3)).astype(np.float32)
     for s in (2, 3, 4):
-        up = video._upsample_linear(img, s)
+        up = _upsample_linear(img, s)
         assert up.shape == (5 * s, 7 * s, 3)
         xs = np.clip((np.arange(7 * s) + 0.5) / s - 0.5, 0, 6)
         ys = np.clip((np.arange(5 * s) + 0.5) / s - 0.5, 0, 4)
@@ -562,7 +573,7 @@ def test_upsample_linear():
         want = np.stack([np.interp(ys, np.arange(5), rows[:, j]) for j in range(7 * s)], 1)
         np.testing.assert_allclose(up[..., 0], want, atol=1e-5)
         const = np.full((4, 3), 2.0, np.float32)
-        assert np.all(np.rint(video._upsample_linear(const, s)) == 2)
+        assert np.all(np.rint(_upsample_linear(const, s)) == 2)
 
 
 def test_upscale_deep_is_lut_on_top_bits_plus_low_bits():
@@ -571,12 +582,12 @@ def test_upscale_deep_is_lut_on_top_bits_plus_low_bits():
     rng = np.random.default_rng(3)
     hi = rng.integers(0, 256, (12, 10)).astype(np.uint16)
     for low in (0, 1, 3):  # constant low bits come back exactly
-        got = video.upscale_deep(hi * 4 + low, upscaler, 10)
+        got = upscale_deep(hi * 4 + low, upscaler, 10)
         want = upscale_reference(hi.astype(np.uint8), lut).astype(np.uint16) * 4 + low
         assert_images_equal(got, want, f"10-bit, low bits {low}")
     img = rng.integers(0, 1024, (12, 10)).astype(np.uint16)
-    got = video.upscale_deep(img, upscaler, 10)
-    lo_up = video._upsample_linear((img & 3).astype(np.float32), 2)
+    got = upscale_deep(img, upscaler, 10)
+    lo_up = _upsample_linear((img & 3).astype(np.float32), 2)
     want = upscale_reference((img >> 2).astype(np.uint8), lut).astype(float) * 4 + lo_up
     assert got.dtype == np.uint16 and got.max() <= 1023
     assert np.abs(got - want).max() <= 0.5
@@ -592,9 +603,9 @@ def make_10bit_clip(path: Path, low: int = 2, frames: int = 2) -> Path:
     for i in range(frames):
         frame = av.VideoFrame(W, H, "yuv420p10le")
         y = ((xx * 7 + yy * 3 + 11 * i) % 220 + 16) * 4 + low
-        video.plane_array(frame.planes[0], 1, np.uint16)[:] = y
+        plane_array(frame.planes[0], 1, np.uint16)[:] = y
         for p, base in ((1, 300), (2, 700)):
-            video.plane_array(frame.planes[p], 1, np.uint16)[:] = base + xx[::2, ::2] * 5
+            plane_array(frame.planes[p], 1, np.uint16)[:] = base + xx[::2, ::2] * 5
         frame.pts = i
         for packet in vs.encode(frame):
             out.mux(packet)
@@ -614,17 +625,17 @@ def test_10bit_luma_only_stays_10bit_and_exact(tmp_path, lut_file):
     upscaler = lutsr.Upscaler(lut, backend="reference")
     wants = []
     for fin in decoded(src):
-        out = video.upscale_frame_luma(fin, upscaler, deep=True)
+        out = upscale_frame_luma(fin, upscaler, deep=True)
         assert out.format.name == "yuv420p10le"
-        y = video.plane_array(fin.planes[0], 1, np.uint16)
+        y = plane_array(fin.planes[0], 1, np.uint16)
         wants.append(upscale_reference((y >> 2).astype(np.uint8), lut).astype(np.uint16) * 4 + 2)
-        assert_images_equal(video.plane_array(out.planes[0], 1, np.uint16), wants[-1],
+        assert_images_equal(plane_array(out.planes[0], 1, np.uint16), wants[-1],
                             "10-bit Y")
     dst = tmp_path / "out.mkv"
     assert run(src, dst, lut_file, "--luma-only", "--crf", "0") == 0
     for fout, want in zip(decoded(dst), wants, strict=True):
         assert fout.format.name == "yuv420p10le"
-        diff = np.abs(video.plane_array(fout.planes[0], 1, np.uint16).astype(int) - want)
+        diff = np.abs(plane_array(fout.planes[0], 1, np.uint16).astype(int) - want)
         assert diff.mean() < 4, diff.mean()  # CRF 0 at 10 bits is lossy: under one 8-bit code
 
 
@@ -635,7 +646,7 @@ def test_10bit_rgb_stays_10bit(tmp_path, lut_file):
     frames = decoded(dst)
     assert {f.format.name for f in frames} == {"yuv420p10le"}
     assert (frames[0].width, frames[0].height) == (2 * W, 2 * H)
-    low = video.plane_array(frames[0].planes[0], 1, np.uint16) & 3
+    low = plane_array(frames[0].planes[0], 1, np.uint16) & 3
     assert len(np.unique(low)) == 4  # the low bits carry information, not zeros
 
 
@@ -691,7 +702,7 @@ def test_outscale_frames_are_the_lut_then_resized(tmp_path, clips, lut_file):
     assert run(clips["mkv"], dst, lut_file, "--outscale", "3", *extra) == 0
     assert run(clips["mkv"], ref, lut_file, *extra) == 0
     for got, x2 in zip(decoded(dst), decoded(ref), strict=True):
-        want = video.resize_frame(x2, (3 * W, 3 * H))
+        want = resize_frame(x2, (3 * W, 3 * H))
         # The luma is the LUT's, resized; the chroma (bicubic from swscale, whose
         # siting depends on frame tags a decoded file and a pipeline frame do not
         # share) only has to be close.
@@ -853,11 +864,11 @@ def test_ffmpeg_log_level_lowered_and_restored(monkeypatch):
     monkeypatch.setattr(av.logging, "get_level", lambda: levels[-1] if levels else
                         av.logging.INFO)
     monkeypatch.setattr(av.logging, "set_level", levels.append)
-    with video.ffmpeg_log_level(av, quiet=True):
+    with ffmpeg_log_level(av, quiet=True):
         assert levels == [av.logging.ERROR]
     assert levels[-1] == av.logging.INFO
     levels.clear()
-    with video.ffmpeg_log_level(av, quiet=False):
+    with ffmpeg_log_level(av, quiet=False):
         pass
     assert levels == []
 
@@ -869,9 +880,9 @@ def test_progress_ends_at_the_real_frame_count(tmp_path, clips, lut_file, capsys
     # MKV and MPEG-TS have no frame count: the total is estimated from the duration
     if not with_tqdm:
         monkeypatch.setitem(sys.modules, "tqdm", None)
-    monkeypatch.setattr(video, "_estimate_frames", lambda *_: estimate)
-    video.upscale_video(clips["mkv"], tmp_path / "o.mkv", lutsr.load(lut_file),
-                        backend="reference", progress=True, luma_only=True)
+    monkeypatch.setattr(video_pipeline, "estimate_frames", lambda *_: estimate)
+    upscale_video(clips["mkv"], tmp_path / "o.mkv", lutsr.load(lut_file),
+                  VideoOptions(backend="reference", progress=True, luma_only=True))
     last = capsys.readouterr().err.rstrip().split("\r")[-1]
     assert f"{FRAMES}/{FRAMES}" in last
     assert "/27" not in last and (not with_tqdm or "100%" in last)

@@ -20,10 +20,14 @@ import pytest
 from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
-from lutsr import video
 from lutsr.cli import main
 from lutsr.imageio import premultiply, unpremultiply, upscale_premultiplied
 from lutsr.reference import upscale_reference
+from lutsr.video.avutil import has_alpha, plane_array, sws_flags
+from lutsr.video.colour import TO_RGB_FLAGS
+from lutsr.video.encoding import alpha_pix_fmt
+from lutsr.video.frames import _premultiply, _unpremultiply, resize_frame, upscale_deep
+from lutsr.video.inputs import quarter_turned
 
 av = pytest.importorskip("av")
 
@@ -95,7 +99,7 @@ def run(src, dst, lut_file, *extra) -> int:
 def _rgba_of(frame) -> np.ndarray:
     # as the pipeline converts (the decoded frames here are RGB or BT.601 limited range)
     return frame.reformat(format="rgba", src_colorspace=6, src_color_range=1,
-                          interpolation=video._flags(video.TO_RGB_FLAGS)).to_ndarray()
+                          interpolation=sws_flags(TO_RGB_FLAGS)).to_ndarray()
 
 
 def _luma(rgba: np.ndarray) -> np.ndarray:
@@ -153,8 +157,8 @@ def test_yuv_alpha_plane_is_the_premultiplied_upscale(tmp_path, clips, lut_file,
         assert fout.format.name == pix_fmt
         want = upscale_premultiplied(up, _rgba_of(fin))
         if pix_fmt.startswith("yuva"):
-            assert np.array_equal(video.plane_array(fout.planes[3]), want[..., 3])
-            luma = video.plane_array(fout.planes[0])
+            assert np.array_equal(plane_array(fout.planes[3]), want[..., 3])
+            luma = plane_array(fout.planes[0])
         else:
             assert np.array_equal(fout.to_ndarray(format="rgba")[..., 3], want[..., 3])
             luma = _luma(fout.to_ndarray(format="rgba"))
@@ -178,7 +182,7 @@ def test_webm_keeps_alpha_as_vp9_yuva420p(tmp_path, clips, lut_file, up):
     for fin, fout in zip(decoded(clips["png"]), got, strict=True):
         assert fout.format.name == "yuva420p"
         want = upscale_premultiplied(up, fin.to_ndarray(format="rgba"))[..., 3].astype(int)
-        diff = np.abs(video.plane_array(fout.planes[3]).astype(int) - want)
+        diff = np.abs(plane_array(fout.planes[3]).astype(int) - want)
         assert diff.mean() < 6, diff.mean()  # lossy, but the alpha, not 255 everywhere
 
 
@@ -212,7 +216,7 @@ def test_resize_is_inside_the_premultiplied_part(tmp_path, clips, lut_file, up):
     for fin, fout in zip(decoded(clips["png"]), decoded(dst), strict=True):
         big = av.VideoFrame.from_ndarray(up(premultiply(fin.to_ndarray(format="rgba"))),
                                          format="rgba")
-        want = unpremultiply(video.resize_frame(big, (20, 30)).to_ndarray())
+        want = unpremultiply(resize_frame(big, (20, 30)).to_ndarray())
         assert (fout.width, fout.height) == (20, 30)
         assert np.array_equal(fout.to_ndarray(format="rgba"), want)
 
@@ -226,8 +230,8 @@ def test_deep_alpha_stays_deep(tmp_path, lut_file):
     for fin, fout in zip(decoded(src), decoded(dst), strict=True):
         assert fout.format.name == "yuva444p10le"
         a16 = fin.reformat(format="rgba64le").to_ndarray()[..., 3]  # as the pipeline reads it
-        want = np.rint(video.upscale_deep(a16, upscaler, 16) * (1023 / 65535))
-        assert np.array_equal(video.plane_array(fout.planes[3], 1, np.uint16), want)
+        want = np.rint(upscale_deep(a16, upscaler, 16) * (1023 / 65535))
+        assert np.array_equal(plane_array(fout.planes[3], 1, np.uint16), want)
         eight_bit = np.rint(upscaler.up((a16 >> 8).astype(np.uint8)) * (1023 / 255))
         assert not np.array_equal(want, eight_bit)  # the low bits count
 
@@ -238,11 +242,11 @@ def test_premultiply_rounds_exactly(dtype, top):
     px = rng.integers(0, top + 1, (64, 64, 4)).astype(dtype)
     px[0, :, 3] = 0
     px[1, :, 3] = top
-    pre = video._premultiply(px)
+    pre = _premultiply(px)
     c, a = px[..., :3].astype(np.float64), px[..., 3:].astype(np.float64)
     assert np.array_equal(pre[..., :3], np.rint(c * a / top))
     assert np.array_equal(pre[..., 3], px[..., 3])
-    back = video._unpremultiply(pre)
+    back = _unpremultiply(pre)
     p, a = pre[..., :3].astype(np.float64), pre[..., 3:].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         want = np.where(a == 0, 0, np.minimum(top, np.floor(p * top / a + 0.5)))
@@ -270,12 +274,12 @@ def test_luma_only_straight_alpha_runs_the_lut_on_alpha(tmp_path, clips, lut_fil
     for fin, fout in zip(decoded(clips["ffv1"]), decoded(dst), strict=True):
         assert fout.format.name == "yuva420p"
         for p in (0, 3):  # luma and alpha: the LUT's, exactly
-            want = upscale_reference(video.plane_array(fin.planes[p]), lut)
-            assert np.array_equal(video.plane_array(fout.planes[p]), want)
+            want = upscale_reference(plane_array(fin.planes[p]), lut)
+            assert np.array_equal(plane_array(fout.planes[p]), want)
 
 
 def test_luma_only_deep_alpha(tmp_path, lut_file):
-    """10-bit YUV + alpha: luma and alpha through :func:`lutsr.video.upscale_deep`."""
+    """10-bit YUV + alpha: luma and alpha through :func:`lutsr.video.frames.upscale_deep`."""
     upscaler = lutsr.Upscaler(lutsr.load(lut_file), backend="reference")
     src = make_alpha_clip(tmp_path / "in.mkv", "ffv1", "yuva420p10le")
     dst = tmp_path / "out.mkv"
@@ -283,9 +287,9 @@ def test_luma_only_deep_alpha(tmp_path, lut_file):
     for fin, fout in zip(decoded(src), decoded(dst), strict=True):
         assert fout.format.name == "yuva420p10le"
         for p in (0, 3):
-            want = video.upscale_deep(video.plane_array(fin.planes[p], 1, np.uint16),
+            want = upscale_deep(plane_array(fin.planes[p], 1, np.uint16),
                                       upscaler, 10)
-            assert np.array_equal(video.plane_array(fout.planes[p], 1, np.uint16), want)
+            assert np.array_equal(plane_array(fout.planes[p], 1, np.uint16), want)
 
 
 def test_y4m_alpha_through_pipes(lut_file, up):
@@ -306,7 +310,7 @@ def test_y4m_alpha_through_pipes(lut_file, up):
     assert len(got) == FRAMES
     for fin, fout in zip(frames, got, strict=True):
         want = upscale_premultiplied(up, _rgba_of(fin))
-        assert np.array_equal(video.plane_array(fout.planes[3]), want[..., 3])
+        assert np.array_equal(plane_array(fout.planes[3]), want[..., 3])
 
 
 # ---------------------------------------------------------------------------
@@ -354,16 +358,16 @@ def test_opaque_input_is_unchanged_by_the_alpha_options(tmp_path, lut_file):
 
 
 def test_alpha_pix_fmt_choices():
-    assert video.alpha_pix_fmt("yuva420p", ["yuv420p", "yuva420p", "yuva444p"], "matroska") \
+    assert alpha_pix_fmt("yuva420p", ["yuv420p", "yuva420p", "yuva444p"], "matroska") \
         == "yuva420p"
-    assert video.alpha_pix_fmt("rgba", ["rgb24", "rgba", "rgb48be", "rgba64be", "ya8"],
+    assert alpha_pix_fmt("rgba", ["rgb24", "rgba", "rgb48be", "rgba64be", "ya8"],
                                "mov") == "rgba"
-    assert video.alpha_pix_fmt("yuva444p10le", ["rgb24", "rgba", "rgba64be", "ya8"],
+    assert alpha_pix_fmt("yuva444p10le", ["rgb24", "rgba", "rgba64be", "ya8"],
                                "mov") == "rgba64be"
-    assert video.alpha_pix_fmt("rgba", ["yuva420p", "yuva444p", "bgra"], "matroska") == "bgra"
-    assert video.alpha_pix_fmt("yuva420p", [], "yuv4mpegpipe") == "yuva444p"
-    assert video.alpha_pix_fmt("rgba", ["yuv420p", "yuv444p"], "mp4") is None
-    assert [video.has_alpha(n) for n in ("rgba", "ya8", "yuva420p", "bgr0", "pal8", "gray")] \
+    assert alpha_pix_fmt("rgba", ["yuva420p", "yuva444p", "bgra"], "matroska") == "bgra"
+    assert alpha_pix_fmt("yuva420p", [], "yuv4mpegpipe") == "yuva444p"
+    assert alpha_pix_fmt("rgba", ["yuv420p", "yuv444p"], "mp4") is None
+    assert [has_alpha(n) for n in ("rgba", "ya8", "yuva420p", "bgr0", "pal8", "gray")] \
         == [True, True, True, False, False, False]
 
 
@@ -423,6 +427,6 @@ def test_quarter_turned(matrix_rotation, turned):
     c, s = np.cos(theta), np.sin(theta)
     matrix = [round(c * 65536), round(-s * 65536), 0, round(s * 65536), round(c * 65536), 0,
               0, 0, 1 << 30]
-    assert video.quarter_turned(matrix, {}) is turned
-    assert video.quarter_turned(None, {"rotate": str(matrix_rotation % 360)}) is turned
-    assert video.quarter_turned(None, {}) is False
+    assert quarter_turned(matrix, {}) is turned
+    assert quarter_turned(None, {"rotate": str(matrix_rotation % 360)}) is turned
+    assert quarter_turned(None, {}) is False

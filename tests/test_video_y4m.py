@@ -23,8 +23,11 @@ import pytest
 from conftest import random_lut
 
 import lutsr
-from lutsr import video
 from lutsr.cli import main
+from lutsr.video import VideoOptions, upscale_video
+from lutsr.video.avutil import plane_array
+from lutsr.video.encoding import parse_bitrate, subsampled_size
+from lutsr.video.inputs import check_frame_size
 
 av = pytest.importorskip("av")
 
@@ -161,8 +164,8 @@ def test_y4m_10_bit_in_and_out(tmp_path, lut_file, colour, luma):
     assert len(got) == len(want) == 2
     for g, w in zip(got, want, strict=True):
         for pg, pw in zip(g.planes, w.planes, strict=True):
-            assert np.array_equal(video.plane_array(pg, 1, np.uint16),
-                                  video.plane_array(pw, 1, np.uint16))
+            assert np.array_equal(plane_array(pg, 1, np.uint16),
+                                  plane_array(pw, 1, np.uint16))
 
 
 @pytest.mark.parametrize("extra", [(), ("--allow-8bit",), ("--pix-fmt", "yuv420p10le")])
@@ -175,7 +178,7 @@ def test_y4m_10_bit_from_a_10_bit_file(tmp_path, lut_file, extra):
         for i in range(2):
             frame = av.VideoFrame(W, H, "yuv420p10le")
             for p, plane in enumerate(frame.planes):
-                video.plane_array(plane, 1, np.uint16)[...] = 300 + 100 * p + i
+                plane_array(plane, 1, np.uint16)[...] = 300 + 100 * p + i
             frame.pts = i
             for packet in vs.encode(frame):
                 out.mux(packet)
@@ -187,7 +190,7 @@ def test_y4m_10_bit_from_a_10_bit_file(tmp_path, lut_file, extra):
     got = frames_of(dst)
     assert len(got) == 2 and got[0].format.name == "yuv420p10le"
     # a flat frame stays flat, every bit kept (the LUT is random, so only chroma is exact)
-    assert np.all(video.plane_array(got[1].planes[1], 1, np.uint16) == 401)
+    assert np.all(plane_array(got[1].planes[1], 1, np.uint16) == 401)
 
 
 @pytest.mark.parametrize("colour", ["420jpeg", "420mpeg2", "420paldv"])
@@ -222,8 +225,8 @@ def test_odd_outscale_size_is_made_even_with_a_note(tmp_path, lut_file, capsys):
                    "writing 80x44"]
     got = frames_of(dst)
     assert {(f.width, f.height, f.format.name) for f in got} == {(80, 44, "yuv420p")}
-    report = video.upscale_video(src, tmp_path / "api.mkv", lut_file, backend="reference",
-                                 outscale=2.5, quiet=True)
+    report = upscale_video(src, tmp_path / "api.mkv", lut_file,
+                           VideoOptions(backend="reference", outscale=2.5, quiet=True))
     assert report.output_size == (80, 44) and len(report.notes) == 1
     assert capsys.readouterr().err == ""  # quiet: the note is in the report only
 
@@ -237,11 +240,11 @@ def test_odd_size_asked_exactly_is_refused_with_an_even_one(tmp_path, lut_file, 
 
 
 def test_subsampled_size():
-    assert video.subsampled_size((1200, 675), "yuv420p") == (1200, 674)
-    assert video.subsampled_size((45, 31), "yuv422p10le") == (44, 31)
-    assert video.subsampled_size((45, 31), "yuv444p") == (45, 31)
-    assert video.subsampled_size((1, 1), "nv12") == (2, 2)
-    assert video.subsampled_size((33, 5), "yuv411p") == (32, 5)
+    assert subsampled_size((1200, 675), "yuv420p") == (1200, 674)
+    assert subsampled_size((45, 31), "yuv422p10le") == (44, 31)
+    assert subsampled_size((45, 31), "yuv444p") == (45, 31)
+    assert subsampled_size((1, 1), "nv12") == (2, 2)
+    assert subsampled_size((33, 5), "yuv411p") == (32, 5)
 
 
 # ---------------------------------------------------------------------------
@@ -266,12 +269,12 @@ def test_too_large_is_one_line(tmp_path, lut_file, capsys, opt, words):
 
 
 def test_largest_frame_fits():
-    video.check_frame_size((16000, 16000), "size")
+    check_frame_size((16000, 16000), "size")
     with pytest.raises(ValueError, match="too large"):
-        video.check_frame_size((16384, 16384), "size")
-    assert video.parse_bitrate("1000G") == 10**12
+        check_frame_size((16384, 16384), "size")
+    assert parse_bitrate("1000G") == 10**12
     with pytest.raises(ValueError, match="too large"):
-        video.parse_bitrate("1001G")
+        parse_bitrate("1001G")
 
 
 # ---------------------------------------------------------------------------

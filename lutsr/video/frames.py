@@ -1,0 +1,297 @@
+"""Upscaling one decoded frame: in RGB, deeper than 8 bits, with alpha, or luma only; resizing it.
+
+* RGB (:func:`upscale_frame_rgb`): the frame is converted to RGB with its own
+  colour matrix and range, and every channel goes through the LUT.
+* Deeper than 8 bits (:func:`upscale_deep`): the LUT sees the top 8 bits of
+  each sample; the bits below are upscaled by linear interpolation and added,
+  so flat areas and smooth gradients keep every bit.
+* Alpha (:func:`upscale_frame_alpha`): RGBA, premultiplied around the LUT and
+  the resize, as :func:`lutsr.imageio.upscale_premultiplied` does for images.
+* Luma only (:func:`upscale_frame_luma`): swscale resizes all planes
+  bicubically, then the LUT's output replaces the luma plane.
+* Any output size (:func:`resize_frame`): swscale resamples the LUT's upscale
+  to the exact size, in the frame's own pixel format and depth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..api import Upscaler
+from ..imageio import premultiply, unpremultiply
+from .avutil import (
+    DEEP_ALPHA_FORMAT,
+    DEEP_FORMAT,
+    LUMA_ALPHA_FORMAT,
+    LUMA_FORMATS,
+    copy_time,
+    format_depth,
+    import_av,
+    plane_array,
+    sws_flags,
+)
+from .colour import TO_RGB_FLAGS, is_full_range
+
+
+def _upsample_linear(img: np.ndarray, s: int) -> np.ndarray:
+    """Linear interpolation by an integer factor, pixel centres aligned, edges replicated.
+
+    Parameters
+    ----------
+    img : ndarray of float32, shape (H, W) or (H, W, C)
+    s : int
+
+    Returns
+    -------
+    ndarray of float32, shape (s*H, s*W) or (s*H, s*W, C)
+        Output pixel ``o`` samples the input at ``(o + 0.5) / s - 0.5``; the
+        weights of each output pixel sum to one, so a constant stays constant.
+    """
+    for axis in (0, 1):
+        n = img.shape[axis]
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (1, 1)
+        padded = np.pad(img, pad, mode="edge")
+        centre = np.take(padded, range(1, n + 1), axis=axis)
+        phases = []
+        for p in range(s):
+            d = (2 * p + 1 - s) / (2 * s)  # offset of the sample from the input pixel
+            side = range(0, n) if d < 0 else range(2, n + 2)
+            phases.append(centre * np.float32(1 - abs(d))
+                          + np.take(padded, side, axis=axis) * np.float32(abs(d)))
+        img = np.stack(phases, axis=axis + 1)
+        shape = list(centre.shape)
+        shape[axis] = n * s
+        img = img.reshape(shape)
+    return img
+
+
+def upscale_deep(img: np.ndarray, upscaler: Upscaler, bits: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Upscale samples deeper than 8 bits: the LUT on the top 8, linear interpolation below.
+
+    Parameters
+    ----------
+    img : ndarray of uint16, shape (H, W) or (H, W, C)
+        Samples in ``0 .. 2**bits - 1``.
+    upscaler : Upscaler
+    bits : int
+        Sample depth, 9 to 16.
+    out : ndarray of uint16, shape (s*H, s*W) or (s*H, s*W, C), optional
+        Written in place (may be a strided view of a frame's plane).
+
+    Returns
+    -------
+    ndarray of uint16, ``scale`` times larger
+        ``LUT(hi) * 2**k + round(linear(lo))`` with ``k = bits - 8``,
+        ``hi = img >> k`` and ``lo = img - (hi << k)``. As linear
+        interpolation is linear, this equals ``linear(img) + 2**k *
+        (LUT(hi) - linear(hi))``: the smooth upscale of every bit plus the
+        detail the LUT adds over a smooth upscale of the top 8 bits. Where the
+        low bits are constant they come out exactly as they went in; the sum
+        never exceeds ``2**bits - 1``.
+    """
+    k = bits - 8
+    hi = (img >> k).astype(np.uint8)
+    lo = (img - (hi.astype(np.uint16) << k)).astype(np.float32)
+    result = upscaler.up(hi).astype(np.uint16) << k
+    # lo_up is in 0 .. 2**k - 1 (a convex combination), so the sum cannot overflow
+    result += np.rint(_upsample_linear(lo, upscaler.scale)).astype(np.uint16)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
+                      deep: bool = False):
+    """Upscale every RGB channel of a decoded frame.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any pixel format; converted to RGB with its own range and with
+        ``colorspace`` as the colour matrix (flags :data:`TO_RGB_FLAGS`).
+    upscaler : Upscaler
+    colorspace : int, optional
+        FFmpeg ``AVColorSpace`` of the frame (default: the frame's tag;
+        untagged means BT.601). See :func:`implied_colorspace`.
+    deep : bool
+        Convert to 16-bit RGB (``rgb48le``) instead of ``rgb24`` and upscale
+        with :func:`upscale_deep`, for inputs deeper than 8 bits.
+
+    Returns
+    -------
+    av.VideoFrame
+        ``rgb24`` (``rgb48le`` when ``deep``), ``scale`` times larger, with
+        the input's timestamp. The caller converts it back to YUV (see
+        :func:`to_output_format`).
+    """
+    av = import_av()
+    fmt = "rgb48le" if deep else "rgb24"
+    rgb = frame.reformat(format=fmt, src_colorspace=colorspace,
+                         src_color_range=2 if is_full_range(frame) else 1,
+                         interpolation=sws_flags(TO_RGB_FLAGS))
+    s = upscaler.scale
+    out = av.VideoFrame(frame.width * s, frame.height * s, fmt)
+    if deep:
+        upscale_deep(plane_array(rgb.planes[0], 3, np.uint16), upscaler, 16,
+                     out=plane_array(out.planes[0], 3, np.uint16))
+    else:
+        upscaler.up(plane_array(rgb.planes[0], 3), out=plane_array(out.planes[0], 3))
+    copy_time(frame, out)
+    return out
+
+
+def _premultiply(pixels: np.ndarray) -> np.ndarray:
+    """:func:`lutsr.imageio.premultiply`, also for 16-bit samples (the same rounding)."""
+    if pixels.dtype == np.uint8:
+        return premultiply(pixels)
+    wide = pixels.astype(np.uint64)
+    # c * a / 65535 is never halfway between integers (65535 is odd): exact rounding
+    wide[..., :-1] = (wide[..., :-1] * wide[..., -1:] + 32767) // 65535
+    return wide.astype(np.uint16)
+
+
+def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
+    """:func:`lutsr.imageio.unpremultiply`, also for 16-bit samples (the same rounding)."""
+    if pixels.dtype == np.uint8:
+        return unpremultiply(pixels)
+    wide = pixels.astype(np.uint64)
+    a = wide[..., -1:]
+    colour = (2 * 65535 * wide[..., :-1] + a) // np.maximum(2 * a, 1)
+    wide[..., :-1] = np.where(a == 0, 0, np.minimum(colour, 65535))
+    return wide.astype(np.uint16)
+
+
+def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
+                        colorspace: int | None = None, deep: bool = False,
+                        straight: bool = False):
+    """Upscale a frame with alpha in RGBA, premultiplied through the LUT and the resize.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any format with alpha (see :func:`has_alpha`); converted to ``rgba``
+        (``rgba64le`` when ``deep``) as :func:`upscale_frame_rgb` converts to
+        RGB (the alpha is copied as it is).
+    upscaler : Upscaler or None
+        None: no LUT, only the resize (a downscale).
+    size : (int, int)
+        Output ``(width, height)``; the LUT's upscale is resized to it by
+        :func:`resize_frame` when it differs.
+    colorspace : int, optional
+        FFmpeg ``AVColorSpace`` of the frame (default: its tag).
+    deep : bool
+        16 bits per channel, upscaled by :func:`upscale_deep`.
+    straight : bool
+        Upscale and resize the four channels as stored, not premultiplied.
+
+    Returns
+    -------
+    av.VideoFrame
+        ``rgba`` (``rgba64le`` when ``deep``) of ``size``, straight alpha,
+        with the input's timestamp: :func:`lutsr.imageio.upscale_premultiplied`
+        of the RGBA frame, with the resize inside the premultiplied part, so
+        the colour that transparent pixels hide bleeds into no visible one.
+    """
+    av = import_av()
+    fmt, dtype = ("rgba64le", np.uint16) if deep else ("rgba", np.uint8)
+    rgba = frame.reformat(format=fmt, src_colorspace=colorspace,
+                          src_color_range=2 if is_full_range(frame) else 1,
+                          interpolation=sws_flags(TO_RGB_FLAGS))
+    pixels = plane_array(rgba.planes[0], 4, dtype)
+    if not straight:
+        pixels = _premultiply(pixels)
+    s = 1 if upscaler is None else upscaler.scale
+    big = av.VideoFrame(rgba.width * s, rgba.height * s, fmt)
+    target = plane_array(big.planes[0], 4, dtype)
+    if upscaler is None:
+        target[...] = pixels
+    elif deep:
+        upscale_deep(pixels, upscaler, 16, out=target)
+    else:
+        upscaler.up(pixels, out=target)
+    if (big.width, big.height) != tuple(size):
+        big = resize_frame(big, size)
+    if not straight:
+        view = plane_array(big.planes[0], 4, dtype)
+        view[...] = _unpremultiply(view)
+    copy_time(frame, big)
+    return big
+
+
+def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False, alpha: bool = False):
+    """Upscale the luma plane with the LUT and the chroma planes bicubically.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        8-bit planar YUV (see :data:`LUMA_FORMATS`) is used as it is; any
+        other format is converted to ``yuv420p`` first. With ``deep``, planar
+        YUV deeper than 8 bits (see :data:`DEEP_FORMAT`) is used as it is,
+        other formats are converted to ``yuv420p10le``, and the luma goes
+        through :func:`upscale_deep`.
+    upscaler : Upscaler
+    deep : bool
+    alpha : bool
+        Keep the alpha plane and upscale it with the LUT too, as stored (straight):
+        planar YUV with alpha (:data:`LUMA_ALPHA_FORMAT`, :data:`DEEP_ALPHA_FORMAT`)
+        is used as it is, other formats are converted to ``yuva420p``
+        (``yuva420p10le`` when ``deep``).
+
+    Returns
+    -------
+    av.VideoFrame
+        Same pixel format as the (converted) input, ``scale`` times larger,
+        with the input's timestamp and colour tags.
+    """
+    name = frame.format.name
+    if alpha:
+        if not (DEEP_ALPHA_FORMAT if deep else LUMA_ALPHA_FORMAT).fullmatch(name):
+            frame = frame.reformat(format="yuva420p10le" if deep else "yuva420p")
+    elif deep and not DEEP_FORMAT.fullmatch(name):
+        frame = frame.reformat(format="yuv420p10le")
+    elif not deep and name not in LUMA_FORMATS:
+        frame = frame.reformat(format="yuv420p")
+    s = upscaler.scale
+    # swscale resizes every plane (with correct chroma siting); the luma it
+    # computes is then overwritten by the LUT's (alpha's too: plane 3).
+    out = frame.reformat(frame.width * s, frame.height * s, interpolation="BICUBIC")
+    for p in (0, 3) if alpha else (0,):
+        if deep:
+            upscale_deep(plane_array(frame.planes[p], 1, np.uint16), upscaler,
+                         format_depth(frame.format.name),
+                         out=plane_array(out.planes[p], 1, np.uint16))
+        else:
+            upscaler.up(plane_array(frame.planes[p]), out=plane_array(out.planes[p]))
+    copy_time(frame, out)
+    return out
+
+
+def resize_frame(frame, size: tuple[int, int]):
+    """Resize a frame to exactly ``size`` with swscale, keeping its pixel format.
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Any format (``rgb24``, ``rgb48le``, planar YUV...).
+    size : (int, int)
+        Output ``(width, height)``.
+
+    Returns
+    -------
+    av.VideoFrame
+        Each axis resized by its own pass: ``AREA`` (averaging) when it
+        shrinks, ``LANCZOS`` when it grows, with accurate rounding; the
+        input's timestamp is kept.
+    """
+    out = frame
+    for w, h in ((size[0], frame.height), size):
+        if (w, h) == (out.width, out.height):
+            continue
+        kind = "LANCZOS" if w > out.width or h > out.height else "AREA"
+        out = out.reformat(w, h, interpolation=sws_flags((kind, "ACCURATE_RND")))
+    if out is not frame:
+        copy_time(frame, out)
+    return out

@@ -1,0 +1,191 @@
+"""The public entry point, :func:`upscale_video`: check, open, plan, then write safely."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..api import Upscaler
+from ..outsize import output_size, pick_lut
+from ..safefiles import atomic_output, check_output, lut_inputs
+from .avutil import ffmpeg_log_level, import_av
+from .encoding import (
+    FRAME_COUNTED,
+    check_streams,
+    copied_names,
+    output_muxer,
+    parse_bitrate,
+    pick_encoder,
+)
+from .inputs import Source, check_frame_size, open_source
+from .options import VideoOptions, VideoReport
+from .pipeline import Plan, run_pipeline
+
+
+def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
+                  options: VideoOptions | None = None, *,
+                  upscaler: Upscaler | None = None) -> VideoReport:
+    """Upscale a video file with a LUT model.
+
+    Parameters
+    ----------
+    src, dst : path or "-"
+        Input video (anything FFmpeg reads; ``"-"``: stdin, format probed)
+        and output file (``"-"``: stdout, ``options.format`` required); the
+        output's suffix picks the container (see
+        :data:`lutsr.video.encoding.CONTAINERS`) unless ``options.format`` is
+        given.
+    lut : LUT, str, path or None
+        The model (see :class:`lutsr.Upscaler`); ignored if ``upscaler`` is
+        given. None with ``options.outscale`` or ``options.size``: the
+        bundled LUT picked by :func:`lutsr.outsize.pick_lut` (none for a
+        downscale).
+    options : VideoOptions, optional
+        How to upscale and encode (default: ``VideoOptions()``).
+    upscaler : Upscaler, optional
+        A ready :class:`lutsr.Upscaler` to use instead of building one.
+
+    Returns
+    -------
+    VideoReport
+
+    Raises
+    ------
+    FileExistsError
+        ``dst`` exists and ``options.overwrite`` is false.
+    ValueError
+        Bad options, no video stream, a stream the output container cannot
+        hold, ``dst`` is ``src``, an output shallower than the input without
+        ``allow_8bit``, an output frame too large for FFmpeg
+        (:func:`lutsr.video.inputs.check_frame_size`), an input FFmpeg cannot
+        open or decode (a damaged file, a bad y4m header, raw input that is
+        not whole frames, an MP4 on a pipe with its index last:
+        :func:`lutsr.video.inputs.input_error`).
+    av.error.FFmpegError
+        The encoder or muxer fails.
+
+    Notes
+    -----
+    The output appears at ``dst`` only when complete (see
+    :func:`lutsr.safefiles.atomic_output`); on any error or interruption it is
+    not created and ``src`` is never modified.
+    """
+    opts = VideoOptions() if options is None else options
+    av = import_av()
+    t0 = time.perf_counter()
+    src_pipe, dst_pipe = str(src) == "-", str(dst) == "-"
+    src, dst = Path(src), Path(dst)
+    muxer, reads = _check_request(src, dst, src_pipe, dst_pipe, lut, upscaler, opts)
+    encoder, encoder_options = pick_encoder(av, muxer, opts.codec, crf=opts.crf,
+                                            preset=opts.preset)
+    bit_rate = parse_bitrate(opts.bitrate) if opts.bitrate is not None else None
+    if opts.outscale is not None:
+        output_size((1, 1), outscale=opts.outscale)  # a bad factor fails before any reading
+    if upscaler is None and opts.outscale is None and opts.size is None:
+        upscaler = Upscaler(lut, backend=opts.backend, threads=opts.threads)
+    source = open_source(av, src, src_pipe, opts)
+    try:
+        ctx = source.video.codec_context
+        in_size = (ctx.width, ctx.height)
+        out_size, upscaler = _output_size(source, in_size, lut, upscaler, opts)
+        plan = Plan(upscaler, encoder, encoder_options, bit_rate, out_size,
+                    size_given=opts.size is not None,
+                    desc=source.name if src_pipe else src.name, siting=source.siting,
+                    frame_counted=muxer in FRAME_COUNTED)
+        copied = copied_names(source.copies, muxer)  # while the streams are open
+        kind = f"{opts.format} output" if opts.format is not None else f"a {dst.suffix} file"
+        write_to = functools.partial(_encode_into, av, source, muxer, kind, opts, plan)
+        frames, size, notes = _write(write_to, dst, dst_pipe, opts.overwrite, reads)
+    finally:
+        source.container.close()
+    return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
+                       output_size=size, copied_streams=copied,
+                       luma_only=opts.luma_only, turned=source.turned, notes=notes)
+
+
+def _check_request(src: Path, dst: Path, src_pipe: bool, dst_pipe: bool, lut,
+                   upscaler: Upscaler | None, opts: VideoOptions) -> tuple[str, tuple]:
+    """Refuse a missing input, an unusable output and contradictory options; before any work.
+
+    Returns
+    -------
+    muxer : str
+    reads : tuple of paths
+        The files the run reads (the input, a LUT file), which ``dst`` must not be.
+    """
+    if not src_pipe and not src.is_file():
+        raise FileNotFoundError(f"no such video file: {src}")
+    muxer = output_muxer(dst, opts.format)
+    # the LUT file read is an input too (an upscaler given makes lut unused)
+    reads = (() if src_pipe else (src,)) + (lut_inputs(lut) if upscaler is None else ())
+    if not dst_pipe:
+        check_output(dst, opts.overwrite, reads)
+    if opts.crf is not None and opts.bitrate is not None:
+        raise ValueError("give either crf or bitrate, not both")
+    if opts.outscale is not None and opts.size is not None:
+        raise ValueError("give either outscale or size, not both")
+    return muxer, reads
+
+
+def _output_size(source: Source, in_size: tuple[int, int], lut, upscaler: Upscaler | None,
+                 opts: VideoOptions) -> tuple[tuple[int, int], Upscaler | None]:
+    """The encoded frames' size, and the upscaler (the bundled LUT picked for a size asked)."""
+    if opts.outscale is not None or opts.size is not None:
+        # --size is the displayed size (as for images, after EXIF rotation)
+        turned = source.turned
+        shown = output_size(in_size[::-1] if turned else in_size, outscale=opts.outscale,
+                            size=opts.size)
+        out_size = shown[::-1] if turned else shown
+        if upscaler is None:
+            if lut is None:
+                lut = pick_lut(in_size, out_size)
+            if lut is not None:
+                upscaler = Upscaler(lut, backend=opts.backend, threads=opts.threads)
+    else:
+        out_size = (in_size[0] * upscaler.scale, in_size[1] * upscaler.scale)
+    check_frame_size(out_size, "the output size", "choose a smaller --size or --outscale")
+    return out_size, upscaler
+
+
+def _encode_into(av, source: Source, muxer: str, kind: str, opts: VideoOptions, plan: Plan,
+                 target):
+    """Open ``target`` (a path or a file object) as the output and run the pipeline into it."""
+    out = av.open(target, "w", format=muxer)
+    try:
+        plan.transcode = check_streams(av, out, muxer, plan.encoder, source.copies, kind)
+        with ffmpeg_log_level(av, opts.quiet):
+            return run_pipeline(av, source, out, opts, plan)
+    finally:
+        out.close()  # idempotent; the pending file is discarded on error
+
+
+def _write(write_to, dst: Path, dst_pipe: bool, overwrite: bool, reads: tuple):
+    """``write_to(target)`` on stdout, or on a file that appears at ``dst`` only when complete."""
+    if not dst_pipe:
+        with atomic_output(dst, overwrite=overwrite, inputs=reads) as pending:
+            return write_to(pending.path)
+    try:
+        result = write_to(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except Exception as exc:
+        # PyAV reports a failed write as its own callback error; say what it was
+        if _caused_by(exc, BrokenPipeError):
+            raise BrokenPipeError(errno.EPIPE, "the output pipe was closed by its "
+                                               "reader") from None
+        raise
+    return result
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception in its cause/context chain is a ``kind``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
