@@ -10,7 +10,9 @@ Decoding, upscaling and encoding overlap in three threads
   errors that say what is wrong, demuxing);
 * :mod:`~lutsr.video.encoding`: the output's container, encoder, pixel
   format, bitrate, alpha and depth;
-* :mod:`~lutsr.video.pipeline`: the output streams and the three threads;
+* :mod:`~lutsr.video.streams`: the output's streams (format, size, colours,
+  encoder options; audio and subtitles copied or re-encoded);
+* :mod:`~lutsr.video.pipeline`: the three threads that read, upscale and write;
 * :mod:`~lutsr.video.frames`: upscaling one frame (RGB, deep, alpha, luma only,
   resize);
 * :mod:`~lutsr.video.colour`: colour matrices and ranges, conversion to the

@@ -166,7 +166,8 @@ def to_output_format(frame, pix_fmt: str, colorspace: int, full_range: bool):
     return out
 
 
-#: The packed RGBA formats of :func:`upscale_frame_alpha`, and the same without alpha.
+#: The packed RGBA formats of :func:`~lutsr.video.frames.upscale_frame_alpha`, and the same
+#: without alpha.
 _RGBA_FORMATS = {"rgba": "rgb24", "rgba64le": "rgb48le"}
 
 

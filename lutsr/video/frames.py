@@ -111,11 +111,11 @@ def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
     ----------
     frame : av.VideoFrame
         Any pixel format; converted to RGB with its own range and with
-        ``colorspace`` as the colour matrix (flags :data:`TO_RGB_FLAGS`).
+        ``colorspace`` as the colour matrix (flags :data:`~lutsr.video.colour.TO_RGB_FLAGS`).
     upscaler : Upscaler
     colorspace : int, optional
         FFmpeg ``AVColorSpace`` of the frame (default: the frame's tag;
-        untagged means BT.601). See :func:`implied_colorspace`.
+        untagged means BT.601). See :func:`~lutsr.video.colour.implied_colorspace`.
     deep : bool
         Convert to 16-bit RGB (``rgb48le``) instead of ``rgb24`` and upscale
         with :func:`upscale_deep`, for inputs deeper than 8 bits.
@@ -125,7 +125,7 @@ def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
     av.VideoFrame
         ``rgb24`` (``rgb48le`` when ``deep``), ``scale`` times larger, with
         the input's timestamp. The caller converts it back to YUV (see
-        :func:`to_output_format`).
+        :func:`~lutsr.video.colour.to_output_format`).
     """
     av = import_av()
     fmt = "rgb48le" if deep else "rgb24"
@@ -172,7 +172,7 @@ def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
     Parameters
     ----------
     frame : av.VideoFrame
-        Any format with alpha (see :func:`has_alpha`); converted to ``rgba``
+        Any format with alpha (see :func:`~lutsr.video.avutil.has_alpha`); converted to ``rgba``
         (``rgba64le`` when ``deep``) as :func:`upscale_frame_rgb` converts to
         RGB (the alpha is copied as it is).
     upscaler : Upscaler or None
@@ -227,18 +227,18 @@ def upscale_frame_luma(frame, upscaler: Upscaler, deep: bool = False, alpha: boo
     Parameters
     ----------
     frame : av.VideoFrame
-        8-bit planar YUV (see :data:`LUMA_FORMATS`) is used as it is; any
+        8-bit planar YUV (see :data:`~lutsr.video.avutil.LUMA_FORMATS`) is used as it is; any
         other format is converted to ``yuv420p`` first. With ``deep``, planar
-        YUV deeper than 8 bits (see :data:`DEEP_FORMAT`) is used as it is,
+        YUV deeper than 8 bits (see :data:`~lutsr.video.avutil.DEEP_FORMAT`) is used as it is,
         other formats are converted to ``yuv420p10le``, and the luma goes
         through :func:`upscale_deep`.
     upscaler : Upscaler
     deep : bool
     alpha : bool
         Keep the alpha plane and upscale it with the LUT too, as stored (straight):
-        planar YUV with alpha (:data:`LUMA_ALPHA_FORMAT`, :data:`DEEP_ALPHA_FORMAT`)
-        is used as it is, other formats are converted to ``yuva420p``
-        (``yuva420p10le`` when ``deep``).
+        planar YUV with alpha (:data:`~lutsr.video.avutil.LUMA_ALPHA_FORMAT`,
+        :data:`~lutsr.video.avutil.DEEP_ALPHA_FORMAT`) is used as it is, other
+        formats are converted to ``yuva420p`` (``yuva420p10le`` when ``deep``).
 
     Returns
     -------

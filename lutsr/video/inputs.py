@@ -351,8 +351,8 @@ def _raw_input(av, opts: VideoOptions) -> tuple[str | None, dict | None, str | N
     """The demuxer and its options for raw input (``input_size``), and how messages name it."""
     if opts.input_size is None:
         return None, None, None
-    w, h = opts.input_size
     output_size((1, 1), size=opts.input_size)  # two positive integers
+    w, h = opts.input_size
     try:
         av.VideoFormat(opts.input_pix_fmt)
     except Exception as exc:  # av's ValueError names it badly

@@ -23,7 +23,8 @@ from .encoding import (
 )
 from .inputs import Source, check_frame_size, open_source
 from .options import VideoOptions, VideoReport
-from .pipeline import Plan, run_pipeline
+from .pipeline import run_pipeline
+from .streams import Plan
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
