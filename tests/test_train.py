@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import lutsr  # noqa: E402
 from lutsr.reference import run_lut  # noqa: E402
 from train import data as tdata  # noqa: E402
 from train.build import build, data_names  # noqa: E402
+from train.build_lut import FLAGS, in_flags, main, parse_args  # noqa: E402
 from train.config import BuildConfig, BuildError, check, quick  # noqa: E402
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout  # noqa: E402
 
@@ -88,6 +90,14 @@ def _build(config: BuildConfig):
     return build(config, log=logged.append), logged
 
 
+def _refused(config: BuildConfig, library: str, cli: str) -> None:
+    """``check`` refuses ``config`` naming its fields (``library``), and what the command
+    line prints of it names their flags (``cli``): a message in the other's terms fails."""
+    with pytest.raises(BuildError, match=re.escape(library)) as exc:
+        check(config)
+    assert cli in in_flags(str(exc.value)), in_flags(str(exc.value))
+
+
 def test_build_lut_command_line(tmp_path):
     """The one end-to-end run of tools/build_lut.py: flags in, a loadable .lutsr file out."""
     data = sample_images(tmp_path / "imgs", 3)
@@ -124,7 +134,7 @@ def test_build_resumes_and_grows_from_a_lut(tmp_path):
     assert len(lut.stages) == 2 and lut.metadata["images"] == 3
     assert set(lut.metadata["phases"]) == {"data", "net", "sample", "finetune", "lsq"}
     assert "validation" not in lut.metadata
-    with pytest.raises(BuildError, match="--resume"):
+    with pytest.raises(BuildError, match="config.resume"):
         _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt)))
     resumed, logged = _build(_quick(data, layout="mulut", checkpoint_dir=str(ckpt),
                                     resume=True, name="m"))
@@ -168,8 +178,8 @@ def test_build_tap_window(tmp_path):
     assert (trained != np.where(trained > 512, 1024, 0)).any()  # moved off one-hot
     with pytest.raises(BuildError, match="tap window 2"):
         _build(_quick(data, layout="mulut", tap_window=2))
-    with pytest.raises(BuildError, match="--init"):
-        check(_quick(data, layout="mulut", tap_window=3, init="x4-sdy"))
+    _refused(_quick(data, layout="mulut", tap_window=3, init="x4-sdy"),
+             "config.init keeps", "--tap-window trains new taps with the nets; --init keeps")
 
 
 def test_build_init_keeps_learned_taps(tmp_path):
@@ -275,17 +285,20 @@ def test_build_refuses_bad_data(tmp_path):
 
 def test_config_checks_what_the_pipeline_does_not_do():
     check(BuildConfig(data=("d",)))
-    for fields, message in [
+    for fields, library, cli in [
             ({"layout": "mulut", "base": "linear", "net_iters": 0},
-             "--layout mulut without --init"),
-            ({"base": "linear"}, "--net-iters"),  # nets are not trained over a base
-            ({"base": "linear", "net_iters": 0, "lsq_iters": 0}, "--lsq-iters 0"),
-            ({"refine_stages": 2}, "--refine-stages needs --layout mulut"),
-            ({"layout": "mulut", "refine_stages": 5}, "1..4"),
-            ({"scale": 8}, "scale 8"),
-            ({"resume": True}, "checkpoint folder")]:
-        with pytest.raises(BuildError, match=message):
-            check(BuildConfig(data=("d",), **fields))
+             "config.layout='mulut' without config.init", "--layout mulut without --init"),
+            ({"base": "linear"}, "config.net_iters", "--net-iters"),  # no nets over a base
+            ({"base": "linear", "net_iters": 0, "lsq_iters": 0}, "config.lsq_iters=0",
+             "--base linear is fitted by least squares alone, on the last stage (--layout "
+             "srlut with --net-iters 0, or --init for the stages before it); it does not "
+             "combine with --lsq-iters 0"),
+            ({"refine_stages": 2}, "config.refine_stages needs config.layout='mulut'",
+             "--refine-stages needs --layout mulut"),
+            ({"layout": "mulut", "refine_stages": 5}, "1..4", "1..4"),
+            ({"scale": 8}, "config.scale=8", "--scale 8"),
+            ({"resume": True}, "checkpoint folder", "--resume needs")]:
+        _refused(BuildConfig(data=("d",), **fields), library, cli)
     # quick: the least squares alone over a base, so that --quick --base linear runs.
     check(quick(BuildConfig(data=("d",), base="linear")))
 
@@ -562,29 +575,59 @@ def test_build_on_degraded_lr(tmp_path):
 
 
 def test_config_checks_degradations():
-    for fields, message in [
-            ({"degrade_jpeg": (90, 30)}, "LO <= HI"),
-            ({"degrade_jpeg": (0, 30)}, "1..95"),
-            ({"degrade_h264": (23, 60)}, "0..51"),
-            ({"degrade_h264": (23,)}, "two levels"),
-            ({"degrade_jpeg": (30, 90), "degrade_share": 1.5}, "0..1"),
-            ({"val_degrade": ("jpeg:30",), "val_every": 10, "degrade_share": 0.5}, None),
-            ({"val_degrade": ("gif:30",), "val_every": 10}, "not one of"),
-            ({"val_degrade": ("jpeg:30",)}, "--val-every")]:
-        if message is None:
+    mix = "--degrade-jpeg, --degrade-h264, --degrade-share: "
+    for fields, library, cli in [
+            ({"degrade_jpeg": (90, 30)}, "LO <= HI", mix),
+            ({"degrade_jpeg": (0, 30)}, "1..95", mix),
+            ({"degrade_h264": (23, 60)}, "0..51", mix),
+            ({"degrade_h264": (23,)}, "two levels", mix),
+            ({"degrade_jpeg": (30, 90), "degrade_share": 1.5}, "0..1", mix),
+            ({"val_degrade": ("jpeg:30",), "val_every": 10, "degrade_share": 0.5}, None, None),
+            ({"val_degrade": ("gif:30",), "val_every": 10}, "not one of", "--val-degrade: "),
+            ({"val_degrade": ("jpeg:30",)}, "it needs config.val_every",
+             "--val-degrade scores the held-out images: it needs --val-every")]:
+        if library is None:
             check(BuildConfig(data=("d",), **fields))
             continue
-        with pytest.raises(BuildError, match=message):
-            check(BuildConfig(data=("d",), **fields))
+        _refused(BuildConfig(data=("d",), **fields), library, cli)
+
+
+def test_every_field_has_its_flag(capsys):
+    """``FLAGS`` (what ``in_flags`` writes) names options the command line has."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    usage = capsys.readouterr().out
+    assert set(FLAGS) == {f.name for f in dataclasses.fields(BuildConfig)}
+    missing = [flag for flag in FLAGS.values()
+               if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", usage)]
+    assert not missing, f"in_flags would name flags the command line lacks: {missing}"
+
+
+def test_in_flags_rewrites_fields_alone():
+    """Fields become flags, quoted values bare; paths and unknown names stay as they are."""
+    assert in_flags("config.layout='mulut' without config.init") == "--layout mulut without --init"
+    assert in_flags("(config.lsq_iters=0, config.tap_window)") == "(--lsq-iters 0, --tap-window)"
+    assert in_flags("config.init='a b.lutsr': no such file") == "--init a b.lutsr: no such file"
+    untouched = "/tmp/config.init holds checkpoints; myconfig.seed, config.nothing"
+    assert in_flags(untouched) == untouched
+
+
+def test_command_line_names_flags_in_build_errors(tmp_path, capsys):
+    """A refusal from inside the build (not from ``check``) reaches the user in flags."""
+    data = sample_images(tmp_path / "imgs", 2)
+    missing = tmp_path / "config.none.lutsr"
+    assert main(["--quick", "--data", str(data), "--out", str(tmp_path / "o.lutsr"),
+                 "--scale", "2", "--init", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --init {missing}: " in err and "config.init" not in err, err
 
 
 def test_build_lut_degrade_flags():
     """The command line's degradation flags set the fields of the same name."""
-    from train import build_lut
-    config, _ = build_lut.parse_args(["--data", "d", "--out", "o.lutsr", "--degrade-jpeg", "30",
+    config, _ = parse_args(["--data", "d", "--out", "o.lutsr", "--degrade-jpeg", "30",
                                       "90", "--degrade-h264", "23", "33", "--degrade-share",
                                       "0.7", "--val-every", "10", "--val-degrade", "jpeg:50"])
     assert (config.degrade_jpeg, config.degrade_h264, config.degrade_share,
             config.val_degrade) == ((30, 90), (23, 33), 0.7, ("jpeg:50",))
-    off, _ = build_lut.parse_args(["--data", "d", "--out", "o.lutsr"])
+    off, _ = parse_args(["--data", "d", "--out", "o.lutsr"])
     assert (off.degrade_jpeg, off.degrade_h264, off.val_degrade) == ((), (), ())

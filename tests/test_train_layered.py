@@ -1,6 +1,7 @@
 """Training layered stages: the torch network is the runtime exactly; its gradients."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -208,13 +209,23 @@ def test_deepened_net_runs_unchanged_and_grows_by_init(tmp_path):
               log=lambda line: None)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"base": "linear"}, "--base linear"), ({"tap_window": 3}, "--tap-window"),
-    ({"lsq_iters": 5}, "--lsq-iters"), ({"table_steps": (4, 4, 4)}, "four steps"),
-    ({"table_steps": (4, 4, 3, 4)}, "four steps"), ({"blocks": 9}, "--blocks"),
+@pytest.mark.parametrize("fields, library, cli", [
+    ({"base": "linear"}, "combine with config.base='linear'", "combine with --base linear"),
+    ({"tap_window": 3}, "config.tap_window", "--tap-window"),
+    ({"lsq_iters": 5}, "config.lsq_iters", "--lsq-iters"),
+    ({"table_steps": (4, 4, 4)}, "config.table_steps takes four steps", "--table-steps takes"),
+    ({"table_steps": (4, 4, 3, 4)}, "four steps", "four steps"),
+    ({"blocks": 9}, "config.blocks must", "--blocks must"),
 ])
-def test_layered_build_refuses_what_it_does_not_do(fields, message):
-    with pytest.raises(BuildError, match=message):
-        check(BuildConfig(data=("d",), layout="layered", **{"lsq_iters": 0, **fields}))
-    with pytest.raises(BuildError, match="for --layout layered"):
-        check(BuildConfig(data=("d",), table_steps=(1, 1, 1, 1)))
+def test_layered_build_refuses_what_it_does_not_do(fields, library, cli):
+    """``check`` names the fields; the command line (``in_flags``) the flags."""
+    from train.build_lut import in_flags
+
+    for config, want, flags in [
+            (BuildConfig(data=("d",), layout="layered", **{"lsq_iters": 0, **fields}),
+             library, cli),
+            (BuildConfig(data=("d",), table_steps=(1, 1, 1, 1)),
+             "for config.layout='layered'", "for --layout layered")]:
+        with pytest.raises(BuildError, match=re.escape(want)) as exc:
+            check(config)
+        assert flags in in_flags(str(exc.value))

@@ -2,6 +2,7 @@
 rounding to the runtime's integer shifts, and the build phase that learns them."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ torch = pytest.importorskip("torch")
 import lutsr  # noqa: E402
 from lutsr.reference import run_layered_stage  # noqa: E402
 from train.build import build  # noqa: E402
+from train.build_lut import in_flags  # noqa: E402
 from train.config import BuildConfig, BuildError, check, quick  # noqa: E402
 from train.layered import (  # noqa: E402
     LayeredNet,
@@ -137,23 +139,29 @@ def test_quick_build_learns_shifts_end_to_end(tmp_path):
         assert old.shifts is None or np.array_equal(old.shifts, new.shifts)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"learn_shifts": 16}, "radius in 1..15"),
-    ({"learn_shifts": 1, "shift_radius": 2}, "at least --shift-radius"),
-    ({"learn_shifts": 2, "init": "x4-layered"}, "--init keeps"),
-    ({"learn_shifts": 2, "shift_iters": 0}, "--shift-iters at least 1"),
-    ({"learn_shifts": 2, "shift_lr": 0.0}, "positive"),
-    ({"shift_iters": 5}, "are for --learn-shifts"),
-    ({"shift_lr": 0.1}, "are for --learn-shifts"),
+@pytest.mark.parametrize("fields, library, cli", [
+    ({"learn_shifts": 16}, "radius in 1..15", "--learn-shifts takes a radius in 1..15"),
+    ({"learn_shifts": 1, "shift_radius": 2}, "at least config.shift_radius",
+     "at least --shift-radius"),
+    ({"learn_shifts": 2, "init": "x4-layered"}, "config.init keeps", "--init keeps"),
+    ({"learn_shifts": 2, "shift_iters": 0}, "config.shift_iters at least 1",
+     "--shift-iters at least 1"),
+    ({"learn_shifts": 2, "shift_lr": 0.0}, "positive", "positive --shift-lr and --net-lr"),
+    ({"shift_iters": 5}, "are for config.learn_shifts", "are for --learn-shifts"),
+    ({"shift_lr": 0.1}, "are for config.learn_shifts", "are for --learn-shifts"),
 ])
-def test_learned_shift_options_refused(fields, message):
-    with pytest.raises(BuildError, match=message):
+def test_learned_shift_options_refused(fields, library, cli):
+    """``check`` names the fields; the command line (``in_flags``) the flags."""
+    with pytest.raises(BuildError, match=re.escape(library)) as exc:
         check(BuildConfig(data=("d",), layout="layered", lsq_iters=0, **fields))
+    assert cli in in_flags(str(exc.value))
 
 
 def test_learned_shifts_need_a_layered_layout():
-    with pytest.raises(BuildError, match="--learn-shifts are for --layout layered"):
+    with pytest.raises(BuildError, match=re.escape(
+            "config.learn_shifts are for config.layout='layered'")) as exc:
         check(BuildConfig(data=("d",), learn_shifts=2))
+    assert "--learn-shifts are for --layout layered" in in_flags(str(exc.value))
 
 
 def test_command_line_flags(tmp_path, capsys):

@@ -74,7 +74,8 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
     Raises
     ------
     BuildError
-        For a configuration, training data or starting LUT that cannot be used.
+        For a configuration, training data or starting LUT that cannot be used;
+        its message names the fields of ``config`` (``config.tap_window``).
     """
     check(config)
     torch.manual_seed(config.seed)
@@ -87,7 +88,7 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
         try:
             net = NetModel(layout, config.net_width, config.net_depth, config.tap_window)
         except ValueError as exc:
-            raise BuildError(f"--tap-window: {exc}") from None
+            raise BuildError(f"config.tap_window: {exc}") from None
     names = data_names(config.data)
     meta = {"layout": config.layout, "data": names, "config": _recorded(config),
             "machine": f"{platform.machine()} {platform.processor() or ''} "
@@ -157,8 +158,8 @@ def build(config: BuildConfig, log=print) -> lutsr.LUT:
     if config.finetune_iters:
         tm = TableModel(layout, tables, config.interval, learn_taps=config.finetune_taps)
         if config.finetune_taps and not tm.tap_steps:
-            raise BuildError("--finetune-taps: the model has no learned taps (--tap-window, or "
-                             "--init of a LUT with them)")
+            raise BuildError("config.finetune_taps: the model has no learned taps "
+                             "(config.tap_window, or config.init of a LUT with them)")
         if config.finetune_freeze_last:
             tm.tables[-1].requires_grad_(False)
         state = fit.optimise(tm, sampler, config.finetune_iters, config.finetune_lr,
@@ -199,14 +200,14 @@ def _layered_phases(config: BuildConfig, sampler, ckdir, meta: dict, log) -> Lay
         lut = _resolve(config.init)
         if len(lut.stages) != 1 or not isinstance(lut.stages[0], LayeredStage) \
                 or lut.scale != config.scale:
-            raise BuildError(f"--init {config.init}: --layout layered starts from a LUT of "
-                             f"one layered stage at x{config.scale}")
+            raise BuildError(f"config.init={config.init!r}: config.layout='layered' starts "
+                             f"from a LUT of one layered stage at x{config.scale}")
         net = LayeredNet.from_stage(lut.stages[0])
         if config.blocks:
             try:
                 net = net.deepened(config.blocks)
             except ValueError as exc:
-                raise BuildError(f"--init {config.init}: {exc}") from None
+                raise BuildError(f"config.init={config.init!r}: {exc}") from None
         meta["init"] = {"lut": lut.name,
                         "cpu_seconds_total": lut.metadata.get("cpu_seconds_total", 0.0),
                         "phases": lut.metadata.get("phases", {})}
@@ -297,7 +298,7 @@ def _checkpoint_dir(config: BuildConfig) -> Path | None:
     ckdir = Path(config.checkpoint_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
     if not config.resume and any(ckdir.glob("*.pt")):
-        raise BuildError(f"{ckdir} holds checkpoints; pass --resume to continue them or "
+        raise BuildError(f"{ckdir} holds checkpoints: continue them (config.resume) or "
                          "remove them")
     return ckdir
 
@@ -324,17 +325,17 @@ def _init_tables(source: str, layout, interval: int):
     """
     lut = _resolve(source)
     if not all(isinstance(s, lutsr.Stage) for s in lut.stages):
-        raise BuildError(f"--init {source}: it has layered stages, which the build does not "
-                         "train")
+        raise BuildError(f"config.init={source!r}: it has layered stages, which the simplex "
+                         "pipeline does not train")
     if any(s.base is not None for s in lut.stages):
-        raise BuildError(f"--init {source}: its tables fit the residual of a linear base "
-                         "(--base linear), which later phases do not model")
+        raise BuildError(f"config.init={source!r}: its tables fit the residual of a linear "
+                         "base (config.base='linear'), which later phases do not model")
     have, want = layout_of(lut), tuple(layout)
     k = len(have) - 1  # the stages before the last
     if (not 1 <= len(have) <= len(want) or have[:k] != want[:k] or have[-1] != want[-1]
             or lut.interval != interval):
-        raise BuildError(f"--init {source}: its layout {have} (interval {lut.interval}) is not "
-                         f"{want} (interval {interval}) or the start of it")
+        raise BuildError(f"config.init={source!r}: its layout {have} (interval {lut.interval}) "
+                         f"is not {want} (interval {interval}) or the start of it")
     tables = [list(s.tables) for s in lut.stages]
     missing = want[k:-1]
     if missing:
@@ -348,4 +349,4 @@ def _resolve(source: str) -> lutsr.LUT:
     try:
         return lutsr.api.resolve_lut(source)
     except (ValueError, OSError) as exc:  # LUTFormatError is a ValueError
-        raise BuildError(f"--init {source}: {exc}") from None
+        raise BuildError(f"config.init={source!r}: {exc}") from None

@@ -14,12 +14,42 @@ Example::
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
 from train.config import BuildConfig, BuildError, check, quick
+
+#: Each field of :class:`BuildConfig` and the flag that sets it (argparse's rule:
+#: ``tap_window`` is set by ``--tap-window``).
+FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(BuildConfig)}
+
+# A field as the library's messages name it, ``config.tap_window``, or with a value,
+# ``config.layout='mulut'`` or ``config.lsq_iters=0``; not inside a path or a word.
+_FIELD = re.compile(r"(?<![\w./\\-])config\.(\w+)"
+                    r"""(?:=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,;:()]+))?""")
+
+
+def in_flags(message: str) -> str:
+    """A :class:`BuildError`'s message in the command line's terms.
+
+    ``config.tap_window`` becomes ``--tap-window``, and ``config.layout='mulut'``
+    becomes ``--layout mulut``; what names no field is left as it is.
+    """
+    def flag(match: re.Match) -> str:
+        field, value = match.groups()
+        if field not in FLAGS:
+            return match.group(0)
+        if value is None:
+            return FLAGS[field]
+        if value[0] in "'\"":
+            value = ast.literal_eval(value)
+        return f"{FLAGS[field]} {value}"
+
+    return _FIELD.sub(flag, message)
 
 
 def parse_args(argv=None) -> tuple[BuildConfig, Path]:
@@ -140,7 +170,7 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     try:
         check(config)
     except BuildError as exc:
-        p.error(str(exc))
+        p.error(in_flags(str(exc)))
     return config, out
 
 
@@ -157,7 +187,7 @@ def main(argv=None) -> int:
     try:
         lut = build(config)
     except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flags(str(exc))}", file=sys.stderr)
         return 2
     lutsr.save(lut, out)
     print(lut.describe())

@@ -215,17 +215,19 @@ def _check_learned_shifts(config: BuildConfig) -> None:
     if not config.learn_shifts:
         if (config.shift_iters, config.shift_lr) != (BuildConfig.shift_iters,
                                                      BuildConfig.shift_lr):
-            raise BuildError("--shift-iters and --shift-lr are for --learn-shifts")
+            raise BuildError("config.shift_iters and config.shift_lr are for "
+                             "config.learn_shifts")
         return
     if config.init:
-        raise BuildError("--learn-shifts learns the shifts with new tables; --init keeps its "
-                         "LUT's own shifts")
+        raise BuildError("config.learn_shifts learns the shifts with new tables; config.init "
+                         "keeps its LUT's own shifts")
     if not config.shift_radius <= config.learn_shifts <= MAX_SHIFT:
-        raise BuildError(f"--learn-shifts takes a radius in {max(config.shift_radius, 1)}.."
-                         f"{MAX_SHIFT} (at least --shift-radius, where the shifts start)")
+        raise BuildError(f"config.learn_shifts takes a radius in "
+                         f"{max(config.shift_radius, 1)}..{MAX_SHIFT} (at least "
+                         f"config.shift_radius, where the shifts start)")
     if config.shift_iters < 1 or config.shift_lr <= 0 or config.net_lr <= 0:
-        raise BuildError("--learn-shifts needs --shift-iters at least 1 and a positive "
-                         "--shift-lr and --net-lr")
+        raise BuildError("config.learn_shifts needs config.shift_iters at least 1 and a "
+                         "positive config.shift_lr and config.net_lr")
 
 
 def _check_teacher(config: BuildConfig) -> None:
@@ -241,59 +243,74 @@ def _check_teacher(config: BuildConfig) -> None:
 
 
 def check(config: BuildConfig) -> None:
-    """Raise :class:`BuildError` if ``config`` asks for something the pipeline does not do."""
+    """Raise :class:`BuildError` if ``config`` asks for something the pipeline does not do.
+
+    Its message names the fields as ``config.tap_window``, and a field with
+    its value as ``config.layout='mulut'`` (the command line
+    :mod:`train.build_lut` rewrites them as its flags).
+    """
     choices = {"scale": (2, 3, 4), "layout": ("srlut", "mulut", "layered"),
                "base": ("none", "linear")}
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
-            raise BuildError(f"{key} {getattr(config, key)!r} is not one of {allowed}")
+            raise BuildError(f"config.{key}={getattr(config, key)!r} is not one of {allowed}")
     if not config.data:
-        raise BuildError("no training data folders given")
+        raise BuildError("no training data folders given (config.data)")
     if config.tap_window is not None and config.init:
-        raise BuildError("--tap-window trains new taps with the nets; --init keeps its LUT's own")
+        raise BuildError("config.tap_window trains new taps with the nets; config.init keeps "
+                         "its LUT's own")
     if config.refine_stages != 1 and (config.layout != "mulut"
                                       or not 1 <= config.refine_stages <= 4):
-        raise BuildError("--refine-stages needs --layout mulut and a value in 1..4")
+        raise BuildError("config.refine_stages needs config.layout='mulut' and a value in "
+                         "1..4")
     if config.layout == "layered":
-        clashes = [flag for flag, on in (
-            ("--base linear", config.base != "none"), ("--tap-window", config.tap_window),
-            ("--finetune-taps", config.finetune_taps),
-            ("--finetune-freeze-last", config.finetune_freeze_last),
-            ("--refine-stages", config.refine_stages != 1), ("--lsq-iters", config.lsq_iters))
+        clashes = [field for field, on in (
+            ("config.base='linear'", config.base != "none"),
+            ("config.tap_window", config.tap_window),
+            ("config.finetune_taps", config.finetune_taps),
+            ("config.finetune_freeze_last", config.finetune_freeze_last),
+            ("config.refine_stages", config.refine_stages != 1),
+            ("config.lsq_iters", config.lsq_iters))
             if on]
         if clashes:
-            raise BuildError(f"--layout layered trains its tables by gradient alone; it does not "
-                             f"combine with {', '.join(clashes)}")
+            raise BuildError(f"config.layout='layered' trains its tables by gradient alone; it "
+                             f"does not combine with {', '.join(clashes)}")
         if not 1 <= (config.blocks or DEFAULT_BLOCKS) <= 8 or not 0 <= config.shift_radius <= 3:
-            raise BuildError("--blocks must be in 1..8 and --shift-radius in 0..3")
+            raise BuildError("config.blocks must be in 1..8 and config.shift_radius in 0..3")
         if config.table_steps and (len(config.table_steps) != 4
                                    or not set(config.table_steps) <= {1, 2, 4, 8, 16}):
-            raise BuildError("--table-steps takes four steps (depthwise, pointwise, low-bit, "
-                             "up), each 1, 2, 4, 8 or 16")
+            raise BuildError("config.table_steps takes four steps (depthwise, pointwise, "
+                             "low-bit, up), each 1, 2, 4, 8 or 16")
         _check_learned_shifts(config)
     elif (config.table_steps or config.blocks is not None or config.shift_radius != 1
           or config.learn_shifts):
-        raise BuildError("--blocks, --table-steps, --shift-radius and --learn-shifts are for "
-                         "--layout layered")
+        raise BuildError("config.blocks, config.table_steps, config.shift_radius and "
+                         "config.learn_shifts are for config.layout='layered'")
     if config.resume and not config.checkpoint_dir:
-        raise BuildError("--resume needs a checkpoint folder")
+        raise BuildError("config.resume needs a checkpoint folder (config.checkpoint_dir)")
     try:
         degrade_mix(config)
+    except ValueError as exc:
+        raise BuildError(f"config.degrade_jpeg, config.degrade_h264, config.degrade_share: "
+                         f"{exc}") from None
+    try:
         for spec in config.val_degrade:
             parse_degradation(spec)
     except ValueError as exc:
-        raise BuildError(f"--degrade: {exc}") from None
+        raise BuildError(f"config.val_degrade: {exc}") from None
     _check_teacher(config)
     if config.val_degrade and not config.val_every:
-        raise BuildError("--val-degrade scores the held-out images: it needs --val-every")
+        raise BuildError("config.val_degrade scores the held-out images: it needs "
+                         "config.val_every")
     if config.base == "linear":
-        clashes = [flag for flag, on in (
-            ("--layout mulut without --init", config.layout != "srlut" and not config.init),
-            ("--net-iters", config.net_iters and not config.init),
-            ("--finetune-iters", config.finetune_iters),
-            ("--lsq-iters 0", not config.lsq_iters)) if on]
+        clashes = [field for field, on in (
+            ("config.layout='mulut' without config.init",
+             config.layout != "srlut" and not config.init),
+            ("config.net_iters", config.net_iters and not config.init),
+            ("config.finetune_iters", config.finetune_iters),
+            ("config.lsq_iters=0", not config.lsq_iters)) if on]
         if clashes:
             raise BuildError(
-                f"--base linear is fitted by least squares alone, on the last stage (--layout "
-                f"srlut --net-iters 0, or --init LUT for the stages before it); it does not "
-                f"combine with {', '.join(clashes)}")
+                f"config.base='linear' is fitted by least squares alone, on the last stage "
+                f"(config.layout='srlut' with config.net_iters=0, or config.init for the stages "
+                f"before it); it does not combine with {', '.join(clashes)}")
