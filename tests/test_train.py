@@ -22,8 +22,9 @@ torch = pytest.importorskip("torch")
 import lutsr  # noqa: E402
 from lutsr.reference import run_lut  # noqa: E402
 from train import data as tdata  # noqa: E402
-from train.build import build, data_names  # noqa: E402
+from train.build import build  # noqa: E402
 from train.build_lut import FLAGS, in_flags, main, parse_args  # noqa: E402
+from train.build_shared import data_names  # noqa: E402
 from train.config import BuildConfig, BuildError, check, quick  # noqa: E402
 from train.nets import NetModel, TableModel, layout_of, mulut_layout, srlut_layout  # noqa: E402
 
