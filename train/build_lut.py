@@ -2,8 +2,10 @@
 
 The command line of :func:`train.build.build` (``tools/build_lut.py`` runs
 :func:`main`), whose docstring describes the phases: each flag sets the field
-of :class:`train.config.BuildConfig` of the same name, and the phases keep
-their checkpoints in ``<out>.ckpt/``.
+of :class:`train.config.BuildConfig` of the same name (:data:`FLAGS`), and
+the phases keep their checkpoints in ``<out>.ckpt/``. The library's refusals
+name those fields (``config.tap_window``); :func:`in_flags` tells the user
+them as flags (``--tap-window``).
 
 Example::
 
@@ -54,11 +56,56 @@ def in_flags(message: str) -> str:
 
 def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     """The build's configuration and the output path; exits with status 2 on bad flags."""
+    p = _parser()
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)}
+    if given["lsq_iters"] is None:  # a layered stage has no least-squares phase
+        given["lsq_iters"] = 0 if args.layout == "layered" else BuildConfig.lsq_iters
+    config = BuildConfig(**{**given, "data": tuple(args.data), "scale_aug": tuple(args.scale_aug),
+                            **{k: tuple(given[k]) for k in ("degrade_jpeg", "degrade_h264",
+                                                            "val_degrade", "table_steps")},
+                            "name": args.name or out.stem,
+                            "checkpoint_dir": args.checkpoint_dir or f"{out}.ckpt"})
+    if args.quick:
+        config = quick(config)
+    try:
+        check(config)
+    except BuildError as exc:
+        p.error(in_flags(str(exc)))
+    return config, out
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The flags: one per field of :class:`BuildConfig` (its defaults; ``--lsq-iters``'s
+    depends on ``--layout``), ``--out`` and ``--quick``, in the order ``--help`` lists them."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="folders of HR training images")
     p.add_argument("--out", required=True, help="output .lutsr file")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
+    _layout_flags(p)
+    _phase_flags(p)
+    _data_flags(p)
+    p.add_argument("--batch", type=int, help="patches per Adam step")
+    p.add_argument("--patch", type=int,
+                   help="LR patch side (every training image must be at least this big in LR)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--checkpoint-dir", help="where phase checkpoints go (default: <out>.ckpt/)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
+    p.add_argument("--name", help="the LUT's name (default: the output file's stem)")
+    p.add_argument("--seed", type=int, help="of torch and the patch sampler")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings for CI (they replace the phase sizes given): a smoke "
+                        "test of the whole pipeline")
+    p.set_defaults(**{**{f.name: f.default for f in dataclasses.fields(BuildConfig)
+                         if f.default is not dataclasses.MISSING},
+                      "lsq_iters": None})
+    return p
+
+
+def _layout_flags(p: argparse.ArgumentParser) -> None:
+    """What is trained: the layout, its stages or blocks, and where it starts."""
     p.add_argument("--layout", choices=("srlut", "mulut", "layered"),
                    help="srlut: one stage; mulut: refinement stage(s) at LR (--refine-stages) then "
                         "the upscaling stage; layered: a network of 1-D tables (ShiftLUT-like)")
@@ -98,6 +145,10 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
                    help="learned taps (AutoLUT): each table reads 4 learned combinations of the "
                         "W x W window at each pixel instead of its fixed pattern's 4 pixels, "
                         "trained with the nets (W at least 3 for D and Y)")
+
+
+def _phase_flags(p: argparse.ArgumentParser) -> None:
+    """The phases' sizes: nets, fine-tuning, least squares."""
     p.add_argument("--net-iters", type=int, help="Adam steps of the pattern nets (0: none)")
     p.add_argument("--net-lr", type=float, help="their Adam step size")
     p.add_argument("--net-width", type=int, help="their MLP width")
@@ -118,6 +169,11 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
     p.add_argument("--lsq-no-flips", action="store_true",
                    help="least squares on the images only, not also their mirror images "
                         "(halves its memory and time)")
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    """What the phases train on and are scored on: augmentation, held-out images,
+    degradations, a teacher."""
     p.add_argument("--scale-aug", type=float, nargs="*",
                    help="also train on each HR image downscaled by these factors (e.g. 0.75 0.5)")
     p.add_argument("--val-every", type=int, metavar="N",
@@ -141,37 +197,6 @@ def parse_args(argv=None) -> tuple[BuildConfig, Path]:
                         "stays against the HR)")
     p.add_argument("--teacher-mix", type=float, metavar="A",
                    help="with --teacher, each target is A * teacher + (1 - A) * HR")
-    p.add_argument("--batch", type=int, help="patches per Adam step")
-    p.add_argument("--patch", type=int,
-                   help="LR patch side (every training image must be at least this big in LR)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--checkpoint-dir", help="where phase checkpoints go (default: <out>.ckpt/)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
-    p.add_argument("--name", help="the LUT's name (default: the output file's stem)")
-    p.add_argument("--seed", type=int, help="of torch and the patch sampler")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny settings for CI (they replace the phase sizes given): a smoke "
-                        "test of the whole pipeline")
-    fields = dataclasses.fields(BuildConfig)
-    p.set_defaults(**{**{f.name: f.default for f in fields if f.default is not dataclasses.MISSING},
-                      "lsq_iters": None})
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    given = {f.name: getattr(args, f.name) for f in fields}
-    if given["lsq_iters"] is None:  # a layered stage has no least-squares phase
-        given["lsq_iters"] = 0 if args.layout == "layered" else BuildConfig.lsq_iters
-    config = BuildConfig(**{**given, "data": tuple(args.data), "scale_aug": tuple(args.scale_aug),
-                            **{k: tuple(given[k]) for k in ("degrade_jpeg", "degrade_h264",
-                                                            "val_degrade", "table_steps")},
-                            "name": args.name or out.stem,
-                            "checkpoint_dir": args.checkpoint_dir or f"{out}.ckpt"})
-    if args.quick:
-        config = quick(config)
-    try:
-        check(config)
-    except BuildError as exc:
-        p.error(in_flags(str(exc)))
-    return config, out
 
 
 def main(argv=None) -> int:
