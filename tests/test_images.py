@@ -327,7 +327,7 @@ def test_fast_png_encoder_round_trips_in_any_number_of_bands(monkeypatch, deflat
             decoded = decoded[..., {2: [0, 3], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[x.shape[2]]]
         assert_images_equal(decoded.reshape(x.shape), x, f"{shape} OpenCV")
     for bad in (np.zeros((0, 4), np.uint8), np.zeros((4, 4, 5), np.uint8),
-                np.zeros((4, 4), np.uint16)):
+                np.zeros((4, 4), np.int16)):  # uint16: 16-bit PNG
         with pytest.raises((TypeError, ValueError)):
             png.encode_png(bad)
 
