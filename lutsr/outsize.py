@@ -44,8 +44,9 @@ import numpy as np
 
 from . import bundled
 
-__all__ = ["MAX_SIDE", "ResizePlan", "family", "output_size", "parse_size", "pick_lut",
-           "plan_resize", "resample", "upscale_to"]
+__all__ = ["MAX_SIDE", "BoxGeometry", "ResizePlan", "box_geometry", "family", "output_size",
+           "parse_colour", "parse_size", "pick_lut", "place", "plan_resize", "resample",
+           "upscale_to"]
 
 #: The largest output side, in pixels: Pillow's and libavcodec's sizes are C ``int``.
 MAX_SIDE = 2**31 - 1
@@ -53,12 +54,25 @@ MAX_SIDE = 2**31 - 1
 _FAMILY = re.compile(r"x(\d+)")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1000x700"`` as ``(1000, 700)`` (width, height), both positive."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise ValueError(f"size must look like 1920x1080 (positive width x height), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+#: ``--size`` sides computed from the other one, keeping the aspect ratio: -1 any
+#: size, -2 rounded to an even one (as FFmpeg's scale filter reads them).
+ASPECT_SIDES = (-1, -2)
+
+
+def parse_size(text: str, aspect: bool = False) -> tuple[int, int]:
+    """``"1000x700"`` as ``(1000, 700)`` (width, height), both positive.
+
+    With ``aspect``, one side may be -1 or -2 (:data:`ASPECT_SIDES`):
+    ``"1920x-2"`` is ``(1920, -2)``, resolved by :func:`output_size`.
+    """
+    m = re.fullmatch(r"\s*(-?\d+)\s*[xX]\s*(-?\d+)\s*", text)
+    sides = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    kept = [n for n in sides if n in ASPECT_SIDES] if aspect else []
+    if min(sides) < 1 and (len(kept) != 1 or min(n for n in sides if n not in kept) < 1):
+        hint = " or 1920x-2 (the height from the aspect ratio)" if aspect else ""
+        raise ValueError(f"size must look like 1920x1080 (positive width x height){hint}, "
+                         f"got {text!r}")
+    return sides
 
 
 def output_size(in_size: tuple[int, int], *, outscale: float | None = None,
@@ -74,17 +88,24 @@ def output_size(in_size: tuple[int, int], *, outscale: float | None = None,
         (halves up), at least 1.
     size : (int, int), optional
         The output ``(width, height)`` itself. Give exactly one of the two.
+        One side may be -1: ``round(other * in_side / in_other)`` (halves
+        up, at least 1), the input's aspect ratio kept; or -2: the same
+        rounded to the nearest even number (at least 2).
 
     Raises
     ------
     ValueError
         Both or neither given, a factor that is not finite and positive, a
-        size that is not two positive integers, an output side above
-        :data:`MAX_SIDE`.
+        size that is not two positive integers (one may be -1 or -2), an
+        output side above :data:`MAX_SIDE`.
     """
     if (outscale is None) == (size is None):
         raise ValueError("give exactly one of outscale and size")
     if size is not None:
+        if (len(size) == 2 and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                                   for n in size)
+                and sum(n in ASPECT_SIDES for n in size) == 1 and max(size) > 0):
+            size = _aspect_size(in_size, tuple(int(n) for n in size))
         if (len(size) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
                                       and n > 0 for n in size)):
             raise ValueError(f"size must be two positive integers (width, height), got {size!r}")
@@ -101,6 +122,154 @@ def output_size(in_size: tuple[int, int], *, outscale: float | None = None,
         raise ValueError(f"outscale {outscale:g} is too large: it makes a {in_size[0]}x"
                          f"{in_size[1]} input more than {MAX_SIDE} pixels a side")
     return tuple(max(1, math.floor(side)) for side in sides)
+
+
+def _aspect_size(in_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` with its -1 or -2 side computed from the other (see :func:`output_size`)."""
+    axis = 0 if size[0] < 0 else 1
+    given = size[1 - axis]
+    exact = given * in_size[axis] / in_size[1 - axis]
+    if size[axis] == -2:
+        side = max(2, 2 * math.floor(exact / 2 + 0.5))
+    else:
+        side = max(1, math.floor(exact + 0.5))
+    side = min(side, MAX_SIDE + 1)  # too large: refused by the caller's check
+    return (side, given) if axis == 0 else (given, side)
+
+
+#: The ways of fitting a picture to a target box (``--fit``, ``--pad``, ``--crop``).
+BOX_MODES = ("fit", "pad", "crop")
+
+
+@dataclass(frozen=True)
+class BoxGeometry:
+    """How a picture is fitted to a box (:func:`box_geometry`).
+
+    Attributes
+    ----------
+    mode : str
+        ``"fit"``, ``"pad"`` or ``"crop"`` (:data:`BOX_MODES`).
+    scaled : (int, int)
+        ``(width, height)`` the input is upscaled (LUT, then resample) to.
+    out : (int, int)
+        ``(width, height)`` written: ``scaled`` for ``"fit"``, the box
+        otherwise.
+    offset : (int, int)
+        ``"pad"``: where the scaled picture's top-left corner lies in the
+        output; ``"crop"``: where the output's top-left corner lies in the
+        scaled picture; ``(0, 0)`` for ``"fit"``.
+    """
+
+    mode: str
+    scaled: tuple[int, int]
+    out: tuple[int, int]
+    offset: tuple[int, int]
+
+    def turned(self) -> BoxGeometry:
+        """The same geometry with width and height swapped (a video stored turned)."""
+        return BoxGeometry(self.mode, self.scaled[::-1], self.out[::-1], self.offset[::-1])
+
+
+def box_geometry(in_size: tuple[int, int], box: tuple[int, int], mode: str,
+                 align: int = 1) -> BoxGeometry:
+    """Fit a picture of ``in_size`` to ``box``, keeping its aspect ratio.
+
+    Parameters
+    ----------
+    in_size, box : (int, int)
+        ``(width, height)``, positive.
+    mode : str
+        ``"fit"``: scaled by ``f = min(box_w / in_w, box_h / in_h)``, each
+        side ``round(f * side)`` (halves up, at least ``align``, at most the
+        box), and written at that size; ``"pad"``: the same, placed in the
+        centre of a box-sized output (the bars are the caller's colour);
+        ``"crop"``: scaled by ``max(box_w / in_w, box_h / in_h)`` (each side
+        at least the box's) and its centre cut out at the box's size.
+    align : int
+        The scaled sides (``"fit"``, ``"pad"``: rounded down, staying in the
+        box) and the offsets (rounded down) are made multiples of it: 2 for
+        video, whose 4:2:0 chroma covers two pixels each way.
+
+    Returns
+    -------
+    BoxGeometry
+
+    Raises
+    ------
+    ValueError
+        A mode not in :data:`BOX_MODES`, or a box side above :data:`MAX_SIDE`.
+    """
+    if mode not in BOX_MODES:
+        raise ValueError(f"box mode must be one of {', '.join(BOX_MODES)}, got {mode!r}")
+    box = output_size((1, 1), size=box)
+    (iw, ih), (bw, bh) = in_size, box
+    if mode == "crop":
+        f = max(bw / iw, bh / ih)
+        scaled = (max(bw, math.floor(f * iw + 0.5)), max(bh, math.floor(f * ih + 0.5)))
+        offset = tuple((s - b) // 2 // align * align for s, b in zip(scaled, box, strict=True))
+        return BoxGeometry(mode, scaled, box, offset)
+    f = min(bw / iw, bh / ih)
+    scaled = tuple(max(align, min(b, math.floor(f * n + 0.5)) // align * align)
+                   for n, b in zip(in_size, box, strict=True))
+    if mode == "fit":
+        return BoxGeometry(mode, scaled, scaled, (0, 0))
+    offset = tuple((b - s) // 2 // align * align for s, b in zip(scaled, box, strict=True))
+    return BoxGeometry(mode, scaled, box, offset)
+
+
+#: Colour names ``--pad-colour`` takes, as 8-bit RGB (else ``#RRGGBB``).
+COLOUR_NAMES = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128),
+                "grey": (128, 128, 128), "red": (255, 0, 0), "green": (0, 255, 0),
+                "blue": (0, 0, 255)}
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """``"black"``, ``"#1a2b3c"`` or ``"1a2b3c"`` as 8-bit ``(r, g, b)``."""
+    t = text.strip().lower()
+    if t in COLOUR_NAMES:
+        return COLOUR_NAMES[t]
+    m = re.fullmatch(r"#?([0-9a-f]{6})", t)
+    if m is None:
+        raise ValueError(f"colour must be a name ({', '.join(COLOUR_NAMES)}) or #RRGGBB, "
+                         f"got {text!r}")
+    return tuple(int(m.group(1)[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def place(img: np.ndarray, geometry: BoxGeometry, colour: tuple[int, int, int]) -> np.ndarray:
+    """An image of ``geometry.scaled`` padded or cropped to ``geometry.out``.
+
+    Parameters
+    ----------
+    img : ndarray, shape (H, W) or (H, W, C)
+        ``(W, H) == geometry.scaled``; C is 1 to 4 (gray, gray + alpha,
+        RGB, RGBA).
+    geometry : BoxGeometry
+    colour : (int, int, int)
+        The bars' 8-bit RGB (``"pad"``), scaled to the image's depth; gray
+        images take its BT.601 luma; alpha is opaque there.
+
+    Returns
+    -------
+    ndarray of img's dtype, shape (out_h, out_w) or (out_h, out_w, C)
+    """
+    (sw, sh), (ow, oh), (x, y) = geometry.scaled, geometry.out, geometry.offset
+    if img.shape[:2] != (sh, sw):
+        raise ValueError(f"the image is {img.shape[1]}x{img.shape[0]}, not the scaled "
+                         f"{sw}x{sh}")
+    if geometry.mode == "crop":
+        return img[y:y + oh, x:x + ow].copy()
+    if geometry.mode == "fit":
+        return img.copy()
+    top = np.iinfo(img.dtype).max if img.dtype.kind in "ui" else 1.0
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    r, g, b = (c / 255 for c in colour)
+    fill = {1: [0.299 * r + 0.587 * g + 0.114 * b], 2: [0.299 * r + 0.587 * g + 0.114 * b, 1],
+            3: [r, g, b], 4: [r, g, b, 1]}[channels]
+    out = np.empty((oh, ow) + img.shape[2:], img.dtype)
+    out[...] = np.asarray([round(v * top) for v in fill], img.dtype).reshape(
+        (-1,) if img.ndim == 3 else ())
+    out[y:y + sh, x:x + sw] = img
+    return out
 
 
 def family() -> dict[int, str]:
@@ -148,12 +317,16 @@ class ResizePlan:
         plain resample, for a request at or below 1).
     scale : int
         The LUT's factor (1 without a LUT).
+    box : BoxGeometry or None
+        ``--pad`` / ``--crop`` after the resample (``out_size`` is then the
+        scaled size, ``box.out`` the one written).
     """
 
     in_size: tuple[int, int]
     out_size: tuple[int, int]
     lut: str | None
     scale: int
+    box: BoxGeometry | None = None
 
     @property
     def lut_size(self) -> tuple[int, int]:
@@ -173,7 +346,14 @@ class ResizePlan:
         """The steps without sizes, e.g. ``"LUT x2, then Lanczos"`` (the same for many files)."""
         lut = "no LUT" if self.lut is None else f"LUT {self.lut}"
         kinds = sorted({k for k, _ in self._axes() if k})
-        return f"{lut}, then {' and '.join(kinds)}" if kinds else lut
+        return (f"{lut}, then {' and '.join(kinds)}" if kinds else lut) + self._placed(False)
+
+    def _placed(self, sizes: bool) -> str:
+        """``", padded to 1920x1080"`` or ``", centre cropped ..."``: the box step, if any."""
+        if self.box is None or self.box.mode == "fit":
+            return ""
+        what = "padded" if self.box.mode == "pad" else "centre cropped"
+        return f", {what} to {self.box.out[0]}x{self.box.out[1]}" if sizes else f", {what}"
 
     def describe(self) -> str:
         """One line with the sizes.
@@ -187,7 +367,7 @@ class ResizePlan:
             text = f"LUT {self.lut} ({self.scale}x: {w}x{h} -> {lw}x{lh})"
         (kx, fx), (ky, fy) = self._axes()
         if not kx and not ky:
-            return text
+            return text + self._placed(True)
         if kx == ky and math.isclose(fx, fy, rel_tol=1e-3):
             steps = f"{kx} {fx:.4g}x"
         elif kx == ky:
@@ -195,11 +375,12 @@ class ResizePlan:
         else:
             steps = " and ".join(f"{k} {f:.4g}x {axis}" for k, f, axis in
                                  ((kx, fx, "across"), (ky, fy, "down")) if k)
-        return f"{text}, then {steps} to {ow}x{oh}"
+        return f"{text}, then {steps} to {ow}x{oh}" + self._placed(True)
 
 
 def plan_resize(in_size: tuple[int, int], out_size: tuple[int, int],
-                lut: str | None = None, scale: int | None = None) -> ResizePlan:
+                lut: str | None = None, scale: int | None = None,
+                box: BoxGeometry | None = None) -> ResizePlan:
     """The :class:`ResizePlan` of an upscale from ``in_size`` to ``out_size``.
 
     Parameters
@@ -210,13 +391,15 @@ def plan_resize(in_size: tuple[int, int], out_size: tuple[int, int],
         The name of the LUT given; None: the one :func:`pick_lut` picks.
     scale : int, optional
         The given LUT's factor (needed with ``lut``).
+    box : BoxGeometry, optional
+        ``--fit``/``--pad``/``--crop``: ``out_size`` is ``box.scaled``.
     """
     if lut is None:
         lut = pick_lut(in_size, out_size)
         scale = 1 if lut is None else next(f for f, name in family().items() if name == lut)
     elif scale is None:
         raise ValueError("give the scale of the LUT named")
-    return ResizePlan(tuple(in_size), tuple(out_size), lut, int(scale))
+    return ResizePlan(tuple(in_size), tuple(out_size), lut, int(scale), box)
 
 
 def _pil_image():

@@ -159,6 +159,56 @@ def holds(out, muxer: str, codec_name: str) -> bool:
     return codec_name in out.supported_codecs
 
 
+#: Common names of video codecs (``--codec h265``) and the FFmpeg encoders that
+#: write them, best first: the first one this FFmpeg build has is used
+#: (:func:`resolve_codec`). Names that are encoders themselves (``ffv1``,
+#: ``mpeg4``, ``libx264``...) need no entry.
+CODEC_ALIASES = {
+    "h264": ("libx264", "libopenh264"), "avc": ("libx264", "libopenh264"),
+    "h265": ("libx265",), "hevc": ("libx265",), "x264": ("libx264",), "x265": ("libx265",),
+    "av1": ("libsvtav1", "libaom-av1", "librav1e"), "vp9": ("libvpx-vp9",), "vp8": ("libvpx",),
+    "prores": ("prores_ks", "prores"),
+}
+
+
+def resolve_codec(av, name: str) -> str:
+    """The FFmpeg encoder ``--codec name`` means: an alias (:data:`CODEC_ALIASES`) or itself.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is a common name whose encoders this FFmpeg build lacks, or
+        is no encoder at all; one line listing the encoders for the common
+        names that are here.
+    """
+    wanted = CODEC_ALIASES.get(name.lower())
+    if wanted is None:
+        if name in av.codecs_available:
+            return name
+        try:
+            av.Codec(name, "w")  # FFmpeg's own fallbacks (a codec's name: its default encoder)
+            return name
+        except Exception:  # av.codec.codec.UnknownCodecError
+            raise ValueError(f"unknown encoder {name!r}; {_available(av)}") from None
+    for encoder in wanted:
+        if encoder in av.codecs_available:
+            return encoder
+    raise ValueError(f"this FFmpeg build has no {name} encoder (looked for "
+                     f"{', '.join(wanted)}); {_available(av)}")
+
+
+def _available(av) -> str:
+    """The common names usable here, e.g. ``"available: h264 (libx264), ..., ffv1"``."""
+    shown = {}
+    for alias, encoders in CODEC_ALIASES.items():
+        found = next((e for e in encoders if e in av.codecs_available), None)
+        if found is not None and found not in shown.values() and not alias.startswith("x26"):
+            shown[alias] = found
+    names = [f"{alias} ({encoder})" for alias, encoder in shown.items()]
+    names += [n for n in ("ffv1", "mpeg4") if n in av.codecs_available]
+    return f"available: {', '.join(names)}" if names else "try libx264"
+
+
 def open_encoder(av, name: str):
     """An FFmpeg encoder by name, checked to be usable here.
 
@@ -187,9 +237,11 @@ def open_encoder(av, name: str):
         try:
             ctx.open()
         except Exception as exc:  # av.error.FFmpegError with an errno that says little
-            raise ValueError(f"encoder {name} is not usable here (it needs a hardware "
-                             "device and driver this machine does not offer); use a software "
-                             "encoder such as --codec libx264") from exc
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ValueError(f"encoder {name} is in this FFmpeg build but cannot open here "
+                             f"({why}: it needs a hardware device and driver this machine "
+                             "does not offer); use a software encoder such as --codec "
+                             "libx264") from exc
     return encoder
 
 
@@ -213,6 +265,85 @@ def private_options(codec) -> set[str]:
     return {o.name for o in options.private}
 
 
+#: Encoder options that choose the rate control: one given with ``--encoder-opt``
+#: replaces lutsr's default CRF (x264 would let a CRF win over a ``qp``).
+RATE_OPTIONS = frozenset({"crf", "qp", "b", "cq", "q", "global_quality", "lossless", "qp_i"})
+
+
+#: ``--encoder-opt`` keys that a dedicated option sets, and that option.
+_DEDICATED = {"crf": "crf", "preset": "preset", "b": "bitrate"}
+
+
+def parse_encoder_option(text: str) -> tuple[str, str]:
+    """``"crf=20"`` as ``("crf", "20")``: ``--encoder-opt``'s argument."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or key != key.strip():
+        raise ValueError(f"--encoder-opt must look like key=value (e.g. tune=film or "
+                         f"x264-params=keyint=50), got {text!r}")
+    return key, value
+
+
+def check_encoder_options(av, encoder, given: dict[str, str], dedicated: dict[str, object]):
+    """Refuse ``--encoder-opt`` keys the encoder does not have, or values it does not open with.
+
+    Parameters
+    ----------
+    av : module
+        PyAV.
+    encoder : av.Codec
+    given : dict of str to str
+        The options asked (``VideoOptions.encoder_options``).
+    dedicated : dict of str to object
+        The values of ``crf``, ``preset`` and ``bitrate`` given by their own
+        options: the same setting twice is refused.
+
+    Raises
+    ------
+    ValueError
+        One line: an unknown key (FFmpeg would ignore it silently, PyAV
+        only lists it after the encoder has opened), a key given twice, or
+        the encoder refusing to open with the options (a bad value) on a
+        256x256 trial.
+
+    Notes
+    -----
+    The names known are the encoder's own options and the generic ones of
+    every encoder (``g``, ``bf``, ``b``...), as PyAV lists them; on PyAV 17,
+    which lists none, only the trial open's unused options are refused.
+    """
+    if not given:
+        return
+    for key in given:
+        if _DEDICATED.get(key) and dedicated.get(_DEDICATED[key]) is not None:
+            raise ValueError(f"--encoder-opt {key}=... and --{_DEDICATED[key]} set the same "
+                             "thing; give one")
+    listed = getattr(encoder.create(), "supported_options", None)
+    if listed is not None:
+        names = {o.name for o in listed.private} | {o.name for o in listed.generic}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise ValueError(f"encoder {encoder.name} has no option {', '.join(unknown)} "
+                             f"(--encoder-opt); `ffmpeg -h encoder={encoder.name}` lists "
+                             "its options")
+    ctx = encoder.create()
+    ctx.width, ctx.height, ctx.time_base = 256, 256, Fraction(1, 25)
+    formats = [f.name for f in (encoder.video_formats or [])]
+    ctx.pix_fmt = "yuv420p" if "yuv420p" in formats or not formats else formats[0]
+    ctx.options = {**QUIET_OPTIONS.get(encoder.name, {}), **given}
+    try:
+        with ffmpeg_log_level(av, True):
+            ctx.open()
+    except Exception as exc:  # av.error.FFmpegError
+        why = getattr(exc, "strerror", None) or str(exc)
+        shown = " ".join(f"{k}={v}" for k, v in given.items())
+        raise ValueError(f"encoder {encoder.name} does not open with --encoder-opt {shown} "
+                         f"({why})") from None
+    unused = sorted(set(ctx.options) & set(given))
+    if unused:
+        raise ValueError(f"encoder {encoder.name} ignored --encoder-opt "
+                         f"{', '.join(unused)} (not one of its options)")
+
+
 def pick_encoder(av, muxer: str, codec: str | None, *, crf: float | None,
                  preset: str | None) -> tuple[object, set[str]]:
     """The video encoder of a run, checked against the options asked of it.
@@ -223,8 +354,8 @@ def pick_encoder(av, muxer: str, codec: str | None, *, crf: float | None,
         PyAV.
     muxer : str
     codec : str or None
-        The encoder asked for; None: :data:`DEFAULT_CODECS` for the muxer,
-        else ``libx264``.
+        The encoder asked for, or a common name (:func:`resolve_codec`);
+        None: :data:`DEFAULT_CODECS` for the muxer, else ``libx264``.
     crf, preset
         Refused when the encoder has no such setting (or no such preset).
 
@@ -237,9 +368,11 @@ def pick_encoder(av, muxer: str, codec: str | None, *, crf: float | None,
     """
     if codec is None:
         codec = DEFAULT_CODECS.get(muxer, "libx264")
-    if codec not in av.codecs_available and codec in DEFAULT_CODECS.values():
-        raise ValueError(f"{muxer} output needs the {codec} encoder, which this FFmpeg "
-                         "build lacks; choose another container (e.g. .mkv) or --codec")
+        if codec not in av.codecs_available:
+            raise ValueError(f"{muxer} output needs the {codec} encoder, which this FFmpeg "
+                             "build lacks; choose another container (e.g. .mkv) or --codec")
+    else:
+        codec = resolve_codec(av, codec)
     encoder = open_encoder(av, codec)
     with ffmpeg_log_level(av, True):  # listing the options warns of deprecated ones
         options = private_options(encoder)

@@ -11,14 +11,19 @@
   bicubically, then the LUT's output replaces the luma plane.
 * Any output size (:func:`resize_frame`): swscale resamples the LUT's upscale
   to the exact size, in the frame's own pixel format and depth.
+* A target box (:func:`place_frame`): the resampled frame padded or cropped to
+  it (``--pad``, ``--crop``), in its own format.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
 from ..api import Upscaler
 from ..imageio import premultiply, unpremultiply
+from ..outsize import BoxGeometry, place
 from .avutil import (
     DEEP_ALPHA_FORMAT,
     DEEP_FORMAT,
@@ -30,7 +35,7 @@ from .avutil import (
     plane_array,
     sws_flags,
 )
-from .colour import TO_RGB_FLAGS, is_full_range
+from .colour import TO_RGB_FLAGS, is_full_range, rgb_to_codes
 
 
 def _upsample_linear(img: np.ndarray, s: int) -> np.ndarray:
@@ -294,4 +299,75 @@ def resize_frame(frame, size: tuple[int, int]):
         out = out.reformat(w, h, interpolation=sws_flags((kind, "ACCURATE_RND")))
     if out is not frame:
         copy_time(frame, out)
+    return out
+
+
+#: Packed RGB formats of the upscaled frames, and their channels.
+_PACKED = {"rgb24": 3, "rgb48le": 3, "rgba": 4, "rgba64le": 4}
+
+#: Planar YUV (alpha, full range, any depth) and gray: padded and cropped plane by plane.
+_PLANAR = re.compile(r"(yuvj?a?4[24][024]p|gray)(9|10|12|14|16)?(le)?")
+
+
+def place_frame(frame, box: BoxGeometry, colour: tuple[int, int, int], colorspace: int):
+    """Pad or crop a frame of ``box.scaled`` to ``box.out`` (``--pad``, ``--crop``).
+
+    Parameters
+    ----------
+    frame : av.VideoFrame
+        Packed RGB(A) (:data:`_PACKED`), or planar YUV or gray at any depth;
+        other formats are converted to ``yuv444p`` (``yuv444p16le`` when
+        deeper than 8 bits) first.
+    box : BoxGeometry
+        In stored sizes; its offsets are even (see
+        :func:`lutsr.outsize.box_geometry`), so chroma planes are padded and
+        cropped at half of them without moving the chroma against the luma.
+    colour : (int, int, int)
+        The bars' 8-bit RGB; in YUV, its code values in ``colorspace`` and the
+        frame's range (:func:`lutsr.video.colour.rgb_to_codes`). Alpha is
+        opaque there.
+    colorspace : int
+        The frame's matrix (FFmpeg ``AVColorSpace``).
+
+    Returns
+    -------
+    av.VideoFrame
+        ``box.out``, the same format, timestamp and colour tags.
+    """
+    if box.mode == "fit":
+        return frame
+    av = import_av()
+    name = frame.format.name
+    if name not in _PACKED and not _PLANAR.fullmatch(name):
+        name = "yuv444p16le" if format_depth(name) > 8 else "yuv444p"
+        frame = frame.reformat(format=name)
+    out = av.VideoFrame(box.out[0], box.out[1], name)
+    bits = format_depth(name)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    if name in _PACKED:
+        pixels = plane_array(frame.planes[0], _PACKED[name], dtype)
+        plane_array(out.planes[0], _PACKED[name], dtype)[...] = place(pixels, box, colour)
+    else:
+        yuv = (rgb_to_codes(np.asarray(colour) / 255, colorspace, bits, is_full_range(frame))
+               if not name.startswith("gray")
+               else None)
+        for p, (src, dst) in enumerate(zip(frame.planes, out.planes, strict=True)):
+            sx, sy = round(frame.width / src.width), round(frame.height / src.height)
+            plane_box = BoxGeometry(box.mode, (src.width, src.height), (dst.width, dst.height),
+                                    (box.offset[0] // sx, box.offset[1] // sy))
+            if p == 3 or yuv is None:  # alpha, gray: a gray colour's level
+                value = 2 ** bits - 1 if p == 3 else round(
+                    (0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) / 255
+                    * (2 ** bits - 1))
+            else:
+                value = int(yuv[p])
+            plane = plane_array(src, 1, dtype)
+            placed = place(plane, plane_box, (0, 0, 0))
+            if box.mode == "pad":
+                x, y = plane_box.offset
+                placed[...] = value
+                placed[y:y + plane.shape[0], x:x + plane.shape[1]] = plane
+            plane_array(dst, 1, dtype)[...] = placed
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    copy_time(frame, out)
     return out

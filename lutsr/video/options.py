@@ -20,7 +20,9 @@ class VideoOptions:
     luma_only : bool
         LUT on the luma plane only, bicubic chroma (see :mod:`lutsr.video`).
     codec : str, optional
-        FFmpeg encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mpeg4``...);
+        FFmpeg encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mpeg4``,
+        ``h264_nvenc``...) or a common name (``h265``, ``av1``: see
+        :data:`lutsr.video.encoding.CODEC_ALIASES`);
         default :data:`lutsr.video.encoding.DEFAULT_CODECS` for the muxer, else
         ``libx264``.
     crf : float, optional
@@ -52,7 +54,28 @@ class VideoOptions:
     size : (int, int), optional
         Output ``(width, height)`` as displayed (a clip turned a quarter turn
         by its display matrix is stored ``height x width``); exclusive with
-        ``outscale``.
+        ``outscale``. One side may be -1 (from the other, keeping the aspect
+        ratio) or -2 (the same, rounded to even): see
+        :func:`lutsr.outsize.output_size`.
+    box : (int, int), optional
+        A target box ``(width, height)``, as displayed, that ``box_mode``
+        fits the video to (:func:`lutsr.outsize.box_geometry`); exclusive
+        with ``size`` and ``outscale``.
+    box_mode : str
+        ``"fit"`` (inside the box, aspect kept: the output may be smaller on
+        one side), ``"pad"`` (that, padded to the box with ``pad_colour``) or
+        ``"crop"`` (covering the box, its centre kept).
+    pad_colour : (int, int, int)
+        The ``"pad"`` bars' colour, 8-bit RGB (default black).
+    colorspace : str
+        ``"auto"``: an input in BT.601 (tagged, or untagged SD) written HD
+        (:func:`lutsr.video.colour.is_hd`) is converted to BT.709 and tagged
+        so; ``"bt709"``: always; ``"keep"``: never (the input's matrix, as
+        before). See :func:`lutsr.video.colour.output_colorspace`.
+    encoder_options : dict of str to str
+        FFmpeg encoder options (``{"tune": "film", "x264-params":
+        "keyint=50"}``), applied last; a key the encoder lacks is refused
+        (:func:`lutsr.video.encoding.check_encoder_options`).
     format : str, optional
         Output format name from :data:`lutsr.video.encoding.PIPE_FORMATS`
         (``"y4m"``...); needed when the output is ``"-"``, else its suffix
@@ -102,6 +125,11 @@ class VideoOptions:
     quiet: bool = False
     alpha: bool = True
     straight_alpha: bool = False
+    box: tuple[int, int] | None = None
+    box_mode: str = "fit"
+    pad_colour: tuple[int, int, int] = (0, 0, 0)
+    colorspace: str = "auto"
+    encoder_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -18,10 +18,15 @@ import queue
 import threading
 from fractions import Fraction
 
-from ..api import Upscaler
 from ..progress import finish, progress_bar
 from .colour import to_output_format
-from .frames import resize_frame, upscale_frame_alpha, upscale_frame_luma, upscale_frame_rgb
+from .frames import (
+    place_frame,
+    resize_frame,
+    upscale_frame_alpha,
+    upscale_frame_luma,
+    upscale_frame_rgb,
+)
 from .inputs import Source, display_matrix, estimate_frames
 from .options import VideoOptions
 from .streams import OutputVideo, Plan, add_copied_streams, add_video_stream, note
@@ -55,7 +60,7 @@ def run_pipeline(av, source: Source, out, opts: VideoOptions,
     """
     video = add_video_stream(av, out, source, opts, plan)
     copied, recoders = add_copied_streams(av, out, source.copies, plan.transcode)
-    stages = _Stages(av, source, out, video, copied, recoders, opts, plan.upscaler)
+    stages = _Stages(av, source, out, video, copied, recoders, opts, plan)
     bar = progress_bar(estimate_frames(source.container, source.video), enabled=opts.progress,
                        unit="frame", desc=plan.desc, plain=True, leave=True,
                        dynamic_ncols=True, smoothing=0.1)
@@ -126,10 +131,10 @@ class _Stages:
     """The reader, upscaler and writer of one run, joined by two bounded queues."""
 
     def __init__(self, av, source: Source, out, video: OutputVideo, copied, recoders,
-                 opts: VideoOptions, upscaler: Upscaler | None):
+                 opts: VideoOptions, plan: Plan):
         self.av, self.source, self.out, self.video = av, source, out, video
         self.copied, self.recoders = copied, recoders
-        self.opts, self.upscaler = opts, upscaler
+        self.opts, self.upscaler, self.box = opts, plan.upscaler, plan.box
         self.cancel = threading.Event()
         self.decoded, self.upscaled = _Pipe(self.cancel), _Pipe(self.cancel)
         self.matrix = None  # the first frame's display matrix, for the output's header
@@ -188,21 +193,24 @@ class _Stages:
         self.decoded.put(_END)
 
     def upscale(self, frame):
-        """One decoded frame upscaled (and resized) as the options ask."""
-        opts, upscaler, video = self.opts, self.upscaler, self.video
-        size = video.size
+        """One decoded frame upscaled (resized, padded or cropped) as the options ask."""
+        opts, upscaler, video, box = self.opts, self.upscaler, self.video, self.box
+        size = video.size if box is None else box.scaled
         if video.alpha_fmt is not None and not opts.luma_only:  # premultiplied around LUT, resize
-            return upscale_frame_alpha(frame, upscaler, size, video.colorspace, video.deep,
-                                       straight=opts.straight_alpha)
-        if upscaler is None:  # a downscale: no LUT, swscale alone
-            big = frame
-        elif opts.luma_only:
-            big = upscale_frame_luma(frame, upscaler, video.deep,
-                                     alpha=video.alpha_fmt is not None)
+            big = upscale_frame_alpha(frame, upscaler, size, video.source_colorspace,
+                                      video.deep, straight=opts.straight_alpha)
         else:
-            big = upscale_frame_rgb(frame, upscaler, video.colorspace, video.deep)
-        if (big.width, big.height) != tuple(size):
-            big = resize_frame(big, size)
+            if upscaler is None:  # a downscale: no LUT, swscale alone
+                big = frame
+            elif opts.luma_only:
+                big = upscale_frame_luma(frame, upscaler, video.deep,
+                                         alpha=video.alpha_fmt is not None)
+            else:
+                big = upscale_frame_rgb(frame, upscaler, video.source_colorspace, video.deep)
+            if (big.width, big.height) != tuple(size):
+                big = resize_frame(big, size)
+        if box is not None:
+            big = place_frame(big, box, opts.pad_colour, video.source_colorspace)
         return big
 
     def write(self) -> None:
@@ -255,7 +263,8 @@ class _Stages:
     def _encode(self, item, last_pts: int | None) -> int:
         """Convert, timestamp and encode one upscaled frame; return its timestamp."""
         video = self.video
-        frame = to_output_format(item, video.pix_fmt, video.colorspace, video.full_range)
+        frame = to_output_format(item, video.pix_fmt, video.colorspace, video.full_range,
+                                 video.source_colorspace)
         if self.one_rate and frame.pts is not None and frame.time_base is not None:
             # the frame's place at the constant rate (y4m has no timestamps)
             tick = round(frame.pts * frame.time_base / video.time_base)

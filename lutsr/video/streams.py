@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ..api import Upscaler
+from ..outsize import BoxGeometry
 from .avutil import format_depth
-from .colour import implied_colorspace, is_full_range
+from .colour import implied_colorspace, is_full_range, output_colorspace
 from .encoding import (
     DEFAULT_CRF,
     DEFAULT_PRESETS,
     QUIET_OPTIONS,
+    RATE_OPTIONS,
     RAW_ALPHA_FORMATS,
     STALE_TAGS,
     alpha_target,
@@ -48,7 +50,8 @@ class Plan:
         format cannot hold is made even, with a note (refused when
         ``size_given``).
     size_given : bool
-        The size was asked for exactly (``--size``).
+        The size was asked for exactly (``--size`` without a -1 or -2 side,
+        ``--pad``, ``--crop``).
     desc : str
         The progress bar's label.
     siting : str or None
@@ -58,6 +61,9 @@ class Plan:
     transcode : dict of int to str
         Audio stream indices re-encoded, and their encoder (the other streams
         of the source's ``copies`` are copied packet for packet).
+    box : BoxGeometry or None
+        ``--fit``/``--pad``/``--crop``, in stored sizes: the frames are
+        upscaled to ``box.scaled``, then padded or cropped to ``out_size``.
     """
 
     upscaler: Upscaler | None
@@ -70,11 +76,16 @@ class Plan:
     siting: str | None
     frame_counted: bool
     transcode: dict[int, str] = field(default_factory=dict)
+    box: BoxGeometry | None = None
 
 
 @dataclass
 class OutputVideo:
-    """The output video stream and what it was set up with."""
+    """The output video stream and what it was set up with.
+
+    ``colorspace`` is the matrix written; ``source_colorspace`` the input's
+    (the frames' until :func:`lutsr.video.colour.to_output_format`).
+    """
 
     stream: object
     rate: Fraction
@@ -86,6 +97,7 @@ class OutputVideo:
     full_range: bool
     time_base: Fraction
     notes: list[str]
+    source_colorspace: int = 2
 
 
 def note(text: str, quiet: bool) -> None:
@@ -122,7 +134,10 @@ def add_video_stream(av, out, source: Source, opts: VideoOptions, plan: Plan) ->
     vout.time_base = time_base
     if vin.sample_aspect_ratio:
         ctx_out.sample_aspect_ratio = vin.sample_aspect_ratio
-    colorspace, full_range = _tag_colour(av, vin.codec_context, ctx_out, target_fmt)
+    source_colorspace, full_range = _tag_colour(av, vin.codec_context, ctx_out, target_fmt)
+    colorspace = output_colorspace(opts.colorspace, source_colorspace, out_size)
+    if colorspace != source_colorspace:
+        _retag_bt709(ctx_out)
     vout.options = _encoder_options(plan, opts, ctx_out)
     for key in ("language", "title"):
         if key in vin.metadata:
@@ -130,7 +145,7 @@ def add_video_stream(av, out, source: Source, opts: VideoOptions, plan: Plan) ->
     out.metadata.update({k: v for k, v in source.container.metadata.items()
                          if k.lower() not in STALE_TAGS})
     return OutputVideo(vout, rate, target_fmt, alpha_fmt, deep, out_size, colorspace, full_range,
-                  time_base, notes)
+                       time_base, notes, source_colorspace)
 
 
 def _even_size(size: tuple[int, int], pix_fmt: str, size_given: bool, quiet: bool,
@@ -171,14 +186,34 @@ def _tag_colour(av, ctx_in, ctx_out, pix_fmt: str) -> tuple[int, bool]:
     return colorspace, full_range
 
 
+def _retag_bt709(ctx_out) -> None:
+    """Tag an output converted to the BT.709 matrix (:func:`lutsr.video.colour.convert_matrix`).
+
+    SD primaries (BT.470BG, SMPTE 170M) and transfer (SMPTE 170M, the same
+    curve as BT.709's) are retagged BT.709 too: the primaries are not
+    gamut-mapped, which moves saturated colours by a few hundredths in xy.
+    """
+    ctx_out.colorspace = 1
+    if int(ctx_out.color_primaries) in (2, 5, 6):
+        ctx_out.color_primaries = 1
+    if int(ctx_out.color_trc) in (2, 6):
+        ctx_out.color_trc = 1
+
+
 def _encoder_options(plan: Plan, opts: VideoOptions, ctx_out) -> dict[str, str]:
-    """The encoder's options (preset, CRF, quiet, siting); a bitrate is set on ``ctx_out``."""
+    """The encoder's options (preset, CRF, quiet, siting, then ``--encoder-opt``).
+
+    A bitrate is set on ``ctx_out``; a rate control given as an encoder option
+    (:data:`lutsr.video.encoding.RATE_OPTIONS`) replaces the default CRF.
+    """
     name, options = plan.encoder.name, plan.encoder_options
     chosen = {}
     if "preset" in options and (opts.preset or DEFAULT_PRESETS.get(name)):
         chosen["preset"] = opts.preset or DEFAULT_PRESETS[name]
     if plan.bit_rate is not None:
         ctx_out.bit_rate = plan.bit_rate
+    elif RATE_OPTIONS & set(opts.encoder_options):
+        pass
     elif "crf" in options:
         chosen["crf"] = f"{opts.crf if opts.crf is not None else DEFAULT_CRF:g}"
         if name.startswith("libvpx"):
@@ -187,6 +222,7 @@ def _encoder_options(plan: Plan, opts: VideoOptions, ctx_out) -> dict[str, str]:
         chosen.update(QUIET_OPTIONS.get(name, {}))
     if plan.siting is not None:
         chosen["chroma_sample_location"] = plan.siting  # a generic option of every encoder
+    chosen.update(opts.encoder_options)
     return chosen
 
 
