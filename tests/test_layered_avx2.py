@@ -1,11 +1,13 @@
-"""The AVX2 kernels of layered stages, bit for bit against the reference and the golden vectors.
+"""The AVX2 kernels of layered stages: their choice, thread counts, the API, an AVX2-only build.
 
-Run here, the cases use the AVX2 kernels (:data:`lutsr._cpu.layered_plan.AVX2`
-forces them on a CPU with AVX-512, compiled for this CPU).
-:func:`test_avx2_build_in_a_child_process` runs this file again in a child
-process whose numba compiles for an AVX2-only CPU (``haswell``, every AVX-512
-feature off, its own numba cache): there the runtime must choose the AVX2
-kernels by itself, and no AVX-512 instruction may be reached.
+Their parity with the reference and the golden vectors is ``test_parity.py``'s
+(its "avx2" entry). Run here, the cases use the AVX2 kernels
+(:data:`lutsr._cpu.layered_plan.AVX2` forces them on a CPU with AVX-512,
+compiled for this CPU). :func:`test_avx2_build_in_a_child_process` runs this
+file and the parity suite's AVX2 cases again in a child process whose numba
+compiles for an AVX2-only CPU (``haswell``, every AVX-512 feature off, its own
+numba cache): there the runtime must choose the AVX2 kernels by itself, and no
+AVX-512 instruction may be reached.
 """
 
 import contextlib
@@ -17,20 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFORMANCE, assert_images_equal, random_layered_lut, random_layered_stage
+from conftest import HANG_GUARD_S, assert_images_equal, random_layered_lut, random_layered_stage
 
 import lutsr
 from lutsr import LUT
 from lutsr._cpu import NumbaRunner, avx512bw_available, layered_plan
 from lutsr._cpu.kernels import avx2_available
-from lutsr.layered import (
-    HIGH_LEVELS,
-    LOW_LEVELS,
-    MAX_SHIFT,
-    LayeredStage,
-    TableLayer,
-    table_entries,
-)
+from lutsr.layered import LayeredStage
 from lutsr.reference import upscale_reference
 
 pytestmark = pytest.mark.skipif(not avx2_available(), reason="numba targets no AVX2 here")
@@ -110,79 +105,14 @@ def test_the_avx2_kernels_are_chosen():
         layered_plan.PORTABLE = saved
 
 
-@pytest.mark.parametrize("folder", sorted(p.name for p in (CONFORMANCE / "shiftlut").glob("*")
-                                          if (p / "vectors.npz").exists()) or ["absent"])
-def test_golden_vectors(folder):
-    path = CONFORMANCE / "shiftlut" / folder
-    if not (path / "vectors.npz").exists():
-        pytest.skip(f"{path} not present")
-    lut = lutsr.import_shiftlut(path)
-    z = np.load(path / "vectors.npz")
-    names = [k[len("input_"):] for k in z.files if k.startswith("input_")]
-    assert names
-    for threads in (1, 2):
-        runner = runner_of(lut, threads)
-        for name in names:
-            img, want = z[f"input_{name}"], z[f"expected_{name}"]
-            frames = img[None, :, :, None] if img.ndim == 2 else img[None]
-            got = run(runner, frames)[0]
-            assert_images_equal(got.reshape(want.shape), want, f"{folder} {name} (AVX2, "
-                                                                f"{threads} threads)")
-
-
-@pytest.mark.parametrize("blocks, max_shift", [(1, 0), (2, 2), (3, MAX_SHIFT), (8, 1)])
-def test_random_models_match_reference(blocks, max_shift):
-    """1 to 8 blocks, shifts up to the largest; 37 columns: one 32-pixel step and a part."""
-    rng = np.random.default_rng(blocks * 100 + max_shift)
-    lut = random_layered_lut(rng, blocks, max_shift=max_shift)
-    check(lut, frames_of(rng, 1, 13, 37, 2))
-
-
-def test_every_shift():
-    """Every (dy, dx) shift of a pointwise input within +-MAX_SHIFT, in one model each."""
-    rng = np.random.default_rng(5)
-    stage = random_layered_stage(rng, 2, max_shift=MAX_SHIFT)
-    grid = np.array([(dy, dx) for dy in range(-MAX_SHIFT, MAX_SHIFT + 1)
-                     for dx in range(-MAX_SHIFT, MAX_SHIFT + 1)]).T
-    n_in = stage.blocks[0][1].inputs
-    frames = frames_of(rng, 1, 2 * MAX_SHIFT + 3, 40, 1)
-    for start in range(0, grid.shape[1], 4 * n_in):  # 4 layers' worth of shifts per model
-        chunk = np.resize(grid[:, start:start + 4 * n_in], (2, 4 * n_in)).astype(np.int8)
-        blocks = tuple((dw, TableLayer(pw.kind, pw.tables, pw.steps,
-                                       chunk[:, j * n_in:(j + 1) * n_in]))
-                       for j, (dw, pw) in enumerate(stage.blocks * 2))
-        lut = LUT((LayeredStage(stage.r, blocks, stage.low, stage.up),), name=f"shifts {start}")
-        check(lut, frames, threads=(2,))
-
-
-def test_tables_at_the_int8_extremes():
-    """Every entry -128 or 127: every int16 sum at its largest, every clamp reached."""
-    rng = np.random.default_rng(7)
-    stage = random_layered_stage(rng, 2, max_shift=3, extreme=1.0)
-
-    def extreme(layer, levels=HIGH_LEVELS):
-        need = np.vectorize(lambda s: table_entries(int(s), levels))(layer.steps)
-        used = np.arange(layer.tables.shape[2]) < need[..., None]  # the rest must stay 0
-        t = np.where(rng.random(layer.tables.shape) < 0.5, -128, 127)
-        t[:, 0], t[:, -1] = -128, 127  # one output all -128, one all 127
-        return TableLayer(layer.kind, (t * used).astype(np.int8), layer.steps, layer.shifts)
-
-    stage = LayeredStage(stage.r, tuple((extreme(dw), extreme(pw)) for dw, pw in stage.blocks),
-                         extreme(stage.low, LOW_LEVELS), extreme(stage.up))
-    lut = LUT((stage,), name="extreme")
-    check(lut, frames_of(rng, 1, 11, 40, 1))
-    check(lut, np.array([0, 1, 2, 3, 126, 127, 128, 129, 252, 253, 254, 255],
-                        np.uint8).reshape(1, 3, 4, 1), what="extreme, every low-bit value")
-
-
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (2, 2), (5, 33), (3, 129),
                                    (4, 160)])
-def test_edge_sizes(shape):
-    """Widths not a multiple of 16 or 32 pixels, single rows and columns (every read
-    clamped), more bands than rows."""
+def test_thread_counts_and_more_bands_than_rows(shape):
+    """One thread, and more bands than rows, on widths not a multiple of 16 or 32 pixels and on
+    single rows and columns (2 threads: test_parity.py)."""
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
     lut = random_layered_lut(rng, 2, max_shift=3, extreme=0.3)
-    check(lut, frames_of(rng, 1, *shape), threads=(1, 2, 8))
+    check(lut, frames_of(rng, 1, *shape), threads=(1, 8))
 
 
 def test_batches_views_and_out():
@@ -199,25 +129,6 @@ def test_batches_views_and_out():
             out = np.zeros(want.shape[:-1] + (want.shape[-1] * 2,), np.uint8)[..., ::2]
             assert up(img, out=out) is out
             assert_images_equal(out, want, f"{what}, out=")
-
-
-@pytest.mark.parametrize("r", [1, 3])
-def test_other_scales(r):
-    """C = r*r channels under 16: the rows of ``_shared_inputs_avx2`` padded to 16
-    outputs. (Each ``r`` compiles the kernels anew: two of them.)"""
-    rng = np.random.default_rng(r)
-    lut = random_layered_lut(rng, 2, r=r, max_shift=2, extreme=0.3)
-    check(lut, frames_of(rng, 1, 6, 35, 1), threads=(2,))
-
-
-def test_bundled_layered_luts():
-    rng = np.random.default_rng(3)
-    img = frames_of(rng, 1, 9, 23, 3)
-    names = [n for n in lutsr.bundled_names()
-             if any(isinstance(s, LayeredStage) for s in lutsr.load_bundled(n).stages)]
-    assert names
-    for name in names:
-        check(lutsr.load_bundled(name), img, threads=(2,), what=name)
 
 
 def test_portable_kernels_beside_avx2():
@@ -240,13 +151,15 @@ def test_portable_kernels_beside_avx2():
 @pytest.mark.skipif(bool(os.environ.get(CHILD)), reason="the child itself")
 @pytest.mark.skipif(not avx512bw_available(), reason="the AVX2 kernels already ran natively")
 def test_avx2_build_in_a_child_process():
-    """This file's other tests as an AVX2-only CPU runs them: numba compiles for
-    ``haswell`` without AVX-512 (its own cache), the runtime chooses the AVX2 kernels."""
+    """This file's other tests and the parity suite's AVX2 cases as an AVX2-only CPU runs them:
+    numba compiles for ``haswell`` without AVX-512 (its own cache), the runtime chooses the
+    AVX2 kernels."""
     env = {**os.environ, **AVX2_BUILD_ENV, CHILD: "1", "LUTSR_PORTABLE_KERNEL": "0",
            "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "lutsr-numba-avx2-build")}
+    here = Path(__file__).parent
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__], cwd=Path(__file__).parent, env=env, capture_output=True,
-                          text=True, timeout=900)
+                           __file__, str(here / "test_parity.py"), "-k", "avx2"], cwd=here,
+                          env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode == 0, tail
     assert " passed" in tail and " failed" not in tail, tail

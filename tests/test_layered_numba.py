@@ -1,12 +1,12 @@
-"""The numba kernels of layered stages, bit for bit against the reference and the golden vectors.
+"""The numba kernels of layered stages: what only this backend has.
 
-:func:`lutsr.reference.run_layered_stage` is the spec. Random tables (a
-share spanning all of int8, so that every clamp is reached), random steps and
-random shifts up to :data:`~lutsr.layered.MAX_SHIFT` are the worst case for
-the kernels' shortcuts (rotated offsets instead of rotated planes, ring
-buffers, 16-bit sums, division by multiply-high). Every case runs both the
-AVX-512 kernel (where the CPU has it) and the portable one, forced by
-:data:`lutsr._cpu.layered_plan.PORTABLE`.
+Their parity with :func:`lutsr.reference.run_layered_stage` (the spec) and the
+golden vectors, on the AVX-512, AVX2, NEON and portable paths, is
+``test_parity.py``'s. Here: thread counts, the public API's layouts and ``out=``,
+concurrent calls, allocations, the thread pool, the portable kernels compiled for
+a baseline CPU, and the building blocks (the rounding by multiply-high, rotated
+offsets). Where a case runs kernels it runs both the AVX-512 kernel (where the
+CPU has it) and the portable one, forced by :data:`lutsr._cpu.layered_plan.PORTABLE`.
 """
 
 import contextlib
@@ -30,24 +30,15 @@ from conftest import (
 )
 
 import lutsr
-from lutsr import LUT, Stage
+from lutsr import LUT
 from lutsr._cpu import NumbaRunner, avx512bw_available, layered_plan
 from lutsr._cpu import runner as runner_module
 from lutsr.indexmaps import block_permutations
-from lutsr.layered import (
-    HIGH_LEVELS,
-    LOW_LEVELS,
-    MAX_SHIFT,
-    LayeredStage,
-    TableLayer,
-    table_entries,
-)
+from lutsr.layered import LayeredStage
 from lutsr.reference import round_half_even_div, upscale_reference
 
 #: Kernels to test: the portable one, and the AVX-512 one where the CPU has it.
 KERNELS = ["portable", "avx512"] if avx512bw_available() else ["portable"]
-
-GOLDEN = ["s0_x4", "s1_x4", "s1_x4_float32", "s2_x4_shift2"]
 
 
 @contextlib.contextmanager
@@ -93,79 +84,14 @@ def frames_of(rng, n, h, w, c=1):
     return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
-# --------------------------------------------------------------------------- golden vectors
-
-
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("folder", GOLDEN)
-def test_golden_vectors(folder, kernel):
-    path = need(CONFORMANCE / "shiftlut" / folder)
-    lut = lutsr.import_shiftlut(path)
-    z = np.load(path / "vectors.npz")
-    names = [k[len("input_"):] for k in z.files if k.startswith("input_")]
-    assert len(names) == 6
-    for threads in (1, 2):
-        runner = make_runner(lut, threads, kernel)
-        for name in names:
-            img, want = z[f"input_{name}"], z[f"expected_{name}"]
-            frames = img[None, :, :, None] if img.ndim == 2 else img[None]
-            got = run(runner, frames)[0]
-            assert_images_equal(got.reshape(want.shape), want, f"{folder} {name} ({kernel}, "
-                                                                f"{threads} threads)")
-
-
-# --------------------------------------------------------------------------- random models
-
-
-@pytest.mark.parametrize("max_shift", [0, 2, MAX_SHIFT])
-@pytest.mark.parametrize("blocks", [1, 2, 3])
-def test_random_models_match_reference(blocks, max_shift):
-    rng = np.random.default_rng(blocks * 100 + max_shift)
-    lut = random_layered_lut(rng, blocks, max_shift=max_shift)
-    # 37 columns: one full 32-pixel vector and a partial one; 19 rows: a few bands.
-    check(lut, frames_of(rng, 1, 19, 37, 2))
-
-
-def test_tables_at_the_int8_extremes():
-    """Every entry -128 or 127: every sum at its largest, every clamp reached."""
-    rng = np.random.default_rng(7)
-    stage = random_layered_stage(rng, 2, max_shift=3, extreme=1.0)
-
-    def extreme(layer, levels=HIGH_LEVELS):
-        need = np.vectorize(lambda s: table_entries(int(s), levels))(layer.steps)
-        used = np.arange(layer.tables.shape[2]) < need[..., None]  # the rest must stay 0
-        t = np.where(rng.random(layer.tables.shape) < 0.5, -128, 127)
-        # One output channel all -128 and one all 127: sums of 16 at the int16 edges.
-        t[:, 0], t[:, -1] = -128, 127
-        return TableLayer(layer.kind, (t * used).astype(np.int8), layer.steps, layer.shifts)
-
-    stage = LayeredStage(stage.r, tuple((extreme(dw), extreme(pw)) for dw, pw in stage.blocks),
-                         extreme(stage.low, LOW_LEVELS), extreme(stage.up))
-    lut = LUT((stage,), name="extreme")
-    check(lut, frames_of(rng, 1, 11, 40, 1))
-    check(lut, np.array([0, 1, 2, 3, 126, 127, 128, 129, 252, 253, 254, 255],
-                        np.uint8).reshape(1, 3, 4, 1), what="extreme, every low-bit value")
-
-
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (2, 2), (5, 33), (3, 129),
                                    (4, 160)])
-def test_edge_sizes(shape):
-    """Sizes not a multiple of the vector width (32) or of a call (128 pixels), single rows
-    and columns (every read clamped), more bands than rows."""
+def test_thread_counts_and_more_bands_than_rows(shape):
+    """One thread, and more bands than rows, on sizes not a multiple of the vector width (32)
+    or of a call (128 pixels) and on single rows and columns (2 threads: test_parity.py)."""
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
     lut = random_layered_lut(rng, 2, max_shift=3, extreme=0.3)
-    check(lut, frames_of(rng, 1, *shape), threads=(1, 2, 8))
-
-
-@pytest.mark.parametrize("r", [1, 2, 3, 5])
-def test_other_scales(r):
-    """C = r*r channels: pointwise divisors 16, 64, 144 by multiply-high; r = 5 (25 inputs
-    do not fit 16-bit sums) runs the portable kernel whatever the switch says. (Each ``r``
-    compiles the kernels anew: the portable one, generic in ``r``, only for r = 2 and 5.)"""
-    rng = np.random.default_rng(r)
-    lut = random_layered_lut(rng, 2, r=r, max_shift=2, extreme=0.3)
-    kernels = KERNELS if r in (2, 5) else KERNELS[-1:]
-    check(lut, frames_of(rng, 1, 6, 35, 1), threads=(2,), kernels=kernels)
+    check(lut, frames_of(rng, 1, *shape), threads=(1, 8))
 
 
 #: What numba targets to stand in for a CPU without AVX-512 (an AVX2 one).
@@ -224,23 +150,6 @@ def test_x86_features_are_ignored_on_another_target(monkeypatch):
     assert "+avx2" in kernels._target_features.__wrapped__()
     monkeypatch.setattr(kernels._llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")
     assert kernels._target_features.__wrapped__() == frozenset()
-
-
-@pytest.mark.parametrize("order", ["simplex, layered", "layered, simplex", "layered, layered"])
-def test_mixed_simplex_and_layered_stages(order):
-    rng = np.random.default_rng(len(order))
-    simplex = {"simplex, layered": Stage(1, ("S",), (rng.integers(
-        -128, 128, (17**4, 1), dtype=np.int8),), 1, 0, "edge"),
-        "layered, simplex": random_lut(rng, 4, "srlut", 2).stages[0]}
-    stages = {
-        "simplex, layered": (simplex["simplex, layered"],
-                             random_layered_stage(rng, 1, r=2, max_shift=2)),
-        "layered, simplex": (random_layered_stage(rng, 2, r=2, max_shift=1),
-                             simplex["layered, simplex"]),
-        "layered, layered": (random_layered_stage(rng, 1, r=2, max_shift=2),
-                             random_layered_stage(rng, 1, r=1)),
-    }[order]
-    check(LUT(stages, interval=4, name=order), frames_of(rng, 1, 7, 13, 3))
 
 
 # --------------------------------------------------------------------------- the public API

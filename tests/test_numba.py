@@ -1,30 +1,18 @@
-"""The numba CPU backend against the golden vectors and, bit for bit, against the reference.
+"""The numba CPU backend's own contract: strided arrays, threads, forks, allocations.
 
-The parity tests compare :class:`lutsr._cpu.NumbaRunner` with
-:func:`lutsr.reference.upscale_reference` (or the independent golden vectors)
-by exact equality. Random tables and images are the worst case for a fast
-kernel's shortcuts: any table row, fraction tie and sum is reachable. The
-rest check the runner's contract: strided arrays, threads, forks,
-allocations.
+Its parity with the reference and the golden vectors, on every kernel path (portable,
+AVX-512, and the paths of layered stages), is ``test_parity.py``'s; here are the
+building blocks it rests on (padding as index maps, the rounding tables) and what only
+this backend has.
 """
 
-import dataclasses
 import os
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
-    CONFORMANCE_NAMES,
-    HANG_GUARD_S,
-    assert_images_equal,
-    conformance_lut,
-    random_lut,
-    with_base,
-    with_taps,
-)
+from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 from lutsr import LUT, Stage
 from lutsr._cpu import (
@@ -35,7 +23,6 @@ from lutsr._cpu import (
 )
 from lutsr._cpu.kernels import MARGIN
 from lutsr.indexmaps import padded_index, rotated_offsets, tap_indices
-from lutsr.model import grid_size
 from lutsr.reference import upscale_reference
 from lutsr.rounding import rounding_table
 
@@ -78,33 +65,8 @@ def check(lut: LUT, frames: np.ndarray, threads: int = 1, what: str = "") -> Non
         assert_images_equal(got, want, f"{what or lut.name} ({kernel} kernel)")
 
 
-def make_lut(rng, interval: int, stages, name: str = "") -> LUT:
-    """A LUT with random tables from ``stages`` = [(r, patterns, divisor, bias, padding), ...]."""
-    rows = grid_size(interval) ** 4
-    built = [Stage(r, tuple(pats),
-                   tuple(rng.integers(-128, 128, (rows, r * r), dtype=np.int8) for _ in pats),
-                   divisor, bias, padding)
-             for r, pats, divisor, bias, padding in stages]
-    return LUT(tuple(built), interval=interval, name=name or repr(stages))
-
-
 def frames_of(rng, n, h, w, c):
     return rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
-
-
-# --------------------------------------------------------------------------- golden vectors
-
-
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("name", CONFORMANCE_NAMES)
-def test_golden_vectors(name, threads, kernel):
-    lut, z = conformance_lut(name)
-    runner = make_runner(lut, threads, kernel)
-    assert_images_equal(upscale(runner, z["input"][None])[0], z["expected"], name)
-    if "input_gray" in z:
-        gray = upscale(runner, z["input_gray"][None, :, :, None])[0, :, :, 0]
-        assert_images_equal(gray, z["expected_gray"], name + " gray")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -130,17 +92,6 @@ def test_all_sides_padding_equals_every_rotations_own_padding(padding):
                         dy, dx = off[k, t]
                         np.testing.assert_array_equal(prow[2 + np.arange(h) + dy], rows[p, k, t])
                         np.testing.assert_array_equal(pcol[2 + np.arange(w) + dx], cols[p, k, t])
-
-
-def test_rounding_is_half_to_even_over_the_whole_sum():
-    # Constant tables: every rotation interpolates to v exactly, so the sum is
-    # 4 * P * v and ties land on .5 for divisor 8.
-    for v, want in [(1, 0), (3, 2), (5, 2), (-1, 0), (127, 64)]:
-        table = np.full((9**4, 4), v, np.int8)
-        lut = LUT((Stage(2, ("S",), (table,), 8, 0, "edge"),), interval=5)
-        got = upscale(NumbaRunner(lut, 1), np.zeros((1, 2, 3, 1), np.uint8))
-        assert (got == want).all(), (v, np.unique(got), want)
-        assert (upscale_reference(np.zeros((2, 3, 1), np.uint8), lut) == want).all()
 
 
 def test_rounding_table_uses_the_reference_expression():
@@ -169,127 +120,6 @@ def test_power_of_two_rounding_is_recognised_only_where_it_is_exact():
     assert power_of_two_rounding(stage(1, 0.5), 5) is None
     assert power_of_two_rounding(stage(1 / 32, 0), 5) is None
 
-
-
-# --------------------------------------------------------------------------- randomised parity
-
-# Every pattern alone and mixed, r = 1..4 (and 5, 8), every interval 4..7, both paddings,
-# divisors and biases that put many sums on rounding ties.
-STAGE_CASES = [
-    (4, [(4, "S", 1, 0, "reflect")]),
-    (5, [(2, "D", 1, 0, "edge")]),
-    (6, [(3, "Y", 2, 10, "reflect")]),
-    (7, [(1, "S", 1, 0, "edge")]),
-    (4, [(2, "SD", 2, 0, "edge")]),
-    (5, [(3, "DY", 4, 3, "reflect")]),
-    (6, [(4, "YS", 3, 0, "edge")]),
-    (7, [(2, "SDY", 12, 127, "reflect")]),
-    (4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
-    # build_lut.py --refine-stages 2: a second stage at LR with bias 128.
-    (4, [(1, "SDY", 12, 127, "edge"), (1, "SDY", 12, 128, "edge"), (4, "SDY", 3, 0, "edge")]),
-    (5, [(2, "Y", 1, 0, "reflect"), (2, "SD", 2, 0, "reflect")]),
-    (6, [(1, "D", 4, 127, "edge"), (1, "S", 4, 0, "reflect"), (3, "SY", 2, 0, "edge")]),
-    (7, [(4, "S", 1, 0, "edge"), (1, "DY", 8, 127, "reflect")]),
-    # r up to 8 (Stage's limit): blocks of 25 and 64 values, odd vector lengths.
-    (7, [(5, "S", 1, 0, "reflect")]),
-    (7, [(8, "DY", 2, 0, "edge")]),
-]
-
-
-@pytest.mark.parametrize("interval, stages", STAGE_CASES, ids=[repr(s) for s in STAGE_CASES])
-def test_patterns_stages_and_intervals_match_reference(interval, stages):
-    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()))
-    lut = make_lut(rng, interval, stages)
-    check(lut, frames_of(rng, 1, 9, 11, 2))
-
-
-@pytest.mark.parametrize("layout", ["srlut", "mulut"])
-@pytest.mark.parametrize("interval, scale", [(4, 4), (5, 2), (6, 3), (7, 1), (7, 4)])
-def test_published_layouts_match_reference(layout, interval, scale):
-    rng = np.random.default_rng(interval * 10 + scale)
-    lut = random_lut(rng, interval, layout, scale)
-    check(lut, frames_of(rng, 1, 8, 13, 3))
-
-
-@pytest.mark.parametrize("padding", ["reflect", "edge"])
-@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (3, 3), (2, 5), (5, 7)])
-def test_edge_sizes_match_reference(shape, padding):
-    rng = np.random.default_rng(shape[0] * 100 + shape[1])
-    # Two stages with an r > 1 first stage: the second stage pads a plane that
-    # is itself an upscaled edge case.
-    lut = make_lut(rng, 6, [(2, "SDY", 4, 64, padding), (2, "YS", 2, 0, padding)])
-    check(lut, frames_of(rng, 1, *shape, 1))
-    check(random_lut(rng, 5, "srlut", 3, padding), frames_of(rng, 1, *shape, 1))
-    # Interleaved RGB has its own padding and row-writing loops; r = 4 its own pass 2.
-    check(make_lut(rng, 4, [(4, "S", 1, 0, padding)]), frames_of(rng, 1, *shape, 3))
-
-
-# A linear base on each stage (q * divisor a power of two): its sums are added before
-# the rounding shift, in the portable, VNNI (r = 4) and AVX-512 (r <= 2, which a
-# base turns off) passes alike.
-# (r = 3 runs in the CUDA simulator cases; each case here compiles its own kernels.)
-BASE_CASES = [
-    (4, [(4, "S", 1, 0, "reflect")]),
-    (5, [(2, "SD", 1, 0, "edge")]),
-    (4, [(1, "SDY", 8, 127, "edge"), (4, "SDY", 4, 0, "edge")]),
-]
-
-
-@pytest.mark.parametrize("interval, stages", BASE_CASES, ids=[repr(s) for s in BASE_CASES])
-def test_linear_base_matches_reference(interval, stages):
-    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + 1)
-    lut = with_base(make_lut(rng, interval, stages), rng)
-    check(lut, frames_of(rng, 1, 7, 70, 2))  # 70 columns: a second chunk of pixels
-    for shape in [(1, 1), (1, 6), (6, 1), (2, 5)]:
-        check(lut, frames_of(rng, 1, *shape, 3), threads=2)
-    # The int16 extremes on bright pixels: products and pair sums at their largest.
-    extreme = [dataclasses.replace(s, base=rng.choice(np.array([-32768, 32767], np.int16),
-                                                      s.base.shape)) for s in lut.stages]
-    frames = frames_of(rng, 1, 5, 9, 1)
-    frames[0, 1:4, 2:6] = 255
-    check(dataclasses.replace(lut, stages=tuple(extreme)), frames)
-
-
-# Learned taps on each stage (see test_taps): pass 1 reads the tap planes of a separate
-# pass instead of the window; windows of 1 (no padding), 2 and 5 (deeper than MARGIN).
-TAP_CASES = [
-    (1, 4, [(4, "S", 1, 0, "reflect")]),
-    (2, 5, [(2, "SD", 3, 0, "reflect")]),
-    (5, 4, [(1, "SDY", 12, 127, "edge"), (4, "SDY", 3, 0, "edge")]),
-    (5, 6, [(2, "SDY", 4, 0, "reflect")]),
-]
-
-
-@pytest.mark.parametrize("window, interval, stages", TAP_CASES, ids=[repr(c) for c in TAP_CASES])
-def test_learned_taps_match_reference(window, interval, stages):
-    rng = np.random.default_rng(zlib.crc32(repr(stages).encode()) + window)
-    lut = with_taps(make_lut(rng, interval, stages), rng, window)
-    check(lut, frames_of(rng, 1, 7, 70, 2))  # 70 columns: a second chunk of pixels
-    for shape in [(1, 1), (1, 6), (6, 1), (2, 5), (3, 3)]:
-        check(lut, frames_of(rng, 2, *shape, 3), threads=2)
-    # The int16 extremes: sums at their largest, taps clipped at 0 and 255.
-    extreme = [dataclasses.replace(s, taps=rng.choice(np.array([-32768, 32767], np.int16),
-                                                      s.taps.shape)) for s in lut.stages]
-    for shape in [(5, 9), (3, 83)]:  # one pixel at a time; 64, then 16 twice (overlapping)
-        check(dataclasses.replace(lut, stages=tuple(extreme)), frames_of(rng, 1, *shape, 1))
-    with_base_too = with_base(lut, rng) if window == 5 and interval == 6 else None
-    if with_base_too is not None:  # a base reads the window while pass 1 reads the taps
-        check(with_base_too, frames_of(rng, 1, 6, 20, 3), threads=2)
-
-
-@pytest.mark.parametrize("channels", [1, 3, 4, 5])
-def test_channels_are_independent_planes(channels):
-    rng = np.random.default_rng(channels)
-    lut = random_lut(rng, 5, "mulut", 2)
-    check(lut, frames_of(rng, 1, 6, 7, channels))
-
-
-def test_batches_match_reference_frame_by_frame():
-    rng = np.random.default_rng(3)
-    lut = random_lut(rng, 6, "srlut", 4)
-    frames = frames_of(rng, 3, 5, 6, 3)
-    frames[1] = 255 - frames[0]  # frames differ: a batch bug that reuses one shows
-    check(lut, frames, threads=2)
 
 
 # --------------------------------------------------------------------------- strided arrays
