@@ -24,6 +24,7 @@ from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 import lutsr
 from lutsr.cli import main
+from lutsr.deep import _upsample_linear, upscale_deep
 from lutsr.progress import PlainBar
 from lutsr.reference import upscale_reference
 from lutsr.video import VideoOptions, upscale_video
@@ -31,9 +32,7 @@ from lutsr.video import pipeline as video_pipeline
 from lutsr.video.avutil import ffmpeg_log_level, format_depth, plane_array, sws_flags
 from lutsr.video.colour import TO_RGB_FLAGS, to_output_format
 from lutsr.video.frames import (
-    _upsample_linear,
     resize_frame,
-    upscale_deep,
     upscale_frame_luma,
     upscale_frame_rgb,
 )

@@ -21,12 +21,13 @@ from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
 from lutsr.cli import main
+from lutsr.deep import upscale_deep
 from lutsr.imageio import premultiply, unpremultiply, upscale_premultiplied
 from lutsr.reference import upscale_reference
 from lutsr.video.avutil import has_alpha, plane_array, sws_flags
 from lutsr.video.colour import TO_RGB_FLAGS
 from lutsr.video.encoding import alpha_pix_fmt
-from lutsr.video.frames import _premultiply, _unpremultiply, resize_frame, upscale_deep
+from lutsr.video.frames import _premultiply, _unpremultiply, resize_frame
 from lutsr.video.inputs import quarter_turned
 
 av = pytest.importorskip("av")
@@ -279,7 +280,7 @@ def test_luma_only_straight_alpha_runs_the_lut_on_alpha(tmp_path, clips, lut_fil
 
 
 def test_luma_only_deep_alpha(tmp_path, lut_file):
-    """10-bit YUV + alpha: luma and alpha through :func:`lutsr.video.frames.upscale_deep`."""
+    """10-bit YUV + alpha: luma and alpha through :func:`lutsr.deep.upscale_deep`."""
     upscaler = lutsr.Upscaler(lutsr.load(lut_file), backend="reference")
     src = make_alpha_clip(tmp_path / "in.mkv", "ffv1", "yuva420p10le")
     dst = tmp_path / "out.mkv"

@@ -38,7 +38,7 @@ Deeper than 8 bits (10-bit HEVC, say): the output keeps the input's depth
 when the encoder can write it, and the run is refused rather than written
 with fewer bits unless ``allow_8bit`` is given. The LUT sees the top 8 bits
 of each sample; the bits below are upscaled by linear interpolation and added
-(:func:`~lutsr.video.frames.upscale_deep`), so flat areas and smooth gradients keep every bit and
+(:func:`~lutsr.deep.upscale_deep`), so flat areas and smooth gradients keep every bit and
 the LUT's detail is added on top.
 
 Any output size (``outscale``, ``size``): the LUT's upscale is resampled by
