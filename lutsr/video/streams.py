@@ -158,8 +158,8 @@ def _even_size(size: tuple[int, int], pix_fmt: str, size_given: bool, quiet: boo
     # Subsampled chroma needs even sizes (an x3 or x2.5 of an odd size is odd)
     if size_given:
         raise ValueError(f"the output size {w}x{h} is odd, which {pix_fmt} cannot hold; "
-                         f"give an even --size (e.g. {even[0]}x{even[1]}) or use --pix-fmt "
-                         "yuv444p")
+                         f"give an even --size, --pad or --crop (e.g. {even[0]}x{even[1]}) or "
+                         "use --pix-fmt yuv444p")
     # yuv444p would keep the size, but many players cannot play it: round instead
     text = f"the output size {w}x{h} is odd, which {pix_fmt} cannot hold: writing " \
            f"{even[0]}x{even[1]}"
@@ -191,7 +191,7 @@ def _retag_bt709(ctx_out) -> None:
 
     SD primaries (BT.470BG, SMPTE 170M) and transfer (SMPTE 170M, the same
     curve as BT.709's) are retagged BT.709 too: the primaries are not
-    gamut-mapped, which moves saturated colours by a few hundredths in xy.
+    gamut-mapped (each primary is within 0.01 of BT.709's in xy).
     """
     ctx_out.colorspace = 1
     if int(ctx_out.color_primaries) in (2, 5, 6):
