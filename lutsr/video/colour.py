@@ -5,6 +5,12 @@ Both conversions ask swscale for accurate rounding and full-resolution chroma
 subsampled YUV to RGB darkens a photo by about one code value of mean luma.
 RGB to full-range YUV and RGBA to YUV with alpha are computed here instead
 (:func:`rgb_to_full_range_yuv`, :func:`_rgba_to_yuva`), as swscale's are biased.
+
+``--colorspace`` (:func:`output_colorspace`) writes a BT.601 input that
+becomes HD (:func:`is_hd`) in BT.709: the upscaled RGB is converted to YUV with
+the BT.709 matrix, and YUV frames (``--luma-only``, no LUT) are converted
+exactly by :func:`convert_matrix`, from the standards' coefficients
+(:func:`ycbcr_matrix`, :func:`code_scale`).
 """
 
 from __future__ import annotations
