@@ -88,16 +88,21 @@ def check(case: str, proc: subprocess.CompletedProcess, results: dict) -> None:
 
 
 @contextlib.contextmanager
-def small_launches():
-    """Launches of a few threads per block and a grid shallower than the planes, for simplex and
-    layered stages alike: bugs in block, grid or plane-loop index arithmetic show as wrong or
-    missing pixels at block edges."""
+def small_launches(pixels: int):
+    """Launches shrunk for planes of ``pixels`` so that each spans several blocks and a grid
+    shallower than the planes, for simplex and layered stages alike: bugs in block, grid or
+    plane-loop index arithmetic show as wrong or missing pixels at block edges. (Blocks of a
+    few threads on small planes; on larger planes, larger blocks keep the simulator quick.)"""
     from lutsr._cuda import layered, simplex
 
     saved = (simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z, layered.THREADS_PER_BLOCK,
              layered.MAX_GRID_Z)
-    simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = (4, 2), 2
-    layered.THREADS_PER_BLOCK, layered.MAX_GRID_Z = 4, 3
+    if pixels < 64:
+        simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = (4, 2), 2
+        layered.THREADS_PER_BLOCK, layered.MAX_GRID_Z = 4, 3
+    else:
+        simplex.THREADS_PER_BLOCK, simplex.MAX_GRID_Z = (8, 4), 1
+        layered.THREADS_PER_BLOCK, layered.MAX_GRID_Z = 16, 5
     try:
         yield
     finally:
@@ -136,7 +141,8 @@ def _serve() -> None:
         try:
             from numba import cuda
 
-            with small_launches():
+            height, width = frames.shape[1:3] if frames.ndim == 4 else frames.shape[:2]
+            with small_launches(height * width):
                 got = lutsr.upscale(cuda.to_device(frames), lut, backend="cuda")
             assert type(got).__module__.startswith("numba.cuda"), f"got {type(got)}"
             reply = ("ok", got.copy_to_host())
