@@ -57,7 +57,7 @@ from .imageio import (
     JPEG_SUBSAMPLING,
     PNG_COMPRESSION,
 )
-from .outsize import parse_size
+from .outsize import parse_colour, parse_size
 
 #: The exit status when stdout's reader leaves before the end of a text output: a shell's
 #: status for a process ended by SIGPIPE (128 + 13), as 130 is its status for Ctrl-C.
@@ -131,15 +131,37 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _aspect_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text, aspect=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _colour(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_colour(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_size_options(p: argparse.ArgumentParser) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--outscale", type=_outscale, default=None, metavar="S",
                       help="output S times the input size (any S > 0, e.g. 3 or 1.5): the "
                            "bundled LUT with the smallest factor at or above S (or --lut), then "
                            "an exact resample (area when shrinking, Lanczos when growing)")
-    size.add_argument("--size", type=_size, default=None, metavar="WxH",
+    size.add_argument("--size", type=_aspect_size, default=None, metavar="WxH",
                       help="output exactly W x H pixels (the aspect ratio may change), "
-                           "the same way")
+                           "the same way; W or H -1 computes that side from the aspect "
+                           "ratio, -2 the same rounded to even (e.g. 1920x-2)")
+    for mode, what in (("fit", "the largest size inside the box, aspect kept"),
+                       ("pad", "that, padded to exactly W x H with --pad-colour bars"),
+                       ("crop", "the smallest size covering the box, its centre cut out")):
+        size.add_argument(f"--{mode}", type=_size, default=None, metavar="WxH",
+                          help=f"upscale (LUT, then resample) to {what}")
+    p.add_argument("--pad-colour", type=_colour, default=(0, 0, 0), metavar="COLOUR",
+                   help="colour of --pad's bars: black (default), white, gray, or #RRGGBB")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,7 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LUT on the luma (Y) plane only, bicubic chroma: about 3x less LUT "
                         "work, no RGB conversion")
     p.add_argument("--codec", default=None,
-                   help="FFmpeg video encoder (libx264; raw frames for y4m)")
+                   help="video encoder: an FFmpeg name (libx264, libx265, ffv1, h264_nvenc...) "
+                        "or a common one (h264, h265/hevc, av1, vp9, prores); default libx264 "
+                        "(raw frames for y4m, vp9 for .webm)")
+    p.add_argument("--encoder-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an FFmpeg encoder option, e.g. tune=film or x265-params=aq-mode=3 "
+                        "(repeatable); a key the encoder lacks is refused")
+    p.add_argument("--colorspace", choices=("auto", "bt709", "keep"), default="auto",
+                   help="colour matrix written: 'auto' (default) converts a BT.601 (SD) "
+                        "input to BT.709 when the output is HD, as players expect; 'bt709' "
+                        "always; 'keep' the input's")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--crf", type=float, default=None,
                       help="constant quality (default 18 for encoders that have CRF)")

@@ -30,7 +30,15 @@ from .imageio import (
     upscale_premultiplied,
     write_image,
 )
-from .outsize import ResizePlan, output_size, plan_resize, upscale_to
+from .outsize import (
+    BOX_MODES,
+    ResizePlan,
+    box_geometry,
+    output_size,
+    place,
+    plan_resize,
+    upscale_to,
+)
 from .progress import progress_bar
 from .safefiles import atomic_output, lut_inputs, same_file
 
@@ -223,18 +231,33 @@ def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
     return upscaler.up(pixels)
 
 
+def _box(args) -> tuple[str | None, tuple[int, int] | None]:
+    """The ``--fit``/``--pad``/``--crop`` asked, as ``(mode, (width, height))``, or (None, None)."""
+    for mode in BOX_MODES:
+        if getattr(args, mode, None) is not None:
+            return mode, getattr(args, mode)
+    return None, None
+
+
 def _resized(args) -> bool:
-    return args.outscale is not None or args.size is not None
+    return args.outscale is not None or args.size is not None or _box(args)[0] is not None
 
 
 def resize_plan(upscaler: Upscaler | None, args, in_size: tuple[int, int],
-                out_size: tuple[int, int]) -> ResizePlan:
-    """What ``--outscale``/``--size`` does to one input: the LUT (as ``--lut`` named it), then
-    the resample. ``upscaler`` None: the bundled LUT :func:`lutsr.outsize.pick_lut` picks."""
+                out_size: tuple[int, int], align: int = 1) -> ResizePlan:
+    """What ``--outscale``/``--size``/``--fit``/``--pad``/``--crop`` does to one input: the LUT
+    (as ``--lut`` named it), then the resample (then the box). ``upscaler`` None: the bundled
+    LUT :func:`lutsr.outsize.pick_lut` picks. ``out_size``: the size written; ``align``: as
+    :func:`lutsr.outsize.box_geometry` (2 for video)."""
+    mode, box = _box(args)
+    geometry = None
+    if mode is not None:
+        geometry = box_geometry(in_size, box, mode, align=align)
+        out_size = geometry.scaled
     if upscaler is None:
-        return plan_resize(in_size, out_size)
+        return plan_resize(in_size, out_size, box=geometry)
     name = args.lut if isinstance(args.lut, str) else upscaler.lut.name or "(unnamed)"
-    return plan_resize(in_size, out_size, name, upscaler.scale)
+    return plan_resize(in_size, out_size, name, upscaler.scale, box=geometry)
 
 
 def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
@@ -247,7 +270,10 @@ def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
     if not _resized(args):
         return upscale_pixels(upscaler, pixels, args.straight_alpha), None
     in_size = (pixels.shape[1], pixels.shape[0])
-    target = output_size(in_size, outscale=args.outscale, size=args.size)
+    mode, box = _box(args)
+    geometry = None if mode is None else box_geometry(in_size, box, mode)
+    target = (geometry.scaled if geometry is not None
+              else output_size(in_size, outscale=args.outscale, size=args.size))
 
     def up(img):
         return upscale_to(img, upscaler, size=target, backend=args.backend,
@@ -255,6 +281,8 @@ def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
 
     # premultiplied around LUT and resample together, so neither bleeds hidden colour
     result = upscale_pixels(types.SimpleNamespace(up=up), pixels, args.straight_alpha)
+    if geometry is not None:  # --pad / --crop: the scaled picture into the box
+        result = place(result, geometry, args.pad_colour)
     return result, resize_plan(upscaler, args, in_size, target)
 
 
@@ -465,7 +493,23 @@ def _video_options(args):
         overwrite=args.overwrite, progress=_show_progress(args), outscale=args.outscale,
         size=args.size, format=args.format, input_size=args.input_size,
         input_pix_fmt=args.input_pix_fmt, input_rate=args.input_rate, quiet=args.quiet,
-        alpha=not args.no_alpha, straight_alpha=args.straight_alpha)
+        alpha=not args.no_alpha, straight_alpha=args.straight_alpha, box=_box(args)[1],
+        box_mode=_box(args)[0] or "fit", pad_colour=getattr(args, "pad_colour", (0, 0, 0)),
+        colorspace=getattr(args, "colorspace", "auto"),
+        encoder_options=_encoder_options(getattr(args, "encoder_opt", [])))
+
+
+def _encoder_options(given: list[str]) -> dict[str, str]:
+    """``--encoder-opt`` arguments as a dict; a key given twice is refused."""
+    from .video.encoding import parse_encoder_option
+
+    options: dict[str, str] = {}
+    for text in given:
+        key, value = parse_encoder_option(text)
+        if key in options:
+            raise CLIError(f"--encoder-opt {key} is given twice")
+        options[key] = value
+    return options
 
 
 def cmd_video(args) -> int:
@@ -500,7 +544,8 @@ def cmd_video(args) -> int:
         if _resized(args):  # in displayed sizes, as --size gives them
             turned = getattr(report, "turned", False)
             sizes = ((h, w), (oh, ow)) if turned else ((w, h), (ow, oh))
-            print(f"resized: {resize_plan(upscaler, args, *sizes).describe()}", file=stream)
+            print(f"resized: {resize_plan(upscaler, args, *sizes, align=2).describe()}",
+                  file=stream)
         print(f"wrote {where}: {report.frames} frames {w}x{h} -> {ow}x{oh} ({mode}) in "
               f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}", file=stream)
     return 0

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 from ..api import Upscaler
-from ..outsize import output_size, pick_lut
+from ..outsize import ASPECT_SIDES, BOX_MODES, BoxGeometry, box_geometry, output_size, pick_lut
 from ..safefiles import atomic_output, check_output, lut_inputs
 from .avutil import ffmpeg_log_level, import_av
+from .colour import COLORSPACE_MODES
 from .encoding import (
     FRAME_COUNTED,
+    check_encoder_options,
     check_streams,
     copied_names,
     output_muxer,
@@ -83,20 +85,23 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
     muxer, reads = _check_request(src, dst, src_pipe, dst_pipe, lut, upscaler, opts)
     encoder, encoder_options = pick_encoder(av, muxer, opts.codec, crf=opts.crf,
                                             preset=opts.preset)
+    check_encoder_options(av, encoder, opts.encoder_options,
+                          {"crf": opts.crf, "preset": opts.preset, "bitrate": opts.bitrate})
     bit_rate = parse_bitrate(opts.bitrate) if opts.bitrate is not None else None
     if opts.outscale is not None:
         output_size((1, 1), outscale=opts.outscale)  # a bad factor fails before any reading
-    if upscaler is None and opts.outscale is None and opts.size is None:
+    if upscaler is None and opts.outscale is None and opts.size is None and opts.box is None:
         upscaler = Upscaler(lut, backend=opts.backend, threads=opts.threads)
     source = open_source(av, src, src_pipe, opts)
     try:
         ctx = source.video.codec_context
         in_size = (ctx.width, ctx.height)
-        out_size, upscaler = _output_size(source, in_size, lut, upscaler, opts)
-        plan = Plan(upscaler, encoder, encoder_options, bit_rate, out_size,
-                    size_given=opts.size is not None,
+        out_size, upscaler, box = _output_size(source, in_size, lut, upscaler, opts)
+        exact = (opts.size is not None and not set(opts.size) & set(ASPECT_SIDES)
+                 or box is not None and box.mode != "fit")
+        plan = Plan(upscaler, encoder, encoder_options, bit_rate, out_size, size_given=exact,
                     desc=source.name if src_pipe else src.name, siting=source.siting,
-                    frame_counted=muxer in FRAME_COUNTED)
+                    frame_counted=muxer in FRAME_COUNTED, box=box)
         copied = copied_names(source.copies, muxer)  # while the streams are open
         kind = f"{opts.format} output" if opts.format is not None else f"a {dst.suffix} file"
         write_to = functools.partial(_encode_into, av, source, muxer, kind, opts, plan)
@@ -127,29 +132,44 @@ def _check_request(src: Path, dst: Path, src_pipe: bool, dst_pipe: bool, lut,
         check_output(dst, opts.overwrite, reads)
     if opts.crf is not None and opts.bitrate is not None:
         raise ValueError("give either crf or bitrate, not both")
-    if opts.outscale is not None and opts.size is not None:
-        raise ValueError("give either outscale or size, not both")
+    if sum(x is not None for x in (opts.outscale, opts.size, opts.box)) > 1:
+        raise ValueError("give one of outscale, size and box (--fit/--pad/--crop)")
+    if opts.box_mode not in BOX_MODES:
+        raise ValueError(f"box_mode must be one of {', '.join(BOX_MODES)}, got {opts.box_mode!r}")
+    if opts.colorspace not in COLORSPACE_MODES:
+        raise ValueError(f"colorspace must be one of {', '.join(COLORSPACE_MODES)}, got "
+                         f"{opts.colorspace!r}")
     return muxer, reads
 
 
 def _output_size(source: Source, in_size: tuple[int, int], lut, upscaler: Upscaler | None,
-                 opts: VideoOptions) -> tuple[tuple[int, int], Upscaler | None]:
-    """The encoded frames' size, and the upscaler (the bundled LUT picked for a size asked)."""
-    if opts.outscale is not None or opts.size is not None:
-        # --size is the displayed size (as for images, after EXIF rotation)
+                 opts: VideoOptions) -> tuple[tuple[int, int], Upscaler | None,
+                                              BoxGeometry | None]:
+    """The encoded frames' size, the upscaler (the bundled LUT picked for a size asked), and
+    the ``--fit``/``--pad``/``--crop`` geometry in stored sizes (None without a box)."""
+    box = None
+    if opts.outscale is not None or opts.size is not None or opts.box is not None:
+        # --size and the box are displayed sizes (as for images, after EXIF rotation)
         turned = source.turned
-        shown = output_size(in_size[::-1] if turned else in_size, outscale=opts.outscale,
-                            size=opts.size)
-        out_size = shown[::-1] if turned else shown
+        shown_in = in_size[::-1] if turned else in_size
+        if opts.box is not None:
+            # even sides and offsets: 4:2:0 chroma covers two pixels each way
+            box = box_geometry(shown_in, opts.box, opts.box_mode, align=2)
+            box = box.turned() if turned else box
+            out_size, scaled = box.out, box.scaled
+        else:
+            shown = output_size(shown_in, outscale=opts.outscale, size=opts.size)
+            out_size = scaled = shown[::-1] if turned else shown
         if upscaler is None:
             if lut is None:
-                lut = pick_lut(in_size, out_size)
+                lut = pick_lut(in_size, scaled)
             if lut is not None:
                 upscaler = Upscaler(lut, backend=opts.backend, threads=opts.threads)
+        check_frame_size(scaled, "the scaled size", "choose a smaller box")
     else:
         out_size = (in_size[0] * upscaler.scale, in_size[1] * upscaler.scale)
     check_frame_size(out_size, "the output size", "choose a smaller --size or --outscale")
-    return out_size, upscaler
+    return out_size, upscaler, box
 
 
 def _encode_into(av, source: Source, muxer: str, kind: str, opts: VideoOptions, plan: Plan,
