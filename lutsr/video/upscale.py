@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import sys
 import time
@@ -31,7 +32,8 @@ from .streams import Plan
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
                   options: VideoOptions | None = None, *,
-                  upscaler: Upscaler | None = None) -> VideoReport:
+                  upscaler: Upscaler | None = None,
+                  span: tuple[int | None, int | None] | None = None) -> VideoReport:
     """Upscale a video file with a LUT model.
 
     Parameters
@@ -51,6 +53,12 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
         How to upscale and encode (default: ``VideoOptions()``).
     upscaler : Upscaler, optional
         A ready :class:`lutsr.Upscaler` to use instead of building one.
+    span : (int or None, int or None), optional
+        Only the video frames whose timestamps ``pts`` (in the video stream's
+        time base) have ``start <= pts < end`` (None: from the first, to the
+        last), decoded from the keyframe at or before ``start``: one segment
+        of a segmented run (:mod:`lutsr.video.segments`), whose options copy
+        no other stream.
 
     Returns
     -------
@@ -94,6 +102,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
         upscaler = Upscaler(lut, backend=opts.backend, threads=opts.threads)
     source = open_source(av, src, src_pipe, opts)
     try:
+        if span is not None:
+            source.items = _span_frames(source, source.items, *span)
         ctx = source.video.codec_context
         in_size = (ctx.width, ctx.height)
         out_size, upscaler, box = _output_size(source, in_size, lut, upscaler, opts)
@@ -111,6 +121,34 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, lut=None,
     return VideoReport(frames=frames, seconds=time.perf_counter() - t0, input_size=in_size,
                        output_size=size, copied_streams=copied,
                        luma_only=opts.luma_only, turned=source.turned, notes=notes)
+
+
+def _span_frames(source: Source, items, start: int | None, end: int | None):
+    """The frames of ``source.video`` with ``start <= pts < end``, decoded from a keyframe.
+
+    Frames are selected by presentation time, so B-frames reordered across
+    ``end`` (and an open GOP's leading frames before ``start``) land in the
+    segment they are shown in.
+    """
+    frames = items  # source.items, decoded from the first frame: nothing to seek
+    if start is not None:
+        inp, vin = source.container, source.video
+        inp.seek(start, stream=vin, backward=True, any_frame=False)
+        packets = inp.demux(vin)
+        first = next(packets, None)
+        if first is not None and not (first.is_keyframe and first.pts is not None
+                                      and first.pts <= start):
+            # no index to land on the keyframe (MPEG-TS...): decode from the first packet
+            inp.seek(0)
+            packets = inp.demux(vin)
+        elif first is not None:
+            packets = itertools.chain([first], packets)
+        frames = (f for packet in packets for f in vin.decode(packet))
+    for frame in frames:
+        if end is not None and frame.pts is not None and frame.pts >= end:
+            return  # decoded in display order: every later frame is later still
+        if start is None or frame.pts is None or frame.pts >= start:
+            yield frame
 
 
 def _check_request(src: Path, dst: Path, src_pipe: bool, dst_pipe: bool, lut,
