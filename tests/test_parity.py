@@ -194,7 +194,7 @@ BACKENDS = [
     Backend("avx2", _numba("avx2"), _numba_unavailable("avx2"), layered_only=True),
     Backend("neon", _numba("neon"), _numba_unavailable("neon"), layered_only=True),
     # numba's CUDA simulator runs each device thread in Python: small frames only.
-    Backend("cudasim", _cudasim, lambda: None, max_work=4000, golden_work=40000, max_items=3),
+    Backend("cudasim", _cudasim, lambda: None, max_work=3000, golden_work=40000, max_items=2),
     Backend("webgpu", _webgpu, _webgpu_unavailable),
 ]
 BY_NAME = {b.name: b for b in BACKENDS}
@@ -511,10 +511,10 @@ for _name in bundled.names():
 # (blocks, r, max shift, share of int8-wide tables): 1 to 8 blocks, r = 1..5 (C = r*r = 1, 4,
 # 9, 16, 25 channels: pointwise divisors 16 to 400, lanes partly filled, 25 inputs too many for
 # 16-bit sums), shifts from none to MAX_SHIFT, saturating tables that hit every clamp.
-LAYERED_CASES = [(1, 4, 0, 0.15), (1, 4, 1, 0.15), (2, 4, 2, 0.15), (2, 4, MAX_SHIFT, 0.15),
-                 (3, 4, 0, 0.15), (3, 4, MAX_SHIFT, 1.0), (4, 4, 3, 0.15), (8, 4, 1, 0.15),
-                 (2, 3, 2, 0.3), (1, 3, 1, 0.15), (2, 2, 3, 0.5), (2, 2, 0, 0.15),
-                 (1, 1, 0, 0.15), (2, 1, 1, 1.0), (1, 5, 2, 0.15), (2, 5, 2, 0.3)]
+LAYERED_CASES = [(1, 4, 0, 0.15), (2, 4, 2, 0.15), (2, 4, MAX_SHIFT, 0.15),
+                 (3, 4, MAX_SHIFT, 1.0), (4, 4, 3, 0.15), (8, 4, 1, 0.15), (2, 3, 2, 0.3),
+                 (2, 2, 3, 0.5), (2, 2, 0, 0.15), (1, 1, 0, 0.15), (2, 1, 1, 1.0),
+                 (1, 5, 2, 0.15)]
 for _blocks, _r, _shift, _extreme in LAYERED_CASES:
     @case(f"layered {_blocks} blocks r={_r} shifts {_shift} wide {_extreme}", layered=True)
     def _layered_case(blocks=_blocks, r=_r, max_shift=_shift, extreme=_extreme):
