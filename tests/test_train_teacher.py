@@ -170,7 +170,7 @@ def test_flags_are_checked(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exc:
         parse_args(["--data", "d", "--out", str(tmp_path / "o.lutsr"), *teacher, *flags])
     assert exc.value.code == 2 and message in capsys.readouterr().err
-    with pytest.raises(BuildError, match="needs --teacher"):
+    with pytest.raises(BuildError, match="needs config.teacher"):
         check(BuildConfig(data=("d",), teacher_mix=0.5))
     check(BuildConfig(data=("d",), teacher=str(_teacher(tmp_path)), teacher_mix=0.0))
 
@@ -208,3 +208,4 @@ def test_a_teacher_that_is_not_an_rlfn_of_the_scale_is_refused_in_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+    assert "config." not in err  # told as the command line's flags

@@ -233,13 +233,13 @@ def _check_learned_shifts(config: BuildConfig) -> None:
 def _check_teacher(config: BuildConfig) -> None:
     if config.teacher is None:
         if config.teacher_mix != BuildConfig.teacher_mix:
-            raise BuildError("--teacher-mix mixes a teacher's output into the targets: it "
-                             "needs --teacher")
+            raise BuildError("config.teacher_mix mixes a teacher's output into the targets: it "
+                             "needs config.teacher")
         return
     if not 0 <= config.teacher_mix <= 1:
-        raise BuildError(f"--teacher-mix must be in 0..1, got {config.teacher_mix}")
+        raise BuildError(f"config.teacher_mix must be in 0..1, got {config.teacher_mix}")
     if not Path(config.teacher).is_file():
-        raise BuildError(f"--teacher {config.teacher}: no such file")
+        raise BuildError(f"config.teacher={config.teacher!r}: no such file")
 
 
 def check(config: BuildConfig) -> None:

@@ -45,9 +45,11 @@ def load_teacher(path, scale: int) -> tuple[RLFN, str]:
         model = load_rlfn(path)
     except ValueError as exc:  # torch's own reasons run to several lines: keep the first
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BuildError(f"--teacher {path}: not a usable RLFN state dict ({reason})") from None
+        raise BuildError(f"config.teacher={str(path)!r}: not a usable RLFN state dict "
+                         f"({reason})") from None
     if model.scale != scale:
-        raise BuildError(f"--teacher {path}: an x{model.scale} RLFN, the build is x{scale}")
+        raise BuildError(f"config.teacher={str(path)!r}: an x{model.scale} RLFN, the build is "
+                         f"x{scale}")
     return model, hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
