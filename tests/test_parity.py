@@ -73,8 +73,8 @@ class Backend:
     ``max_work``: a slow backend's budget (see :func:`work`); larger frames are
     cropped to fit it. ``golden_work``: the budget of a golden vector compared whole
     with its expected output; a larger one is cropped to ``max_work`` and compared
-    with the reference. ``max_items``: a slow backend
-    runs at most this many of a case's models and frames (spread over the list).
+    with the reference. ``max_items``: a slow backend runs at most this many of a
+    case's models and frames (spread over the list).
     """
 
     name: str
