@@ -187,11 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("image", help="upscale image files or folders",
-                       description="Upscale images (PNG, JPEG, BMP, TIFF, WebP; gray, RGB, "
-                                   "RGBA; 8 bits per channel; GIF read, its single frame, "
-                                   "animated GIFs refused). One input file and an output "
-                                   "file name: that file. Several inputs or folders: OUT is a "
-                                   "folder and names are kept. Alpha images are upscaled "
+                       description="Upscale images (PNG, JPEG, BMP, TIFF, WebP, GIF, AVIF, "
+                                   "JPEG XL with the jxl extra; gray, RGB, RGBA). 16-bit PNG "
+                                   "and TIFF are upscaled in 16 bits (the LUT on the top 8, "
+                                   "the low 8 interpolated) and written in 16 bits to PNG and "
+                                   "TIFF. Animated GIF, WebP and PNG (APNG): every frame, "
+                                   "with its duration and the loop count, written to GIF, "
+                                   "WebP or PNG; GIF output is palette-quantised by Pillow "
+                                   "(255 colours, dithered, alpha on or off at 128). One "
+                                   "input file and an output file name: that file. Several "
+                                   "inputs or folders: OUT is a folder and names are kept "
+                                   "(GIF becomes PNG). Alpha images are upscaled "
                                    "premultiplied; the EXIF orientation is applied to the "
                                    "pixels, and EXIF and the ICC profile are kept.")
     p.add_argument("inputs", nargs="+", metavar="IN",
@@ -201,11 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (one input) or folder")
     p.add_argument("--ext", choices=sorted(k[1:] for k in IMAGE_FORMATS), default=None,
                    help="format of the images written to an output folder (default: each "
-                        "input's own; PNG for GIF inputs)")
+                        "input's own; PNG for GIF inputs, APNG if animated)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="include images in subfolders of folder inputs; the tree is "
                         "mirrored in the output folder")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (95)")
+    p.add_argument("--quality", type=int, default=95,
+                   help="JPEG/WebP/AVIF/JPEG XL quality 1-100 (95)")
     p.add_argument("--png-compression", type=_png_level, default=PNG_COMPRESSION,
                    metavar="0-9",
                    help=f"zlib level of PNG outputs ({PNG_COMPRESSION}: lutsr's parallel encoder; "
@@ -216,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--straight-alpha", action="store_true",
                    help="upscale alpha images channel by channel, as stored, instead of "
                         "premultiplied (colour of transparent pixels then bleeds into edges)")
+    p.add_argument("--first-frame", action="store_true",
+                   help="upscale only the first frame of an animated or multi-page image "
+                        "(without it, one written to a still format is refused)")
     p.add_argument("--format", choices=sorted(k[1:] for k in IMAGE_FORMATS), default=None,
                    help="image format written to stdout with -o - (default: the input's "
                         "format, PNG if lutsr cannot write it); IN and OUT may be - for a pipe")

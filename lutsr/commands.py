@@ -20,13 +20,20 @@ import types
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from . import bundled
+from .animation import ANIMATED_FORMATS, Animation, read_animation, write_animation
 from .api import Upscaler, resolve_lut
+from .deep import upscale_deep
 from .imageio import (
     IMAGE_FORMATS,
+    AnimatedImageError,
     ImageError,
     image_format,
+    premultiply,
     read_image,
+    unpremultiply,
     upscale_premultiplied,
     write_image,
 )
@@ -69,13 +76,12 @@ def _upscaler(args) -> Upscaler:
     return Upscaler(args.lut, backend=args.backend, threads=args.threads)
 
 
-#: Image suffixes read in folders but not written: a GIF is read as its single
-#: frame (an animated GIF is refused, see :func:`lutsr.imageio.read_image`) and
-#: written as PNG unless ``--ext`` says otherwise.
-READ_ONLY_FORMATS = {".gif": "GIF"}
+#: Input suffixes written in another format in an output folder unless ``--ext`` says
+#: otherwise: GIF as PNG (full colour, no palette; an animated GIF as an APNG).
+DEFAULT_OUTPUT_SUFFIX = {".gif": ".png"}
 
 #: Suffixes of the files a folder input contributes.
-INPUT_SUFFIXES = frozenset({*IMAGE_FORMATS, *READ_ONLY_FORMATS})
+INPUT_SUFFIXES = frozenset(IMAGE_FORMATS)
 
 
 def _image_files(folder: Path, recursive: bool = False,
@@ -112,9 +118,7 @@ def _output_name(rel: Path, ext: str | None) -> Path:
     """The output path (relative to the output folder) of an input image."""
     if ext is not None:
         return rel.with_suffix("." + ext)
-    if rel.suffix.lower() in READ_ONLY_FORMATS:
-        return rel.with_suffix(".png")
-    return rel
+    return rel.with_suffix(DEFAULT_OUTPUT_SUFFIX.get(rel.suffix.lower(), rel.suffix))
 
 
 def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | None = None,
@@ -124,12 +128,13 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
     One input file with an output that is not a folder: that output file.
     Otherwise the output is a folder (created if missing) and every image
     keeps its file name, with the suffix ``ext`` (``"png"``, ``"jpg"``...) if
-    given; a GIF becomes PNG by default, as GIF is not written. With
+    given; a GIF becomes PNG by default (GIF's palette would quantise the
+    upscale). With
     ``recursive`` the images in subfolders are included and the folder tree
     is mirrored in the output (the output folder itself is skipped when it
     is inside an input folder).
 
-    Files in an input folder that lutsr does not read (``.avif``, ``.txt``...)
+    Files in an input folder that lutsr does not read (``.heic``, ``.txt``...)
     are left out with one warning line on stderr that counts and names them.
     ``lut`` is what ``--lut`` was given: a file it names is an input too.
 
@@ -150,6 +155,8 @@ def plan_images(inputs: list[str], output: str, overwrite: bool, *, ext: str | N
         raise CLIError(f"--ext {ext}: lutsr writes "
                        f"{', '.join(sorted(k[1:] for k in IMAGE_FORMATS))}")
     ext = None if ext is None else ext.lower().lstrip(".")
+    if ext is not None:
+        image_format(f"out.{ext}")  # a format this Pillow lacks fails now, not per file
     out = Path(output)
     single = len(paths) == 1 and paths[0].is_file()
     if single and not out.is_dir() and not output.endswith(("/", "\\")):
@@ -224,8 +231,14 @@ def upscale_pixels(upscaler: Upscaler, pixels, straight_alpha: bool = False):
 
     Gray + alpha and RGBA go through
     :func:`lutsr.imageio.upscale_premultiplied` unless ``straight_alpha``, which
-    upscales every channel as stored.
+    upscales every channel as stored. uint16 pixels (16-bit files) are
+    upscaled by :func:`lutsr.deep.upscale_deep` (the LUT on the top 8 bits, the
+    low 8 interpolated), premultiplied in 16 bits likewise.
     """
+    if pixels.dtype == np.uint16:
+        if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and not straight_alpha:
+            return unpremultiply(upscale_deep(premultiply(pixels), upscaler, 16))
+        return upscale_deep(pixels, upscaler, 16)
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and not straight_alpha:
         return upscale_premultiplied(upscaler.up, pixels)
     return upscaler.up(pixels)
@@ -269,6 +282,10 @@ def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
     """
     if not _resized(args):
         return upscale_pixels(upscaler, pixels, args.straight_alpha), None
+    if pixels.dtype == np.uint16:
+        raise ImageError("--outscale, --size and the other resizes do not take 16-bit images "
+                         "yet (the resample is 8-bit); upscale by the LUT's own scale, or "
+                         "convert to 8 bits")
     in_size = (pixels.shape[1], pixels.shape[0])
     mode, box = _box(args)
     geometry = None if mode is None else box_geometry(in_size, box, mode)
@@ -286,30 +303,81 @@ def _fit_pixels(upscaler: Upscaler | None, pixels, args) -> tuple:
     return result, resize_plan(upscaler, args, in_size, target)
 
 
-def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
-    """Upscale one image file; return the input and output shapes and the resize plan."""
-    pixels, info = read_image(src)
-    for line in info.warnings:
-        _warn(line)
-    fmt = image_format(dst)
+def _read_source(path: Path, fmt: str | None, args, name: str | None = None) -> tuple:
+    """An input image's pixels (an :class:`lutsr.animation.Animation` if animated) and info.
+
+    16-bit files are read in 16 bits. An animated GIF, WebP or APNG is read
+    whole when ``fmt`` (the output format; None: the input's) is one that
+    animates; other outputs, and other formats of several frames (multi-page
+    TIFF, MPO), are refused unless ``--first-frame``. ``name`` is how messages
+    call the input.
+    """
+    try:
+        return read_image(path, deep=True, first_frame=getattr(args, "first_frame", False))
+    except AnimatedImageError as exc:
+        what = f"{name or path} has {exc.frames} frames"
+        if exc.format not in ANIMATED_FORMATS:
+            raise ImageError(f"{what} ({exc.format} pages); lutsr upscales one: pass "
+                             "--first-frame for the first") from None
+        if fmt is not None and fmt not in ANIMATED_FORMATS:
+            raise ImageError(f"{what} (animated {exc.format}) and {fmt} holds one image: "
+                             "write GIF, WebP or PNG (APNG) to keep every frame, or pass "
+                             "--first-frame") from None
+    return read_animation(path)
+
+
+def _check_alpha_fits(pixels, fmt: str, name) -> None:
     if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        raise ImageError(f"{src} has an alpha channel, which JPEG cannot store; write "
+        raise ImageError(f"{name} has an alpha channel, which JPEG cannot store; write "
                          "PNG, WebP or TIFF instead")
-    result, plan = _fit_pixels(upscaler, pixels, args)
-    dst.parent.mkdir(parents=True, exist_ok=True)  # a subfolder mirrored with -r
-    with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
-        write_image(pending.path, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
+
+
+def _fit_source(upscaler: Upscaler | None, data, args) -> tuple:
+    """:func:`_fit_pixels` of an image, or of every frame of an animation (timing kept)."""
+    if not isinstance(data, Animation):
+        return _fit_pixels(upscaler, data, args)
+    frames, plan = [], None
+    for frame in data.frames:
+        result, plan = _fit_pixels(upscaler, frame, args)
+        frames.append(result)
+    return Animation(frames, data.durations, data.loop), plan
+
+
+def _write_source(file, result, fmt: str, info, args) -> None:
+    """Write an upscaled image or animation with the options of ``lutsr image``."""
+    if isinstance(result, Animation):
+        write_animation(file, result, fmt, icc_profile=info.icc_profile, quality=args.quality)
+    else:
+        write_image(file, result, fmt, icc_profile=info.icc_profile, exif=info.exif,
                     quality=args.quality, png_compression=args.png_compression,
                     jpeg_subsampling=args.jpeg_subsampling)
-    return pixels.shape, result.shape, plan
+
+
+def _shape(data) -> tuple:
+    return data.frames[0].shape if isinstance(data, Animation) else data.shape
+
+
+def _upscale_image(upscaler: Upscaler, src: Path, dst: Path, args) -> tuple:
+    """Upscale one image file; return the input and output shapes and the resize plan."""
+    fmt = image_format(dst)
+    data, info = _read_source(src, fmt, args)
+    for line in info.warnings:
+        _warn(line)
+    _check_alpha_fits(data.frames[0] if isinstance(data, Animation) else data, fmt, src)
+    result, plan = _fit_source(upscaler, data, args)
+    dst.parent.mkdir(parents=True, exist_ok=True)  # a subfolder mirrored with -r
+    with atomic_output(dst, overwrite=args.overwrite, inputs=(src,)) as pending:
+        _write_source(pending.path, result, fmt, info, args)
+    return _shape(data), _shape(result), plan
 
 
 def _show_progress(args) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _read_stdin_image():
-    """The image on stdin, read into a private temporary file of at most :data:`STDIN_LIMIT`."""
+def _read_stdin_image(fmt: str | None, args):
+    """The image on stdin (:func:`_read_source`), through a private temporary file of at most
+    :data:`STDIN_LIMIT`; ``fmt`` is the output format, None when it is the input's."""
     stdin, limit = sys.stdin.buffer, STDIN_LIMIT
     # read_image takes a path; a private temporary file keeps its checks and metadata handling
     with tempfile.TemporaryDirectory(prefix="lutsr-") as tmp:
@@ -326,7 +394,7 @@ def _read_stdin_image():
         if size == 0:
             raise CLIError("stdin is empty: no image to read")
         try:
-            pixels, info = read_image(path)
+            pixels, info = _read_source(path, fmt, args, "stdin")
         except ImageError as exc:
             raise ImageError(str(exc).replace(str(path), "stdin")) from None
         info.warnings = [line.replace(str(path), "stdin") for line in info.warnings]
@@ -353,25 +421,24 @@ def _pipe_image(args) -> int:
         raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
     t0 = time.perf_counter()
-    pixels, info = _read_stdin_image() if src == "-" else read_image(src)
     if args.output != "-":
         fmt = image_format(args.output)
     elif args.format is not None:
         fmt = IMAGE_FORMATS["." + args.format]
     else:
+        fmt = None  # the input's format, known once it is read
+    data, info = _read_stdin_image(fmt, args) if src == "-" else _read_source(Path(src), fmt,
+                                                                                args)
+    if fmt is None:
         fmt = info.format if info.format in IMAGE_FORMATS.values() else "PNG"
-    if fmt == "JPEG" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        raise ImageError("the image has an alpha channel, which JPEG cannot store; write "
-                         "PNG, WebP or TIFF instead")
+    _check_alpha_fits(data.frames[0] if isinstance(data, Animation) else data, fmt,
+                      "the image")
     for line in info.warnings:
         _warn(line)
-    result, plan = _fit_pixels(upscaler, pixels, args)
-    options = dict(icc_profile=info.icc_profile, exif=info.exif, quality=args.quality,
-                   png_compression=args.png_compression,
-                   jpeg_subsampling=args.jpeg_subsampling)
+    result, plan = _fit_source(upscaler, data, args)
     if args.output == "-":
         buf = io.BytesIO()  # encoded whole first: some writers seek, a pipe cannot
-        write_image(buf, result, fmt, **options)
+        _write_source(buf, result, fmt, info, args)
         try:
             write_stdout(buf.getbuffer())
         except BrokenPipeError:
@@ -379,9 +446,9 @@ def _pipe_image(args) -> int:
     else:
         with atomic_output(args.output, overwrite=args.overwrite,
                            inputs=() if src == "-" else (src,)) as pending:
-            write_image(pending.path, result, fmt, **options)
+            _write_source(pending.path, result, fmt, info, args)
     if not args.quiet:
-        (h, w), (oh, ow) = pixels.shape[:2], result.shape[:2]
+        (h, w), (oh, ow) = _shape(data)[:2], _shape(result)[:2]
         if plan is not None:
             print(f"resized: {plan.describe()}", file=sys.stderr)
         print(f"wrote {'stdout' if args.output == '-' else args.output}: {w}x{h} -> {ow}x{oh} "

@@ -110,16 +110,19 @@ def test_other_formats(tmp_path, lut, fmt):
         assert_images_equal(np.asarray(Image.open(tmp_path / f"out.{fmt}")), want, fmt)
 
 
-def test_sixteen_bit_refused_clearly(tmp_path, lut, capsys):
+def test_sixteen_bit_upscaled_32_bit_refused_clearly(tmp_path, lut, capsys):
+    """16-bit PNGs are upscaled in 16 bits (tests/test_images_deep.py); 32-bit is refused."""
     rng = np.random.default_rng(4)
     data = rng.integers(0, 65536, size=(6, 7, 3), dtype=np.uint16)
     png16(tmp_path / "rgb16.png", data)
     Image.fromarray(data[..., 0]).save(tmp_path / "gray16.png")  # mode I;16
     for name in ("rgb16.png", "gray16.png"):
-        assert image_cli(lut, tmp_path / name, "-o", tmp_path / f"out-{name}") == 1
-        err = capsys.readouterr().err
-        assert "16-bit images are not supported" in err and name in err
-        assert not (tmp_path / f"out-{name}").exists()
+        assert image_cli(lut, tmp_path / name, "-o", tmp_path / f"out-{name}") == 0
+    Image.fromarray(data[..., 0].astype(np.int32) << 8).save(tmp_path / "i32.tif")  # mode I
+    assert image_cli(lut, tmp_path / "i32.tif", "-o", tmp_path / "out-i32.tif") == 1
+    err = capsys.readouterr().err
+    assert "32-bit images are not supported" in err and "i32.tif" in err
+    assert not (tmp_path / "out-i32.tif").exists()
 
 
 def test_corrupt_file_in_a_folder(tmp_path, lut, capsys):
@@ -319,15 +322,15 @@ def test_ext_recursive_and_gif(tmp_path, lut, capsys):
         == ["a.png", "sub/b.bmp", "sub/deep/c.png"]
 
 
-def test_animated_gif_refused_others_written(tmp_path, lut, capsys):
+def test_animated_gif_to_a_still_format_refused_others_written(tmp_path, lut, capsys):
     rng = np.random.default_rng(22)
     frames = [Image.fromarray(pixels(rng, 4, 4, 3)).convert("P") for _ in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     Image.fromarray(pixels(rng, 4, 4, 3)).save(tmp_path / "still.png")
-    assert image_cli(lut, tmp_path, "-o", tmp_path / "out") == 1
+    assert image_cli(lut, tmp_path, "-o", tmp_path / "out", "--ext", "bmp") == 1
     err = capsys.readouterr().err
-    assert "anim.gif" in err and "animated" in err
-    assert os.listdir(tmp_path / "out") == ["still.png"]
+    assert "anim.gif" in err and "animated" in err and "--first-frame" in err
+    assert os.listdir(tmp_path / "out") == ["still.bmp"]
 
 
 def test_ext_usage(tmp_path, lut, capsys):
@@ -340,4 +343,4 @@ def test_ext_usage(tmp_path, lut, capsys):
     assert image_cli(lut, tmp_path / "a.png", "-o", f"{tmp_path / 'd'}/", "--ext", "jpg") == 0
     assert os.listdir(tmp_path / "d") == ["a.jpg"]
     with pytest.raises(SystemExit):  # argparse: not a format lutsr writes
-        image_cli(lut, tmp_path, "-o", tmp_path / "x", "--ext", "gif")
+        image_cli(lut, tmp_path, "-o", tmp_path / "x", "--ext", "heic")

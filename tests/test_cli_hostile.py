@@ -398,26 +398,26 @@ def test_skip_existing_without_cluster(tmp_path, lut_file, capsys):
 
 
 def test_folder_says_which_files_it_skips(tmp_path, lut_file, capsys):
-    """A folder run passed over ``.avif`` (and any other file) without a word."""
+    """A folder run passed over ``.heic`` (and any other file) without a word."""
     src = tmp_path / "in"
     src.mkdir()
     _png(src / "a.png", _img())
-    (src / "b.avif").write_bytes(b"\x00\x00\x00\x1cftypavif")
+    (src / "b.heic").write_bytes(b"\x00\x00\x00\x1cftypheic")
     (src / "notes.txt").write_text("x")
     assert _cli(lut_file, src, "-o", tmp_path / "out", "-q") == 0
     err = _lines(capsys.readouterr().err)
-    assert err == [f"lutsr: warning: skipped 2 files that lutsr does not read (.avif, .txt): "
-                   f"{src / 'b.avif'}, {src / 'notes.txt'}"]
+    assert err == [f"lutsr: warning: skipped 2 files that lutsr does not read (.heic, .txt): "
+                   f"{src / 'b.heic'}, {src / 'notes.txt'}"]
     assert os.listdir(tmp_path / "out") == ["a.png"]
 
 
 def test_folder_of_only_unread_files_names_them(tmp_path, lut_file, capsys):
     src = tmp_path / "in"
     src.mkdir()
-    (src / "b.avif").write_bytes(b"x")
+    (src / "b.heic").write_bytes(b"x")
     assert _cli(lut_file, src, "-o", tmp_path / "out") == 1
     err = _lines(capsys.readouterr().err)
-    assert len(err) == 1 and "no image files" in err[0] and "b.avif" in err[0], err
+    assert len(err) == 1 and "no image files" in err[0] and "b.heic" in err[0], err
 
 
 # --------------------------------------------------------- 19: a mistyped LUT name is helped
