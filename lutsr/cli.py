@@ -50,6 +50,7 @@ from .commands import (
     cmd_info,
     cmd_list,
     cmd_video,
+    cmd_video_segments,
     silence_stdout,
 )
 from .imageio import (
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lut_options(p)
     _add_output_options(p)
     _add_cluster_options(p)
+    _add_segment_options(p)
     p.set_defaults(func=_video)
 
     p = sub.add_parser("demo", help="upscale the bundled sample image and time it",
@@ -342,7 +344,32 @@ def _image(args) -> int:
     return cmd_image(args)
 
 
+def _segments(text: str):
+    from .video.segments import parse_segments
+
+    try:
+        return parse_segments(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--segments ")) from None
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segments", type=_segments, default=None, metavar="auto|N|SECONDS",
+                   help="cut the video at keyframes into segments (auto; N of them; or about "
+                        "SECONDS each, e.g. 30s), upscale them in parallel processes (or on "
+                        "--cluster), join them without re-encoding; a rerun reuses the "
+                        "finished ones (kept in OUT.lutsr-segments until joined)")
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="with --segments: segments encoded at once here (default: the cores)")
+
+
 def _video(args) -> int:
+    if args.segments is not None or args.jobs is not None:
+        if args.cluster is not None:
+            from .cluster import cli_video_segments
+
+            return cli_video_segments(args)
+        return cmd_video_segments(args)
     if args.cluster is not None:
         from .cluster import cli_videos
 

@@ -19,6 +19,10 @@ it, existing outputs are refused before any work, as in a local run; with
 paths, so the workers must see the same file system as the client (one
 machine, or a shared mount at the same path).
 
+``lutsr video IN -o OUT --segments ... --cluster ADDRESS`` spreads the segments
+of one video over the workers instead (:func:`cli_video_segments`): each task
+is :func:`lutsr.video.segments.encode_segment`, given the LUT's bytes.
+
 Dask is an optional extra: ``pip install 'lutsr[cluster]'``.
 """
 
@@ -642,3 +646,33 @@ def cli_videos(args, inputs: list[str]) -> int:
     lut = _lut(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     return _run_and_report(args, "video", pairs, lut, Path(args.output))
+
+
+@contextlib.contextmanager
+def segment_executor(address: str):
+    """The cluster at ``address`` as a :class:`concurrent.futures.Executor`, and its worker count.
+
+    Yields
+    ------
+    (executor, int)
+        Dask's ``Client.get_executor`` (every task run, none cached as pure),
+        and how many workers the cluster has now (at least 1). The client, and
+        a ``local:N`` cluster, are closed on leaving.
+    """
+    parse_address(address)
+    _distributed()
+    conn = _Connection(address)
+    try:
+        workers = conn.workers or len(conn.client.scheduler_info().get("workers", {})) or 1
+        yield conn.client.get_executor(pure=False), workers
+    finally:
+        conn.close()
+
+
+def cli_video_segments(args) -> int:
+    """``lutsr video IN -o OUT --segments ... --cluster ADDRESS``: return the exit status."""
+    if args.jobs is not None:
+        raise ClusterError("--jobs is for local processes; with --cluster the cluster's "
+                           "workers run the segments")
+    with segment_executor(args.cluster) as (executor, workers):
+        return commands.cmd_video_segments(args, executor, workers)

@@ -618,6 +618,36 @@ def cmd_video(args) -> int:
     return 0
 
 
+def cmd_video_segments(args, executor=None, workers: int | None = None) -> int:
+    """``lutsr video IN -o OUT --segments ...``: cut, upscale in parallel, join (resumable).
+
+    ``executor`` and ``workers``: a Dask cluster's (:func:`lutsr.cluster.cli_video_segments`);
+    None: ``--jobs`` processes here.
+    """
+    from .video.segments import describe, upscale_segmented
+
+    if args.segments is None:
+        raise CLIError("--jobs is for --segments (the segments encoded at once); a whole "
+                       "video runs in one process")
+    if args.more_inputs:
+        raise CLIError("--segments takes one input video (its segments are spread over "
+                       "the workers)")
+    refuse_lut_output(args.lut, [args.output])
+    if args.skip_existing and os.path.lexists(args.output) and not args.overwrite:
+        if not args.quiet:
+            print(f"wrote 0 videos; 1 skipped (output exists): {args.output}")
+        return 0
+    upscaler = _upscaler(args) if args.lut is not None or not _resized(args) else None
+    report = upscale_segmented(args.input, args.output, _video_options(args),
+                               segments=args.segments, upscaler=upscaler, executor=executor,
+                               workers=workers or args.jobs)
+    if not args.quiet:
+        (w, h), (ow, oh) = report.input_size, report.output_size
+        kept = f"; copied {', '.join(report.copied_streams)}" if report.copied_streams else ""
+        print(f"wrote {args.output}: {report.frames} frames {w}x{h} -> {ow}x{oh} in "
+              f"{report.seconds:.1f} s, {report.fps:.1f} fps{kept}; {describe(report)}")
+    return 0
+
 def cmd_demo(args) -> int:
     upscaler = _upscaler(args)
     out = Path(args.output or f"lutsr-demo-x{upscaler.scale}.png")
