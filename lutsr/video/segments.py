@@ -243,6 +243,18 @@ def work_folder(dst: str | os.PathLike) -> Path:
     return dst.with_name(dst.name + WORK_SUFFIX)
 
 
+def _stop_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    """End a local pool's processes now; their unfinished segments leave no file behind."""
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+        return
+    # Before 3.14 the pool offers no way but its process table; each segment is
+    # written through atomic_output, so a process ended mid-write leaves nothing.
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        process.terminate()
+
+
 # ---------------------------------------------------------------------------
 # One segment, in a worker process
 
@@ -564,6 +576,8 @@ def _run_tasks(todo: list[SegmentTask], executor, workers: int, work: Path, mani
     except BaseException:
         for future in futures:
             future.cancel()
+        if own:  # Ctrl-C, SIGTERM: do not wait for the segments being encoded
+            _stop_workers(executor)
         raise
     finally:
         bar.close()
