@@ -37,22 +37,10 @@ import warnings
 
 from . import __version__, bundled
 from .api import BACKENDS
-from .commands import (
-    IMPORTERS,
-    STDIN_LIMIT,
-    CLIError,
-    _error,
-    _warn,
-    cmd_backends,
-    cmd_convert,
-    cmd_demo,
-    cmd_image,
-    cmd_info,
-    cmd_list,
-    cmd_video,
-    cmd_video_segments,
-    silence_stdout,
-)
+from .commands.common import CLIError, print_error, print_warning, silence_stdout
+from .commands.image import STDIN_LIMIT, cmd_demo, cmd_image
+from .commands.info import IMPORTERS, cmd_backends, cmd_convert, cmd_info, cmd_list
+from .commands.video import cmd_video, cmd_video_segments
 from .imageio import (
     IMAGE_FORMATS,
     JPEG_SUBSAMPLING,
@@ -398,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     -h | head``) ends quietly with :data:`READER_LEFT`, as ``ls`` or ``yes`` end
     by SIGPIPE: reading part of a listing is what the reader asked for, so no
     error line. An image or video written to stdout (``-o -``) and cut short is
-    lost data instead: one error line, exit 1 (:func:`lutsr.commands._broken_pipe`).
+    lost data instead: one error line, exit 1 (:func:`lutsr.commands.common.broken_pipe`).
     """
     try:
         try:
@@ -447,28 +435,28 @@ def _main(argv: list[str] | None) -> int:
             warnings.showwarning = _show_warning
             return args.func(args)
     except KeyboardInterrupt:
-        _error("interrupted; no partial output was written")
+        print_error("interrupted; no partial output was written")
         return 130
     except BrokenPipeError as exc:
         if _stdout_closed():  # a text output's reader left: quietly, see main
             silence_stdout()
             return READER_LEFT
         _traceback(debug)  # another pipe or socket: an error like any other
-        _error(str(exc) or type(exc).__name__)
+        print_error(str(exc) or type(exc).__name__)
         return 1
     except MemoryError:
         _traceback(debug)
-        _error("out of memory; try a smaller input, fewer --threads, or a machine with more "
-               "memory (no partial output was written)")
+        print_error("out of memory; try a smaller input, fewer --threads, or a machine with "
+                    "more memory (no partial output was written)")
         return 1
     except _expected_errors() as exc:
         _traceback(debug)
-        _error(str(exc) or type(exc).__name__)
+        print_error(str(exc) or type(exc).__name__)
         return 1
     except Exception as exc:  # a bug in lutsr: one line, the traceback on request
         _traceback(debug)
-        _error(f"internal error {type(exc).__name__}: {exc}"
-               + ("" if debug else " (run with --debug for the traceback)"))
+        print_error(f"internal error {type(exc).__name__}: {exc}"
+                    + ("" if debug else " (run with --debug for the traceback)"))
         return 1
     finally:
         if previous is not None:
@@ -477,7 +465,7 @@ def _main(argv: list[str] | None) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """:func:`warnings.showwarning` for the CLI: ``lutsr: warning: <the message>``."""
-    _warn(" ".join(str(message).split()) or category.__name__)
+    print_warning(" ".join(str(message).split()) or category.__name__)
 
 
 def _traceback(debug: bool) -> None:

@@ -9,7 +9,7 @@ What travels to a worker is the file pair, the command's options and the
 LUT's ``.lutsr`` bytes (scattered once to every worker), never a compiled
 kernel: each worker process loads the LUT and builds its own
 :class:`lutsr.Upscaler` once, then runs the very code of a local run
-(:func:`lutsr.commands._upscale_image`, :func:`lutsr.commands.cmd_video`), so the images
+(:func:`lutsr.commands.image.upscale_image`, :func:`lutsr.commands.video.cmd_video`), so the images
 it writes equal a local run's byte for byte, and the videos frame for frame (a video
 encoder's bytes may vary from process to process). Workers write through
 :func:`lutsr.safefiles.atomic_output`: an output exists only when complete, which
@@ -41,7 +41,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import commands
+from .commands.common import (
+    CLIError,
+    print_error,
+    refuse_existing,
+    refuse_lut_output,
+    show_progress,
+    upscaler_from_args,
+)
+from .commands.image import image_bar, plan_images, upscale_image
+from .commands.video import cmd_video, cmd_video_segments
 from .model import LUT
 
 #: What ``--cluster`` accepts, for error messages.
@@ -420,7 +429,7 @@ def _image_task(lut_data: bytes, digest: str, options: dict, src: str, dst: str)
         if digest:
             args.lut = _worker_lut(lut_data, digest)
             upscaler = _worker_upscaler(args.lut, digest, args.backend, args.threads)
-        commands._upscale_image(upscaler, Path(src), Path(dst), args)
+        upscale_image(upscaler, Path(src), Path(dst), args)
     except Exception as exc:  # noqa: BLE001 - reported per file; the other files go on
         return _one_line(src, exc)
     return ""
@@ -433,7 +442,7 @@ def _video_task(lut_data: bytes, digest: str, options: dict, src: str, dst: str)
         if digest:  # Upscaler takes a LUT as well as a name
             args.lut = _worker_lut(lut_data, digest)
         args.input, args.output, args.more_inputs = src, dst, []
-        commands.cmd_video(args)
+        cmd_video(args)
     except Exception as exc:  # noqa: BLE001 - reported per file; the other files go on
         return _one_line(src, exc)
     return ""
@@ -459,7 +468,7 @@ def run(address: str, kind: str, pairs: list[tuple[Path, Path]], lut: LUT | None
         Which command's code the workers run.
     pairs : list of (Path, Path)
         Input and output files, already checked (see
-        :func:`lutsr.commands.plan_images`); outputs that exist are skipped unless
+        :func:`lutsr.commands.image.plan_images`); outputs that exist are skipped unless
         ``overwrite``.
     lut : LUT or None
         The model; its ``.lutsr`` bytes are sent to every worker once. None
@@ -554,16 +563,16 @@ def _report(outcomes: list[Outcome], noun: str, where, seconds: float, quiet: bo
 def _lut(args) -> LUT | None:
     """The LUT a local run uses; None when it picks a bundled one per file size."""
     sized = getattr(args, "outscale", None) is not None or getattr(args, "size", None) is not None
-    return commands._upscaler(args).lut if args.lut is not None or not sized else None
+    return upscaler_from_args(args).lut if args.lut is not None or not sized else None
 
 
 def _show(args, total: int):
     """A progress bar on a terminal, and per-file error lines as they arrive."""
-    bar = commands._bar(total, commands._show_progress(args) and total > 1)
+    bar = image_bar(total, show_progress(args) and total > 1)
 
     def on_outcome(outcome: Outcome) -> None:
         if outcome.status == "failed":
-            commands._error(outcome.error)
+            print_error(outcome.error)
         bar.update(1)
     return bar, on_outcome
 
@@ -585,11 +594,11 @@ def cli_images(args) -> int:
     parse_address(args.cluster)  # a bad address or no Dask fails before any work
     _distributed()
     # Existing outputs are refused as in a local run; --skip-existing resumes a run.
-    pairs = commands.plan_images(args.inputs, args.output,
-                                 overwrite=args.overwrite or args.skip_existing, ext=args.ext,
-                                 recursive=args.recursive, lut=args.lut)
+    pairs = plan_images(args.inputs, args.output,
+                        overwrite=args.overwrite or args.skip_existing, ext=args.ext,
+                        recursive=args.recursive, lut=args.lut)
     if not 1 <= args.quality <= 100:
-        raise commands.CLIError(f"--quality must be in 1..100, got {args.quality}")
+        raise CLIError(f"--quality must be in 1..100, got {args.quality}")
     lut = _lut(args)
     if pairs[0][1] != Path(args.output):  # folder mode: the output folder may be new
         Path(args.output).mkdir(parents=True, exist_ok=True)
@@ -640,9 +649,9 @@ def cli_videos(args, inputs: list[str]) -> int:
         raise ClusterError("--format is for pipes; with --cluster each output keeps its "
                            "input's name and suffix, which picks the container")
     pairs = plan_videos(inputs, args.output)
-    commands.refuse_lut_output(args.lut, [dst for _, dst in pairs])
+    refuse_lut_output(args.lut, [dst for _, dst in pairs])
     if not (args.overwrite or args.skip_existing):  # as a local run, and as images
-        commands.refuse_existing([dst for _, dst in pairs])
+        refuse_existing([dst for _, dst in pairs])
     lut = _lut(args)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     return _run_and_report(args, "video", pairs, lut, Path(args.output))
@@ -675,4 +684,4 @@ def cli_video_segments(args) -> int:
         raise ClusterError("--jobs is for local processes; with --cluster the cluster's "
                            "workers run the segments")
     with segment_executor(args.cluster) as (executor, workers):
-        return commands.cmd_video_segments(args, executor, workers)
+        return cmd_video_segments(args, executor, workers)

@@ -23,8 +23,9 @@ import pytest
 from conftest import HANG_GUARD_S, assert_images_equal, random_lut
 
 import lutsr
-from lutsr import bundled, commands, outsize
+from lutsr import bundled, outsize
 from lutsr.cli import main
+from lutsr.commands import common, image
 from lutsr.imageio import read_image
 from lutsr.reference import upscale_reference
 
@@ -109,12 +110,12 @@ def test_write_stdout_writes_everything_through_short_writes(monkeypatch):
     data = bytes(range(256)) * 3
     out = _Trickle(accept=10**6)
     monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(buffer=out))
-    commands.write_stdout(data)
+    common.write_stdout(data)
     assert bytes(out.data) == data
     short = _Trickle(accept=100)  # the reader leaves after 100 bytes
     monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(buffer=short))
     with pytest.raises(BrokenPipeError):
-        commands.write_stdout(data)
+        common.write_stdout(data)
     assert len(short.data) == 100
 
 
@@ -241,12 +242,12 @@ class _EndlessStdin:
 
 def test_stdin_is_read_up_to_a_limit(tmp_path, lut_file, capsys, monkeypatch):
     """``cat /dev/zero | lutsr image - -o z.png`` read until memory ran out (1.8 GB seen)."""
-    assert commands.STDIN_LIMIT == 512 * 2**20
+    assert image.STDIN_LIMIT == 512 * 2**20
     with pytest.raises(SystemExit):
         main(["image", "-h"])
     assert "stdin (at most 512 MiB" in " ".join(capsys.readouterr().out.split())  # documented
     cap = 3 * 2**20
-    monkeypatch.setattr(commands, "STDIN_LIMIT", cap)
+    monkeypatch.setattr(image, "STDIN_LIMIT", cap)
     stdin = _EndlessStdin(cap)
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=stdin))
     assert _cli(lut_file, "-", "-o", tmp_path / "z.png") == 1
@@ -260,7 +261,7 @@ def test_stdin_is_read_up_to_a_limit(tmp_path, lut_file, capsys, monkeypatch):
 def test_stdin_below_the_limit_still_works(tmp_path, lut_file, capsys, monkeypatch):
     img = _img()
     data = _png(tmp_path / "a.png", img).read_bytes()
-    monkeypatch.setattr(commands, "STDIN_LIMIT", len(data))  # exactly at the limit: read
+    monkeypatch.setattr(image, "STDIN_LIMIT", len(data))  # exactly at the limit: read
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=io.BytesIO(data)))
     assert _cli(lut_file, "-", "-o", tmp_path / "z.png", "-q") == 0
     with Image.open(tmp_path / "z.png") as im:

@@ -25,8 +25,9 @@ import pytest
 from conftest import HANG_GUARD_S, random_lut
 
 import lutsr
-from lutsr import cli, cluster, commands
+from lutsr import cli, cluster
 from lutsr.cli import READER_LEFT, main
+from lutsr.commands import image
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -175,9 +176,9 @@ def package_copy(tmp_path, monkeypatch):
     """
     root = tmp_path / "pkg"
     shutil.copytree(importlib.resources.files("lutsr") / "samples", root / "samples")
-    monkeypatch.setattr(commands, "resources", types.SimpleNamespace(
+    monkeypatch.setattr(image, "resources", types.SimpleNamespace(
         files=lambda package: root, as_file=importlib.resources.as_file))
-    return root / "samples" / commands.SAMPLE
+    return root / "samples" / image.SAMPLE
 
 
 @pytest.mark.parametrize("how", ["same", "symlink"])
