@@ -289,9 +289,8 @@ def test_alpha_upscaled_premultiplied_in_16_bits(tmp_path, lut, channels):
         assert_images_equal(tifffile.imread(tmp_path / "out.tif"), a, "RGBA TIFF")
 
 
-def test_premultiply_16_bit_is_exact_and_matches_the_video_path():
-    from lutsr.video import frames
-
+def test_premultiply_16_bit_is_exact():
+    """The 16-bit premultiply of images and of video frames with alpha (one function)."""
     rng = np.random.default_rng(12)
     x = ramp16(rng, 50, 40, 4)
     x[:5, :, 3] = 65535
@@ -302,10 +301,6 @@ def test_premultiply_16_bit_is_exact_and_matches_the_video_path():
     assert_images_equal(pre[:5], x[:5], "opaque unchanged")
     assert_images_equal(imageio.unpremultiply(pre)[:5], x[:5], "opaque round trip")
     assert not imageio.unpremultiply(pre)[5:10, :, :3].any()
-    # the video path's 16-bit premultiply (its own copy until it uses imageio's)
-    assert_images_equal(frames._premultiply(x), pre, "video premultiply")
-    assert_images_equal(frames._unpremultiply(pre), imageio.unpremultiply(pre),
-                        "video unpremultiply")
 
 
 def test_icc_kept_and_outscale_refused(tmp_path, lut, capsys):

@@ -27,7 +27,7 @@ from lutsr.reference import upscale_reference
 from lutsr.video.avutil import has_alpha, plane_array, sws_flags
 from lutsr.video.colour import TO_RGB_FLAGS
 from lutsr.video.encoding import alpha_pix_fmt
-from lutsr.video.frames import _premultiply, _unpremultiply, resize_frame
+from lutsr.video.frames import resize_frame
 from lutsr.video.inputs import quarter_turned
 
 av = pytest.importorskip("av")
@@ -243,11 +243,11 @@ def test_premultiply_rounds_exactly(dtype, top):
     px = rng.integers(0, top + 1, (64, 64, 4)).astype(dtype)
     px[0, :, 3] = 0
     px[1, :, 3] = top
-    pre = _premultiply(px)
+    pre = premultiply(px)
     c, a = px[..., :3].astype(np.float64), px[..., 3:].astype(np.float64)
     assert np.array_equal(pre[..., :3], np.rint(c * a / top))
     assert np.array_equal(pre[..., 3], px[..., 3])
-    back = _unpremultiply(pre)
+    back = unpremultiply(pre)
     p, a = pre[..., :3].astype(np.float64), pre[..., 3:].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         want = np.where(a == 0, 0, np.minimum(top, np.floor(p * top / a + 0.5)))

@@ -79,27 +79,6 @@ def upscale_frame_rgb(frame, upscaler: Upscaler, colorspace: int | None = None,
     return out
 
 
-def _premultiply(pixels: np.ndarray) -> np.ndarray:
-    """:func:`lutsr.imageio.premultiply`, also for 16-bit samples (the same rounding)."""
-    if pixels.dtype == np.uint8:
-        return premultiply(pixels)
-    wide = pixels.astype(np.uint64)
-    # c * a / 65535 is never halfway between integers (65535 is odd): exact rounding
-    wide[..., :-1] = (wide[..., :-1] * wide[..., -1:] + 32767) // 65535
-    return wide.astype(np.uint16)
-
-
-def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
-    """:func:`lutsr.imageio.unpremultiply`, also for 16-bit samples (the same rounding)."""
-    if pixels.dtype == np.uint8:
-        return unpremultiply(pixels)
-    wide = pixels.astype(np.uint64)
-    a = wide[..., -1:]
-    colour = (2 * 65535 * wide[..., :-1] + a) // np.maximum(2 * a, 1)
-    wide[..., :-1] = np.where(a == 0, 0, np.minimum(colour, 65535))
-    return wide.astype(np.uint16)
-
-
 def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
                         colorspace: int | None = None, deep: bool = False,
                         straight: bool = False):
@@ -138,7 +117,7 @@ def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
                           interpolation=sws_flags(TO_RGB_FLAGS))
     pixels = plane_array(rgba.planes[0], 4, dtype)
     if not straight:
-        pixels = _premultiply(pixels)
+        pixels = premultiply(pixels)
     s = 1 if upscaler is None else upscaler.scale
     big = av.VideoFrame(rgba.width * s, rgba.height * s, fmt)
     target = plane_array(big.planes[0], 4, dtype)
@@ -152,7 +131,7 @@ def upscale_frame_alpha(frame, upscaler: Upscaler | None, size: tuple[int, int],
         big = resize_frame(big, size)
     if not straight:
         view = plane_array(big.planes[0], 4, dtype)
-        view[...] = _unpremultiply(view)
+        view[...] = unpremultiply(view)
     copy_time(frame, big)
     return big
 
