@@ -17,7 +17,11 @@ Decoding, upscaling and encoding overlap in three threads
   resize);
 * :mod:`~lutsr.video.colour`: colour matrices and ranges, conversion to the
   encoder's pixel format;
-* :mod:`~lutsr.video.avutil`: PyAV and FFmpeg basics every module uses.
+* :mod:`~lutsr.video.avutil`: PyAV and FFmpeg basics every module uses;
+* :mod:`~lutsr.video.segments`: a long video cut at keyframes, its segments
+  upscaled in parallel (local processes or Dask workers), resumable from a manifest;
+* :mod:`~lutsr.video.join`: the segments' packets joined without re-encoding,
+  with the input's audio, subtitles, chapters and metadata.
 
 Two ways to upscale a frame:
 
