@@ -70,11 +70,19 @@ def _mux_joined(av, inp, vin, copies, parts, out, muxer: str, kind: str) -> None
     if chapters:
         out.set_chapters(chapters)
 
+    delay = max(_reorder_delay(part) for part in parts)
+
     def video_packets():
         for part in parts:
-            for packet in part.demux(part.streams.video[0]):
-                if packet.size:
-                    yield packet
+            times = sorted(_video_pts(part))
+            part.seek(0)
+            packets = (p for p in part.demux(part.streams.video[0]) if p.size)
+            for packet, pts in zip(packets, times):
+                # Matroska stores no decoding times: its demuxer leaves them unset on a
+                # stream's first reordered packets, and a muxer then guesses them from
+                # the presentation times, out of order across the joins (EINVAL).
+                packet.dts = pts - delay
+                yield packet
 
     def other_packets():
         if not copies:
@@ -103,3 +111,21 @@ def _mux_joined(av, inp, vin, copies, parts, out, muxer: str, kind: str) -> None
             out.mux(p)
         for p in ast.encode(None):
             out.mux(p)
+
+
+def _video_pts(part) -> list[int]:
+    """The presentation times of ``part``'s video packets, in decoding order (a demux pass)."""
+    part.seek(0)
+    return [p.pts for p in part.demux(part.streams.video[0]) if p.size]
+
+
+def _reorder_delay(part) -> int:
+    """How far (in the stream's time base) decoding runs ahead of presentation in ``part``.
+
+    With the packets' presentation times ``P`` in decoding order, ``sorted(P)[k] - delay``
+    is the smallest monotonic decoding-time sequence that never passes ``P[k]``: the one
+    an encoder writes for B-frames (``delay`` is the reordering depth times the frame
+    duration). One value for every part keeps the sequence monotonic across the joins.
+    """
+    pts = _video_pts(part)
+    return max((t - p for t, p in zip(sorted(pts), pts)), default=0)
