@@ -12,7 +12,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 root="${1:-${LUTSR_ARM64_ROOT:-$HOME/.cache/lutsr/arm64-root}}"
-tests="${LUTSR_ARM64_TESTS:-tests/test_reference.py tests/test_layered.py tests/test_layered_numba.py tests/test_numba.py tests/test_fileformat.py tests/test_importers.py}"
+# The parity suite (its NEON entry is what runs there; CUDA and WebGPU are deselected, slow under emulation).
+tests="${LUTSR_ARM64_TESTS:-tests/test_parity.py tests/test_layered_neon.py tests/test_reference.py tests/test_layered.py tests/test_layered_numba.py tests/test_numba.py tests/test_fileformat.py tests/test_importers.py}"
 
 need_packages=()
 command -v qemu-aarch64-static >/dev/null || need_packages+=(qemu-user-static)
@@ -57,4 +58,4 @@ echo "== every bundled LUT and the layered golden vectors, numba against the ref
 run sh -c 'cd /work/main && python tools/check_exact.py'
 echo "== kernel exactness tests"
 # shellcheck disable=SC2086 # a list of test files
-run sh -c "cd /work/main && python -m pytest -q -p no:cacheprovider $tests"
+run sh -c "cd /work/main && python -m pytest -q -p no:cacheprovider -k 'not cudasim and not webgpu' $tests"
