@@ -34,6 +34,17 @@ SIZES = {"320x180": (320, 180), "480x270": (480, 270), "960x540": (960, 540)}
 SHIFTLUT_BLOCKS = {"ShiftLUT-S": 1, "ShiftLUT-M": 2, "ShiftLUT-L": 8}
 
 
+#: What numba targets to build the code an AVX2-only CPU runs (Haswell's features, every
+#: AVX-512 one off), with ``NUMBA_CPU_NAME``: this AVX-512 CPU then executes it natively.
+AVX2_BUILD_ENV = {
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": (
+        "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+lzcnt,+mmx,"
+        "+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
+        "+xsaveopt,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vbmi,-avx512vnni"),
+}
+
+
 #: lutsr and OpenCV threads of the runtime benchmarks (the targets' 2 threads).
 THREADS = 2
 

@@ -34,18 +34,17 @@ from pathlib import Path
 import pytest
 
 import lutsr
-from bench.helpers import SHIFTLUT_BLOCKS, THREADS, cubic, lut_upscale, photo_frame, random_shiftlut
+from bench.helpers import (
+    AVX2_BUILD_ENV,
+    SHIFTLUT_BLOCKS,
+    THREADS,
+    cubic,
+    lut_upscale,
+    photo_frame,
+    random_shiftlut,
+)
 from lutsr._cpu import avx512bw_available, layered_plan
 from lutsr.bundled import names as bundled_names
-
-#: What numba targets in the child: an AVX2 CPU without AVX-512 (Haswell's features).
-AVX2_BUILD_ENV = {
-    "NUMBA_CPU_NAME": "haswell",
-    "NUMBA_CPU_FEATURES": (
-        "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+lzcnt,+mmx,"
-        "+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
-        "+xsaveopt,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vbmi,-avx512vnni"),
-}
 
 #: The input frame of each scale: a 1920x1080 output.
 FRAMES = {2: (960, 540), 3: (640, 360), 4: (480, 270)}

@@ -22,6 +22,7 @@ import pytest
 from conftest import HANG_GUARD_S, assert_images_equal, random_layered_lut, random_layered_stage
 
 import lutsr
+from bench.helpers import AVX2_BUILD_ENV
 from lutsr import LUT
 from lutsr._cpu import NumbaRunner, avx512bw_available, layered_plan
 from lutsr._cpu.kernels import avx2_available
@@ -30,14 +31,6 @@ from lutsr.reference import upscale_reference
 
 pytestmark = pytest.mark.skipif(not avx2_available(), reason="numba targets no AVX2 here")
 
-#: What numba targets in the child process: an AVX2 CPU without AVX-512 (Haswell's features).
-AVX2_BUILD_ENV = {
-    "NUMBA_CPU_NAME": "haswell",
-    "NUMBA_CPU_FEATURES": (
-        "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+lzcnt,+mmx,"
-        "+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
-        "+xsaveopt,-avx512f,-avx512bw,-avx512vl,-avx512dq,-avx512cd,-avx512vbmi,-avx512vnni"),
-}
 
 #: Set in the child process (see :func:`test_avx2_build_in_a_child_process`).
 CHILD = "LUTSR_TEST_AVX2_BUILD"
@@ -158,7 +151,7 @@ def test_avx2_build_in_a_child_process():
            "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "lutsr-numba-avx2-build")}
     here = Path(__file__).parent
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__, str(here / "test_parity.py"), "-k", "avx2"], cwd=here,
+                           __file__, str(here / "test_parity.py"), "-k", "avx2"], cwd=here.parent,
                           env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode == 0, tail
