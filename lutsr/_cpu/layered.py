@@ -68,7 +68,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import layered as _layered
-from .kernels import _pointer_name
+from .kernels import _pointer_name, _splat
 
 # layered.py's constants these kernels read, as literals of this file (numba's cache keys
 # on this file alone; see kernels.py): changing one there fails this import.
@@ -87,14 +87,6 @@ assert MAX_SHIFT < VEC
 #: the latency of the permutes.
 OUTS = 4
 CHAINS = 4
-
-
-def _splat(builder, vec, value):
-    """``value`` (of ``vec``'s element type) in every lane of an LLVM vector of type ``vec``."""
-    lanes = builder.insert_element(ir.Constant(vec, ir.Undefined), value,
-                                   ir.Constant(ir.IntType(32), 0))
-    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
-    return builder.shuffle_vector(lanes, ir.Constant(vec, ir.Undefined), zeros)
 
 
 class _Lanes:
