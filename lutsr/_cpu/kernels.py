@@ -244,7 +244,7 @@ def _add_base(typingctx, total, shift, base, plane, at, rows, block):
     turns the pattern into one ``vpmaddwd`` (``vpdpwssd`` with AVX-512 VNNI).
     Measured 2.6x faster than one int32 multiply per tap; the sums stay in
     registers. A row's load reaches 3 bytes past a window row's end: into the
-    next row, or, for the last, into the slack :class:`_StagePlan` allocates.
+    next row, or, for the last, into the slack :class:`~.runner.SimplexPlan` allocates.
     """
     if not (isinstance(total, types.CPointer) and isinstance(block, types.UniTuple)):
         return None

@@ -178,8 +178,9 @@ def _slack_empty(shape: tuple[int, ...], slack: int) -> np.ndarray:
     return np.empty(size + slack, np.uint8)[:size].reshape(shape)
 
 
-class _StagePlan:
-    """Per frame size, per calling thread: index maps, bands and their scratch.
+class SimplexPlan:
+    """A simplex stage's plan per frame size and calling thread: index maps, bands and their
+    scratch; :meth:`run` runs it (as :class:`~.layered_plan.LayeredPlan` runs a layered stage).
 
     ``shared_tap_planes`` maps a tap-plane shape to its array, shared by the
     stages of one :class:`_FramePlan`.
@@ -187,6 +188,7 @@ class _StagePlan:
 
     def __init__(self, ps: _PreparedStage, height: int, width: int, channels: int, bands: int,
                  shared_tap_planes: dict):
+        self.ps = ps
         wp = width + 2 * MARGIN
         self.prow = padded_index(height, ps.padding, MARGIN)
         self.pcol = padded_index(width, ps.padding, MARGIN)
@@ -227,6 +229,27 @@ class _StagePlan:
         # The next stage's input, channel-planar (C, H*r, W*r); None for the last stage.
         self.output = None
 
+    def run(self, parallel, src, s_y, s_x, s_c, dst, d_y, d_x, d_c) -> None:
+        """The stage from ``src`` (uint8, read at ``y * s_y + x * s_x + c * s_c``) into
+        ``dst`` (written likewise with ``d_*``), its bands run by ``parallel(count, task)``;
+        as :meth:`~.layered_plan.LayeredPlan.run` for a layered stage."""
+        ps = self.ps
+
+        def band(b):
+            y0, y1 = self.bands[b]
+            if self.tap_planes is not None:
+                _learned_tap_band(src, s_y, s_x, s_c, self.tap_windows[b], self.tap_pairs[b],
+                                  self.tap_prow, self.tap_pcol, y0, y1, self.tap_offsets,
+                                  ps.tap_weights, self.tap_planes)
+            _stage_band(src, s_y, s_x, s_c, self.windows[b], self.prow, self.pcol, y0, y1,
+                        ps.tables, ps.table_offsets, self.tapoff, ps.strides, ps.shift,
+                        ps.interval, self.bufs[b], self.packed[b], ps.rnd, ps.low,
+                        ps.shift_round, ps.shift_bias, self.rows[b], dst, d_y, d_x, d_c,
+                        ps.block, ps.side, ps.lanes, ps.base, self.base_offsets, ps.sum_shift,
+                        None if self.tap_planes is None else self.tap_planes.reshape(-1))
+
+        parallel(len(self.bands), band)
+
 
 class _FramePlan:
     def __init__(self, stages: list[_PreparedStage | PreparedLayered], height: int, width: int,
@@ -237,7 +260,7 @@ class _FramePlan:
             if isinstance(ps, PreparedLayered):
                 plan = LayeredPlan(ps, height, width, channels, threads)
             else:
-                plan = _StagePlan(ps, height, width, channels, bands, tap_planes)
+                plan = SimplexPlan(ps, height, width, channels, bands, tap_planes)
             height, width = height * ps.r, width * ps.r
             if i + 1 < len(stages):
                 plan.output = np.empty((channels, height, width), np.uint8)
@@ -318,33 +341,13 @@ class NumbaRunner:
 
     def _run_frame(self, plan: _FramePlan, source, target) -> None:
         src, (s_y, s_x, s_c) = source
-        for ps, sp in zip(self._stages, plan.stage_plans, strict=True):
+        for sp in plan.stage_plans:
             if sp.output is None:
                 dst, (d_y, d_x, d_c) = target
             else:
                 dst, (d_c, d_y, d_x) = _span(sp.output, writeable=True)
 
-            if isinstance(sp, LayeredPlan):
-                sp.run(self._parallel, src, s_y, s_x, s_c, dst, d_y, d_x, d_c)
-                if sp.output is not None:
-                    src, (s_c, s_y, s_x) = _span(sp.output, writeable=False)
-                continue
-
-            def band(b, src=src, s_y=s_y, s_x=s_x, s_c=s_c, ps=ps, sp=sp, dst=dst, d_y=d_y,
-                     d_x=d_x, d_c=d_c):
-                y0, y1 = sp.bands[b]
-                if sp.tap_planes is not None:
-                    _learned_tap_band(src, s_y, s_x, s_c, sp.tap_windows[b], sp.tap_pairs[b],
-                                      sp.tap_prow, sp.tap_pcol, y0, y1, sp.tap_offsets,
-                                      ps.tap_weights, sp.tap_planes)
-                _stage_band(src, s_y, s_x, s_c, sp.windows[b], sp.prow, sp.pcol, y0, y1,
-                            ps.tables, ps.table_offsets, sp.tapoff, ps.strides, ps.shift,
-                            ps.interval, sp.bufs[b], sp.packed[b], ps.rnd, ps.low, ps.shift_round,
-                            ps.shift_bias, sp.rows[b], dst, d_y, d_x, d_c, ps.block, ps.side,
-                            ps.lanes, ps.base, sp.base_offsets, ps.sum_shift,
-                            None if sp.tap_planes is None else sp.tap_planes.reshape(-1))
-
-            self._parallel(len(sp.bands), band)
+            sp.run(self._parallel, src, s_y, s_x, s_c, dst, d_y, d_x, d_c)
             if sp.output is not None:
                 src, (s_c, s_y, s_x) = _span(sp.output, writeable=False)
 
