@@ -582,7 +582,11 @@ def _run_tasks(todo: list[SegmentTask], executor, workers: int, work: Path, mani
     finally:
         bar.close()
         if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+            broken = any(isinstance(exc, concurrent.futures.process.BrokenProcessPool)
+                         for _, exc in failed)
+            if broken:  # Python 3.10's shutdown(wait=True) of a broken pool can hang for good
+                _stop_workers(executor)
+            executor.shutdown(wait=not broken, cancel_futures=True)
     if failed:
         i, exc = min(failed, key=lambda f: f[0])
         why = (f"its worker process died ({type(exc).__name__})"
