@@ -169,7 +169,7 @@ def test_encoder_options_reach_the_encoder(tmp_path, lut_file):
 
 
 @pytest.mark.parametrize("opts, words", [
-    (["bogus=1"], ["no option bogus", "libx264"]),
+    (["bogus=1"], ["bogus", "libx264"]),  # PyAV 17 and 18+ word it differently
     (["crf=abc"], ["crf=abc", "does not open"]),
     (["tune=nosuchtune"], ["tune=nosuchtune"]),
     (["crf=20", "--crf", "20"], ["--crf", "give one"]),
