@@ -21,7 +21,8 @@ machine, or a shared mount at the same path).
 
 ``lutsr video IN -o OUT --segments ... --cluster ADDRESS`` spreads the segments
 of one video over the workers instead (:func:`cli_video_segments`): each task
-is :func:`lutsr.video.segments.encode_segment`, given the LUT's bytes.
+is :func:`lutsr.video.segments.encode_segment`, given the LUT as a file in the
+segments' work folder.
 
 Dask is an optional extra: ``pip install 'lutsr[cluster]'``.
 """

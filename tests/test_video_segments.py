@@ -11,8 +11,10 @@ killed worker must encode only the segments that had not finished.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -172,6 +174,23 @@ def test_resume_after_killed_worker(clip, whole, tmp_path, monkeypatch, capsys):
                                workers=1)
     assert report.encoded == [1, 2] and report.reused == [0]
     assert_same_video(out2, whole)
+
+
+def test_killed_worker_lets_the_process_exit(clip, tmp_path):
+    """A dead worker must not leave the pool's threads blocked: the command exits.
+
+    Python 3.10's pool hung at exit when a worker died while a task larger
+    than the pipe's buffer was being written to it (the LUT's bytes were in
+    the task); each run here is a fresh process, so a hang shows as a timeout.
+    """
+    out = tmp_path / "out.mkv"
+    args = ["video", str(clip), "-o", str(out), "--lut", "x4", "--codec", "ffv1",
+            "--segments", "4", "--jobs", "1", "--quiet"]
+    env = {**os.environ, "_LUTSR_TEST_SEGMENT_EXIT": "0"}
+    done = subprocess.run([sys.executable, "-m", "lutsr", *args], env=env, capture_output=True,
+                          text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 1 and "segment 0 failed" in done.stderr, done.stderr
+    assert not out.exists() and not work_folder(out).exists()
 
 
 def test_changed_input_refused_overwrite_starts_afresh(clip, tmp_path, capsys):

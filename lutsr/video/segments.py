@@ -273,11 +273,14 @@ class SegmentTask:
         Its timestamps (:func:`spans`).
     options : VideoOptions
         The run's, with no audio or subtitles copied (the join copies them).
-    lut : bytes
-        The ``.lutsr`` file's bytes; empty: each worker picks a bundled LUT for
-        the output size, as a whole run does.
+    lut : str
+        The ``.lutsr`` file the client wrote into the work folder (absolute
+        path); empty: each worker picks a bundled LUT for the output size, as a
+        whole run does. A path, not the bytes: a task stays a few KB, so the
+        pool's call queue never fills its pipe (Python 3.10's pool hangs for
+        good when a worker dies while a large task is being written to it).
     digest : str
-        SHA-256 of ``lut``.
+        SHA-256 of that file's bytes, checked by the worker.
     """
 
     index: int
@@ -302,7 +305,11 @@ def _worker_upscaler(task: SegmentTask) -> Upscaler | None:
     key = (task.digest, task.options.backend, task.options.threads)
     with _cache_lock:
         if key not in _upscalers:
-            lut = from_bytes(task.lut, source=f"the LUT sent to the worker ({task.digest[:12]})")
+            data = Path(task.lut).read_bytes()
+            if hashlib.sha256(data).hexdigest() != task.digest:
+                raise ValueError(f"{task.lut} changed during the run (its SHA-256 is not the "
+                                 "client's); rerun the command")
+            lut = from_bytes(data, source=task.lut)
             _upscalers[key] = Upscaler(lut, backend=task.options.backend,
                                        threads=task.options.threads)
         return _upscalers[key]
@@ -423,8 +430,12 @@ def upscale_segmented(src: str | os.PathLike, dst: str | os.PathLike,
     threads = opts.threads or max(1, (os.cpu_count() or 1) // min(workers, len(parts)))
     part_opts = dataclasses.replace(opts, audio=False, subtitles=False, overwrite=True,
                                     progress=False, quiet=True, threads=threads)
+    lut_file = ""
+    if lut:
+        _replace_file(work / "lut.lutsr", lut)
+        lut_file = str((work / "lut.lutsr").absolute())
     tasks = [SegmentTask(i, str(src.absolute()), str((work / _part_name(i, dst)).absolute()),
-                         span, part_opts, lut, digest)
+                         span, part_opts, lut_file, digest)
              for i, span in enumerate(parts)]
     reused = sorted(i for i in done if _still_good(work, dst, i, done[i]))
     for i in set(done) - set(reused):
@@ -538,10 +549,14 @@ def _still_good(work: Path, dst: Path, i: int, seg: dict) -> bool:
 
 
 def _write_manifest(work: Path, manifest: dict) -> None:
-    """Replace the manifest atomically (a run killed while writing it keeps the former one)."""
-    tmp = work / f".manifest.{os.getpid()}.json"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, work / "manifest.json")
+    _replace_file(work / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically (a run killed while writing it keeps the former file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _run_tasks(todo: list[SegmentTask], executor, workers: int, work: Path, manifest: dict,
