@@ -258,3 +258,25 @@ def expanded_tables(layer: TableLayer, levels: int) -> np.ndarray:
     a_hi = np.take_along_axis(t, hi, axis=2)
     # (t[lo] * (s - f) + t[hi] * f) / s in units of 1/16; f = 0 for s = 1.
     return ((a_lo * (steps - f) + a_hi * f) * (16 // steps)).astype(np.int16)
+
+
+def device_layers(stage: LayeredStage) -> list[tuple]:
+    """The layers the GPU kernels run after block 0's depthwise one, in order.
+
+    Block 0's pointwise, block 1's depthwise, block 1's pointwise, ...: each
+    ``(expanded, shifts)``, ``expanded`` from :func:`expanded_tables` and
+    ``shifts`` None for a depthwise layer, int32 ``(2, C)`` (zeros when
+    unshifted) for a pointwise one, both contiguous.
+    """
+    def entry(layer, shifts):
+        return (np.ascontiguousarray(expanded_tables(layer, HIGH_LEVELS)),
+                None if shifts is None else np.ascontiguousarray(shifts, np.int32))
+
+    (_, pw0), *rest = stage.blocks
+    layers = []
+    for dw, pw in ((None, pw0), *rest):
+        if dw is not None:
+            layers.append(entry(dw, None))
+        layers.append(entry(pw, np.zeros((2, pw.inputs), np.int32) if pw.shifts is None
+                            else pw.shifts))
+    return layers

@@ -51,7 +51,7 @@ import numpy as np
 from numba import cuda, int32, uint32
 
 from .. import layered as _layered
-from ..layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
+from ..layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, device_layers, expanded_tables
 
 # MAX_CHANNELS as a literal of this file, for numba's on-disk cache (keyed on this
 # file alone; see simplex.py): changing it in lutsr/layered.py fails this import.
@@ -331,9 +331,7 @@ class DeviceLayeredStage:
     """One layered stage's constant arrays, uploaded to one device.
 
     ``first`` and ``low`` are block 0's depthwise and low-bit expanded tables;
-    ``layers`` holds, for every later layer in order (block 0's pointwise,
-    block 1's depthwise, ...), ``(tables, shifts)`` with ``shifts`` None for a
-    depthwise layer and int32 (2, C) (zeros when unshifted) for a pointwise one.
+    ``layers`` is :func:`lutsr.layered.device_layers`, on the device.
     """
 
     r: int
@@ -351,16 +349,12 @@ def upload(stage: LayeredStage) -> DeviceLayeredStage:
     def tables(layer, levels=HIGH_LEVELS):
         return cuda.to_device(np.ascontiguousarray(expanded_tables(layer, levels)))
 
-    (dw0, pw0), *rest = stage.blocks
-    layers = []
-    for dw, pw in ((None, pw0), *rest):
-        if dw is not None:
-            layers.append((tables(dw), None))
-        shifts = np.zeros((2, pw.inputs), np.int32) if pw.shifts is None else pw.shifts
-        layers.append((tables(pw), cuda.to_device(np.ascontiguousarray(shifts, np.int32))))
+    layers = tuple((cuda.to_device(t), None if s is None else cuda.to_device(s))
+                   for t, s in device_layers(stage))
     return DeviceLayeredStage(
-        r=stage.r, channels=stage.channels, first=tables(dw0), low=tables(stage.low, LOW_LEVELS),
-        layers=tuple(layers), up=tables(stage.up), source=cuda.to_device(block_sources(stage.r)))
+        r=stage.r, channels=stage.channels, first=tables(stage.blocks[0][0]),
+        low=tables(stage.low, LOW_LEVELS), layers=layers, up=tables(stage.up),
+        source=cuda.to_device(block_sources(stage.r)))
 
 
 def chunk_planes(planes: int, channels: int, height: int, width: int) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..indexmaps import block_permutations
-from ..layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, expanded_tables
+from ..layered import HIGH_LEVELS, LOW_LEVELS, LayeredStage, device_layers, expanded_tables
 from .shaders import WORKGROUP, _load_fn
 
 _PARAMS = """
@@ -295,22 +295,14 @@ def stage_tables(stage: LayeredStage) -> dict:
     """The stage's expanded tables as int32 arrays, by the kernels' binding names.
 
     ``first``, ``low``, ``up``: block 0's depthwise, the low-bit and the up layer;
-    ``layers``: for every later layer in order (block 0's pointwise, block 1's
-    depthwise, ...), ``(tables, shifts)`` with ``shifts`` None for a depthwise
-    layer and int32 ``(2, C)`` (zeros when unshifted) for a pointwise one.
+    ``layers``: :func:`lutsr.layered.device_layers`, its tables as int32.
     """
     def tables(layer, levels=HIGH_LEVELS):
         return np.ascontiguousarray(expanded_tables(layer, levels), np.int32)
 
-    (dw0, pw0), *rest = stage.blocks
-    layers = []
-    for dw, pw in ((None, pw0), *rest):
-        if dw is not None:
-            layers.append((tables(dw), None))
-        shifts = np.zeros((2, pw.inputs), np.int32) if pw.shifts is None else pw.shifts
-        layers.append((tables(pw), np.ascontiguousarray(shifts, np.int32)))
-    return {"first": tables(dw0), "low": tables(stage.low, LOW_LEVELS), "layers": layers,
-            "up": tables(stage.up)}
+    layers = [(t.astype(np.int32), s) for t, s in device_layers(stage)]
+    return {"first": tables(stage.blocks[0][0]), "low": tables(stage.low, LOW_LEVELS),
+            "layers": layers, "up": tables(stage.up)}
 
 
 def feature_words(channels: int, height: int, width: int) -> int:
