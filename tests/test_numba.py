@@ -280,6 +280,8 @@ def test_loading_the_backend_leaves_scipy_alone_and_working():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Forking a threaded process is the point (a user's fork after upscaling); 3.12+ warn of it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_runner_works_in_a_forked_child():
     """A pool created before fork has no threads in the child: the child must not wait on it."""
     import multiprocessing
