@@ -434,8 +434,8 @@ def _main(argv: list[str] | None) -> int:
             # any warning a library gives is one lutsr line, not Python's file:line + source
             warnings.showwarning = _show_warning
             return args.func(args)
-    except KeyboardInterrupt:
-        print_error("interrupted; no partial output was written")
+    except KeyboardInterrupt as exc:  # a message says what a run that stopped early kept
+        print_error(f"interrupted; {exc.args[0] if exc.args else 'no partial output was written'}")
         return 130
     except BrokenPipeError as exc:
         if _stdout_closed():  # a text output's reader left: quietly, see main

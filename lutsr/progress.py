@@ -81,8 +81,11 @@ def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: st
     total : int or None
         Steps expected (None: unknown, no percentage or ETA).
     enabled : bool
-        Show it; a disabled bar counts but writes nothing (``bar.disable`` is
-        true, so a caller can log plain lines instead).
+        Show it; a disabled bar is a :class:`SilentBar`, which counts but
+        writes nothing (``bar.disable`` is true, so a caller can log plain lines
+        instead). No tqdm for it: tqdm's first bar in a process makes a named
+        semaphore, which a segment worker ended by its client leaves behind,
+        and Python warns of it at exit.
     unit : str
         tqdm's unit of a step (``"image"``, ``"frame"``...).
     desc : str, optional
@@ -99,6 +102,8 @@ def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: st
     -------
     tqdm.tqdm, PlainBar or SilentBar
     """
+    if not enabled:
+        return SilentBar(total, initial)
     try:
         from tqdm import tqdm
     except ImportError:
@@ -107,8 +112,7 @@ def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: st
             return PlainBar(total, desc or "", enabled, unit=f"{unit}s", rate=rate,
                             initial=initial)
         return SilentBar(total, initial)
-    return tqdm(total=total, initial=initial, unit=unit, desc=desc, disable=not enabled,
-                **tqdm_options)
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, **tqdm_options)
 
 
 def finish(bar) -> None:

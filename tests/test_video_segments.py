@@ -193,6 +193,44 @@ def test_killed_worker_lets_the_process_exit(clip, tmp_path):
     assert not out.exists() and not work_folder(out).exists()
 
 
+def test_interrupted_run_says_what_it_kept(clip, tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM after a finished segment keeps it for a rerun, and says so;
+    before any, the work folder goes too."""
+    from lutsr.video import segments
+
+    out = tmp_path / "out.mkv"
+    args = ["video", str(clip), "-o", str(out), "--lut", "x2", "--codec", "ffv1",
+            "--segments", "4", "--jobs", "1"]
+    write = segments._write_manifest
+    calls = []
+
+    def write_then_interrupt(work, manifest):
+        write(work, manifest)
+        calls.append(len(manifest["segments"]))
+        if calls[-1] == 1:  # recorded the first finished segment
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(segments, "_write_manifest", write_then_interrupt)
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lutsr: error: interrupted; 1 finished segments are kept in") and \
+        "rerun the same command" in err and len(err.splitlines()) == 1, err
+    monkeypatch.setattr(segments, "_write_manifest", write)
+    assert main(args) == 0
+    assert "segments: 4 (3 encoded, 1 reused)" in capsys.readouterr().out
+
+    def interrupted(futures):
+        raise KeyboardInterrupt
+        yield
+
+    out2 = tmp_path / "out2.mkv"
+    monkeypatch.setattr(segments.concurrent.futures, "as_completed", interrupted)
+    assert main([*args[:3], str(out2), *args[4:]]) == 130
+    assert capsys.readouterr().err.strip() == ("lutsr: error: interrupted; no partial output "
+                                               "was written")
+    assert not out2.exists() and not work_folder(out2).exists()
+
+
 def test_changed_input_refused_overwrite_starts_afresh(clip, tmp_path, capsys):
     src = tmp_path / "in.mkv"
     shutil.copy(clip, src)

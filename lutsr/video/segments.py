@@ -588,11 +588,14 @@ def _run_tasks(todo: list[SegmentTask], executor, workers: int, work: Path, mani
             manifest["segments"][str(task.index)] = result
             _write_manifest(work, manifest)
             bar.update(1)
-    except BaseException:
+    except BaseException as exc:
         for future in futures:
             future.cancel()
         if own:  # Ctrl-C, SIGTERM: do not wait for the segments being encoded
             _stop_workers(executor)
+        if isinstance(exc, KeyboardInterrupt):  # the CLI prints "interrupted; <this>"
+            raise KeyboardInterrupt(_leftover(work, manifest)
+                                    or "no partial output was written") from None
         raise
     finally:
         bar.close()
@@ -607,13 +610,20 @@ def _run_tasks(todo: list[SegmentTask], executor, workers: int, work: Path, mani
         why = (f"its worker process died ({type(exc).__name__})"
                if isinstance(exc, concurrent.futures.process.BrokenProcessPool)
                else " ".join(str(exc).split()) or type(exc).__name__)
-        kept = len(manifest["segments"])
-        if not kept:
-            shutil.rmtree(work, ignore_errors=True)
-            raise ValueError(f"segment {i} failed: {why}")
-        raise ValueError(f"segment {i} failed: {why}; {kept} finished segments are kept in "
-                         f"{work}: rerun the same command to encode only the rest")
+        leftover = _leftover(work, manifest)
+        raise ValueError(f"segment {i} failed: {why}" + (f"; {leftover}" if leftover else ""))
     return cpu
+
+
+def _leftover(work: Path, manifest: dict) -> str:
+    """After a run that stopped early: remove ``work`` if it holds no finished segment,
+    else say where they are kept."""
+    kept = len(manifest["segments"])
+    if not kept:
+        shutil.rmtree(work, ignore_errors=True)
+        return ""
+    return (f"{kept} finished segments are kept in {work}: rerun the same command to "
+            "encode only the rest")
 
 
 def describe(report: SegmentedReport) -> str:
