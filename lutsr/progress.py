@@ -109,7 +109,7 @@ def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: st
     except ImportError:
         if plain:
             rate = "fps" if unit == "frame" else f"{unit}s/s"
-            return PlainBar(total, desc or "", enabled, unit=f"{unit}s", rate=rate,
+            return PlainBar(total, desc or "", True, unit=f"{unit}s", rate=rate,
                             initial=initial)
         return SilentBar(total, initial)
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, **tqdm_options)
