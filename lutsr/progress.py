@@ -38,14 +38,14 @@ class PlainBar(SilentBar):
     """Progress on one stderr line, rewritten at most twice a second.
 
     The line reads ``DESC: N/TOTAL UNITS, R RATE, ETA S s`` (``video.mp4:
-    40/120 frames, 23.5 fps, ETA 3 s``); nothing is written when not
-    ``enabled``.
+    40/120 frames, 23.5 fps, ETA 3 s``).
     """
 
-    def __init__(self, total: int | None, desc: str, enabled: bool, unit: str = "frames",
-                 rate: str = "fps", initial: int = 0):
+    disable = False
+
+    def __init__(self, total: int | None, desc: str, unit: str = "frames", rate: str = "fps",
+                 initial: int = 0):
         super().__init__(total, initial)
-        self.disable = not enabled
         self.desc, self.unit, self.rate = desc, unit, rate
         self._t0, self._last = time.perf_counter(), 0.0
 
@@ -57,8 +57,6 @@ class PlainBar(SilentBar):
 
     def refresh(self, now: float | None = None) -> None:
         """Rewrite the line now."""
-        if self.disable:
-            return
         now = time.perf_counter() if now is None else now
         self._last = now
         rate = self.n / max(now - self._t0, 1e-9)
@@ -68,8 +66,7 @@ class PlainBar(SilentBar):
         sys.stderr.flush()
 
     def close(self) -> None:
-        if not self.disable:
-            sys.stderr.write("\n")
+        sys.stderr.write("\n")
 
 
 def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: str | None = None,
@@ -109,7 +106,7 @@ def progress_bar(total: int | None, *, enabled: bool, unit: str = "it", desc: st
     except ImportError:
         if plain:
             rate = "fps" if unit == "frame" else f"{unit}s/s"
-            return PlainBar(total, desc or "", True, unit=f"{unit}s", rate=rate,
+            return PlainBar(total, desc or "", unit=f"{unit}s", rate=rate,
                             initial=initial)
         return SilentBar(total, initial)
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, **tqdm_options)

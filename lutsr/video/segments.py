@@ -430,12 +430,11 @@ def upscale_segmented(src: str | os.PathLike, dst: str | os.PathLike,
     threads = opts.threads or max(1, (os.cpu_count() or 1) // min(workers, len(parts)))
     part_opts = dataclasses.replace(opts, audio=False, subtitles=False, overwrite=True,
                                     progress=False, quiet=True, threads=threads)
-    lut_file = ""
+    lut_file = (work / "lut.lutsr").absolute()
     if lut:
-        _replace_file(work / "lut.lutsr", lut)
-        lut_file = str((work / "lut.lutsr").absolute())
+        _replace_file(lut_file, lut)
     tasks = [SegmentTask(i, str(src.absolute()), str((work / _part_name(i, dst)).absolute()),
-                         span, part_opts, lut_file, digest)
+                         span, part_opts, str(lut_file) if lut else "", digest)
              for i, span in enumerate(parts)]
     reused = sorted(i for i in done if _still_good(work, dst, i, done[i]))
     for i in set(done) - set(reused):
